@@ -1,0 +1,125 @@
+//! Payloads: user data as bytes plus an encoding tag.
+//!
+//! Inputs, outputs, event data and entity state travel as [`Payload`]s. JSON (serde_json) is
+//! the default encoding, so the HTTP API and tools can show them; the envelope around them
+//! (history events, store records) is encoded by [`crate::codec`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// How a payload's bytes are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Encoding {
+    /// UTF-8 JSON text.
+    Json,
+    /// Opaque bytes, not shown by the HTTP API.
+    Binary,
+}
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The payload is not of the expected encoding.
+    #[error("payload is {actual:?}, expected {expected:?}")]
+    WrongEncoding {
+        /// The encoding that was wanted.
+        expected: Encoding,
+        /// The encoding found.
+        actual: Encoding,
+    },
+    /// The JSON does not match the declared type.
+    #[error("payload does not match type {type_name}: {source}")]
+    Json {
+        /// The Rust type that was wanted.
+        type_name: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// User data: bytes plus their encoding.
+///
+/// ```
+/// use perdure_core::Payload;
+/// let p = Payload::json(&vec![1, 2, 3]).unwrap();
+/// assert_eq!(p.as_json_str(), Some("[1,2,3]"));
+/// let back: Vec<i32> = p.decode().unwrap();
+/// assert_eq!(back, vec![1, 2, 3]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Payload {
+    /// The encoding of `data`.
+    pub encoding: Encoding,
+    /// The encoded bytes.
+    pub data: Vec<u8>,
+}
+
+impl Payload {
+    /// Encodes a value as JSON.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, PayloadError> {
+        let data = serde_json::to_vec(value).map_err(|source| PayloadError::Json {
+            type_name: std::any::type_name::<T>(),
+            source,
+        })?;
+        Ok(Self {
+            encoding: Encoding::Json,
+            data,
+        })
+    }
+
+    /// Wraps JSON text that is already encoded (it is checked to be valid JSON).
+    pub fn from_json_text(text: impl Into<String>) -> Result<Self, PayloadError> {
+        let text = text.into();
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|source| {
+            PayloadError::Json {
+                type_name: "JSON text",
+                source,
+            }
+        })?;
+        Ok(Self {
+            encoding: Encoding::Json,
+            data: text.into_bytes(),
+        })
+    }
+
+    /// Wraps opaque bytes.
+    pub fn binary(data: Vec<u8>) -> Self {
+        Self {
+            encoding: Encoding::Binary,
+            data,
+        }
+    }
+
+    /// Decodes a JSON payload into `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        if self.encoding != Encoding::Json {
+            return Err(PayloadError::WrongEncoding {
+                expected: Encoding::Json,
+                actual: self.encoding,
+            });
+        }
+        serde_json::from_slice(&self.data).map_err(|source| PayloadError::Json {
+            type_name: std::any::type_name::<T>(),
+            source,
+        })
+    }
+
+    /// The JSON text, if this is a JSON payload holding valid UTF-8.
+    pub fn as_json_str(&self) -> Option<&str> {
+        match self.encoding {
+            Encoding::Json => std::str::from_utf8(&self.data).ok(),
+            Encoding::Binary => None,
+        }
+    }
+
+    /// Size of the encoded data in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the data is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}

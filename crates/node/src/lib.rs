@@ -1,0 +1,5 @@
+//! # perdure-node
+//!
+//! The Perdure runtime.
+
+pub mod store;
