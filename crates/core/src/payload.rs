@@ -99,10 +99,21 @@ impl Payload {
                 actual: self.encoding,
             });
         }
-        serde_json::from_slice(&self.data).map_err(|source| PayloadError::Json {
-            type_name: std::any::type_name::<T>(),
-            source,
-        })
+        match serde_json::from_slice(&self.data) {
+            Ok(value) => Ok(value),
+            Err(source) => {
+                // Clients such as the official Python Durable Functions client send JSON
+                // encoded twice: a JSON string literal whose content is the JSON value. The
+                // payload is stored as sent (as Durable Functions does); a typed reader still
+                // gets its value when the string's content decodes into `T`.
+                if let Ok(inner) = serde_json::from_slice::<String>(&self.data) {
+                    if let Ok(value) = serde_json::from_str(&inner) {
+                        return Ok(value);
+                    }
+                }
+                Err(PayloadError::Json { type_name: std::any::type_name::<T>(), source })
+            }
+        }
     }
 
     /// The JSON text, if this is a JSON payload holding valid UTF-8.
@@ -121,5 +132,28 @@ impl Payload {
     /// Whether the data is empty.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn double_encoded_json_still_decodes_into_typed_values() {
+        // What the Python client sends for {"n": 3}: a JSON string holding JSON.
+        let p = Payload::from_json_text(r#""{\"n\": 3}""#).unwrap();
+        #[derive(serde::Deserialize, PartialEq, Debug)]
+        struct In {
+            n: i32,
+        }
+        assert_eq!(p.decode::<In>().unwrap(), In { n: 3 });
+        // A reader that wants the string gets the string, as sent.
+        assert_eq!(p.decode::<String>().unwrap(), r#"{"n": 3}"#);
+        // A number sent as "5" decodes as a number too.
+        assert_eq!(Payload::from_json_text(r#""5""#).unwrap().decode::<i64>().unwrap(), 5);
+        // Garbage stays an error naming the type.
+        let err = Payload::from_json_text(r#""nope""#).unwrap().decode::<i64>().unwrap_err();
+        assert!(err.to_string().contains("i64"), "{err}");
     }
 }
