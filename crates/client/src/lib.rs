@@ -1,6 +1,72 @@
 //! # perdure-client
 //!
-//! The Durable Client for Rust services.
+//! The Durable Client for Rust services: start orchestrations, read their status, wait for
+//! them, send them events, manage their lifecycle, purge them, and signal and read entities.
+//!
+//! Two transports:
+//! - **HTTP** ([`DurableClient::http`]): the Durable Functions HTTP API of one or more nodes,
+//!   with pooled keep-alive connections and failover (a request moves to the next node only
+//!   when it cannot have taken effect: connection refused, 429/503, or a read).
+//! - **In process** ([`DurableClient::in_process`]): wraps the node's
+//!   [`ManagementApi`] for an app that embeds a node.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use perdure_client::{DurableClient, StartOptions};
+//!
+//! # async fn demo() -> Result<(), perdure_client::ClientError> {
+//! let client = DurableClient::http(["http://127.0.0.1:8080"])?;
+//! let id = client
+//!     .schedule_new_orchestration("HelloSequence", &"Tokyo", StartOptions::default())
+//!     .await?;
+//! let done = client
+//!     .wait_for_instance_completion(&id, Duration::from_secs(30))
+//!     .await?;
+//! let greetings: Vec<String> = done.read_output()?.unwrap_or_default();
+//! println!("{id}: {greetings:?}");
+//! # Ok(()) }
+//! ```
+//!
+//! ## The Durable Client binding, in Rust
+//!
+//! An axum handler that starts an orchestration and answers 202 with the management payload
+//! (`statusQueryGetUri`, `sendEventPostUri`, ...), as a Durable Functions HTTP starter does:
+//!
+//! ```no_run
+//! use axum::{Json, extract::{Path, State}, http::StatusCode, response::IntoResponse};
+//! use perdure_client::{DurableClient, StartOptions};
+//!
+//! async fn http_start(
+//!     State(client): State<DurableClient>,
+//!     Path(name): Path<String>,
+//!     Json(input): Json<serde_json::Value>,
+//! ) -> axum::response::Response {
+//!     match client.schedule_new_orchestration(&name, &input, StartOptions::default()).await {
+//!         Ok(id) => client.create_check_status_response("http://127.0.0.1:8080", &id),
+//!         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+//!     }
+//! }
+//!
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = DurableClient::http(["http://127.0.0.1:8080"])?;
+//! let app = axum::Router::new()
+//!     .route("/api/start/{name}", axum::routing::post(http_start))
+//!     .with_state(client);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
-pub use perdure_core::management::ManagementApi;
+mod client;
+mod error;
+pub mod http;
+mod wire;
+
+pub use client::{DurableClient, HttpResponseParts, OrchestrationMetadata, StartOptions};
+pub use error::{ClientError, ClientResult};
+pub use http::{HttpClientOptions, HttpTransport};
+pub use perdure_core::management::{
+    EntityQuery, EntityState, InstanceQuery, ManagementApi, PurgeFilter,
+};
+pub use perdure_core::{EntityId, InstanceId, OrchestrationStatus, Payload, Timestamp};

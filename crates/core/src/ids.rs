@@ -74,6 +74,11 @@ impl InstanceId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Wraps an id known to be valid (a literal in this crate).
+    pub(crate) fn new_unchecked(id: &str) -> Self {
+        Self(id.to_string())
+    }
 }
 
 impl TryFrom<String> for InstanceId {

@@ -15,21 +15,37 @@
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod activity;
 pub mod codec;
+pub mod entity;
 pub mod failure;
 pub mod history;
 pub mod ids;
+pub mod iso8601;
 pub mod management;
+pub mod orchestration;
+mod panic;
 pub mod payload;
+pub mod registry;
+pub mod replay;
 pub mod retry;
+pub mod rewind;
+mod sha1;
 pub mod status;
+pub mod testing;
 pub mod time;
 
 pub use action::OrchestratorAction;
+pub use activity::ActivityContext;
+pub use entity::{EntityContext, execute_entity_batch};
 pub use failure::FailureDetails;
+pub use failure::IntoFailureDetails;
 pub use history::{EventKind, HistoryEvent, ParentInstance};
 pub use ids::{EntityId, ExecutionId, IdError, InstanceId};
+pub use orchestration::{DurableTask, OrchestrationContext, TaskError, when_all, when_any};
 pub use payload::{Encoding, Payload, PayloadError};
+pub use registry::Registry;
+pub use replay::{Episode, NonDeterminismError, OrchestrationExecutor, Outcome, ReplayError};
 pub use retry::RetryPolicy;
 pub use status::OrchestrationStatus;
 pub use time::Timestamp;

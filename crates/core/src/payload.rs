@@ -106,12 +106,15 @@ impl Payload {
                 // encoded twice: a JSON string literal whose content is the JSON value. The
                 // payload is stored as sent (as Durable Functions does); a typed reader still
                 // gets its value when the string's content decodes into `T`.
-                if let Ok(inner) = serde_json::from_slice::<String>(&self.data) {
-                    if let Ok(value) = serde_json::from_str(&inner) {
-                        return Ok(value);
-                    }
+                if let Ok(inner) = serde_json::from_slice::<String>(&self.data)
+                    && let Ok(value) = serde_json::from_str(&inner)
+                {
+                    return Ok(value);
                 }
-                Err(PayloadError::Json { type_name: std::any::type_name::<T>(), source })
+                Err(PayloadError::Json {
+                    type_name: std::any::type_name::<T>(),
+                    source,
+                })
             }
         }
     }
@@ -151,9 +154,18 @@ mod tests {
         // A reader that wants the string gets the string, as sent.
         assert_eq!(p.decode::<String>().unwrap(), r#"{"n": 3}"#);
         // A number sent as "5" decodes as a number too.
-        assert_eq!(Payload::from_json_text(r#""5""#).unwrap().decode::<i64>().unwrap(), 5);
+        assert_eq!(
+            Payload::from_json_text(r#""5""#)
+                .unwrap()
+                .decode::<i64>()
+                .unwrap(),
+            5
+        );
         // Garbage stays an error naming the type.
-        let err = Payload::from_json_text(r#""nope""#).unwrap().decode::<i64>().unwrap_err();
+        let err = Payload::from_json_text(r#""nope""#)
+            .unwrap()
+            .decode::<i64>()
+            .unwrap_err();
         assert!(err.to_string().contains("i64"), "{err}");
     }
 }

@@ -20,6 +20,7 @@ impl Timestamp {
     }
 
     /// This time plus a duration (saturating).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: std::time::Duration) -> Self {
         Self(
             self.0

@@ -10,7 +10,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
+pub mod conformance;
+pub mod embedded;
 pub mod memory;
+pub mod postgres;
+#[cfg(feature = "foundationdb")]
+pub mod fdb;
+mod options;
+
+pub use options::{BackendNotBuilt, StoreOptions, open_store};
 
 /// FoundationDB's key size limit, enforced on every backend.
 pub const MAX_KEY_BYTES: usize = 10_000;
@@ -175,6 +183,22 @@ impl StoreError {
             source,
         }
     }
+}
+
+/// Decodes a stored record with [`perdure_core::codec::decode`]; bytes that do not decode
+/// become [`StoreError::Corrupt`] naming `key`.
+///
+/// ```
+/// use perdure_node::store::{StoreError, decode_record};
+/// let err = decode_record::<u32>(b"instance/abc", &[0xEE, 1, 2]).unwrap_err();
+/// assert!(matches!(err, StoreError::Corrupt { .. }));
+/// assert!(err.to_string().contains("instance/abc"));
+/// ```
+pub fn decode_record<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    perdure_core::codec::decode(bytes).map_err(|e| StoreError::corrupt(key, e))
 }
 
 /// Prints a key with non-printable bytes escaped, as FoundationDB does.

@@ -1,0 +1,2 @@
+//! The perdure CLI.
+fn main() {}

@@ -1,0 +1,822 @@
+//! The HTTP transport: the Durable Functions HTTP API of one or more nodes, with keep-alive
+//! connections and failover.
+//!
+//! Failover retries a request on the next node only when it cannot have taken effect: the
+//! connection could not be made, the node answered 429 or 503 (it refused the work), or the
+//! request is a read (GET), which is safe to repeat after any transport error.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use perdure_core::management::*;
+use perdure_core::{
+    EntityId, HistoryEvent, InstanceId, OrchestrationStatus, Payload, Timestamp, iso8601,
+};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{Method, StatusCode};
+
+use crate::error::{ClientError, ClientResult};
+use crate::wire::{EntityWire, ErrorWire, IdWire, PurgeWire, StatusWire};
+
+/// Where the Durable Functions routes live on a node.
+pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
+
+const CONTINUATION: &str = "x-ms-continuation-token";
+
+/// Options of the HTTP transport.
+#[derive(Clone, Debug)]
+pub struct HttpClientOptions {
+    /// Node URLs (`http://host:port`, with or without the base path).
+    pub urls: Vec<String>,
+    /// Time limit of one request (a server-side wait is added on top).
+    pub request_timeout: Duration,
+    /// Time limit to open a connection.
+    pub connect_timeout: Duration,
+    /// Longest server-side wait per status request of `wait_for_completion`.
+    pub wait_chunk: Duration,
+}
+
+impl HttpClientOptions {
+    /// Options for these node URLs, with default timeouts.
+    pub fn new<I, S>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            urls: urls.into_iter().map(Into::into).collect(),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+            wait_chunk: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A response: status, headers, body.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    url: String,
+}
+
+/// Percent-encodes a path segment or query value.
+pub(crate) fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Builds a query string from pairs (values encoded).
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn time(t: Option<Timestamp>) -> Option<String> {
+    t.map(iso8601::format)
+}
+
+fn statuses(s: &[OrchestrationStatus]) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","))
+    }
+}
+
+/// The HTTP transport. Cheap to share (`Arc`); connections are pooled.
+#[derive(Debug)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    nodes: Vec<String>,
+    preferred: AtomicUsize,
+    opts: HttpClientOptions,
+}
+
+impl HttpTransport {
+    /// A transport over the given nodes.
+    pub fn new(opts: HttpClientOptions) -> ClientResult<Self> {
+        if opts.urls.is_empty() {
+            return Err(ClientError::Config("no node URL given".into()));
+        }
+        let mut nodes = Vec::new();
+        for u in &opts.urls {
+            let u = u.trim().trim_end_matches('/');
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ClientError::Config(format!(
+                    "node URL {u:?} must start with http:// or https://"
+                )));
+            }
+            let base = u.strip_suffix(BASE_PATH).unwrap_or(u);
+            nodes.push(format!("{base}{BASE_PATH}"));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            nodes,
+            preferred: AtomicUsize::new(0),
+            opts,
+        })
+    }
+
+    /// The node base URLs (with the API's base path).
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Payload>,
+        continuation: Option<&str>,
+        extra_timeout: Duration,
+    ) -> ClientResult<Answer> {
+        let n = self.nodes.len();
+        let safe = method == Method::GET;
+        let attempts = n * 2;
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut last_err: Option<reqwest::Error> = None;
+        for attempt in 0..attempts {
+            let idx = (start + attempt) % n;
+            let Some(node) = self.nodes.get(idx) else {
+                continue;
+            };
+            let url = format!("{node}{path}");
+            let mut req = self
+                .client
+                .request(method.clone(), &url)
+                .timeout(self.opts.request_timeout + extra_timeout);
+            req = match body {
+                Some(p) => req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(p.data.clone()),
+                None if method == Method::POST => req.header(CONTENT_TYPE, "application/json"),
+                None => req,
+            };
+            if let Some(c) = continuation {
+                req = req.header(CONTINUATION, c);
+            }
+            match req.send().await {
+                Err(e) => {
+                    let retry = e.is_connect() || (safe && !e.is_builder());
+                    if !retry {
+                        return Err(ClientError::Unreachable {
+                            method: method.to_string(),
+                            path: path.to_string(),
+                            source: e,
+                        });
+                    }
+                    tracing::debug!(%url, error = %e, "node failed; trying the next one");
+                    last_err = Some(e);
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let refused = matches!(
+                        status,
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                    );
+                    if refused && attempt + 1 < attempts {
+                        let backoff = Duration::from_millis(20 * (attempt as u64 + 1));
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                    self.preferred.store(idx, Ordering::Relaxed);
+                    let headers = resp.headers().clone();
+                    let body = match resp.bytes().await {
+                        Ok(b) => b.to_vec(),
+                        Err(e) if safe && attempt + 1 < attempts => {
+                            last_err = Some(e);
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(ClientError::Unreachable {
+                                method: method.to_string(),
+                                path: path.to_string(),
+                                source: e,
+                            });
+                        }
+                    };
+                    return Ok(Answer {
+                        status,
+                        headers,
+                        body,
+                        url,
+                    });
+                }
+            }
+            self.preferred.store((idx + 1) % n, Ordering::Relaxed);
+        }
+        match last_err {
+            Some(source) => Err(ClientError::Unreachable {
+                method: method.to_string(),
+                path: path.to_string(),
+                source,
+            }),
+            None => Err(ClientError::Config("no node to send to".into())),
+        }
+    }
+
+    fn error(a: &Answer) -> ClientError {
+        match serde_json::from_slice::<ErrorWire>(&a.body) {
+            Ok(ErrorWire {
+                typed: Some(e), ..
+            }) => ClientError::Management(e),
+            Ok(ErrorWire {
+                message: Some(m), ..
+            }) if a.status == StatusCode::NOT_FOUND => {
+                ClientError::Management(ManagementError::NotFound(m))
+            }
+            Ok(ErrorWire {
+                message: Some(m), ..
+            }) => ClientError::Protocol {
+                status: a.status.as_u16(),
+                url: a.url.clone(),
+                message: m,
+            },
+            _ => ClientError::Protocol {
+                status: a.status.as_u16(),
+                url: a.url.clone(),
+                message: String::from_utf8_lossy(&a.body).chars().take(500).collect(),
+            },
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(a: &Answer) -> ClientResult<T> {
+        serde_json::from_slice(&a.body).map_err(|e| ClientError::Protocol {
+            status: a.status.as_u16(),
+            url: a.url.clone(),
+            message: format!("undecodable body: {e}"),
+        })
+    }
+
+    fn expect(a: Answer, ok: &[StatusCode]) -> ClientResult<Answer> {
+        if ok.contains(&a.status) {
+            Ok(a)
+        } else {
+            Err(Self::error(&a))
+        }
+    }
+
+    /// Starts an orchestration.
+    pub async fn start(&self, req: StartRequest) -> ClientResult<InstanceId> {
+        let mut path = format!("/orchestrators/{}", enc(&req.name));
+        if let Some(id) = &req.instance_id {
+            path.push('/');
+            path.push_str(&enc(id.as_str()));
+        }
+        path.push_str(&query(&[
+            ("version", req.version.clone()),
+            ("scheduledStartTime", time(req.scheduled_start)),
+        ]));
+        let a = self
+            .send(Method::POST, &path, req.input.as_ref(), None, Duration::ZERO)
+            .await?;
+        let a = Self::expect(a, &[StatusCode::ACCEPTED, StatusCode::OK])?;
+        let id: IdWire = Self::decode(&a)?;
+        InstanceId::new(id.id).map_err(|e| ClientError::Protocol {
+            status: a.status.as_u16(),
+            url: a.url.clone(),
+            message: format!("bad instance id: {e}"),
+        })
+    }
+
+    async fn status(
+        &self,
+        id: &InstanceId,
+        with_payloads: bool,
+        wait: Option<Duration>,
+    ) -> ClientResult<Option<InstanceState>> {
+        let path = format!(
+            "/instances/{}{}",
+            enc(id.as_str()),
+            query(&[
+                ("showInput", (!with_payloads).then(|| "false".to_string())),
+                (
+                    "waitForCompletion",
+                    wait.map(|w| format!("{}ms", w.as_millis()))
+                ),
+            ])
+        );
+        let a = self
+            .send(Method::GET, &path, None, None, wait.unwrap_or_default())
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return match Self::error(&a) {
+                e if e.is_not_found() => Ok(None),
+                e => Err(e),
+            };
+        }
+        let a = Self::expect(
+            a,
+            &[
+                StatusCode::OK,
+                StatusCode::ACCEPTED,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ],
+        )?;
+        let wire: StatusWire = match Self::decode(&a) {
+            Ok(w) => w,
+            Err(_) if a.status == StatusCode::INTERNAL_SERVER_ERROR => return Err(Self::error(&a)),
+            Err(e) => return Err(e),
+        };
+        let mut st = wire.into_state()?;
+        if !with_payloads {
+            st.input = None;
+            st.output = None;
+        }
+        Ok(Some(st))
+    }
+
+    /// An instance's state.
+    pub async fn get_instance(
+        &self,
+        id: &InstanceId,
+        with_payloads: bool,
+    ) -> ClientResult<Option<InstanceState>> {
+        self.status(id, with_payloads, None).await
+    }
+
+    /// An instance's history (Perdure's native form).
+    pub async fn get_history(&self, id: &InstanceId) -> ClientResult<Option<Vec<HistoryEvent>>> {
+        let path = format!("/instances/{}/history", enc(id.as_str()));
+        let a = self
+            .send(Method::GET, &path, None, None, Duration::ZERO)
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let a = Self::expect(a, &[StatusCode::OK])?;
+        Self::decode(&a).map(Some)
+    }
+
+    /// Waits (with server-side long polls) until the instance finishes or `timeout` passes;
+    /// returns its last known state.
+    pub async fn wait_for_completion(
+        &self,
+        id: &InstanceId,
+        timeout: Duration,
+    ) -> ClientResult<Option<InstanceState>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = left.min(self.opts.wait_chunk);
+            let st = self.status(id, true, Some(chunk)).await?;
+            match &st {
+                Some(s) if !s.runtime_status.is_terminal() && !left.is_zero() => {
+                    if chunk.is_zero() {
+                        return Ok(st);
+                    }
+                }
+                _ => return Ok(st),
+            }
+        }
+    }
+
+    fn instance_query(q: &InstanceQuery) -> String {
+        query(&[
+            ("createdTimeFrom", time(q.created_from)),
+            ("createdTimeTo", time(q.created_to)),
+            ("runtimeStatus", statuses(&q.statuses)),
+            ("instanceIdPrefix", q.instance_id_prefix.clone()),
+            ("name", q.name.clone()),
+            (
+                "top",
+                (q.page_size > 0).then(|| q.page_size.to_string()),
+            ),
+            ("showInput", Some(q.fetch_payloads.to_string())),
+        ])
+    }
+
+    /// One page of instances.
+    pub async fn query_instances(&self, q: &InstanceQuery) -> ClientResult<InstancePage> {
+        let path = format!("/instances{}", Self::instance_query(q));
+        let a = self
+            .send(
+                Method::GET,
+                &path,
+                None,
+                q.continuation.as_deref(),
+                Duration::ZERO,
+            )
+            .await?;
+        let a = Self::expect(a, &[StatusCode::OK])?;
+        let wires: Vec<StatusWire> = Self::decode(&a)?;
+        let mut instances = Vec::with_capacity(wires.len());
+        for w in wires {
+            let mut st = w.into_state()?;
+            if !q.fetch_payloads {
+                st.input = None;
+                st.output = None;
+            }
+            instances.push(st);
+        }
+        let continuation = a
+            .headers
+            .get(CONTINUATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(InstancePage {
+            instances,
+            continuation,
+        })
+    }
+
+    /// Instances per status.
+    pub async fn count_instances(
+        &self,
+        q: &InstanceQuery,
+    ) -> ClientResult<BTreeMap<OrchestrationStatus, u64>> {
+        let path = format!("/instanceCounts{}", Self::instance_query(q));
+        let a = self
+            .send(Method::GET, &path, None, None, Duration::ZERO)
+            .await?;
+        let a = Self::expect(a, &[StatusCode::OK])?;
+        let raw: BTreeMap<String, u64> = Self::decode(&a)?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(k, v)| OrchestrationStatus::parse(&k).map(|s| (s, v)))
+            .collect())
+    }
+
+    async fn post_op(&self, path: String, body: Option<&Payload>) -> ClientResult<Answer> {
+        let a = self
+            .send(Method::POST, &path, body, None, Duration::ZERO)
+            .await?;
+        Self::expect(a, &[StatusCode::ACCEPTED, StatusCode::OK])
+    }
+
+    /// Raises an event.
+    pub async fn raise_event(
+        &self,
+        id: &InstanceId,
+        name: &str,
+        data: Option<&Payload>,
+    ) -> ClientResult<()> {
+        let path = format!("/instances/{}/raiseEvent/{}", enc(id.as_str()), enc(name));
+        self.post_op(path, data).await.map(drop)
+    }
+
+    /// Terminates an instance.
+    pub async fn terminate(
+        &self,
+        id: &InstanceId,
+        reason: Option<String>,
+        recursive: bool,
+    ) -> ClientResult<()> {
+        let path = format!(
+            "/instances/{}/terminate{}",
+            enc(id.as_str()),
+            query(&[
+                ("reason", reason),
+                ("recursive", recursive.then(|| "true".to_string()))
+            ])
+        );
+        self.post_op(path, None).await.map(drop)
+    }
+
+    async fn lifecycle(&self, id: &InstanceId, op: &str, reason: Option<String>) -> ClientResult<()> {
+        let path = format!(
+            "/instances/{}/{op}{}",
+            enc(id.as_str()),
+            query(&[("reason", reason)])
+        );
+        self.post_op(path, None).await.map(drop)
+    }
+
+    /// Suspends an instance.
+    pub async fn suspend(&self, id: &InstanceId, reason: Option<String>) -> ClientResult<()> {
+        self.lifecycle(id, "suspend", reason).await
+    }
+
+    /// Resumes an instance.
+    pub async fn resume(&self, id: &InstanceId, reason: Option<String>) -> ClientResult<()> {
+        self.lifecycle(id, "resume", reason).await
+    }
+
+    /// Rewinds a failed instance.
+    pub async fn rewind(&self, id: &InstanceId, reason: Option<String>) -> ClientResult<()> {
+        self.lifecycle(id, "rewind", reason).await
+    }
+
+    /// Restarts an instance; returns the restarted instance's id.
+    pub async fn restart(&self, id: &InstanceId, new_instance_id: bool) -> ClientResult<InstanceId> {
+        let path = format!(
+            "/instances/{}/restart?restartWithNewInstanceId={new_instance_id}",
+            enc(id.as_str())
+        );
+        let a = self.post_op(path, None).await?;
+        let w: IdWire = Self::decode(&a)?;
+        InstanceId::new(w.id).map_err(|e| ClientError::Protocol {
+            status: a.status.as_u16(),
+            url: a.url.clone(),
+            message: format!("bad instance id: {e}"),
+        })
+    }
+
+    fn purge_answer(a: Answer) -> ClientResult<PurgeResult> {
+        if a.status == StatusCode::NOT_FOUND {
+            if let Ok(w) = serde_json::from_slice::<PurgeWire>(&a.body) {
+                return Ok(PurgeResult {
+                    deleted: w.instances_deleted,
+                    complete: true,
+                });
+            }
+        }
+        let a = Self::expect(a, &[StatusCode::OK])?;
+        let w: PurgeWire = Self::decode(&a)?;
+        Ok(PurgeResult {
+            deleted: w.instances_deleted,
+            complete: w.complete,
+        })
+    }
+
+    /// Purges one finished instance.
+    pub async fn purge_instance(&self, id: &InstanceId) -> ClientResult<PurgeResult> {
+        let path = format!("/instances/{}", enc(id.as_str()));
+        let a = self
+            .send(Method::DELETE, &path, None, None, Duration::ZERO)
+            .await?;
+        Self::purge_answer(a)
+    }
+
+    /// Purges one batch of finished instances matching a filter.
+    pub async fn purge_instances(&self, f: &PurgeFilter) -> ClientResult<PurgeResult> {
+        let path = format!(
+            "/instances{}",
+            query(&[
+                ("createdTimeFrom", time(f.created_from)),
+                ("createdTimeTo", time(f.created_to)),
+                ("runtimeStatus", statuses(&f.statuses)),
+                ("incremental", Some("true".into())),
+            ])
+        );
+        let a = self
+            .send(Method::DELETE, &path, None, None, Duration::ZERO)
+            .await?;
+        Self::purge_answer(a)
+    }
+
+    /// Signals an entity.
+    pub async fn signal_entity(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Option<&Payload>,
+        scheduled_time: Option<Timestamp>,
+    ) -> ClientResult<()> {
+        let path = format!(
+            "/entities/{}/{}{}",
+            enc(entity.name()),
+            enc(entity.key()),
+            query(&[
+                ("op", Some(operation.to_string())),
+                ("scheduledTime", time(scheduled_time)),
+            ])
+        );
+        self.post_op(path, input).await.map(drop)
+    }
+
+    /// An entity (with its state).
+    pub async fn get_entity(&self, entity: &EntityId) -> ClientResult<Option<EntityState>> {
+        let path = format!(
+            "/entities/{}/{}?metadata=true",
+            enc(entity.name()),
+            enc(entity.key())
+        );
+        let a = self
+            .send(Method::GET, &path, None, None, Duration::ZERO)
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let a = Self::expect(a, &[StatusCode::OK])?;
+        let w: EntityWire = Self::decode(&a)?;
+        w.into_state().map(Some)
+    }
+
+    /// One page of entities.
+    pub async fn query_entities(&self, q: &EntityQuery) -> ClientResult<EntityPage> {
+        let mut path = match &q.name {
+            Some(n) => format!("/entities/{}", enc(n)),
+            None => "/entities".to_string(),
+        };
+        path.push_str(&query(&[
+            ("keyPrefix", q.key_prefix.clone()),
+            ("lastOperationTimeFrom", time(q.last_modified_from)),
+            ("lastOperationTimeTo", time(q.last_modified_to)),
+            (
+                "top",
+                (q.page_size > 0).then(|| q.page_size.to_string()),
+            ),
+            ("fetchState", Some(q.fetch_state.to_string())),
+        ]));
+        let a = self
+            .send(
+                Method::GET,
+                &path,
+                None,
+                q.continuation.as_deref(),
+                Duration::ZERO,
+            )
+            .await?;
+        let a = Self::expect(a, &[StatusCode::OK])?;
+        let wires: Vec<EntityWire> = Self::decode(&a)?;
+        let entities = wires
+            .into_iter()
+            .map(EntityWire::into_state)
+            .collect::<ClientResult<Vec<_>>>()?;
+        let continuation = a
+            .headers
+            .get(CONTINUATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(EntityPage {
+            entities,
+            continuation,
+        })
+    }
+
+    /// Removes empty entities and releases orphaned locks.
+    pub async fn clean_entity_storage(
+        &self,
+        remove_empty: bool,
+        release_orphaned_locks: bool,
+    ) -> ClientResult<CleanEntityStorageResult> {
+        let path = format!(
+            "/maintenance/cleanEntityStorage?removeEmptyEntities={remove_empty}&releaseOrphanedLocks={release_orphaned_locks}"
+        );
+        let a = self.post_op(path, None).await?;
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct W {
+            empty_entities_removed: u64,
+            orphaned_locks_released: u64,
+        }
+        let w: W = Self::decode(&a)?;
+        Ok(CleanEntityStorageResult {
+            empty_entities_removed: w.empty_entities_removed,
+            orphaned_locks_released: w.orphaned_locks_released,
+        })
+    }
+
+    /// Registered function names per kind (`orchestrations`, `activities`, `entities`).
+    pub async fn registered_functions(&self) -> ClientResult<BTreeMap<String, Vec<String>>> {
+        let a = self
+            .send(Method::GET, "/functions", None, None, Duration::ZERO)
+            .await?;
+        let a = Self::expect(a, &[StatusCode::OK])?;
+        Self::decode(&a)
+    }
+}
+
+fn boxed<'a, T: Send + 'a>(
+    f: impl std::future::Future<Output = ClientResult<T>> + Send + 'a,
+) -> BoxFuture<'a, ManagementResult<T>> {
+    f.map(|r| r.map_err(ManagementError::from)).boxed()
+}
+
+/// The HTTP transport as a [`ManagementApi`] (errors flattened into [`ManagementError`]).
+/// `registered_names` is not available synchronously over HTTP and answers an empty list; use
+/// [`HttpTransport::registered_functions`].
+impl ManagementApi for HttpTransport {
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, ManagementResult<InstanceId>> {
+        boxed(HttpTransport::start(self, req))
+    }
+    fn get_instance(
+        &self,
+        id: InstanceId,
+        with_payloads: bool,
+    ) -> BoxFuture<'_, ManagementResult<Option<InstanceState>>> {
+        boxed(async move { HttpTransport::get_instance(self, &id, with_payloads).await })
+    }
+    fn get_history(
+        &self,
+        id: InstanceId,
+    ) -> BoxFuture<'_, ManagementResult<Option<Vec<HistoryEvent>>>> {
+        boxed(async move { HttpTransport::get_history(self, &id).await })
+    }
+    fn wait_for_completion(
+        &self,
+        id: InstanceId,
+        timeout: Duration,
+    ) -> BoxFuture<'_, ManagementResult<Option<InstanceState>>> {
+        boxed(async move { HttpTransport::wait_for_completion(self, &id, timeout).await })
+    }
+    fn query_instances(
+        &self,
+        query: InstanceQuery,
+    ) -> BoxFuture<'_, ManagementResult<InstancePage>> {
+        boxed(async move { HttpTransport::query_instances(self, &query).await })
+    }
+    fn count_instances(
+        &self,
+        query: InstanceQuery,
+    ) -> BoxFuture<'_, ManagementResult<BTreeMap<OrchestrationStatus, u64>>> {
+        boxed(async move { HttpTransport::count_instances(self, &query).await })
+    }
+    fn raise_event(
+        &self,
+        id: InstanceId,
+        name: String,
+        data: Option<Payload>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        boxed(async move { HttpTransport::raise_event(self, &id, &name, data.as_ref()).await })
+    }
+    fn terminate(
+        &self,
+        id: InstanceId,
+        reason: Option<String>,
+        recursive: bool,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        boxed(async move { HttpTransport::terminate(self, &id, reason, recursive).await })
+    }
+    fn suspend(
+        &self,
+        id: InstanceId,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        boxed(async move { HttpTransport::suspend(self, &id, reason).await })
+    }
+    fn resume(
+        &self,
+        id: InstanceId,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        boxed(async move { HttpTransport::resume(self, &id, reason).await })
+    }
+    fn rewind(
+        &self,
+        id: InstanceId,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        boxed(async move { HttpTransport::rewind(self, &id, reason).await })
+    }
+    fn restart(
+        &self,
+        id: InstanceId,
+        new_instance_id: bool,
+    ) -> BoxFuture<'_, ManagementResult<InstanceId>> {
+        boxed(async move { HttpTransport::restart(self, &id, new_instance_id).await })
+    }
+    fn purge_instance(&self, id: InstanceId) -> BoxFuture<'_, ManagementResult<PurgeResult>> {
+        boxed(async move { HttpTransport::purge_instance(self, &id).await })
+    }
+    fn purge_instances(&self, filter: PurgeFilter) -> BoxFuture<'_, ManagementResult<PurgeResult>> {
+        boxed(async move { HttpTransport::purge_instances(self, &filter).await })
+    }
+    fn signal_entity(
+        &self,
+        entity: EntityId,
+        operation: String,
+        input: Option<Payload>,
+        scheduled_time: Option<Timestamp>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        boxed(async move {
+            HttpTransport::signal_entity(self, &entity, &operation, input.as_ref(), scheduled_time)
+                .await
+        })
+    }
+    fn get_entity(&self, entity: EntityId) -> BoxFuture<'_, ManagementResult<Option<EntityState>>> {
+        boxed(async move { HttpTransport::get_entity(self, &entity).await })
+    }
+    fn query_entities(&self, query: EntityQuery) -> BoxFuture<'_, ManagementResult<EntityPage>> {
+        boxed(async move { HttpTransport::query_entities(self, &query).await })
+    }
+    fn clean_entity_storage(
+        &self,
+        remove_empty: bool,
+        release_orphaned_locks: bool,
+    ) -> BoxFuture<'_, ManagementResult<CleanEntityStorageResult>> {
+        boxed(HttpTransport::clean_entity_storage(
+            self,
+            remove_empty,
+            release_orphaned_locks,
+        ))
+    }
+    fn registered_names(&self, _kind: FunctionKind) -> Vec<String> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,337 @@
+//! The `perdure-node` command line (`dev` and `run`) and the entry points for building your
+//! own node binary with your own functions.
+//!
+//! ```no_run
+//! use perdure_core::registry::Registry;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = Registry::new();
+//!     perdure_node::sample::register(&mut registry); // or your own functions
+//!     perdure_node::cli::main(registry)
+//! }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use perdure_core::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::{ConfigError, ConfigLayer, NodeConfig};
+use crate::http::{BASE_PATH, HttpOptions, router};
+use crate::node::{Node, NodeError};
+use crate::store::{StoreError, StoreOptions, open_store};
+
+/// The `perdure-node` command line.
+#[derive(Debug, Parser)]
+#[command(name = "perdure-node", version, about = "A Perdure node: durable orchestrations, activities and entities behind the Durable Functions HTTP API.")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One node with the embedded store and the app, for trying things out.
+    Dev(DevArgs),
+    /// A node configured by a TOML file, PERDURE_* environment variables and flags.
+    Run(RunArgs),
+}
+
+/// Flags of `perdure-node dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data directory of the embedded store.
+    #[arg(long, default_value = "./.perdure")]
+    pub data_dir: PathBuf,
+    /// HTTP address (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Keep everything in memory (nothing survives a restart).
+    #[arg(long)]
+    pub memory: bool,
+    /// Partitions (when the store is new).
+    #[arg(long)]
+    pub partitions: Option<u64>,
+    /// Log filter (`info`, `perdure_node=debug`).
+    #[arg(long)]
+    pub log: Option<String>,
+}
+
+/// Flags of `perdure-node run`; each overrides the environment and the file.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Store backend: embedded, postgres, foundationdb or memory.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Data directory of the embedded store.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL connection string.
+    #[arg(long)]
+    pub store_url: Option<String>,
+    /// HTTP address.
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Origin used in management URIs (`https://perdure.example.com`).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Partitions (when the store is new).
+    #[arg(long)]
+    pub partitions: Option<u64>,
+    /// Activities run at once on this node.
+    #[arg(long)]
+    pub max_concurrent_activities: Option<u64>,
+    /// Largest payload in bytes.
+    #[arg(long)]
+    pub max_payload_bytes: Option<u64>,
+    /// Node name.
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Log filter.
+    #[arg(long)]
+    pub log: Option<String>,
+}
+
+/// Why a node process stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("could not open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The node could not start.
+    #[error("could not start the node: {0}")]
+    Node(#[from] NodeError),
+    /// The HTTP listener failed.
+    #[error("HTTP server on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Cli {
+    /// The resolved configuration of the command, reading the file and the environment.
+    pub fn config(&self) -> Result<(NodeConfig, bool), ConfigError> {
+        let env = ConfigLayer::from_env(std::env::vars())?;
+        match &self.command {
+            Command::Dev(d) => {
+                let mut flags = ConfigLayer::default();
+                flags.http.bind = Some(d.http.clone());
+                if d.memory {
+                    flags.store.backend = Some("memory".into());
+                } else {
+                    flags.store.backend = Some("embedded".into());
+                    flags.store.path = Some(d.data_dir.clone());
+                }
+                flags.node.partitions = d.partitions;
+                flags.log.filter = d.log.clone();
+                NodeConfig::resolve(&[("environment", env), ("flags", flags)]).map(|c| (c, true))
+            }
+            Command::Run(r) => {
+                let file = match &r.config {
+                    Some(p) => ConfigLayer::from_file(p)?,
+                    None => ConfigLayer::default(),
+                };
+                let mut flags = ConfigLayer::default();
+                flags.store.backend = r.store.clone();
+                flags.store.path = r.data_dir.clone();
+                flags.store.url = r.store_url.clone();
+                flags.http.bind = r.http.clone();
+                flags.http.public_url = r.public_url.clone();
+                flags.node.partitions = r.partitions;
+                flags.node.max_concurrent_activities = r.max_concurrent_activities;
+                flags.node.max_payload_bytes = r.max_payload_bytes;
+                flags.node.name = r.node_name.clone();
+                flags.log.filter = r.log.clone();
+                let file_name = r
+                    .config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "file".into());
+                NodeConfig::resolve(&[
+                    (file_name.as_str(), file),
+                    ("environment", env),
+                    ("flags", flags),
+                ])
+                .map(|c| (c, false))
+            }
+        }
+    }
+}
+
+/// Runs the command line with these functions: parses the arguments, loads the configuration,
+/// serves until SIGINT or SIGTERM, and returns the process exit code.
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    let (cfg, dev) = match cli.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("perdure-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("perdure-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(serve(Arc::new(registry), cfg, shutdown_signal(), move |info| {
+        print_banner(&info, dev)
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("perdure-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a started node reports.
+#[derive(Debug, Clone)]
+pub struct ServeInfo {
+    /// The HTTP address actually bound.
+    pub addr: SocketAddr,
+    /// The store.
+    pub store: StoreOptions,
+    /// Partitions.
+    pub partitions: u32,
+    /// Registered orchestrations.
+    pub orchestrations: Vec<String>,
+}
+
+fn print_banner(info: &ServeInfo, dev: bool) {
+    let base = format!("http://{}{BASE_PATH}", info.addr);
+    let store = match &info.store {
+        StoreOptions::Memory => "in memory".to_string(),
+        StoreOptions::Embedded { path } => format!("embedded at {}", path.display()),
+        StoreOptions::Postgres { .. } => "postgres".to_string(),
+        StoreOptions::Foundationdb { .. } => "foundationdb".to_string(),
+    };
+    println!(
+        "perdure-node listening on http://{} (store: {store}, {} partitions)",
+        info.addr, info.partitions
+    );
+    println!("  HTTP API: {base}/");
+    println!("  probes:   http://{0}/healthz  http://{0}/readyz  http://{0}/metrics", info.addr);
+    if dev {
+        println!("  orchestrations: {}", info.orchestrations.join(", "));
+        println!("Try:");
+        println!("  curl -i -X POST {base}/orchestrators/HelloSequence");
+        println!("  curl -s {base}/instances/<id from the answer>");
+        println!(
+            "  curl -i -X POST {base}/orchestrators/Approval/order-1 -H 'content-type: application/json' -d '{{\"timeoutSeconds\": 300}}'"
+        );
+        println!("  curl -i -X POST {base}/instances/order-1/raiseEvent/Approval -H 'content-type: application/json' -d true");
+        println!("  curl -s {base}/instances/");
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Serves a node: opens the store, starts the runtime, serves the HTTP API on the configured
+/// address, calls `on_ready` once listening, and on `shutdown` stops accepting requests, lets
+/// running ones finish (server-side waits end early), then stops the runtime.
+pub async fn serve(
+    registry: Arc<Registry>,
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(ServeInfo),
+) -> Result<(), ServeError> {
+    let orchestrations = registry.orchestration_names();
+    let store = open_store(&cfg.store).await?;
+    let node = Node::builder()
+        .registry(registry)
+        .store(store)
+        .options(cfg.node.clone())
+        .start()
+        .await?;
+    let listener = tokio::net::TcpListener::bind(cfg.http_bind)
+        .await
+        .map_err(|source| ServeError::Http {
+            addr: cfg.http_bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Http {
+        addr: cfg.http_bind,
+        source,
+    })?;
+    let (down_tx, down_rx) = watch::channel(false);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let metrics = node.metrics();
+    let http_opts = HttpOptions {
+        readiness: Some({
+            let ready = ready.clone();
+            Arc::new(move || ready.load(std::sync::atomic::Ordering::Relaxed))
+        }),
+        metrics: Some(Arc::new(move || metrics.render_prometheus())),
+        shutting_down: Some(down_rx),
+        ..cfg.http.clone()
+    };
+    let app = router(Arc::new(node.clone()), http_opts);
+    on_ready(ServeInfo {
+        addr,
+        store: cfg.store.clone(),
+        partitions: node.partitions(),
+        orchestrations,
+    });
+    let signal = async move {
+        shutdown.await;
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = down_tx.send(true);
+    };
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await;
+    tracing::info!("HTTP server stopped; stopping the runtime");
+    node.shutdown().await;
+    tracing::info!("node stopped");
+    served.map_err(|source| ServeError::Http { addr, source })
+}

@@ -1,0 +1,439 @@
+//! Configuration of the `perdure-node` binary: a TOML file, `PERDURE_*` environment variables
+//! and command-line flags, in that order of precedence (flags win), merged into the runtime's
+//! [`NodeOptions`], the store choice and the HTTP options. Every error names the bad field and
+//! where its value came from.
+//!
+//! ```
+//! use perdure_node::config::{ConfigLayer, NodeConfig};
+//! let file: ConfigLayer = toml::from_str(r#"
+//!     [store]
+//!     backend = "memory"
+//!     [http]
+//!     bind = "127.0.0.1:9090"
+//!     [node]
+//!     partitions = 16
+//!     activity_lease = "2m"
+//! "#).unwrap();
+//! let cfg = NodeConfig::resolve(&[("file", file)]).unwrap();
+//! assert_eq!(cfg.node.partitions.get(), 16);
+//! assert_eq!(cfg.http_bind.port(), 9090);
+//! assert_eq!(cfg.node.activity_lease.as_secs(), 120);
+//!
+//! let bad: ConfigLayer = toml::from_str("[node]\npartitions = 0").unwrap();
+//! let err = NodeConfig::resolve(&[("file", bad)]).unwrap_err();
+//! assert!(err.to_string().contains("node.partitions"));
+//! ```
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::http::HttpOptions;
+use crate::options::NodeOptions;
+use crate::store::StoreOptions;
+
+/// A bad configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration field {field} (from {source_name}): {reason}")]
+pub struct ConfigError {
+    /// The field, as written in the TOML file (`node.partitions`).
+    pub field: String,
+    /// Where the value came from (`file`, `environment`, `flags`, `default`).
+    pub source_name: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The `[store]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreLayer {
+    /// `embedded` (default), `postgres`, `foundationdb` or `memory`.
+    pub backend: Option<String>,
+    /// Data directory of the embedded store (default `./.perdure`).
+    pub path: Option<PathBuf>,
+    /// PostgreSQL connection string.
+    pub url: Option<String>,
+    /// PostgreSQL connection pool size.
+    pub pool_size: Option<u64>,
+    /// FoundationDB cluster file.
+    pub cluster_file: Option<PathBuf>,
+}
+
+/// The `[http]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLayer {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub bind: Option<String>,
+    /// Origin used in management URIs (default: from the `Host` header).
+    pub public_url: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: Option<u64>,
+    /// Longest server-side wait of `waitForCompletion`.
+    pub max_wait: Option<String>,
+    /// Log request bodies (off by default).
+    pub log_payloads: Option<bool>,
+}
+
+/// The `[node]` table: the runtime's options.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeLayer {
+    /// Node name (lease owner).
+    pub name: Option<String>,
+    /// Partitions at first initialisation.
+    pub partitions: Option<u64>,
+    /// Activities run at once on this node.
+    pub max_concurrent_activities: Option<u64>,
+    /// Activity tasks queued before new ones are refused.
+    pub activity_queue_bound: Option<u64>,
+    /// Activity lease (`"5m"`).
+    pub activity_lease: Option<String>,
+    /// Idle time before an instance leaves memory.
+    pub idle_passivation: Option<String>,
+    /// Instances kept in memory per partition.
+    pub max_active_per_partition: Option<u64>,
+    /// Partition mailbox bound.
+    pub partition_queue_bound: Option<u64>,
+    /// Largest payload, in bytes.
+    pub max_payload_bytes: Option<u64>,
+    /// Partition lease.
+    pub partition_lease: Option<String>,
+    /// Inbox messages per recovery batch.
+    pub recovery_batch: Option<u64>,
+}
+
+/// The `[log]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLayer {
+    /// A `tracing` filter (`info`, `perdure_node=debug`).
+    pub filter: Option<String>,
+}
+
+/// One layer of configuration (a file, the environment, or the flags); unset fields fall
+/// through to the layer below.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// `[store]`.
+    #[serde(default)]
+    pub store: StoreLayer,
+    /// `[http]`.
+    #[serde(default)]
+    pub http: HttpLayer,
+    /// `[node]`.
+    #[serde(default)]
+    pub node: RuntimeLayer,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogLayer,
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file (errors name the file and the parser's message, which names the
+    /// line and field).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            field: "--config".into(),
+            source_name: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError {
+            field: "(file)".into(),
+            source_name: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The `PERDURE_*` environment variables present in `vars`.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut l = Self::default();
+        for (k, v) in vars {
+            let Some(name) = k.strip_prefix("PERDURE_") else {
+                continue;
+            };
+            let num = |field: &str| -> Result<Option<u64>, ConfigError> {
+                v.trim().parse().map(Some).map_err(|_| ConfigError {
+                    field: field.to_string(),
+                    source_name: format!("environment {k}"),
+                    reason: format!("{v:?} is not a non-negative integer"),
+                })
+            };
+            match name {
+                "STORE" | "STORE_BACKEND" => l.store.backend = Some(v.clone()),
+                "DATA_DIR" | "STORE_PATH" => l.store.path = Some(PathBuf::from(&v)),
+                "STORE_URL" | "DATABASE_URL" => l.store.url = Some(v.clone()),
+                "STORE_POOL_SIZE" => l.store.pool_size = num("store.pool_size")?,
+                "FDB_CLUSTER_FILE" => l.store.cluster_file = Some(PathBuf::from(&v)),
+                "HTTP" | "HTTP_BIND" => l.http.bind = Some(v.clone()),
+                "PUBLIC_URL" => l.http.public_url = Some(v.clone()),
+                "MAX_BODY_BYTES" => l.http.max_body_bytes = num("http.max_body_bytes")?,
+                "NODE_NAME" => l.node.name = Some(v.clone()),
+                "PARTITIONS" => l.node.partitions = num("node.partitions")?,
+                "MAX_CONCURRENT_ACTIVITIES" => {
+                    l.node.max_concurrent_activities = num("node.max_concurrent_activities")?
+                }
+                "MAX_PAYLOAD_BYTES" => l.node.max_payload_bytes = num("node.max_payload_bytes")?,
+                "LOG" => l.log.filter = Some(v.clone()),
+                // Other PERDURE_* variables (PERDURE_URL for the CLI, ...) are not ours.
+                _ => {}
+            }
+        }
+        Ok(l)
+    }
+}
+
+/// The resolved configuration of a node process.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The runtime's options.
+    pub node: NodeOptions,
+    /// The store.
+    pub store: StoreOptions,
+    /// Where the HTTP API listens.
+    pub http_bind: SocketAddr,
+    /// The HTTP API's options.
+    pub http: HttpOptions,
+    /// The log filter.
+    pub log_filter: String,
+}
+
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mult_ms): (&str, u64) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (s, 1000)
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    Some(Duration::from_millis(n.checked_mul(mult_ms)?))
+}
+
+/// Picks the topmost set value of a field across layers (`layers` lowest first), with the name
+/// of the layer it came from.
+fn pick<'a, T: 'a>(
+    layers: &'a [(&str, ConfigLayer)],
+    get: impl Fn(&'a ConfigLayer) -> Option<&'a T>,
+) -> Option<(&'a T, String)> {
+    layers
+        .iter()
+        .rev()
+        .find_map(|(name, l)| get(l).map(|v| (v, name.to_string())))
+}
+
+impl NodeConfig {
+    /// Merges layers (lowest precedence first: file, environment, flags) over the defaults
+    /// and validates the result.
+    pub fn resolve(layers: &[(&str, ConfigLayer)]) -> Result<Self, ConfigError> {
+        let err = |field: &str, src: &str, reason: String| ConfigError {
+            field: field.to_string(),
+            source_name: src.to_string(),
+            reason,
+        };
+        let mut node = NodeOptions::default();
+        macro_rules! nz {
+            ($field:ident, $name:literal) => {
+                if let Some((v, src)) = pick(layers, |l| l.node.$field.as_ref()) {
+                    node.$field = usize::try_from(*v)
+                        .ok()
+                        .and_then(NonZeroUsize::new)
+                        .ok_or_else(|| {
+                            err($name, &src, format!("{v} must be a positive integer"))
+                        })?;
+                }
+            };
+        }
+        macro_rules! dur {
+            ($field:ident, $name:literal) => {
+                if let Some((v, src)) = pick(layers, |l| l.node.$field.as_ref()) {
+                    node.$field = parse_duration(v).ok_or_else(|| {
+                        err(
+                            $name,
+                            &src,
+                            format!("{v:?} is not a duration (like 500ms, 30s, 5m, 1h)"),
+                        )
+                    })?;
+                }
+            };
+        }
+        if let Some((v, src)) = pick(layers, |l| l.node.partitions.as_ref()) {
+            node.partitions = u32::try_from(*v)
+                .ok()
+                .and_then(NonZeroU32::new)
+                .ok_or_else(|| err("node.partitions", &src, format!("{v} must be 1 to 65536")))?;
+        }
+        nz!(max_concurrent_activities, "node.max_concurrent_activities");
+        nz!(activity_queue_bound, "node.activity_queue_bound");
+        nz!(max_active_per_partition, "node.max_active_per_partition");
+        nz!(partition_queue_bound, "node.partition_queue_bound");
+        nz!(max_payload_bytes, "node.max_payload_bytes");
+        nz!(recovery_batch, "node.recovery_batch");
+        dur!(activity_lease, "node.activity_lease");
+        dur!(idle_passivation, "node.idle_passivation");
+        dur!(partition_lease, "node.partition_lease");
+        if let Some((v, _)) = pick(layers, |l| l.node.name.as_ref()) {
+            node.node_name = v.clone();
+        }
+        node.validate().map_err(|e| ConfigError {
+            field: format!("node.{}", e.field),
+            source_name: "merged configuration".into(),
+            reason: e.reason,
+        })?;
+
+        let backend = pick(layers, |l| l.store.backend.as_ref());
+        let path = || {
+            pick(layers, |l| l.store.path.as_ref())
+                .map(|(p, _)| p.clone())
+                .unwrap_or_else(|| PathBuf::from("./.perdure"))
+        };
+        let store = match backend.as_ref().map(|(b, s)| (b.to_ascii_lowercase(), s.clone())) {
+            None => StoreOptions::Embedded { path: path() },
+            Some((b, _)) if b == "embedded" || b == "fjall" => StoreOptions::Embedded { path: path() },
+            Some((b, src)) if b == "postgres" || b == "postgresql" => {
+                let url = match pick(layers, |l| l.store.url.as_ref()) {
+                    Some((u, _)) => u.clone(),
+                    None => {
+                        return Err(err(
+                            "store.url",
+                            &src,
+                            "the postgres backend needs a connection string \
+                             (store.url, PERDURE_STORE_URL or --store-url)"
+                                .into(),
+                        ));
+                    }
+                };
+                let pool_size = match pick(layers, |l| l.store.pool_size.as_ref()) {
+                    None => NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN),
+                    Some((v, src)) => usize::try_from(*v)
+                        .ok()
+                        .and_then(NonZeroUsize::new)
+                        .ok_or_else(|| {
+                            err("store.pool_size", &src, format!("{v} must be a positive integer"))
+                        })?,
+                };
+                StoreOptions::Postgres { url, pool_size }
+            }
+            Some((b, _)) if b == "foundationdb" || b == "fdb" => StoreOptions::Foundationdb {
+                cluster_file: pick(layers, |l| l.store.cluster_file.as_ref()).map(|(p, _)| p.clone()),
+            },
+            Some((b, _)) if b == "memory" => StoreOptions::Memory,
+            Some((b, src)) => {
+                return Err(err(
+                    "store.backend",
+                    &src,
+                    format!("{b:?} is not a backend (embedded, postgres, foundationdb or memory)"),
+                ));
+            }
+        };
+
+        let http_bind = match pick(layers, |l| l.http.bind.as_ref()) {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some((v, src)) => v.parse().map_err(|e| {
+                err(
+                    "http.bind",
+                    &src,
+                    format!("{v:?} is not an address like 127.0.0.1:8080 ({e})"),
+                )
+            })?,
+        };
+        let mut http = HttpOptions {
+            max_payload_bytes: node.max_payload_bytes.get().saturating_mul(2).max(64 * 1024),
+            ..HttpOptions::default()
+        };
+        if let Some((v, src)) = pick(layers, |l| l.http.max_body_bytes.as_ref()) {
+            http.max_payload_bytes = usize::try_from(*v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| err("http.max_body_bytes", &src, format!("{v} must be positive")))?;
+        }
+        if let Some((v, src)) = pick(layers, |l| l.http.max_wait.as_ref()) {
+            http.max_wait = parse_duration(v).ok_or_else(|| {
+                err("http.max_wait", &src, format!("{v:?} is not a duration"))
+            })?;
+        }
+        if let Some((v, src)) = pick(layers, |l| l.http.public_url.as_ref()) {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                return Err(err(
+                    "http.public_url",
+                    &src,
+                    format!("{v:?} must start with http:// or https://"),
+                ));
+            }
+            http.public_url = Some(v.clone());
+        }
+        if let Some((v, _)) = pick(layers, |l| l.http.log_payloads.as_ref()) {
+            http.log_payloads = *v;
+        }
+        let log_filter = pick(layers, |l| l.log.filter.as_ref())
+            .map(|(v, _)| v.clone())
+            .unwrap_or_else(|| "info".to_string());
+        Ok(Self {
+            node,
+            store,
+            http_bind,
+            http,
+            log_filter,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> ConfigLayer {
+        ConfigLayer::from_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file: ConfigLayer =
+            toml::from_str("[node]\npartitions = 8\n[http]\nbind = \"127.0.0.1:1\"").unwrap();
+        let e = env(&[("PERDURE_PARTITIONS", "16"), ("HOME", "/x")]);
+        let mut flags = ConfigLayer::default();
+        flags.http.bind = Some("127.0.0.1:3".into());
+        let c = NodeConfig::resolve(&[("file", file), ("environment", e), ("flags", flags)])
+            .unwrap();
+        assert_eq!(c.node.partitions.get(), 16);
+        assert_eq!(c.http_bind.port(), 3);
+        assert_eq!(
+            c.store,
+            StoreOptions::Embedded {
+                path: PathBuf::from("./.perdure")
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_source() {
+        let e = NodeConfig::resolve(&[("environment", env(&[("PERDURE_STORE", "mongo")]))])
+            .unwrap_err();
+        assert_eq!(e.field, "store.backend");
+        assert_eq!(e.source_name, "environment");
+        let e = NodeConfig::resolve(&[("environment", env(&[("PERDURE_STORE", "postgres")]))])
+            .unwrap_err();
+        assert_eq!(e.field, "store.url");
+        let bad = ConfigLayer::from_env([("PERDURE_PARTITIONS".to_string(), "x".to_string())])
+            .unwrap_err();
+        assert_eq!(bad.field, "node.partitions");
+        let unknown = toml::from_str::<ConfigLayer>("[node]\npartitons = 3").unwrap_err();
+        assert!(unknown.to_string().contains("partitons"), "{unknown}");
+        let f: ConfigLayer = toml::from_str("[node]\nactivity_lease = \"soon\"").unwrap();
+        let e = NodeConfig::resolve(&[("file", f)]).unwrap_err();
+        assert_eq!(e.field, "node.activity_lease");
+        let f: ConfigLayer = toml::from_str("[http]\nbind = \"localhost\"").unwrap();
+        assert_eq!(NodeConfig::resolve(&[("file", f)]).unwrap_err().field, "http.bind");
+    }
+}

@@ -1,0 +1,166 @@
+//! The HTTP management API: the Durable Functions HTTP API served over any
+//! [`ManagementApi`].
+//!
+//! Routes live under [`BASE_PATH`] (`/runtime/webhooks/durabletask`), with Durable Functions'
+//! route names, JSON field names and status codes, so the official clients (for example the
+//! Python `DurableOrchestrationClient`) and existing scripts work against a node. Perdure's
+//! additions (a name filter, counts per status, a server-side wait, native history, registered
+//! functions, entity storage cleaning) are documented in `docs/http-api.md`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use perdure_core::management::ManagementApi;
+//! use perdure_node::http::{router, HttpOptions};
+//!
+//! fn app(api: Arc<dyn ManagementApi>) -> axum::Router {
+//!     router(api, HttpOptions::default())
+//! }
+//! ```
+
+mod entities;
+mod error;
+mod extract;
+mod health;
+mod instances;
+mod render;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use perdure_core::management::ManagementApi;
+
+pub use health::HttpCounters;
+
+/// Where the Durable Functions routes are mounted.
+pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
+
+/// A function that reports a boolean (readiness).
+pub type ReadinessFn = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A function that renders metrics in the Prometheus text format.
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Options of the HTTP API.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub max_payload_bytes: usize,
+    /// Longest server-side wait a `waitForCompletion` status request may ask for.
+    pub max_wait: Duration,
+    /// Origin (`http://host:port`) used in management URIs; by default taken from the
+    /// request's `Host` header.
+    pub public_url: Option<String>,
+    /// Log request bodies' sizes and content at trace level (off: logs never hold payloads).
+    pub log_payloads: bool,
+    /// Readiness probe for `/readyz` (none: ready whenever the server answers).
+    pub readiness: Option<ReadinessFn>,
+    /// Runtime metrics for `/metrics`; the HTTP layer appends its own counters.
+    pub metrics: Option<MetricsFn>,
+    /// Turns true when the node begins shutting down: server-side waits end early so that
+    /// graceful shutdown is not held up by long polls.
+    pub shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 4 * 1024 * 1024,
+            max_wait: Duration::from_secs(60),
+            public_url: None,
+            log_payloads: false,
+            readiness: None,
+            metrics: None,
+            shutting_down: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("max_wait", &self.max_wait)
+            .field("public_url", &self.public_url)
+            .field("log_payloads", &self.log_payloads)
+            .field("readiness", &self.readiness.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .field("shutting_down", &self.shutting_down.is_some())
+            .finish()
+    }
+}
+
+/// Shared state of the handlers.
+pub(crate) struct AppState {
+    pub(crate) api: Arc<dyn ManagementApi>,
+    pub(crate) opts: HttpOptions,
+    pub(crate) counters: Arc<HttpCounters>,
+}
+
+/// The state handed to every handler.
+pub(crate) type St = axum::extract::State<Arc<AppState>>;
+
+/// Builds the HTTP API over a management implementation.
+pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
+    let limit = opts.max_payload_bytes;
+    let state = Arc::new(AppState {
+        api,
+        opts,
+        counters: Arc::new(HttpCounters::default()),
+    });
+    let df = Router::new()
+        .route("/orchestrators/{name}", post(instances::start))
+        .route("/orchestrators/{name}/", post(instances::start))
+        .route("/orchestrators/{name}/{id}", post(instances::start_with_id))
+        .route(
+            "/instances",
+            get(instances::list).delete(instances::purge_by_filter),
+        )
+        .route(
+            "/instances/",
+            get(instances::list).delete(instances::purge_by_filter),
+        )
+        .route(
+            "/instances/{id}",
+            get(instances::status).delete(instances::purge_one),
+        )
+        .route("/instances/{id}/history", get(instances::history))
+        .route(
+            "/instances/{id}/raiseEvent/{event}",
+            post(instances::raise_event),
+        )
+        .route("/instances/{id}/terminate", post(instances::terminate))
+        .route("/instances/{id}/suspend", post(instances::suspend))
+        .route("/instances/{id}/resume", post(instances::resume))
+        .route("/instances/{id}/rewind", post(instances::rewind))
+        .route("/instances/{id}/restart", post(instances::restart))
+        .route("/instanceCounts", get(instances::counts))
+        .route("/functions", get(instances::functions))
+        .route("/entities", get(entities::list))
+        .route("/entities/", get(entities::list))
+        .route("/entities/{name}", get(entities::list_by_name))
+        .route("/entities/{name}/", get(entities::list_by_name))
+        .route(
+            "/entities/{name}/{key}",
+            get(entities::get_state).post(entities::signal),
+        )
+        .route(
+            "/maintenance/cleanEntityStorage",
+            post(entities::clean).delete(entities::clean),
+        );
+    Router::new()
+        .nest(BASE_PATH, df)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            health::log_requests,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,134 @@
+//! Probes, metrics, request logging, and JSON answers for unknown routes.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::instances::json;
+use super::{AppState, St};
+
+/// Request counters of the HTTP layer, by status class, shown on `/metrics`.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    by_class: [AtomicU64; 5],
+    latency_micros_total: AtomicU64,
+}
+
+impl HttpCounters {
+    fn record(&self, status: StatusCode, micros: u64) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        if let Some(c) = self.by_class.get(class) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_micros_total
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The counters in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP perdure_http_requests_total HTTP requests answered, by status class.\n");
+        out.push_str("# TYPE perdure_http_requests_total counter\n");
+        for (i, c) in self.by_class.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "perdure_http_requests_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP perdure_http_request_seconds_total Time spent answering HTTP requests.\n",
+        );
+        out.push_str("# TYPE perdure_http_request_seconds_total counter\n");
+        let _ = writeln!(
+            out,
+            "perdure_http_request_seconds_total {}",
+            self.latency_micros_total.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        out
+    }
+}
+
+/// Logs each request (method, path, status, duration; never bodies) and counts it.
+pub(crate) async fn log_requests(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if state.opts.log_payloads {
+        tracing::trace!(%method, %path, content_length = ?req.headers().get(header::CONTENT_LENGTH), "request");
+    }
+    let resp = next.run(req).await;
+    let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    state.counters.record(resp.status(), micros);
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), micros, "http");
+    resp
+}
+
+/// `GET /healthz`: the process is up.
+pub(crate) async fn healthz() -> Response {
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the node serves requests (503 while starting or shutting down).
+pub(crate) async fn readyz(State(state): St) -> Response {
+    let ready = state.opts.readiness.as_ref().is_none_or(|f| f());
+    if ready {
+        json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "not ready"}),
+        )
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(crate) async fn metrics(State(state): St) -> Response {
+    let mut text = state.opts.metrics.as_ref().map(|f| f()).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&state.counters.render());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// Unknown route: a JSON 404.
+pub(crate) async fn not_found(req: Request) -> Response {
+    ApiError::plain(
+        StatusCode::NOT_FOUND,
+        "NoRoute",
+        format!(
+            "no route for {} {} (the API lives under {}/)",
+            req.method(),
+            req.uri().path(),
+            super::BASE_PATH
+        ),
+    )
+    .into_response()
+}
+
+/// Known route, wrong method: a JSON 405.
+pub(crate) async fn method_not_allowed(req: Request) -> Response {
+    ApiError::plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}

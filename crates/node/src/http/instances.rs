@@ -1,0 +1,399 @@
+//! Orchestration instance routes: start, status, list, purge, events and lifecycle.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use perdure_core::management::{
+    FunctionKind, InstanceQuery, ManagementError, PurgeFilter, StartRequest,
+};
+use perdure_core::{InstanceId, OrchestrationStatus};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::extract::{P, Params, body_payload, instance_id};
+use super::render::{ManagementPayload, StatusJson, base_url, history_event};
+use super::{AppState, St};
+
+/// Header carrying the paging continuation token, both ways.
+pub(crate) const CONTINUATION: &str = "x-ms-continuation-token";
+
+/// Most batches one bulk purge request runs before answering.
+const MAX_PURGE_BATCHES: usize = 1_000_000;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A JSON response.
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => ApiError::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            format!("could not encode the response: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// An empty 202 Accepted (what Durable Functions answers to event and lifecycle requests).
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// 202 + `Location` + `Retry-After` + the management payload.
+fn accepted_with_payload(state: &AppState, headers: &HeaderMap, id: &InstanceId) -> Response {
+    let payload = ManagementPayload::new(&base_url(state, headers), id.as_str());
+    let mut resp = json(StatusCode::ACCEPTED, &payload);
+    if let Ok(loc) = HeaderValue::from_str(&payload.status_query_get_uri) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    resp
+}
+
+/// `POST orchestrators/{name}`.
+pub(crate) async fn start(
+    st: St,
+    P(name): P<String>,
+    params: Params,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    start_inner(st, name, None, params, headers, body).await
+}
+
+/// `POST orchestrators/{name}/{id}`.
+pub(crate) async fn start_with_id(
+    st: St,
+    P((name, id)): P<(String, String)>,
+    params: Params,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    start_inner(st, name, Some(id), params, headers, body).await
+}
+
+async fn start_inner(
+    axum::extract::State(state): St,
+    name: String,
+    id: Option<String>,
+    params: Params,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let instance_id = id.as_deref().map(instance_id).transpose()?;
+    let input = body_payload(body)?;
+    let registered = state.api.registered_names(FunctionKind::Orchestration);
+    if !registered.is_empty() && !registered.iter().any(|n| *n == name) {
+        return Err(ManagementError::UnknownName {
+            kind: FunctionKind::Orchestration,
+            name,
+            registered,
+        }
+        .into());
+    }
+    let mut req = StartRequest::new(name);
+    req.instance_id = instance_id;
+    req.input = input;
+    req.version = params.get("version").map(str::to_string);
+    req.scheduled_start = params.time("scheduledStartTime")?;
+    let id = state.api.start(req).await?;
+    Ok(accepted_with_payload(&state, &headers, &id))
+}
+
+/// `GET instances/{id}`: 200 when finished, 202 (with `Location`) while not, 404 unknown.
+/// Perdure addition: `waitForCompletion=30s` waits server-side (up to the configured maximum)
+/// for the instance to finish before answering.
+pub(crate) async fn status(
+    axum::extract::State(state): St,
+    P(raw): P<String>,
+    params: Params,
+    headers: HeaderMap,
+) -> ApiResult {
+    let id = instance_id(&raw)?;
+    let show_input = params.bool("showInput", true)?;
+    let show_history = params.bool("showHistory", false)?;
+    let show_history_output = params.bool("showHistoryOutput", false)?;
+    let fail_500 = params.bool("returnInternalServerErrorOnFailure", false)?;
+    if let Some(wait) = params.duration("waitForCompletion")? {
+        let wait = wait.min(state.opts.max_wait);
+        let waited = state.api.wait_for_completion(id.clone(), wait);
+        let found = match state.opts.shutting_down.clone() {
+            Some(mut rx) => {
+                tokio::select! {
+                    r = waited => r?.is_some(),
+                    _ = rx.wait_for(|down| *down) => true,
+                }
+            }
+            None => waited.await?.is_some(),
+        };
+        if !found {
+            return Err(ApiError::not_found(id.as_str()));
+        }
+    }
+    let Some(inst) = state.api.get_instance(id.clone(), true).await? else {
+        return Err(ApiError::not_found(id.as_str()));
+    };
+    let mut body = StatusJson::new(&inst, show_input);
+    if show_history {
+        let events = state.api.get_history(id.clone()).await?.unwrap_or_default();
+        body = body.with_history(
+            events
+                .iter()
+                .map(|e| history_event(e, show_input, show_history_output))
+                .collect(),
+        );
+    }
+    let code = match inst.runtime_status {
+        OrchestrationStatus::Failed if fail_500 => StatusCode::INTERNAL_SERVER_ERROR,
+        s if s.is_terminal() => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
+    };
+    let mut resp = json(code, &body);
+    if code == StatusCode::ACCEPTED {
+        let uri = ManagementPayload::new(&base_url(&state, &headers), id.as_str());
+        if let Ok(loc) = HeaderValue::from_str(&uri.status_query_get_uri) {
+            resp.headers_mut().insert(header::LOCATION, loc);
+        }
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    Ok(resp)
+}
+
+/// `GET instances/{id}/history` (Perdure addition): the history events in Perdure's native
+/// JSON form, for tools that replay or inspect them.
+pub(crate) async fn history(
+    axum::extract::State(state): St,
+    P(raw): P<String>,
+) -> ApiResult {
+    let id = instance_id(&raw)?;
+    match state.api.get_history(id.clone()).await? {
+        Some(events) => Ok(json(StatusCode::OK, &events)),
+        None => Err(ApiError::not_found(id.as_str())),
+    }
+}
+
+fn instance_query(params: &Params, headers: &HeaderMap) -> Result<InstanceQuery, ApiError> {
+    let continuation = headers
+        .get(CONTINUATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && *v != "null")
+        .map(str::to_string)
+        .or_else(|| params.get("continuationToken").map(str::to_string));
+    Ok(InstanceQuery {
+        created_from: params.time("createdTimeFrom")?,
+        created_to: params.time("createdTimeTo")?,
+        statuses: params.statuses("runtimeStatus")?,
+        instance_id_prefix: params.get("instanceIdPrefix").map(str::to_string),
+        name: params.get("name").map(str::to_string),
+        page_size: params.u32("top")?.unwrap_or(0),
+        continuation,
+        fetch_payloads: true,
+    })
+}
+
+/// `GET instances`: a page of status objects; the next page's token in
+/// `x-ms-continuation-token`. Filters: `createdTimeFrom`, `createdTimeTo`, `runtimeStatus`,
+/// `instanceIdPrefix`, `top`, `showInput` (default false), and Perdure's `name`.
+pub(crate) async fn list(
+    axum::extract::State(state): St,
+    params: Params,
+    headers: HeaderMap,
+) -> ApiResult {
+    let query = instance_query(&params, &headers)?;
+    let show_input = params.bool("showInput", false)?;
+    let page = state.api.query_instances(query).await?;
+    let body: Vec<StatusJson<'_>> = page
+        .instances
+        .iter()
+        .map(|i| StatusJson::new(i, show_input))
+        .collect();
+    let mut resp = json(StatusCode::OK, &body);
+    if let Some(token) = page.continuation.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(token) {
+            resp.headers_mut().insert(CONTINUATION, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `GET instanceCounts` (Perdure addition): instances per runtime status for the same filters
+/// as `GET instances`.
+pub(crate) async fn counts(
+    axum::extract::State(state): St,
+    params: Params,
+    headers: HeaderMap,
+) -> ApiResult {
+    let query = instance_query(&params, &headers)?;
+    let counts = state.api.count_instances(query).await?;
+    let body: BTreeMap<&'static str, u64> = OrchestrationStatus::ALL
+        .iter()
+        .map(|s| (s.as_str(), counts.get(s).copied().unwrap_or(0)))
+        .collect();
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// `GET functions` (Perdure addition): the registered function names per kind.
+pub(crate) async fn functions(axum::extract::State(state): St) -> ApiResult {
+    let body = serde_json::json!({
+        "orchestrations": state.api.registered_names(FunctionKind::Orchestration),
+        "activities": state.api.registered_names(FunctionKind::Activity),
+        "entities": state.api.registered_names(FunctionKind::Entity),
+    });
+    Ok(json(StatusCode::OK, &body))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PurgeJson {
+    instances_deleted: u64,
+    complete: bool,
+}
+
+/// `DELETE instances/{id}`: 200 `{"instancesDeleted": 1}`, 404 when there was nothing to
+/// purge, 409 for an instance that has not finished.
+pub(crate) async fn purge_one(axum::extract::State(state): St, P(raw): P<String>) -> ApiResult {
+    let id = instance_id(&raw)?;
+    let r = state
+        .api
+        .purge_instance(id.clone())
+        .await
+        .map_err(|e| match e {
+            e @ ManagementError::InvalidState { .. } => {
+                ApiError::from(e).with_status(StatusCode::CONFLICT)
+            }
+            e => e.into(),
+        })?;
+    let body = PurgeJson {
+        instances_deleted: r.deleted,
+        complete: true,
+    };
+    let code = if r.deleted == 0 {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(code, &body))
+}
+
+/// `DELETE instances`: purges finished instances matching `createdTimeFrom`, `createdTimeTo`
+/// and `runtimeStatus`, batch after batch until none is left (404 when none matched).
+/// Perdure addition: `incremental=true` runs one batch and reports `complete`.
+pub(crate) async fn purge_by_filter(axum::extract::State(state): St, params: Params) -> ApiResult {
+    let filter = PurgeFilter {
+        created_from: params.time("createdTimeFrom")?,
+        created_to: params.time("createdTimeTo")?,
+        statuses: params.statuses("runtimeStatus")?,
+    };
+    let incremental = params.bool("incremental", false)?;
+    let mut total = 0u64;
+    let mut complete = false;
+    for _ in 0..MAX_PURGE_BATCHES {
+        let r = state.api.purge_instances(filter.clone()).await?;
+        total = total.saturating_add(r.deleted);
+        complete = r.complete;
+        if incremental || r.complete || r.deleted == 0 {
+            break;
+        }
+    }
+    let code = if total == 0 && complete {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(
+        code,
+        &PurgeJson {
+            instances_deleted: total,
+            complete,
+        },
+    ))
+}
+
+/// `POST instances/{id}/raiseEvent/{event}`: 202; 404 unknown; 410 finished.
+pub(crate) async fn raise_event(
+    axum::extract::State(state): St,
+    P((raw, event)): P<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let id = instance_id(&raw)?;
+    if event.is_empty() {
+        return Err(ApiError::bad_request("the event name must not be empty"));
+    }
+    let data = body_payload(body)?;
+    state.api.raise_event(id, event, data).await?;
+    Ok(accepted())
+}
+
+fn reason(params: &Params) -> Option<String> {
+    params.get("reason").map(str::to_string)
+}
+
+/// `POST instances/{id}/terminate?reason=`: 202; 404; 410 when finished. Perdure addition:
+/// `recursive=true` terminates sub-orchestrations too.
+pub(crate) async fn terminate(
+    axum::extract::State(state): St,
+    P(raw): P<String>,
+    params: Params,
+) -> ApiResult {
+    let id = instance_id(&raw)?;
+    let recursive = params.bool("recursive", false)?;
+    state.api.terminate(id, reason(&params), recursive).await?;
+    Ok(accepted())
+}
+
+/// `POST instances/{id}/suspend?reason=`.
+pub(crate) async fn suspend(
+    axum::extract::State(state): St,
+    P(raw): P<String>,
+    params: Params,
+) -> ApiResult {
+    state
+        .api
+        .suspend(instance_id(&raw)?, reason(&params))
+        .await?;
+    Ok(accepted())
+}
+
+/// `POST instances/{id}/resume?reason=`.
+pub(crate) async fn resume(
+    axum::extract::State(state): St,
+    P(raw): P<String>,
+    params: Params,
+) -> ApiResult {
+    state.api.resume(instance_id(&raw)?, reason(&params)).await?;
+    Ok(accepted())
+}
+
+/// `POST instances/{id}/rewind?reason=`: 202; 410 unless failed.
+pub(crate) async fn rewind(
+    axum::extract::State(state): St,
+    P(raw): P<String>,
+    params: Params,
+) -> ApiResult {
+    state.api.rewind(instance_id(&raw)?, reason(&params)).await?;
+    Ok(accepted())
+}
+
+/// `POST instances/{id}/restart?restartWithNewInstanceId=`: 202 + the management payload of
+/// the restarted instance.
+pub(crate) async fn restart(
+    axum::extract::State(state): St,
+    P(raw): P<String>,
+    params: Params,
+    headers: HeaderMap,
+) -> ApiResult {
+    let new_id = params.bool("restartWithNewInstanceId", true)?;
+    let id = state.api.restart(instance_id(&raw)?, new_id).await?;
+    Ok(accepted_with_payload(&state, &headers, &id))
+}

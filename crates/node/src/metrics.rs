@@ -1,0 +1,168 @@
+//! Runtime metrics: counters and histograms, rendered in the Prometheus text format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 12],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.counts[i].load(Ordering::Relaxed)
+            );
+        }
+        let c = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {c}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {c}");
+    }
+}
+
+/// The node's metrics. Shared by every actor of a node.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Episodes committed.
+    pub episodes: AtomicU64,
+    /// Episodes whose commit failed (rerun).
+    pub episode_failures: AtomicU64,
+    /// Activities executed.
+    pub activities: AtomicU64,
+    /// Activities that failed (as data).
+    pub activity_failures: AtomicU64,
+    /// Entity operation batches committed.
+    pub entity_batches: AtomicU64,
+    /// Entity operations executed.
+    pub entity_operations: AtomicU64,
+    /// Store commits by the runtime.
+    pub commits: AtomicU64,
+    /// Orchestrations started.
+    pub starts: AtomicU64,
+    /// Orchestrations finished (completed, failed, terminated).
+    pub completions: AtomicU64,
+    /// Activity tasks waiting for a worker.
+    pub activity_queue_depth: AtomicI64,
+    /// Instances held in memory.
+    pub active_instances: AtomicI64,
+    /// Timers armed in memory.
+    pub armed_timers: AtomicI64,
+    /// Episode latency (execute + commit).
+    pub episode_latency: Histogram,
+    /// Activity execution latency.
+    pub activity_latency: Histogram,
+    /// Commit latency.
+    pub commit_latency: Histogram,
+}
+
+impl Metrics {
+    /// Renders every metric in the Prometheus text exposition format.
+    ///
+    /// ```
+    /// let m = perdure_node::metrics::Metrics::default();
+    /// assert!(m.render_prometheus().contains("perdure_episodes_total 0"));
+    /// ```
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            ("perdure_episodes_total", "Episodes committed.", &self.episodes),
+            (
+                "perdure_episode_failures_total",
+                "Episodes whose commit failed.",
+                &self.episode_failures,
+            ),
+            ("perdure_activities_total", "Activities executed.", &self.activities),
+            (
+                "perdure_activity_failures_total",
+                "Activities that failed.",
+                &self.activity_failures,
+            ),
+            (
+                "perdure_entity_batches_total",
+                "Entity operation batches committed.",
+                &self.entity_batches,
+            ),
+            (
+                "perdure_entity_operations_total",
+                "Entity operations executed.",
+                &self.entity_operations,
+            ),
+            ("perdure_commits_total", "Store commits by the runtime.", &self.commits),
+            ("perdure_starts_total", "Orchestrations started.", &self.starts),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP perdure_completions_total Orchestrations finished.\n# TYPE perdure_completions_total counter\nperdure_completions_total {}",
+            self.completions.load(Ordering::Relaxed)
+        );
+        let gauges: [(&str, &str, &AtomicI64); 3] = [
+            (
+                "perdure_activity_queue_depth",
+                "Activity tasks waiting for a worker.",
+                &self.activity_queue_depth,
+            ),
+            (
+                "perdure_active_instances",
+                "Instances held in memory.",
+                &self.active_instances,
+            ),
+            ("perdure_armed_timers", "Timers armed in memory.", &self.armed_timers),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        self.episode_latency.render(
+            "perdure_episode_seconds",
+            "Episode latency (execute and commit).",
+            &mut out,
+        );
+        self.activity_latency.render(
+            "perdure_activity_seconds",
+            "Activity execution latency.",
+            &mut out,
+        );
+        self.commit_latency
+            .render("perdure_commit_seconds", "Store commit latency.", &mut out);
+        out
+    }
+}

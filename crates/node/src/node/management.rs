@@ -1,0 +1,729 @@
+//! `ManagementApi` for [`NodeHandle`]: every operation is a short store transaction that
+//! writes a message into the target partition's inbox (or reads records), then nudges the
+//! partition actor.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use perdure_core::management::{
+    CleanEntityStorageResult, EntityPage, EntityQuery, EntityState, FunctionKind, IdReusePolicy,
+    InstancePage, InstanceQuery, InstanceState, ManagementApi, ManagementError, ManagementResult,
+    PurgeFilter, PurgeResult, StartRequest,
+};
+use perdure_core::{
+    EntityId, EventKind, HistoryEvent, InstanceId, OrchestrationStatus, Payload, Timestamp,
+};
+
+use super::NodeHandle;
+use crate::runtime::Shared;
+use crate::runtime::instance::pending_record;
+use crate::runtime::outbox::Outbox;
+use crate::state::records::{EntityOperationMsg, InstanceRecord, MessageBody, Target};
+use crate::state::{entities, history, instances, queues};
+use crate::store::{StoreError, transact};
+
+fn store_err(e: StoreError) -> ManagementError {
+    if e.is_retryable() {
+        ManagementError::Unavailable(e.to_string())
+    } else {
+        ManagementError::Internal(format!("{e}: {}", source_chain(&e)))
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+/// The outcome of a management transaction: a refusal or the messages to deliver.
+type TxOut<T> = Result<(T, Outbox), ManagementError>;
+
+impl NodeHandle {
+    fn check_payload(&self, p: Option<&Payload>) -> ManagementResult<()> {
+        let limit = self.shared().opts.max_payload_bytes.get();
+        match p {
+            Some(p) if p.len() > limit => Err(ManagementError::PayloadTooLarge {
+                size: p.len(),
+                limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_name(&self, kind: FunctionKind, name: &str) -> ManagementResult<()> {
+        let names = self.shared().exec.names(kind);
+        let found = match kind {
+            FunctionKind::Entity => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+            _ => names.iter().any(|n| n == name),
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(ManagementError::UnknownName {
+                kind,
+                name: name.to_string(),
+                registered: names,
+            })
+        }
+    }
+
+    fn admit(&self, partition: u32) -> ManagementResult<()> {
+        let sh = self.shared();
+        let depth = sh
+            .depth
+            .get(partition as usize)
+            .map_or(0, |d| d.load(Ordering::Relaxed));
+        let bound = sh.opts.partition_queue_bound.get();
+        if depth >= bound {
+            return Err(ManagementError::Overloaded(format!(
+                "partition {partition} has {depth} messages waiting (bound {bound}); retry later"
+            )));
+        }
+        let act = sh.metrics.activity_queue_depth.load(Ordering::Relaxed);
+        let abound = sh.opts.activity_queue_bound.get();
+        if act >= abound as i64 {
+            return Err(ManagementError::Overloaded(format!(
+                "{act} activity tasks are waiting for a worker (bound {abound}); retry later"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs a transaction that may refuse (inner `Err`) or write messages, then delivers them.
+    async fn run<T, F>(&self, f: F) -> ManagementResult<T>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(
+                &'t mut dyn crate::store::Transaction,
+                Arc<Shared>,
+            ) -> BoxFuture<'t, Result<TxOut<T>, StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let sh = self.shared().clone();
+        let f = Arc::new(f);
+        let sh2 = sh.clone();
+        let r = transact(sh.store.as_ref(), &sh.retry, move |tx| {
+            let (f, sh) = (f.clone(), sh2.clone());
+            Box::pin(async move { f(tx, sh).await })
+        })
+        .await
+        .map_err(store_err)?;
+        let (v, out) = r?;
+        sh.dispatch(out);
+        Ok(v)
+    }
+
+    async fn read<T, F>(&self, f: F) -> ManagementResult<T>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(&'t mut dyn crate::store::Transaction) -> BoxFuture<'t, Result<T, StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let sh = self.shared();
+        let f = Arc::new(f);
+        transact(sh.store.as_ref(), &sh.retry, move |tx| {
+            let f = f.clone();
+            Box::pin(async move { f(tx).await })
+        })
+        .await
+        .map_err(store_err)
+    }
+
+    async fn do_start(&self, req: StartRequest) -> ManagementResult<InstanceId> {
+        self.check_name(FunctionKind::Orchestration, &req.name)?;
+        self.check_payload(req.input.as_ref())?;
+        let sh = self.shared().clone();
+        let id = match req.instance_id.clone() {
+            Some(id) => id,
+            None => InstanceId::new(sh.new_instance_id())
+                .map_err(|e| ManagementError::Internal(e.to_string()))?,
+        };
+        self.admit(sh.partition_of_instance(&id))?;
+        let req = Arc::new(req);
+        let rid = id.clone();
+        self.run(move |tx, sh| {
+            let (req, id) = (req.clone(), rid.clone());
+            Box::pin(async move {
+                let now = sh.clock.now();
+                let old = instances::load(tx, &id).await?;
+                if let Some(o) = &old {
+                    let live = !o.status.is_terminal();
+                    let refuse = match req.reuse_policy {
+                        IdReusePolicy::RejectExisting => true,
+                        IdReusePolicy::ReplaceFinished => live,
+                        IdReusePolicy::TerminateExisting => false,
+                    };
+                    if refuse {
+                        return Ok(Err(ManagementError::AlreadyExists {
+                            instance_id: id.clone(),
+                            status: o.status,
+                        }));
+                    }
+                }
+                let mut out = Outbox::default();
+                start_in_tx(tx, &sh, &mut out, old.as_ref(), &id, &req, now).await?;
+                Ok(Ok((id.clone(), out)))
+            })
+        })
+        .await?;
+        self.shared().metrics.starts.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    async fn load_record(&self, id: &InstanceId) -> ManagementResult<Option<InstanceRecord>> {
+        let id = id.clone();
+        self.read(move |tx| {
+            let id = id.clone();
+            Box::pin(async move { instances::load(tx, &id).await })
+        })
+        .await
+    }
+
+    /// Sends a control message to an instance whose status passes `allowed`.
+    async fn control(
+        &self,
+        id: InstanceId,
+        operation: &'static str,
+        allowed: fn(OrchestrationStatus) -> bool,
+        body: MessageBody,
+    ) -> ManagementResult<()> {
+        let body = Arc::new(body);
+        self.run(move |tx, sh| {
+            let (id, body) = (id.clone(), body.clone());
+            Box::pin(async move {
+                let Some(rec) = instances::load(tx, &id).await? else {
+                    return Ok(Err(ManagementError::NotFound(id.to_string())));
+                };
+                if !allowed(rec.status) {
+                    return Ok(Err(ManagementError::InvalidState {
+                        instance_id: id.clone(),
+                        status: rec.status,
+                        operation: operation.to_string(),
+                    }));
+                }
+                let mut out = Outbox::default();
+                out.send(tx, &sh, Target::Instance(id.clone()), (*body).clone())?;
+                Ok(Ok(((), out)))
+            })
+        })
+        .await
+    }
+
+    async fn purge_one(&self, id: InstanceId, require_terminal: bool) -> ManagementResult<bool> {
+        let rid = id.clone();
+        let done = self
+            .run(move |tx, sh| {
+                let id = rid.clone();
+                Box::pin(async move {
+                    let Some(rec) = instances::load(tx, &id).await? else {
+                        return Ok(Err(ManagementError::NotFound(id.to_string())));
+                    };
+                    if require_terminal && !rec.status.is_terminal() {
+                        return Ok(Err(ManagementError::InvalidState {
+                            instance_id: id.clone(),
+                            status: rec.status,
+                            operation: "purge".into(),
+                        }));
+                    }
+                    instances::remove(tx, &rec);
+                    history::cut(tx, &id);
+                    queues::clear_tasks_of(tx, sh.partition_of_instance(&id), &id);
+                    Ok(Ok((true, Outbox::default())))
+                })
+            })
+            .await?;
+        let sh = self.shared();
+        sh.route(
+            sh.partition_of_instance(&id),
+            crate::runtime::PartitionMsg::Forget(id),
+        );
+        Ok(done)
+    }
+}
+
+/// Writes an instance's Pending record and its start message.
+async fn start_in_tx(
+    tx: &mut dyn crate::store::Transaction,
+    sh: &Shared,
+    out: &mut Outbox,
+    old: Option<&InstanceRecord>,
+    id: &InstanceId,
+    req: &StartRequest,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let execution_id = sh.new_execution_id();
+    let rec = pending_record(
+        id,
+        &req.name,
+        req.version.clone(),
+        execution_id.clone(),
+        req.input.clone(),
+        None,
+        now,
+    );
+    instances::save(tx, old, &rec)?;
+    // The new execution's history starts when the partition processes the start.
+    history::cut(tx, id);
+    let started = HistoryEvent::new(
+        now,
+        EventKind::ExecutionStarted {
+            name: req.name.clone(),
+            version: req.version.clone(),
+            input: req.input.clone(),
+            execution_id,
+            parent: None,
+            scheduled_start: req.scheduled_start,
+        },
+    );
+    let body = MessageBody::NewExecution {
+        started,
+        carried: Vec::new(),
+    };
+    match req.scheduled_start {
+        Some(t) if t > now => out.send_at(tx, sh, Target::Instance(id.clone()), t, body),
+        _ => out.send(tx, sh, Target::Instance(id.clone()), body),
+    }
+}
+
+fn token(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn untoken(t: &str) -> Option<Vec<u8>> {
+    if !t.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..t.len())
+        .step_by(2)
+        .map(|i| t.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+impl ManagementApi for NodeHandle {
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, ManagementResult<InstanceId>> {
+        Box::pin(self.do_start(req))
+    }
+
+    fn get_instance(
+        &self,
+        id: InstanceId,
+        with_payloads: bool,
+    ) -> BoxFuture<'_, ManagementResult<Option<InstanceState>>> {
+        Box::pin(async move {
+            Ok(self
+                .load_record(&id)
+                .await?
+                .map(|r| r.to_state(with_payloads)))
+        })
+    }
+
+    fn get_history(
+        &self,
+        id: InstanceId,
+    ) -> BoxFuture<'_, ManagementResult<Option<Vec<HistoryEvent>>>> {
+        Box::pin(async move {
+            self.read(move |tx| {
+                let id = id.clone();
+                Box::pin(async move {
+                    if instances::load(tx, &id).await?.is_none() {
+                        return Ok(None);
+                    }
+                    Ok(Some(history::load(tx, &id).await?))
+                })
+            })
+            .await
+        })
+    }
+
+    fn wait_for_completion(
+        &self,
+        id: InstanceId,
+        timeout: Duration,
+    ) -> BoxFuture<'_, ManagementResult<Option<InstanceState>>> {
+        Box::pin(async move {
+            let sh = self.shared().clone();
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                // Register before reading, so a completion in between is not missed.
+                let rx = sh.add_waiter(&id);
+                let Some(r) = self.load_record(&id).await? else {
+                    sh.prune_waiters(&id);
+                    return Ok(None);
+                };
+                if r.status.is_terminal() {
+                    return Ok(Some(r.to_state(true)));
+                }
+                if tokio::time::timeout_at(deadline, rx).await.is_err() {
+                    sh.prune_waiters(&id);
+                    return Ok(self.load_record(&id).await?.map(|r| r.to_state(true)));
+                }
+            }
+        })
+    }
+
+    fn query_instances(
+        &self,
+        query: InstanceQuery,
+    ) -> BoxFuture<'_, ManagementResult<InstancePage>> {
+        Box::pin(async move {
+            let fetch = query.fetch_payloads;
+            let (recs, continuation) = self
+                .read(move |tx| {
+                    let q = query.clone();
+                    Box::pin(async move { instances::query(tx, &q).await })
+                })
+                .await?;
+            Ok(InstancePage {
+                instances: recs.iter().map(|r| r.to_state(fetch)).collect(),
+                continuation,
+            })
+        })
+    }
+
+    fn count_instances(
+        &self,
+        query: InstanceQuery,
+    ) -> BoxFuture<'_, ManagementResult<BTreeMap<OrchestrationStatus, u64>>> {
+        Box::pin(async move {
+            self.read(move |tx| {
+                let q = query.clone();
+                Box::pin(async move { instances::count(tx, &q).await })
+            })
+            .await
+        })
+    }
+
+    fn raise_event(
+        &self,
+        id: InstanceId,
+        name: String,
+        data: Option<Payload>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        Box::pin(async move {
+            self.check_payload(data.as_ref())?;
+            self.admit(self.shared().partition_of_instance(&id))?;
+            let body = MessageBody::Event {
+                execution_id: None,
+                event: HistoryEvent::new(
+                    self.shared().clock.now(),
+                    EventKind::EventRaised { name, input: data },
+                ),
+            };
+            self.control(id, "raise an event", |s| !s.is_terminal(), body)
+                .await
+        })
+    }
+
+    fn terminate(
+        &self,
+        id: InstanceId,
+        reason: Option<String>,
+        recursive: bool,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        Box::pin(self.control(
+            id,
+            "terminate",
+            |s| !s.is_terminal(),
+            MessageBody::Terminate { reason, recursive },
+        ))
+    }
+
+    fn suspend(
+        &self,
+        id: InstanceId,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        Box::pin(self.control(
+            id,
+            "suspend",
+            |s| matches!(s, OrchestrationStatus::Running | OrchestrationStatus::Pending),
+            MessageBody::Suspend { reason },
+        ))
+    }
+
+    fn resume(
+        &self,
+        id: InstanceId,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        Box::pin(self.control(
+            id,
+            "resume",
+            |s| s == OrchestrationStatus::Suspended,
+            MessageBody::Resume { reason },
+        ))
+    }
+
+    fn rewind(
+        &self,
+        id: InstanceId,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        Box::pin(self.control(
+            id,
+            "rewind",
+            |s| s == OrchestrationStatus::Failed,
+            MessageBody::Rewind { reason },
+        ))
+    }
+
+    fn restart(
+        &self,
+        id: InstanceId,
+        new_instance_id: bool,
+    ) -> BoxFuture<'_, ManagementResult<InstanceId>> {
+        Box::pin(async move {
+            let Some(rec) = self.load_record(&id).await? else {
+                return Err(ManagementError::NotFound(id.to_string()));
+            };
+            let mut req = StartRequest::new(rec.name.clone());
+            req.version = rec.version.clone();
+            req.input = rec.original_input.clone();
+            if new_instance_id {
+                req.instance_id = None;
+            } else {
+                req.instance_id = Some(id);
+                req.reuse_policy = IdReusePolicy::TerminateExisting;
+            }
+            self.do_start(req).await
+        })
+    }
+
+    fn purge_instance(&self, id: InstanceId) -> BoxFuture<'_, ManagementResult<PurgeResult>> {
+        Box::pin(async move {
+            self.purge_one(id, true).await?;
+            Ok(PurgeResult {
+                deleted: 1,
+                complete: true,
+            })
+        })
+    }
+
+    fn purge_instances(
+        &self,
+        filter: PurgeFilter,
+    ) -> BoxFuture<'_, ManagementResult<PurgeResult>> {
+        Box::pin(async move {
+            let statuses = if filter.statuses.is_empty() {
+                vec![
+                    OrchestrationStatus::Completed,
+                    OrchestrationStatus::Failed,
+                    OrchestrationStatus::Terminated,
+                ]
+            } else {
+                filter
+                    .statuses
+                    .iter()
+                    .copied()
+                    .filter(|s| s.is_terminal())
+                    .collect()
+            };
+            if statuses.is_empty() {
+                return Ok(PurgeResult {
+                    deleted: 0,
+                    complete: true,
+                });
+            }
+            let q = InstanceQuery {
+                created_from: filter.created_from,
+                created_to: filter.created_to,
+                statuses,
+                page_size: 100,
+                ..Default::default()
+            };
+            let page = self.query_instances(q).await?;
+            let mut deleted = 0;
+            for st in &page.instances {
+                match self.purge_one(st.instance_id.clone(), true).await {
+                    Ok(_) => deleted += 1,
+                    Err(ManagementError::NotFound(_) | ManagementError::InvalidState { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(PurgeResult {
+                deleted,
+                complete: page.continuation.is_none(),
+            })
+        })
+    }
+
+    fn signal_entity(
+        &self,
+        entity: EntityId,
+        operation: String,
+        input: Option<Payload>,
+        scheduled_time: Option<Timestamp>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        Box::pin(async move {
+            self.check_name(FunctionKind::Entity, entity.name())?;
+            self.check_payload(input.as_ref())?;
+            let target = Target::Entity(entity);
+            self.admit(self.shared().partition_of(&target))?;
+            let body = MessageBody::EntityOperation(EntityOperationMsg {
+                operation,
+                input,
+                caller: None,
+                critical_section_id: None,
+                sender: None,
+            });
+            let body = Arc::new(body);
+            self.run(move |tx, sh| {
+                let (target, body) = (target.clone(), body.clone());
+                Box::pin(async move {
+                    let mut out = Outbox::default();
+                    let now = sh.clock.now();
+                    match scheduled_time {
+                        Some(t) if t > now => {
+                            out.send_at(tx, &sh, target, t, (*body).clone())?
+                        }
+                        _ => out.send(tx, &sh, target, (*body).clone())?,
+                    }
+                    Ok(Ok(((), out)))
+                })
+            })
+            .await
+        })
+    }
+
+    fn get_entity(
+        &self,
+        entity: EntityId,
+    ) -> BoxFuture<'_, ManagementResult<Option<EntityState>>> {
+        Box::pin(async move {
+            let id = entity.clone();
+            let rec = self
+                .read(move |tx| {
+                    let id = id.clone();
+                    Box::pin(async move { entities::load(tx, &id).await })
+                })
+                .await?;
+            Ok(rec.map(|r| EntityState {
+                id: entity,
+                state: r.state,
+                last_modified: r.last_modified,
+                locked_by: r.lock.map(|l| l.critical_section_id),
+                backlog: 0,
+            }))
+        })
+    }
+
+    fn query_entities(&self, query: EntityQuery) -> BoxFuture<'_, ManagementResult<EntityPage>> {
+        Box::pin(async move {
+            let page = match query.page_size {
+                0 => 100,
+                n => (n as usize).min(1000),
+            };
+            let q = Arc::new(query);
+            let q2 = q.clone();
+            let rows = self
+                .read(move |tx| {
+                    let q = q2.clone();
+                    Box::pin(async move {
+                        let after = q.continuation.as_deref().and_then(untoken);
+                        let name = q.name.as_ref().map(|n| n.to_lowercase());
+                        entities::scan(
+                            tx,
+                            name.as_deref(),
+                            q.key_prefix.as_deref(),
+                            after.as_deref(),
+                            page,
+                        )
+                        .await
+                    })
+                })
+                .await?;
+            let continuation = if rows.len() >= page {
+                rows.last().map(|(k, _, _)| token(k))
+            } else {
+                None
+            };
+            let entities = rows
+                .into_iter()
+                .filter(|(_, _, r)| {
+                    q.last_modified_from.is_none_or(|t| r.last_modified >= t)
+                        && q.last_modified_to.is_none_or(|t| r.last_modified <= t)
+                })
+                .map(|(_, id, r)| EntityState {
+                    id,
+                    state: if q.fetch_state { r.state } else { None },
+                    last_modified: r.last_modified,
+                    locked_by: r.lock.map(|l| l.critical_section_id),
+                    backlog: 0,
+                })
+                .collect();
+            Ok(EntityPage {
+                entities,
+                continuation,
+            })
+        })
+    }
+
+    fn clean_entity_storage(
+        &self,
+        _remove_empty: bool,
+        release_orphaned_locks: bool,
+    ) -> BoxFuture<'_, ManagementResult<CleanEntityStorageResult>> {
+        Box::pin(async move {
+            // Entities without state or lock are never stored (see `state::entities::save`),
+            // so only orphaned locks need work: an Unlock from the finished holder is sent
+            // through the entity's inbox, so its actor releases the lock and runs the
+            // operations that waited.
+            let mut result = CleanEntityStorageResult::default();
+            if !release_orphaned_locks {
+                return Ok(result);
+            }
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let a = after.clone();
+                let rows = self
+                    .read(move |tx| {
+                        let a = a.clone();
+                        Box::pin(async move { entities::scan(tx, None, None, a.as_deref(), 500).await })
+                    })
+                    .await?;
+                let n = rows.len();
+                after = rows.last().map(|(k, _, _)| k.clone());
+                for (_, id, r) in rows {
+                    let Some(lock) = r.lock else { continue };
+                    let holder = self.load_record(&lock.holder).await?;
+                    if holder.is_some_and(|h| !h.status.is_terminal()) {
+                        continue;
+                    }
+                    let body = Arc::new(MessageBody::Unlock {
+                        critical_section_id: lock.critical_section_id,
+                        holder: lock.holder,
+                    });
+                    self.run(move |tx, sh| {
+                        let (id, body) = (id.clone(), body.clone());
+                        Box::pin(async move {
+                            let mut out = Outbox::default();
+                            out.send(tx, &sh, Target::Entity(id), (*body).clone())?;
+                            Ok(Ok(((), out)))
+                        })
+                    })
+                    .await?;
+                    result.orphaned_locks_released += 1;
+                }
+                if n < 500 {
+                    return Ok(result);
+                }
+            }
+        })
+    }
+
+    fn registered_names(&self, kind: FunctionKind) -> Vec<String> {
+        self.shared().exec.names(kind)
+    }
+}

@@ -1,0 +1,218 @@
+//! The runtime: partition actors that own instance and entity state, the activity pool,
+//! timers, and the shared context they run in. See `docs/runtime.md`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use perdure_core::{ExecutionId, InstanceId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::options::NodeOptions;
+use crate::state::queues::MessageIds;
+use crate::state::records::{ActivityTask, InboxMessage, Target};
+use crate::store::{RetryOptions, Store};
+
+pub mod activity;
+pub mod clock;
+pub mod core_executor;
+pub mod entity;
+pub mod executor;
+pub mod instance;
+pub(crate) mod outbox;
+pub mod partition;
+pub mod rewind;
+
+pub use clock::Clock;
+pub use executor::Executors;
+
+/// A message to a partition actor.
+#[derive(Debug)]
+pub enum PartitionMsg {
+    /// Messages committed to this partition's inbox: (key, message).
+    Deliver(Vec<(Vec<u8>, InboxMessage)>),
+    /// Timers committed to this partition: (key, due, message).
+    Timers(Vec<(Vec<u8>, perdure_core::Timestamp, InboxMessage)>),
+    /// An activity result committed to the inbox (same as Deliver; counted separately).
+    Forget(InstanceId),
+    /// Stop after the current round.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What every actor of a node shares.
+pub struct Shared {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The user code.
+    pub exec: Arc<dyn Executors>,
+    /// Options.
+    pub opts: NodeOptions,
+    /// Partition count (from the store).
+    pub partitions: u32,
+    /// Message key generator.
+    pub ids: MessageIds,
+    /// The clock.
+    pub clock: Clock,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Transaction retries.
+    pub retry: RetryOptions,
+    /// This process's node id (unique per start).
+    pub node_id: u64,
+    counter: AtomicU64,
+    routes: OnceLock<Vec<mpsc::UnboundedSender<PartitionMsg>>>,
+    /// Messages waiting per partition (admission control).
+    pub(crate) depth: Vec<AtomicUsize>,
+    /// Epoch held per partition (0: not held).
+    pub(crate) epochs: Vec<AtomicU64>,
+    waiters: Mutex<HashMap<InstanceId, Vec<oneshot::Sender<()>>>>,
+    pub(crate) activities: OnceLock<activity::ActivityPool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("partitions", &self.partitions)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// A shared context.
+    pub fn new(
+        store: Arc<dyn Store>,
+        exec: Arc<dyn Executors>,
+        opts: NodeOptions,
+        partitions: u32,
+        node_id: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            exec,
+            opts,
+            partitions,
+            ids: MessageIds::new(node_id),
+            clock: Clock::system(),
+            metrics,
+            retry: RetryOptions::default(),
+            node_id,
+            counter: AtomicU64::new(0),
+            routes: OnceLock::new(),
+            depth: (0..partitions).map(|_| AtomicUsize::new(0)).collect(),
+            epochs: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            waiters: Mutex::new(HashMap::new()),
+            activities: OnceLock::new(),
+        }
+    }
+
+    /// The partition of a message target.
+    pub fn partition_of(&self, target: &Target) -> u32 {
+        crate::state::partition_of(&target.routing_key(), self.partitions)
+    }
+
+    /// The partition of an instance.
+    pub fn partition_of_instance(&self, id: &InstanceId) -> u32 {
+        crate::state::partition_of(id.as_str(), self.partitions)
+    }
+
+    /// A new execution id, unique across nodes and restarts.
+    pub fn new_execution_id(&self) -> ExecutionId {
+        ExecutionId(format!(
+            "{:016x}{:08x}",
+            self.node_id,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// A new instance id.
+    pub fn new_instance_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{:08x}-{:04x}-{:012x}",
+            (self.node_id >> 32) as u32,
+            (self.node_id & 0xFFFF) as u16,
+            n
+        )
+    }
+
+    pub(crate) fn set_routes(&self, routes: Vec<mpsc::UnboundedSender<PartitionMsg>>) {
+        let _ = self.routes.set(routes);
+    }
+
+    /// Sends a message to a partition actor (dropped if the node is stopping).
+    pub(crate) fn route(&self, partition: u32, msg: PartitionMsg) {
+        if let Some(tx) = self.routes.get().and_then(|r| r.get(partition as usize)) {
+            if let PartitionMsg::Deliver(m) = &msg
+                && let Some(d) = self.depth.get(partition as usize)
+            {
+                d.fetch_add(m.len(), Ordering::Relaxed);
+            }
+            let _ = tx.send(msg);
+        }
+    }
+
+    /// Delivers everything in a committed transaction's outbox.
+    pub(crate) fn dispatch(&self, out: outbox::Outbox) {
+        let mut per: HashMap<u32, Vec<(Vec<u8>, InboxMessage)>> = HashMap::new();
+        for (p, k, m) in out.messages {
+            per.entry(p).or_default().push((k, m));
+        }
+        for (p, msgs) in per {
+            self.route(p, PartitionMsg::Deliver(msgs));
+        }
+        let mut timers: HashMap<u32, Vec<_>> = HashMap::new();
+        for (p, k, due, m) in out.timers {
+            timers.entry(p).or_default().push((k, due, m));
+        }
+        for (p, t) in timers {
+            self.route(p, PartitionMsg::Timers(t));
+        }
+        if let Some(pool) = self.activities.get() {
+            for (p, k, task) in out.tasks {
+                pool.submit(p, k, task);
+            }
+        }
+    }
+
+    /// Registers a waiter notified when the instance reaches a terminal status.
+    pub(crate) fn add_waiter(&self, id: &InstanceId) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.entry(id.clone()).or_default().push(tx);
+        }
+        rx
+    }
+
+    /// Wakes the waiters of an instance.
+    pub(crate) fn notify_finished(&self, id: &InstanceId) {
+        let ws = self.waiters.lock().ok().and_then(|mut w| w.remove(id));
+        for w in ws.into_iter().flatten() {
+            let _ = w.send(());
+        }
+    }
+
+    /// Drops waiters that gave up (their receiver is gone).
+    pub(crate) fn prune_waiters(&self, id: &InstanceId) {
+        if let Ok(mut w) = self.waiters.lock()
+            && let Some(v) = w.get_mut(id)
+        {
+            v.retain(|s| !s.is_closed());
+            if v.is_empty() {
+                w.remove(id);
+            }
+        }
+    }
+
+    /// The epoch this node holds for a partition.
+    pub(crate) fn epoch(&self, partition: u32) -> u64 {
+        self.epochs
+            .get(partition as usize)
+            .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+}
+
+/// A task handed to the pool: (partition, key, task).
+pub(crate) type TaskItem = (u32, Vec<u8>, ActivityTask);

@@ -1,0 +1,130 @@
+//! The activity pool: a bounded pool of workers over tokio tasks (a semaphore caps how many
+//! run at once). A task is durably queued by the episode that scheduled it; the pool runs it
+//! at once, without re-reading the store, and commits its result to the orchestration's
+//! inbox together with the task's removal. Recovery re-runs tasks left in the queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use perdure_core::{EventKind, HistoryEvent};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::outbox::Outbox;
+use super::{Shared, TaskItem};
+use crate::state::records::{MessageBody, Target};
+use crate::state::{leases, queues};
+use crate::store::transact;
+
+/// Runs activity tasks with bounded concurrency.
+#[derive(Debug, Clone)]
+pub struct ActivityPool {
+    shared: Weak<Shared>,
+    permits: Arc<Semaphore>,
+}
+
+impl ActivityPool {
+    /// A pool running at most `concurrency` activities at once.
+    pub fn new(shared: Weak<Shared>, concurrency: usize) -> Self {
+        Self {
+            shared,
+            permits: Arc::new(Semaphore::new(concurrency)),
+        }
+    }
+
+    /// Hands a durably queued task to a worker.
+    pub(crate) fn submit(&self, partition: u32, key: Vec<u8>, task: crate::state::records::ActivityTask) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let permits = self.permits.clone();
+        shared
+            .metrics
+            .activity_queue_depth
+            .fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("activity", name = %task.name, instance = %task.instance_id, seq = task.seq, attempt = task.attempt);
+        tokio::spawn(
+            async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                shared
+                    .metrics
+                    .activity_queue_depth
+                    .fetch_sub(1, Ordering::Relaxed);
+                run(shared, (partition, key, task)).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
+    let started = std::time::Instant::now();
+    let result = shared
+        .exec
+        .run_activity(
+            &task.instance_id,
+            &task.name,
+            task.seq,
+            task.attempt,
+            task.input.clone(),
+        )
+        .await;
+    shared.metrics.activity_latency.observe(started.elapsed());
+    shared.metrics.activities.fetch_add(1, Ordering::Relaxed);
+    if result.is_err() {
+        shared
+            .metrics
+            .activity_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    let kind = match result {
+        Ok(result) => EventKind::TaskCompleted {
+            task_scheduled_id: task.seq,
+            result,
+        },
+        Err(failure) => EventKind::TaskFailed {
+            task_scheduled_id: task.seq,
+            failure,
+        },
+    };
+    let epoch = shared.epoch(partition);
+    let key = Arc::new(key);
+    let task = Arc::new(task);
+    let kind = Arc::new(kind);
+    let sh = shared.clone();
+    let committed = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let (sh, key, task, kind) = (sh.clone(), key.clone(), task.clone(), kind.clone());
+        Box::pin(async move {
+            leases::check(tx, partition, epoch).await?;
+            let mut out = Outbox::default();
+            if !queues::consume(tx, &key).await? {
+                // Already reported (a redelivered task finished twice).
+                return Ok(out);
+            }
+            let ev = HistoryEvent::new(sh.clock.now(), (*kind).clone());
+            out.send(
+                tx,
+                &sh,
+                Target::Instance(task.instance_id.clone()),
+                MessageBody::Event {
+                    execution_id: Some(task.execution_id.clone()),
+                    event: ev,
+                },
+            )?;
+            Ok(out)
+        })
+    })
+    .await;
+    match committed {
+        Ok(out) => {
+            shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            shared.dispatch(out);
+        }
+        Err(e) => {
+            // The task stays queued; recovery (or the next owner) runs it again.
+            tracing::warn!(error = %e, "activity result not committed");
+        }
+    }
+}

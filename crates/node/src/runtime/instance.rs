@@ -1,0 +1,842 @@
+//! Orchestration instances inside a partition actor: activation (load the history, replay
+//! once), episodes (new events in, history events and actions out), and the transaction that
+//! commits an episode: history, instance record and indexes, every message it sends, and the
+//! removal of the messages it consumed.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use perdure_core::{
+    EventKind, ExecutionId, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus,
+    OrchestratorAction, ParentInstance, Payload, Timestamp,
+};
+use tokio::time::Instant;
+
+use super::executor::{EpisodeOutcome, EpisodeResult, OrchestrationSession};
+use super::outbox::Outbox;
+use super::partition::{Keyed, Partition};
+use super::Shared;
+use crate::state::records::{
+    ActivityTask, EntityCaller, EntityOperationMsg, InstanceRecord, LockRequestMsg, MessageBody,
+    Target,
+};
+use crate::state::{history, instances};
+use crate::store::{StoreError, Transaction, transact};
+
+/// An instance held in memory by its partition actor.
+pub struct InstanceSlot {
+    /// The record as last committed (None: no such instance).
+    pub(crate) record: Option<InstanceRecord>,
+    /// The live orchestrator (None: replay on next use).
+    pub(crate) session: Option<Box<dyn OrchestrationSession>>,
+    /// Last activity, for passivation.
+    pub(crate) last_used: Instant,
+}
+
+/// Something an episode's transaction writes besides history and record.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// A message to a target's inbox.
+    Send(Target, MessageBody),
+    /// A message delivered at a time (a durable timer).
+    SendAt(Target, Timestamp, MessageBody),
+    /// An activity task.
+    Task(ActivityTask),
+    /// A new instance's record (a sub-orchestration); written unless a live one exists.
+    CreateInstance(InstanceRecord),
+}
+
+/// One episode's transaction, prepared.
+#[derive(Debug)]
+pub(crate) struct InstancePlan {
+    pub(crate) id: InstanceId,
+    pub(crate) consumed: Vec<Keyed>,
+    /// The new record (None: the messages are only dropped).
+    pub(crate) record: Option<InstanceRecord>,
+    pub(crate) cut_history: bool,
+    pub(crate) first_seq: u64,
+    pub(crate) events: Vec<HistoryEvent>,
+    pub(crate) effects: Vec<Effect>,
+    pub(crate) finished: bool,
+}
+
+impl InstancePlan {
+    fn drop_only(id: InstanceId, consumed: Vec<Keyed>) -> Self {
+        Self {
+            id,
+            consumed,
+            record: None,
+            cut_history: false,
+            first_seq: 0,
+            events: Vec::new(),
+            effects: Vec::new(),
+            finished: false,
+        }
+    }
+}
+
+async fn load_record(shared: &Shared, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
+    let id = id.clone();
+    transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let id = id.clone();
+        Box::pin(async move { instances::load(tx, &id).await })
+    })
+    .await
+}
+
+async fn load_history(shared: &Shared, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError> {
+    let id = id.clone();
+    transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let id = id.clone();
+        Box::pin(async move { history::load(tx, &id).await })
+    })
+    .await
+}
+
+fn failed_record(rec: &InstanceRecord, failure: &FailureDetails, now: Timestamp) -> InstanceRecord {
+    let mut r = rec.clone();
+    r.status = OrchestrationStatus::Failed;
+    r.failure = Some(failure.clone());
+    r.updated_at = now;
+    r
+}
+
+/// Prepares the next episode of an instance from its pending messages. Returns the plan (if
+/// there is anything to commit) and the messages left for later, in order.
+pub(crate) async fn prepare(
+    part: &mut Partition,
+    id: InstanceId,
+    mut msgs: VecDeque<Keyed>,
+) -> Result<(Option<InstancePlan>, VecDeque<Keyed>), StoreError> {
+    let shared = part.shared.clone();
+    let now = shared.clock.now();
+    if !part.instances.contains_key(&id) {
+        let record = load_record(&shared, &id).await?;
+        part.instances.insert(
+            id.clone(),
+            InstanceSlot {
+                record,
+                session: None,
+                last_used: Instant::now(),
+            },
+        );
+        shared
+            .metrics
+            .active_instances
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(slot) = part.instances.get_mut(&id) else {
+        return Ok((None, msgs));
+    };
+    slot.last_used = Instant::now();
+
+    // A new execution is processed alone. While the instance waits for its (next) execution
+    // to start, that start goes before any event that arrived earlier.
+    let waiting = slot.record.as_ref().is_none_or(|r| {
+        matches!(
+            r.status,
+            OrchestrationStatus::Pending | OrchestrationStatus::ContinuedAsNew
+        )
+    });
+    let is_new = |m: &Keyed| matches!(m.1.body, MessageBody::NewExecution { .. });
+    let pos = if msgs.front().is_some_and(is_new) {
+        Some(0)
+    } else if waiting {
+        msgs.iter().position(is_new)
+    } else {
+        None
+    };
+    if let Some(pos) = pos
+        && let Some((k, m)) = msgs.remove(pos)
+        && let MessageBody::NewExecution { started, carried } = m.body.clone()
+    {
+        let consumed = vec![(k, m)];
+        let plan = new_execution(&shared, slot, &id, consumed, started, carried, now);
+        return Ok((Some(plan), msgs));
+    }
+
+    let mut consumed: Vec<Keyed> = Vec::new();
+    let mut batch: Vec<HistoryEvent> = Vec::new();
+    let mut skipped: VecDeque<Keyed> = VecDeque::new();
+    let mut control: Option<Keyed> = None;
+    while let Some((k, m)) = msgs.pop_front() {
+        let live = slot.record.as_ref().filter(|r| !r.status.is_terminal());
+        match &m.body {
+            MessageBody::NewExecution { .. } => {
+                msgs.push_front((k, m));
+                break;
+            }
+            MessageBody::Event {
+                execution_id,
+                event,
+            } => {
+                let Some(rec) = live else {
+                    tracing::debug!(instance = %id, event = event.name(), "event for a finished or unknown instance dropped");
+                    consumed.push((k, m));
+                    continue;
+                };
+                if execution_id.as_ref().is_some_and(|e| *e != rec.execution_id) {
+                    consumed.push((k, m));
+                    continue;
+                }
+                if matches!(
+                    rec.status,
+                    OrchestrationStatus::Suspended
+                        | OrchestrationStatus::Pending
+                        | OrchestrationStatus::ContinuedAsNew
+                ) {
+                    skipped.push_back((k, m));
+                    continue;
+                }
+                batch.push(event.clone());
+                consumed.push((k, m));
+            }
+            MessageBody::Terminate { .. }
+            | MessageBody::Suspend { .. }
+            | MessageBody::Resume { .. }
+            | MessageBody::Rewind { .. } => {
+                if batch.is_empty() {
+                    control = Some((k, m));
+                } else {
+                    msgs.push_front((k, m));
+                }
+                break;
+            }
+            MessageBody::EntityOperation(_)
+            | MessageBody::LockRequest(_)
+            | MessageBody::Unlock { .. } => {
+                consumed.push((k, m));
+            }
+        }
+    }
+    // Messages skipped while suspended keep their place before the rest.
+    while let Some(m) = skipped.pop_back() {
+        msgs.push_front(m);
+    }
+
+    if let Some((k, m)) = control {
+        let plan = control_message(&shared, part, &id, consumed, (k, m), now).await?;
+        return Ok((Some(plan), msgs));
+    }
+    if batch.is_empty() {
+        if consumed.is_empty() {
+            return Ok((None, msgs));
+        }
+        return Ok((Some(InstancePlan::drop_only(id, consumed)), msgs));
+    }
+    let Some(slot) = part.instances.get_mut(&id) else {
+        return Ok((None, msgs));
+    };
+    let Some(rec) = slot.record.clone() else {
+        return Ok((Some(InstancePlan::drop_only(id, consumed)), msgs));
+    };
+    if slot.session.is_none() {
+        let hist = load_history(&shared, &id).await?;
+        let Some(slot) = part.instances.get_mut(&id) else {
+            return Ok((None, msgs));
+        };
+        match shared.exec.load_orchestration(&id, hist) {
+            Ok(s) => slot.session = Some(s),
+            Err(f) => {
+                let r = failed_record(&rec, &f, now);
+                let plan = finish_plan(&shared, id, consumed, rec.history_len, r, vec![failed_event(&f, now)], false);
+                return Ok((Some(plan), msgs));
+            }
+        }
+    }
+    let Some(slot) = part.instances.get_mut(&id) else {
+        return Ok((None, msgs));
+    };
+    let Some(session) = slot.session.as_mut() else {
+        return Ok((None, msgs));
+    };
+    let span = tracing::info_span!("episode", instance = %id, name = %rec.name, events = batch.len());
+    let result = span.in_scope(|| session.execute(now, batch));
+    let plan = episode_plan(&shared, &id, rec, consumed, result, false, now);
+    Ok((Some(plan), msgs))
+}
+
+fn failed_event(f: &FailureDetails, now: Timestamp) -> HistoryEvent {
+    HistoryEvent::new(
+        now,
+        EventKind::ExecutionCompleted {
+            status: OrchestrationStatus::Failed,
+            result: None,
+            failure: Some(f.clone()),
+        },
+    )
+}
+
+fn finish_plan(
+    shared: &Shared,
+    id: InstanceId,
+    consumed: Vec<Keyed>,
+    first_seq: u64,
+    mut record: InstanceRecord,
+    events: Vec<HistoryEvent>,
+    cut_history: bool,
+) -> InstancePlan {
+    let mut effects = Vec::new();
+    record.history_len = first_seq + events.len() as u64;
+    notify_parent(shared, &record, &mut effects);
+    InstancePlan {
+        id,
+        consumed,
+        record: Some(record),
+        cut_history,
+        first_seq,
+        events,
+        effects,
+        finished: true,
+    }
+}
+
+fn notify_parent(_shared: &Shared, record: &InstanceRecord, effects: &mut Vec<Effect>) {
+    let Some(parent) = &record.parent else {
+        return;
+    };
+    let kind = match record.status {
+        OrchestrationStatus::Completed => EventKind::SubOrchestrationInstanceCompleted {
+            task_scheduled_id: parent.task_scheduled_id,
+            result: record.output.clone(),
+        },
+        OrchestrationStatus::Failed => EventKind::SubOrchestrationInstanceFailed {
+            task_scheduled_id: parent.task_scheduled_id,
+            failure: record
+                .failure
+                .clone()
+                .unwrap_or_else(|| FailureDetails::new("Failed", "sub-orchestration failed")),
+        },
+        OrchestrationStatus::Terminated => EventKind::SubOrchestrationInstanceFailed {
+            task_scheduled_id: parent.task_scheduled_id,
+            failure: FailureDetails::new(
+                "Terminated",
+                format!("sub-orchestration {} was terminated", record.instance_id),
+            ),
+        },
+        _ => return,
+    };
+    effects.push(Effect::Send(
+        Target::Instance(parent.instance_id.clone()),
+        MessageBody::Event {
+            execution_id: Some(parent.execution_id.clone()),
+            event: HistoryEvent::new(record.updated_at, kind),
+        },
+    ));
+}
+
+fn new_execution(
+    shared: &Shared,
+    slot: &mut InstanceSlot,
+    id: &InstanceId,
+    consumed: Vec<Keyed>,
+    started: HistoryEvent,
+    carried: Vec<HistoryEvent>,
+    now: Timestamp,
+) -> InstancePlan {
+    let EventKind::ExecutionStarted {
+        name,
+        version,
+        input,
+        execution_id,
+        parent,
+        ..
+    } = &started.kind
+    else {
+        return InstancePlan::drop_only(id.clone(), consumed);
+    };
+    let old = slot.record.clone();
+    let rec = InstanceRecord {
+        instance_id: id.clone(),
+        name: name.clone(),
+        version: version.clone(),
+        execution_id: execution_id.clone(),
+        status: OrchestrationStatus::Running,
+        input: input.clone(),
+        output: None,
+        custom_status: None,
+        failure: None,
+        // A continue-as-new keeps the instance's creation time; any other start is new.
+        created_at: old
+            .as_ref()
+            .filter(|r| r.status == OrchestrationStatus::ContinuedAsNew)
+            .map_or(now, |r| r.created_at),
+        updated_at: now,
+        parent: parent.clone(),
+        history_len: 0,
+        original_input: old
+            .as_ref()
+            .filter(|r| r.status == OrchestrationStatus::ContinuedAsNew)
+            .map_or_else(|| input.clone(), |r| r.original_input.clone()),
+    };
+    slot.session = None;
+    let mut session = match shared.exec.load_orchestration(id, Vec::new()) {
+        Ok(s) => s,
+        Err(f) => {
+            let r = failed_record(&rec, &f, now);
+            return finish_plan(shared, id.clone(), consumed, 0, r, vec![started, failed_event(&f, now)], true);
+        }
+    };
+    let mut events = vec![started];
+    events.extend(carried);
+    let span = tracing::info_span!("episode", instance = %id, name = %rec.name, events = events.len());
+    let result = span.in_scope(|| session.execute(now, events));
+    slot.session = Some(session);
+    episode_plan(shared, id, rec, consumed, result, true, now)
+}
+
+fn episode_plan(
+    shared: &Shared,
+    id: &InstanceId,
+    rec: InstanceRecord,
+    consumed: Vec<Keyed>,
+    result: EpisodeResult,
+    cut_history: bool,
+    now: Timestamp,
+) -> InstancePlan {
+    for line in &result.logs {
+        tracing::info!(instance = %id, "{line}");
+    }
+    let mut new = rec.clone();
+    new.updated_at = now;
+    new.custom_status = result.custom_status.clone();
+    let first_seq = if cut_history { 0 } else { rec.history_len };
+    new.history_len = first_seq + result.history.len() as u64;
+    let mut effects = Vec::new();
+    for a in result.actions {
+        action_effects(shared, &rec, a, now, &mut effects);
+    }
+    let mut finished = false;
+    match result.outcome {
+        EpisodeOutcome::Running => {
+            if new.status == OrchestrationStatus::Pending {
+                new.status = OrchestrationStatus::Running;
+            }
+        }
+        EpisodeOutcome::Completed(out) => {
+            new.status = OrchestrationStatus::Completed;
+            new.output = out;
+            finished = true;
+        }
+        EpisodeOutcome::Failed(f) => {
+            new.status = OrchestrationStatus::Failed;
+            new.failure = Some(f);
+            finished = true;
+        }
+        EpisodeOutcome::ContinuedAsNew { input, carried } => {
+            new.status = OrchestrationStatus::ContinuedAsNew;
+            let started = HistoryEvent::new(
+                now,
+                EventKind::ExecutionStarted {
+                    name: rec.name.clone(),
+                    version: rec.version.clone(),
+                    input,
+                    execution_id: shared.new_execution_id(),
+                    parent: rec.parent.clone(),
+                    scheduled_start: None,
+                },
+            );
+            effects.push(Effect::Send(
+                Target::Instance(id.clone()),
+                MessageBody::NewExecution { started, carried },
+            ));
+        }
+    }
+    if finished {
+        notify_parent(shared, &new, &mut effects);
+    }
+    InstancePlan {
+        id: id.clone(),
+        consumed,
+        record: Some(new),
+        cut_history,
+        first_seq,
+        events: result.history,
+        effects,
+        finished,
+    }
+}
+
+fn action_effects(
+    shared: &Shared,
+    rec: &InstanceRecord,
+    action: OrchestratorAction,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    let me = rec.instance_id.clone();
+    let exec = rec.execution_id.clone();
+    match action {
+        OrchestratorAction::ScheduleTask {
+            id,
+            name,
+            version,
+            input,
+        } => effects.push(Effect::Task(ActivityTask {
+            instance_id: me,
+            execution_id: exec,
+            seq: id,
+            name,
+            version,
+            input,
+            attempt: 1,
+            lease_until: now.add(shared.opts.activity_lease),
+        })),
+        OrchestratorAction::CreateTimer { id, fire_at } => effects.push(Effect::SendAt(
+            Target::Instance(me),
+            fire_at,
+            MessageBody::Event {
+                execution_id: Some(exec),
+                event: HistoryEvent::new(
+                    fire_at,
+                    EventKind::TimerFired {
+                        timer_id: id,
+                        fire_at,
+                    },
+                ),
+            },
+        )),
+        OrchestratorAction::CreateSubOrchestration {
+            id,
+            name,
+            version,
+            instance_id,
+            input,
+        } => {
+            let execution_id = shared.new_execution_id();
+            let parent = ParentInstance {
+                name: rec.name.clone(),
+                instance_id: me,
+                execution_id: exec,
+                task_scheduled_id: id,
+            };
+            effects.push(Effect::CreateInstance(pending_record(
+                &instance_id,
+                &name,
+                version.clone(),
+                execution_id.clone(),
+                input.clone(),
+                Some(parent.clone()),
+                now,
+            )));
+            let started = HistoryEvent::new(
+                now,
+                EventKind::ExecutionStarted {
+                    name,
+                    version,
+                    input,
+                    execution_id,
+                    parent: Some(parent),
+                    scheduled_start: None,
+                },
+            );
+            effects.push(Effect::Send(
+                Target::Instance(instance_id),
+                MessageBody::NewExecution {
+                    started,
+                    carried: Vec::new(),
+                },
+            ));
+        }
+        OrchestratorAction::SendEvent {
+            instance_id,
+            name,
+            input,
+            ..
+        } => effects.push(Effect::Send(
+            Target::Instance(instance_id),
+            MessageBody::Event {
+                execution_id: None,
+                event: HistoryEvent::new(now, EventKind::EventRaised { name, input }),
+            },
+        )),
+        OrchestratorAction::SignalEntity {
+            entity,
+            operation,
+            input,
+            scheduled_time,
+            ..
+        } => {
+            let body = MessageBody::EntityOperation(EntityOperationMsg {
+                operation,
+                input,
+                caller: None,
+                critical_section_id: None,
+                sender: Some(me),
+            });
+            match scheduled_time {
+                Some(t) if t > now => effects.push(Effect::SendAt(Target::Entity(entity), t, body)),
+                _ => effects.push(Effect::Send(Target::Entity(entity), body)),
+            }
+        }
+        OrchestratorAction::CallEntity {
+            id,
+            entity,
+            operation,
+            input,
+        } => effects.push(Effect::Send(
+            Target::Entity(entity),
+            MessageBody::EntityOperation(EntityOperationMsg {
+                operation,
+                input,
+                caller: Some(EntityCaller {
+                    instance_id: me.clone(),
+                    execution_id: exec,
+                    request_id: id,
+                }),
+                critical_section_id: None,
+                sender: Some(me),
+            }),
+        )),
+        OrchestratorAction::LockEntities {
+            critical_section_id,
+            entities,
+            ..
+        } => match entities.first() {
+            Some(first) => effects.push(Effect::Send(
+                Target::Entity(first.clone()),
+                MessageBody::LockRequest(LockRequestMsg {
+                    critical_section_id,
+                    holder: me,
+                    execution_id: exec,
+                    lock_set: entities,
+                    position: 0,
+                }),
+            )),
+            None => effects.push(Effect::Send(
+                Target::Instance(me),
+                MessageBody::Event {
+                    execution_id: Some(exec),
+                    event: HistoryEvent::new(
+                        now,
+                        EventKind::EntityLockGranted {
+                            critical_section_id,
+                        },
+                    ),
+                },
+            )),
+        },
+        OrchestratorAction::UnlockEntity {
+            critical_section_id,
+            entity,
+            ..
+        } => effects.push(Effect::Send(
+            Target::Entity(entity),
+            MessageBody::Unlock {
+                critical_section_id,
+                holder: me,
+            },
+        )),
+    }
+}
+
+/// A record for an instance that has been asked to start.
+pub(crate) fn pending_record(
+    id: &InstanceId,
+    name: &str,
+    version: Option<String>,
+    execution_id: ExecutionId,
+    input: Option<Payload>,
+    parent: Option<ParentInstance>,
+    now: Timestamp,
+) -> InstanceRecord {
+    InstanceRecord {
+        instance_id: id.clone(),
+        name: name.to_string(),
+        version,
+        execution_id,
+        status: OrchestrationStatus::Pending,
+        input: input.clone(),
+        output: None,
+        custom_status: None,
+        failure: None,
+        created_at: now,
+        updated_at: now,
+        parent,
+        history_len: 0,
+        original_input: input,
+    }
+}
+
+async fn control_message(
+    shared: &Shared,
+    part: &mut Partition,
+    id: &InstanceId,
+    mut consumed: Vec<Keyed>,
+    (k, m): Keyed,
+    now: Timestamp,
+) -> Result<InstancePlan, StoreError> {
+    let body = m.body.clone();
+    consumed.push((k, m));
+    let Some(slot) = part.instances.get_mut(id) else {
+        return Ok(InstancePlan::drop_only(id.clone(), consumed));
+    };
+    let Some(rec) = slot.record.clone() else {
+        return Ok(InstancePlan::drop_only(id.clone(), consumed));
+    };
+    let live = !rec.status.is_terminal();
+    let mut new = rec.clone();
+    new.updated_at = now;
+    let seq = rec.history_len;
+    let (event, finished) = match body {
+        MessageBody::Terminate { reason, recursive } if live => {
+            new.status = OrchestrationStatus::Terminated;
+            new.output = reason.as_ref().and_then(|r| Payload::json(r).ok());
+            slot.session = None;
+            let mut plan = finish_plan(
+                shared,
+                id.clone(),
+                consumed,
+                seq,
+                new,
+                vec![HistoryEvent::new(now, EventKind::ExecutionTerminated { reason: reason.clone() })],
+                false,
+            );
+            if recursive {
+                for child in running_children(&load_history(shared, id).await?) {
+                    plan.effects.push(Effect::Send(
+                        Target::Instance(child),
+                        MessageBody::Terminate {
+                            reason: reason.clone(),
+                            recursive: true,
+                        },
+                    ));
+                }
+            }
+            return Ok(plan);
+        }
+        MessageBody::Suspend { reason } if rec.status == OrchestrationStatus::Running => {
+            new.status = OrchestrationStatus::Suspended;
+            (EventKind::ExecutionSuspended { reason }, false)
+        }
+        MessageBody::Resume { reason } if rec.status == OrchestrationStatus::Suspended => {
+            new.status = OrchestrationStatus::Running;
+            (EventKind::ExecutionResumed { reason }, false)
+        }
+        MessageBody::Rewind { reason } if rec.status == OrchestrationStatus::Failed => {
+            let hist = load_history(shared, id).await?;
+            let rewound = match shared.exec.rewind(hist, reason, now) {
+                Ok(h) => h,
+                Err(f) => {
+                    tracing::warn!(instance = %id, failure = %f, "rewind refused");
+                    return Ok(InstancePlan::drop_only(id.clone(), consumed));
+                }
+            };
+            new.status = OrchestrationStatus::Running;
+            new.failure = None;
+            new.output = None;
+            slot.session = None;
+            let mut session = match shared.exec.load_orchestration(id, rewound.clone()) {
+                Ok(s) => s,
+                Err(f) => {
+                    let r = failed_record(&new, &f, now);
+                    return Ok(finish_plan(shared, id.clone(), consumed, 0, r, rewound, true));
+                }
+            };
+            let result = session.execute(now, Vec::new());
+            slot.session = Some(session);
+            let mut history = rewound;
+            history.extend(result.history.iter().cloned());
+            let result = EpisodeResult { history, ..result };
+            new.history_len = 0;
+            return Ok(episode_plan(shared, id, new, consumed, result, true, now));
+        }
+        _ => return Ok(InstancePlan::drop_only(id.clone(), consumed)),
+    };
+    new.history_len = seq + 1;
+    Ok(InstancePlan {
+        id: id.clone(),
+        consumed,
+        record: Some(new),
+        cut_history: false,
+        first_seq: seq,
+        events: vec![HistoryEvent::new(now, event)],
+        effects: Vec::new(),
+        finished,
+    })
+}
+
+/// Sub-orchestrations created and not yet finished, from a history.
+fn running_children(history: &[HistoryEvent]) -> Vec<InstanceId> {
+    let mut created = std::collections::BTreeMap::new();
+    for e in history {
+        match &e.kind {
+            EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
+                created.insert(e.event_id, instance_id.clone());
+            }
+            EventKind::SubOrchestrationInstanceCompleted {
+                task_scheduled_id, ..
+            }
+            | EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id, ..
+            } => {
+                created.remove(task_scheduled_id);
+            }
+            _ => {}
+        }
+    }
+    created.into_values().collect()
+}
+
+/// Writes a prepared episode into the transaction (after the caller checked the lease and
+/// consumed the messages).
+pub(crate) async fn write(
+    tx: &mut dyn Transaction,
+    shared: &Shared,
+    partition: u32,
+    plan: &InstancePlan,
+) -> Result<Outbox, StoreError> {
+    let mut out = Outbox::default();
+    if let Some(rec) = &plan.record {
+        let old = instances::load(tx, &plan.id).await?;
+        if plan.cut_history {
+            history::cut(tx, &plan.id);
+        }
+        instances::save(tx, old.as_ref(), rec)?;
+        history::append(tx, &plan.id, plan.first_seq, &plan.events)?;
+    }
+    write_effects(tx, shared, partition, &plan.effects, &mut out).await?;
+    Ok(out)
+}
+
+/// Writes effects (messages, timers, tasks, new instance records) into the transaction.
+pub(crate) async fn write_effects(
+    tx: &mut dyn Transaction,
+    shared: &Shared,
+    partition: u32,
+    effects: &[Effect],
+    out: &mut Outbox,
+) -> Result<(), StoreError> {
+    for e in effects {
+        match e {
+            Effect::Send(t, body) => out.send(tx, shared, t.clone(), body.clone())?,
+            Effect::SendAt(t, due, body) => out.send_at(tx, shared, t.clone(), *due, body.clone())?,
+            Effect::Task(task) => out.task(tx, partition, task.clone())?,
+            Effect::CreateInstance(rec) => {
+                let old = instances::load(tx, &rec.instance_id).await?;
+                if old.as_ref().is_none_or(|o| o.status.is_terminal()) {
+                    instances::save(tx, old.as_ref(), rec)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies a committed plan to the in-memory state.
+pub(crate) fn applied(part: &mut Partition, plan: InstancePlan) {
+    let shared = part.shared.clone();
+    shared.metrics.episodes.fetch_add(1, Ordering::Relaxed);
+    if let Some(rec) = plan.record
+        && let Some(slot) = part.instances.get_mut(&plan.id)
+    {
+        if plan.finished {
+            slot.session = None;
+            shared.metrics.completions.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.record = Some(rec);
+        if plan.finished {
+            shared.notify_finished(&plan.id);
+        }
+    }
+}

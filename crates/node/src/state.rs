@@ -1,0 +1,207 @@
+//! The layer above the store contract: instance records and their indexes, history,
+//! per-partition inboxes, timers and activity queues, entity records and partition leases.
+//!
+//! Written once over [`Transaction`](crate::store::Transaction), so it runs on every backend.
+//! Every function takes the caller's transaction: the runtime composes one episode's writes
+//! into one commit. The key layout is documented in `docs/storage.md`.
+
+use perdure_core::codec;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::{KeyRange, StoreError, Transaction};
+
+pub mod entities;
+pub mod history;
+pub mod instances;
+pub mod keys;
+pub mod leases;
+pub mod queues;
+pub mod records;
+
+use keys::Key;
+
+/// Values longer than this are split into chunks (under the store's 100 kB value limit).
+pub const CHUNK_BYTES: usize = 90_000;
+
+const INLINE: u8 = 0;
+const CHUNKED: u8 = 1;
+
+/// The top-level keyspaces (first key element). See `docs/storage.md`.
+pub mod space {
+    /// Store metadata.
+    pub const META: &str = "m";
+    /// Partition leases.
+    pub const LEASE: &str = "l";
+    /// Instance records.
+    pub const INSTANCE: &str = "i";
+    /// Index by runtime status.
+    pub const BY_STATUS: &str = "xs";
+    /// Index by creation time.
+    pub const BY_CREATED: &str = "xc";
+    /// Index by orchestration name.
+    pub const BY_NAME: &str = "xn";
+    /// History events.
+    pub const HISTORY: &str = "h";
+    /// Partition inboxes.
+    pub const INBOX: &str = "q";
+    /// Timers.
+    pub const TIMER: &str = "t";
+    /// Activity tasks.
+    pub const TASK: &str = "a";
+    /// Entity records.
+    pub const ENTITY: &str = "e";
+    /// Chunks of large values.
+    pub const CHUNK: &str = "c";
+}
+
+/// The stable partition of an instance id or entity id string (`@name@key`): FNV-1a 64.
+pub fn partition_of(routing_key: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in routing_key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    u32::try_from(h % u64::from(partitions.max(1))).unwrap_or(0)
+}
+
+fn chunk_key(key: &[u8], i: u64) -> Vec<u8> {
+    Key::new().str(space::CHUNK).raw(key).uint(i).into_bytes()
+}
+
+/// The range holding the chunks of every value whose key starts with `key_prefix`.
+pub fn chunk_range(key_prefix: &[u8]) -> KeyRange {
+    KeyRange::prefix(Key::new().str(space::CHUNK).raw(key_prefix).as_bytes())
+}
+
+/// Encodes `value` and writes it at `key`, split into chunks if it is large.
+pub fn put<T: Serialize>(tx: &mut dyn Transaction, key: &[u8], value: &T) -> Result<(), StoreError> {
+    let bytes = codec::encode(value).map_err(|e| StoreError::corrupt(key, e))?;
+    put_bytes(tx, key, &bytes)
+}
+
+/// Writes raw bytes at `key`, split into chunks if they are large.
+pub fn put_bytes(tx: &mut dyn Transaction, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+    if bytes.len() < CHUNK_BYTES {
+        let mut v = Vec::with_capacity(bytes.len() + 1);
+        v.push(INLINE);
+        v.extend_from_slice(bytes);
+        return tx.set(key, &v);
+    }
+    let mut n = 0u64;
+    for (i, part) in bytes.chunks(CHUNK_BYTES).enumerate() {
+        tx.set(&chunk_key(key, i as u64), part)?;
+        n += 1;
+    }
+    let mut v = vec![CHUNKED];
+    v.extend_from_slice(&n.to_be_bytes());
+    tx.set(key, &v)
+}
+
+/// Reassembles a value read at `key` (its chunks are read if needed) and decodes it.
+pub async fn decode_value<T: DeserializeOwned>(
+    tx: &mut dyn Transaction,
+    key: &[u8],
+    raw: &[u8],
+) -> Result<T, StoreError> {
+    let corrupt = |k: &[u8]| StoreError::corrupt(k, codec::CodecError::Empty);
+    let (&kind, rest) = raw.split_first().ok_or_else(|| corrupt(key))?;
+    match kind {
+        INLINE => codec::decode(rest).map_err(|e| StoreError::corrupt(key, e)),
+        CHUNKED => {
+            let n: [u8; 8] = rest.try_into().map_err(|_| corrupt(key))?;
+            let n = u64::from_be_bytes(n);
+            let mut bytes = Vec::new();
+            for i in 0..n {
+                let ck = chunk_key(key, i);
+                let part = tx.get(&ck).await?.ok_or_else(|| corrupt(&ck))?;
+                bytes.extend_from_slice(&part);
+            }
+            codec::decode(&bytes).map_err(|e| StoreError::corrupt(key, e))
+        }
+        _ => Err(corrupt(key)),
+    }
+}
+
+/// Reads and decodes the value at `key`.
+pub async fn get<T: DeserializeOwned>(
+    tx: &mut dyn Transaction,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match tx.get(key).await? {
+        None => Ok(None),
+        Some(raw) => Ok(Some(decode_value(tx, key, &raw).await?)),
+    }
+}
+
+/// Clears the value at `key` and its chunks.
+pub fn clear(tx: &mut dyn Transaction, key: &[u8]) {
+    tx.clear(key);
+    tx.clear_range(&chunk_range(key));
+}
+
+/// Clears every value under `prefix` and their chunks.
+pub fn clear_prefix(tx: &mut dyn Transaction, prefix: &[u8]) {
+    tx.clear_range(&KeyRange::prefix(prefix));
+    tx.clear_range(&chunk_range(prefix));
+}
+
+/// Reads the store's partition count, writing `default` at first use.
+pub async fn init_partitions(tx: &mut dyn Transaction, default: u32) -> Result<u32, StoreError> {
+    let key = Key::new().str(space::META).str("partitions").into_bytes();
+    if let Some(p) = get::<u32>(tx, &key).await? {
+        return Ok(p);
+    }
+    put(tx, &key, &default)?;
+    Ok(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{RetryOptions, transact};
+
+    #[test]
+    fn partition_hash_is_stable() {
+        assert_eq!(partition_of("hello", 64), partition_of("hello", 64));
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(partition_of("a", 1 << 16), 0xec8c);
+    }
+
+    #[tokio::test]
+    async fn large_values_are_chunked_and_reassembled() {
+        let store = MemoryStore::new();
+        let big: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
+        let b2 = big.clone();
+        transact(&store, &RetryOptions::default(), move |tx| {
+            let b = b2.clone();
+            Box::pin(async move { put(tx, b"k1", &b) })
+        })
+        .await
+        .unwrap();
+        let back: Vec<u8> = transact(&store, &RetryOptions::default(), |tx| {
+            Box::pin(async move { Ok(get::<Vec<u8>>(tx, b"k1").await?.unwrap_or_default()) })
+        })
+        .await
+        .unwrap();
+        assert_eq!(back, big);
+        transact(&store, &RetryOptions::default(), |tx| {
+            Box::pin(async move {
+                clear(tx, b"k1");
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+        let left = transact(&store, &RetryOptions::default(), |tx| {
+            Box::pin(async move {
+                tx.get_range(&KeyRange::new(vec![0u8], vec![0xFFu8]), Default::default())
+                    .await
+            })
+        })
+        .await
+        .unwrap();
+        assert!(left.is_empty());
+    }
+}

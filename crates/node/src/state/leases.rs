@@ -1,0 +1,81 @@
+//! Partition leases and fencing: every transaction that changes a partition's state reads the
+//! partition's lease record and fails with [`StoreError::Fenced`] if the writer's epoch is
+//! no longer the current one.
+
+use perdure_core::Timestamp;
+
+use super::keys::Key;
+use super::records::LeaseRecord;
+use super::{get, put, space};
+use crate::store::{StoreError, Transaction};
+
+/// The key of a partition's lease record.
+pub fn lease_key(partition: u32) -> Vec<u8> {
+    Key::new()
+        .str(space::LEASE)
+        .uint(u64::from(partition))
+        .into_bytes()
+}
+
+/// Reads a partition's lease.
+pub async fn read(tx: &mut dyn Transaction, partition: u32) -> Result<Option<LeaseRecord>, StoreError> {
+    get(tx, &lease_key(partition)).await
+}
+
+/// Acquires a partition for `owner` (epoch + 1), unless another owner holds an unexpired lease.
+/// Returns the new epoch, or `None` if the partition is held by someone else.
+pub async fn acquire(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    owner: &str,
+    now: Timestamp,
+    duration: std::time::Duration,
+) -> Result<Option<u64>, StoreError> {
+    let current = read(tx, partition).await?;
+    if let Some(l) = &current
+        && l.owner != owner
+        && l.expires_at > now
+    {
+        return Ok(None);
+    }
+    let epoch = current.map_or(1, |l| l.epoch + 1);
+    put(
+        tx,
+        &lease_key(partition),
+        &LeaseRecord {
+            epoch,
+            owner: owner.to_string(),
+            expires_at: now.add(duration),
+        },
+    )?;
+    Ok(Some(epoch))
+}
+
+/// Extends a held lease; fails with `Fenced` if the epoch changed.
+pub async fn renew(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    epoch: u64,
+    now: Timestamp,
+    duration: std::time::Duration,
+) -> Result<(), StoreError> {
+    let mut l = check(tx, partition, epoch).await?;
+    l.expires_at = now.add(duration);
+    put(tx, &lease_key(partition), &l)
+}
+
+/// Checks that `epoch` is the partition's current epoch.
+pub async fn check(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    epoch: u64,
+) -> Result<LeaseRecord, StoreError> {
+    match read(tx, partition).await? {
+        Some(l) if l.epoch == epoch => Ok(l),
+        other => Err(StoreError::Fenced {
+            partition,
+            held: epoch,
+            current: other.map_or(0, |l| l.epoch),
+        }),
+    }
+}

@@ -1,0 +1,222 @@
+//! Per-partition queues: the inbox (ordered messages, consumed exactly once by deleting them
+//! in the consuming transaction), timers by due time, and the activity work queue.
+//!
+//! Inbox and timer keys are `(time, node id, local counter)`: unique without a shared
+//! counter, so concurrent senders never conflict with each other.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use perdure_core::{ExecutionId, InstanceId, Timestamp};
+
+use super::keys::{Elem, Key};
+use super::records::{ActivityTask, InboxMessage};
+use super::{clear, decode_value, put, space};
+use crate::store::{KeyRange, RangeOptions, StoreError, Transaction};
+
+/// Makes unique message keys for one node process.
+#[derive(Debug)]
+pub struct MessageIds {
+    node: u64,
+    counter: AtomicU64,
+}
+
+impl MessageIds {
+    /// A generator for a node; `node` should differ between processes and restarts.
+    pub fn new(node: u64) -> Self {
+        Self {
+            node,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> (u64, u64) {
+        (self.node, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The inbox prefix of a partition.
+pub fn inbox_prefix(partition: u32) -> Key {
+    Key::new().str(space::INBOX).uint(u64::from(partition))
+}
+
+/// The timer prefix of a partition.
+pub fn timer_prefix(partition: u32) -> Key {
+    Key::new().str(space::TIMER).uint(u64::from(partition))
+}
+
+/// The activity queue prefix of a partition.
+pub fn task_prefix(partition: u32) -> Key {
+    Key::new().str(space::TASK).uint(u64::from(partition))
+}
+
+/// Writes a message into a partition's inbox; returns its key.
+pub fn send(
+    tx: &mut dyn Transaction,
+    ids: &MessageIds,
+    partition: u32,
+    now: Timestamp,
+    msg: &InboxMessage,
+) -> Result<Vec<u8>, StoreError> {
+    let (node, n) = ids.next();
+    let key = inbox_prefix(partition)
+        .uint(now.as_millis())
+        .uint(node)
+        .uint(n)
+        .into_bytes();
+    put(tx, &key, msg)?;
+    Ok(key)
+}
+
+/// Writes a timer: `msg` is delivered at `due`. Returns its key.
+pub fn add_timer(
+    tx: &mut dyn Transaction,
+    ids: &MessageIds,
+    partition: u32,
+    due: Timestamp,
+    msg: &InboxMessage,
+) -> Result<Vec<u8>, StoreError> {
+    let (node, n) = ids.next();
+    let key = timer_prefix(partition)
+        .uint(due.as_millis())
+        .uint(node)
+        .uint(n)
+        .into_bytes();
+    put(tx, &key, msg)?;
+    Ok(key)
+}
+
+/// The due time in a timer key.
+pub fn timer_due(key: &[u8]) -> Option<Timestamp> {
+    match Key::decode(key).ok()?.get(2) {
+        Some(Elem::UInt(v)) => Some(Timestamp::from_millis(*v)),
+        _ => None,
+    }
+}
+
+/// Reads up to `limit` messages from a range, in key order.
+async fn read(
+    tx: &mut dyn Transaction,
+    range: KeyRange,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
+    let rows = tx.get_range(&range, RangeOptions::limit(limit)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (k, v) in rows {
+        let m = decode_value(tx, &k, &v).await?;
+        out.push((k, m));
+    }
+    Ok(out)
+}
+
+/// The first `limit` inbox messages of a partition, oldest first.
+pub async fn read_inbox(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
+    read(tx, KeyRange::prefix(inbox_prefix(partition).as_bytes()), limit).await
+}
+
+/// Inbox messages after `after` (exclusive).
+pub async fn read_inbox_after(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    after: &[u8],
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
+    let mut begin = after.to_vec();
+    begin.push(0);
+    let end = crate::store::prefix_end(inbox_prefix(partition).as_bytes());
+    read(tx, KeyRange::new(begin, end), limit).await
+}
+
+/// The first `limit` timers of a partition, earliest first.
+pub async fn read_timers(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
+    read(tx, KeyRange::prefix(timer_prefix(partition).as_bytes()), limit).await
+}
+
+/// Timers after `after` (exclusive), earliest first.
+pub async fn read_timers_after(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    after: &[u8],
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
+    let mut begin = after.to_vec();
+    begin.push(0);
+    let end = crate::store::prefix_end(timer_prefix(partition).as_bytes());
+    read(tx, KeyRange::new(begin, end), limit).await
+}
+
+/// Consumes a message (inbox or timer) if it is still there; returns whether it was. Reading
+/// it makes two consumers of the same message conflict, so exactly one commits.
+pub async fn consume(tx: &mut dyn Transaction, key: &[u8]) -> Result<bool, StoreError> {
+    if tx.get(key).await?.is_none() {
+        return Ok(false);
+    }
+    clear(tx, key);
+    Ok(true)
+}
+
+/// The key of an activity task.
+pub fn task_key(partition: u32, id: &InstanceId, execution: &ExecutionId, seq: i64) -> Vec<u8> {
+    task_prefix(partition)
+        .str(id.as_str())
+        .str(&execution.0)
+        .int(seq)
+        .into_bytes()
+}
+
+/// Queues (or updates) an activity task.
+pub fn put_task(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    task: &ActivityTask,
+) -> Result<Vec<u8>, StoreError> {
+    let key = task_key(partition, &task.instance_id, &task.execution_id, task.seq);
+    put(tx, &key, task)?;
+    Ok(key)
+}
+
+/// Reads a task.
+pub async fn get_task(
+    tx: &mut dyn Transaction,
+    key: &[u8],
+) -> Result<Option<ActivityTask>, StoreError> {
+    super::get(tx, key).await
+}
+
+/// Every task of a partition (for recovery), up to `limit`, after `after` if given.
+pub async fn read_tasks(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, ActivityTask)>, StoreError> {
+    let pre = task_prefix(partition);
+    let begin = match after {
+        Some(a) => {
+            let mut b = a.to_vec();
+            b.push(0);
+            b
+        }
+        None => pre.as_bytes().to_vec(),
+    };
+    let range = KeyRange::new(begin, crate::store::prefix_end(pre.as_bytes()));
+    let rows = tx.get_range(&range, RangeOptions::limit(limit)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (k, v) in rows {
+        let t = decode_value(tx, &k, &v).await?;
+        out.push((k, t));
+    }
+    Ok(out)
+}
+
+/// Removes every task of an instance in a partition.
+pub fn clear_tasks_of(tx: &mut dyn Transaction, partition: u32, id: &InstanceId) {
+    super::clear_prefix(tx, task_prefix(partition).str(id.as_str()).as_bytes());
+}

@@ -1,0 +1,513 @@
+//! The PostgreSQL backend: one table `kv(key bytea primary key, value bytea)`, SERIALIZABLE
+//! transactions, a connection pool (deadpool-postgres over tokio-postgres, no TLS).
+//!
+//! - Conflicts: SQLSTATE 40001 (serialization failure) and 40P01 (deadlock) become
+//!   [`StoreError::Conflict`], retried by [`transact`](super::transact).
+//! - Connection failures become [`StoreError::Unavailable`] (retried with backoff); a
+//!   connection lost during `COMMIT` becomes [`StoreError::MaybeCommitted`].
+//! - Writes are buffered in the client and sent before the next read (so reads see them,
+//!   in the server's transaction) or at commit; a transaction that reads first and writes
+//!   last, as an orchestration step does, sends its writes in one round trip.
+//! - The table is created on first use (`CREATE TABLE IF NOT EXISTS`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), perdure_node::store::StoreError> {
+//! use perdure_node::store::{Store, postgres::PostgresStore};
+//! let store = PostgresStore::connect("postgres://perdure:secret@127.0.0.1/perdure", 16).await?;
+//! let mut tx = store.begin().await?;
+//! tx.set(b"k", b"v")?;
+//! tx.commit().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use super::{KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction, check_write};
+
+/// The default table name.
+pub const DEFAULT_TABLE: &str = "kv";
+
+/// How long to wait for a connection to be established or handed out by the pool.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the PostgreSQL backend could not start or run, carried as a [`StoreError`] source.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    /// The connection string does not parse.
+    #[error("invalid PostgreSQL connection string: {0}")]
+    BadUrl(#[source] tokio_postgres::Error),
+    /// The table name is not a plain SQL identifier.
+    #[error("invalid table name {0:?}: use lowercase letters, digits and '_' (at most 63)")]
+    BadTable(String),
+    /// The pool size is zero.
+    #[error("the connection pool size must be at least 1")]
+    ZeroPoolSize,
+    /// The pool could not be built.
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[source] deadpool_postgres::BuildError),
+    /// No connection could be made to the server.
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        /// Host(s) and port(s) of the connection string (no credentials).
+        target: String,
+        /// Why.
+        #[source]
+        source: PoolError,
+    },
+    /// Getting a connection from the pool failed.
+    #[error("no PostgreSQL connection available: {0}")]
+    Checkout(#[source] PoolError),
+    /// A statement failed.
+    #[error("PostgreSQL statement failed: {0}")]
+    Statement(#[source] tokio_postgres::Error),
+    /// The connection failed during `COMMIT`: the outcome is unknown.
+    #[error("connection lost during COMMIT: {0}")]
+    Commit(#[source] tokio_postgres::Error),
+}
+
+/// SQL text for one table.
+struct Sql {
+    get: String,
+    range_forward: String,
+    range_reverse: String,
+    upsert: String,
+    delete_keys: String,
+    delete_range: String,
+}
+
+impl Sql {
+    fn new(t: &str) -> Self {
+        Self {
+            get: format!("SELECT value FROM {t} WHERE key = $1"),
+            range_forward: format!(
+                "SELECT key, value FROM {t} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
+            ),
+            range_reverse: format!(
+                "SELECT key, value FROM {t} WHERE key >= $1 AND key < $2 ORDER BY key DESC LIMIT $3"
+            ),
+            upsert: format!(
+                "INSERT INTO {t} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            delete_keys: format!("DELETE FROM {t} WHERE key = ANY($1::bytea[])"),
+            delete_range: format!("DELETE FROM {t} WHERE key >= $1 AND key < $2"),
+        }
+    }
+}
+
+/// The PostgreSQL store. Clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    sql: Arc<Sql>,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (a libpq-style connection string or `postgres://` URL) with a pool
+    /// of at most `pool_size` connections, and creates the table `kv` if it is missing.
+    ///
+    /// Errors: [`StoreError::Unavailable`] with a [`PostgresError::Connect`] source naming
+    /// the server if it cannot be reached; [`StoreError::Fatal`] for a bad connection string.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        Self::connect_with_table(url, pool_size, DEFAULT_TABLE).await
+    }
+
+    /// Like [`connect`](Self::connect), with another table name (tests use one table each).
+    pub async fn connect_with_table(
+        url: &str,
+        pool_size: usize,
+        table: &str,
+    ) -> Result<Self, StoreError> {
+        let fatal = |e: PostgresError| StoreError::Fatal(Box::new(e));
+        let valid_table = !table.is_empty()
+            && table.len() <= 63
+            && table
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !table.as_bytes().first().is_some_and(u8::is_ascii_digit);
+        if !valid_table {
+            return Err(fatal(PostgresError::BadTable(table.to_owned())));
+        }
+        if pool_size == 0 {
+            return Err(fatal(PostgresError::ZeroPoolSize));
+        }
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| fatal(PostgresError::BadUrl(e)))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let target = describe_target(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| fatal(PostgresError::Pool(e)))?;
+
+        let client = pool.get().await.map_err(|source| {
+            StoreError::Unavailable(Box::new(PostgresError::Connect { target, source }))
+        })?;
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (key bytea PRIMARY KEY, value bytea NOT NULL)"
+        );
+        if let Err(e) = client.batch_execute(&create).await {
+            // Two nodes creating the table at once: one loses a race on the catalog.
+            if e.code() != Some(&SqlState::UNIQUE_VIOLATION) {
+                return Err(pg_error(e));
+            }
+        }
+        drop(client);
+        Ok(Self {
+            pool,
+            sql: Arc::new(Sql::new(table)),
+        })
+    }
+
+    /// Drops the table (tests clean up their tables with this).
+    pub async fn drop_table(&self, table: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(checkout_error)?;
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+            .await
+            .map_err(pg_error)
+    }
+}
+
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    let host = if hosts.is_empty() {
+        "localhost".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    let port = if ports.is_empty() {
+        "5432".to_owned()
+    } else {
+        ports.join(",")
+    };
+    format!("{host}:{port}")
+}
+
+/// Classifies a statement error.
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    if let Some(code) = e.code() {
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+        {
+            return StoreError::Conflict;
+        }
+        let class = code.code().get(..2).unwrap_or_default();
+        let transient = class == "08" // connection exception
+            || class == "53" // insufficient resources (too many connections, out of memory)
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW;
+        if transient {
+            return StoreError::Unavailable(Box::new(PostgresError::Statement(e)));
+        }
+        return StoreError::Fatal(Box::new(PostgresError::Statement(e)));
+    }
+    if is_connection_error(&e) {
+        StoreError::Unavailable(Box::new(PostgresError::Statement(e)))
+    } else {
+        StoreError::Fatal(Box::new(PostgresError::Statement(e)))
+    }
+}
+
+fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+}
+
+fn checkout_error(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(inner) if inner.code().is_some() && !is_connection_error(&inner) => {
+            pg_error(inner)
+        }
+        PoolError::Closed | PoolError::NoRuntimeSpecified => {
+            StoreError::Fatal(Box::new(PostgresError::Checkout(e)))
+        }
+        other => StoreError::Unavailable(Box::new(PostgresError::Checkout(other))),
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn begin(&self) -> Result<Box<dyn Transaction>, StoreError> {
+        let client = self.pool.get().await.map_err(checkout_error)?;
+        let tx = PostgresTransaction {
+            client: Some(client),
+            sql: self.sql.clone(),
+            pending: Pending::default(),
+            tx_bytes: 0,
+            aborted: None,
+        };
+        tx.client()?
+            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .await
+            .map_err(pg_error)?;
+        Ok(Box::new(tx))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// Writes not yet sent to the server. Range clears run first, then the key writes (a key
+/// write made after a range clear replaced the entry the clear removed from `writes`).
+#[derive(Default)]
+struct Pending {
+    cleared: Vec<KeyRange>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.cleared.is_empty() && self.writes.is_empty()
+    }
+}
+
+/// The transaction has no connection any more (an earlier failure consumed it).
+#[derive(Debug, thiserror::Error)]
+#[error("the transaction's connection is gone")]
+struct NoConnection;
+
+struct PostgresTransaction {
+    /// `None` once committed or handed to the rollback task.
+    client: Option<Object>,
+    sql: Arc<Sql>,
+    pending: Pending,
+    tx_bytes: usize,
+    /// Set when a statement failed: the server has aborted the transaction, and a later
+    /// `COMMIT` would quietly roll back. `Some(true)` if the failure was retryable.
+    aborted: Option<bool>,
+}
+
+/// An earlier statement of this transaction failed; the server rolled it back.
+#[derive(Debug, thiserror::Error)]
+#[error("an earlier statement failed; the transaction was rolled back")]
+struct Aborted;
+
+impl PostgresTransaction {
+    /// Remembers that the server aborted the transaction after `result` failed.
+    fn track<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.aborted.get_or_insert(e.is_retryable());
+        }
+        result
+    }
+
+    fn check_aborted(&self) -> Result<(), StoreError> {
+        match self.aborted {
+            None => Ok(()),
+            Some(true) => Err(StoreError::Conflict),
+            Some(false) => Err(StoreError::Fatal(Box::new(Aborted))),
+        }
+    }
+
+    async fn get_inner(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.flush().await?;
+        let client = self.client()?;
+        let stmt = client
+            .prepare_cached(&self.sql.get)
+            .await
+            .map_err(pg_error)?;
+        let row = client.query_opt(&stmt, &[&key]).await.map_err(pg_error)?;
+        row.map(|r| r.try_get::<_, Vec<u8>>(0))
+            .transpose()
+            .map_err(|e| StoreError::Fatal(Box::new(PostgresError::Statement(e))))
+    }
+
+    async fn get_range_inner(
+        &mut self,
+        range: &KeyRange,
+        opts: RangeOptions,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.flush().await?;
+        let client = self.client()?;
+        let sql = if opts.reverse {
+            &self.sql.range_reverse
+        } else {
+            &self.sql.range_forward
+        };
+        let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let limit: Option<i64> = opts.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let rows = client
+            .query(&stmt, &[&range.begin, &range.end, &limit])
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<KeyValue>, tokio_postgres::Error>>()
+            .map_err(|e| StoreError::Fatal(Box::new(PostgresError::Statement(e))))
+    }
+
+    fn client(&self) -> Result<&Object, StoreError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| StoreError::Fatal(Box::new(NoConnection)))
+    }
+
+    /// Sends the buffered writes, in order, in the server's transaction.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let client = self.client()?;
+        for range in &pending.cleared {
+            let stmt = client
+                .prepare_cached(&self.sql.delete_range)
+                .await
+                .map_err(pg_error)?;
+            client
+                .execute(&stmt, &[&range.begin, &range.end])
+                .await
+                .map_err(pg_error)?;
+        }
+        let mut deletes = Vec::new();
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (key, value) in pending.writes {
+            match value {
+                Some(v) => {
+                    keys.push(key);
+                    values.push(v);
+                }
+                None => deletes.push(key),
+            }
+        }
+        if !deletes.is_empty() {
+            let stmt = client
+                .prepare_cached(&self.sql.delete_keys)
+                .await
+                .map_err(pg_error)?;
+            client.execute(&stmt, &[&deletes]).await.map_err(pg_error)?;
+        }
+        if !keys.is_empty() {
+            let stmt = client
+                .prepare_cached(&self.sql.upsert)
+                .await
+                .map_err(pg_error)?;
+            client
+                .execute(&stmt, &[&keys, &values])
+                .await
+                .map_err(pg_error)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PostgresTransaction {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        // Not committed: roll back before the connection goes back to the pool. Without a
+        // runtime to do that on, discard the connection instead.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(client)),
+        }
+    }
+}
+
+#[async_trait]
+impl Transaction for PostgresTransaction {
+    async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_aborted()?;
+        let result = self.get_inner(key).await;
+        self.track(result)
+    }
+
+    async fn get_range(
+        &mut self,
+        range: &KeyRange,
+        opts: RangeOptions,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.check_aborted()?;
+        if range.begin >= range.end || opts.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let result = self.get_range_inner(range, opts).await;
+        self.track(result)
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        check_write(key, value, &mut self.tx_bytes)?;
+        self.pending
+            .writes
+            .insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn clear(&mut self, key: &[u8]) {
+        self.pending.writes.insert(key.to_vec(), None);
+    }
+
+    fn clear_range(&mut self, range: &KeyRange) {
+        if range.begin >= range.end {
+            return;
+        }
+        let inside: Vec<Vec<u8>> = self
+            .pending
+            .writes
+            .range(range.begin.clone()..range.end.clone())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in inside {
+            self.pending.writes.remove(&key);
+        }
+        self.pending.cleared.push(range.clone());
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.check_aborted()?;
+        self.flush().await?;
+        let client = self
+            .client
+            .take()
+            .ok_or_else(|| StoreError::Fatal(Box::new(NoConnection)))?;
+        match client.batch_execute("COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code().is_none() && is_connection_error(&e) => {
+                drop(Object::take(client));
+                Err(StoreError::MaybeCommitted(Box::new(PostgresError::Commit(e))))
+            }
+            Err(e) => {
+                // The server ended the transaction (a failed COMMIT rolls back).
+                Err(pg_error(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Shared helpers of the runtime tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use perdure_core::management::{InstanceState, ManagementApi, StartRequest};
+use perdure_core::registry::Registry;
+use perdure_core::{InstanceId, OrchestrationStatus, Payload};
+use perdure_node::node::{Node, NodeHandle};
+use perdure_node::options::NodeOptions;
+use perdure_node::store::Store;
+use perdure_node::store::embedded::EmbeddedStore;
+use perdure_node::store::memory::MemoryStore;
+
+/// Small options for tests.
+pub fn options() -> NodeOptions {
+    NodeOptions {
+        partitions: std::num::NonZeroU32::new(4).unwrap(),
+        ..NodeOptions::default()
+    }
+}
+
+/// A node with the sample app on a fresh memory store.
+pub async fn start_memory() -> NodeHandle {
+    start_on(Arc::new(MemoryStore::new())).await
+}
+
+/// A node with the sample app on a fresh embedded store in `dir`.
+pub async fn start_embedded(dir: &std::path::Path) -> NodeHandle {
+    start_on(Arc::new(EmbeddedStore::open(dir).expect("store opens"))).await
+}
+
+/// A node with the sample app on a given store.
+pub async fn start_on(store: Arc<dyn Store>) -> NodeHandle {
+    start_with(store, perdure_node::sample::sample_registry()).await
+}
+
+/// A node with a registry on a given store.
+pub async fn start_with(store: Arc<dyn Store>, registry: Registry) -> NodeHandle {
+    Node::builder()
+        .registry(Arc::new(registry))
+        .store(store)
+        .options(options())
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// Starts `name` with `input` under `id`.
+pub async fn start(node: &NodeHandle, name: &str, id: &str, input: Option<Payload>) -> InstanceId {
+    let mut req = StartRequest::new(name);
+    req.instance_id = Some(InstanceId::new(id).unwrap());
+    req.input = input;
+    node.start(req).await.expect("start accepted")
+}
+
+/// Waits for completion (up to 60 s of runtime time).
+pub async fn wait(node: &NodeHandle, id: &InstanceId) -> InstanceState {
+    node.wait_for_completion(id.clone(), Duration::from_secs(60))
+        .await
+        .expect("wait works")
+        .expect("instance exists")
+}
+
+/// Waits and asserts Completed; returns the output decoded.
+pub async fn output<T: serde::de::DeserializeOwned>(node: &NodeHandle, id: &InstanceId) -> T {
+    let st = wait(node, id).await;
+    assert_eq!(st.runtime_status, OrchestrationStatus::Completed, "{st:?}");
+    st.output.expect("output").decode().expect("output decodes")
+}
+
+/// Polls the instance state through `get_instance` after yielding, until `pred` holds.
+/// Used only where no notification exists (non-terminal statuses); bounded.
+pub async fn until_status(node: &NodeHandle, id: &InstanceId, want: OrchestrationStatus) {
+    for _ in 0..10_000 {
+        if let Some(st) = node.get_instance(id.clone(), false).await.unwrap()
+            && st.runtime_status == want
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("instance {id} never reached {want}");
+}
