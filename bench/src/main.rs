@@ -1,6 +1,23 @@
 //! perdure-bench: runs a benchmark scenario by name and prints one JSON summary line last.
 
+mod http;
+mod replay;
+mod runtime;
+mod store;
+
 fn main() -> anyhow::Result<()> {
-    let scenario = std::env::args().nth(1).unwrap_or_default();
-    anyhow::bail!("unknown scenario {scenario:?}")
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let scenario = args.first().cloned().unwrap_or_default();
+    let rest = args.get(1..).unwrap_or_default();
+    match scenario.as_str() {
+        "http-starts" => http::starts(rest),
+        "http-status" => http::status(rest),
+        "store" => store::run(rest),
+        "replay" => replay::run(rest),
+        "hello3" => runtime::hello3(rest),
+        "fanout" => runtime::fanout(rest),
+        "entity" => runtime::entity(rest),
+        "waiting" => runtime::waiting(rest),
+        _ => anyhow::bail!("unknown scenario {scenario:?} (scenarios: http-starts, http-status, store, replay, hello3, fanout, entity, waiting)"),
+    }
 }

@@ -1,1 +1,154 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: build and spawn the `perdure-node` and `perdure`
+//! binaries, on a free loopback port and a temporary data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The base path of the Durable Functions routes.
+pub const BASE: &str = "/runtime/webhooks/durabletask";
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/debug/deps/<test> -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test executable has no grandparent directory")?;
+    Ok(dir.to_path_buf())
+}
+
+/// Builds `perdure-node` and `perdure` once per test process (fast when up to date), so tests
+/// never run a stale binary.
+pub fn ensure_built() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = bin_dir().map_err(|e| e.to_string())?;
+            let profile_release = dir.ends_with("release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "--bins",
+                "-p",
+                "perdure-node",
+                "-p",
+                "perdure-client",
+            ]);
+            if profile_release {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .stdout(Stdio::null())
+                .status()
+                .map_err(|e| format!("cannot run cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build of the binaries failed: {status}"));
+            }
+            Ok(dir)
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// A `perdure-node dev` process on a free port with its own data directory; killed on drop.
+pub struct NodeProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub origin: String,
+    /// The data directory (kept until drop).
+    pub data_dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    /// Spawns `perdure-node dev --http 127.0.0.1:0 --data-dir <tmp> --partitions 8` and waits
+    /// for its "listening on" line.
+    pub fn spawn_dev() -> anyhow::Result<Self> {
+        Self::spawn_dev_with(&[])
+    }
+
+    /// Like [`NodeProcess::spawn_dev`] with extra flags.
+    pub fn spawn_dev_with(extra: &[&str]) -> anyhow::Result<Self> {
+        let dir = ensure_built()?;
+        let data_dir = tempfile::tempdir()?;
+        let mut child = Command::new(dir.join("perdure-node"))
+            .arg("dev")
+            .args(["--http", "127.0.0.1:0", "--partitions", "8"])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning perdure-node")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(rest) = line.strip_prefix("perdure-node listening on ") {
+                    let origin = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(origin);
+                    sent = true;
+                }
+            }
+        });
+        let origin = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(o) => o,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("perdure-node did not report its address within 60 s");
+            }
+        };
+        Ok(Self {
+            child,
+            origin,
+            data_dir,
+        })
+    }
+
+    /// The Durable Functions base URL (`http://127.0.0.1:PORT/runtime/webhooks/durabletask`).
+    pub fn base(&self) -> String {
+        format!("{}{BASE}", self.origin)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> anyhow::Result<bool> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let status = self.child.wait()?;
+        Ok(status.success())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `perdure` CLI against a node; returns (success, stdout, stderr).
+pub fn perdure_cli(origin: &str, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let dir = ensure_built()?;
+    let out = Command::new(dir.join("perdure"))
+        .arg("--url")
+        .arg(origin)
+        .args(args)
+        .output()
+        .context("running perdure")?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use futures::{Stream, TryStreamExt};
 use perdure_core::management::*;
-use perdure_core::{
-    EntityId, HistoryEvent, InstanceId, OrchestrationStatus, Payload, Timestamp,
-};
+use perdure_core::{EntityId, HistoryEvent, InstanceId, OrchestrationStatus, Payload, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -30,7 +28,10 @@ pub struct DurableClient {
 impl std::fmt::Debug for DurableClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.transport {
-            Transport::Http(h) => f.debug_tuple("DurableClient::Http").field(&h.nodes()).finish(),
+            Transport::Http(h) => f
+                .debug_tuple("DurableClient::Http")
+                .field(&h.nodes())
+                .finish(),
             Transport::Local(_) => f.write_str("DurableClient::InProcess"),
         }
     }
@@ -118,7 +119,8 @@ pub struct HttpResponseParts {
 }
 
 fn id(s: &str) -> ClientResult<InstanceId> {
-    InstanceId::new(s).map_err(|e| ClientError::Management(ManagementError::BadRequest(e.to_string())))
+    InstanceId::new(s)
+        .map_err(|e| ClientError::Management(ManagementError::BadRequest(e.to_string())))
 }
 
 impl DurableClient {
@@ -315,7 +317,11 @@ impl DurableClient {
     }
 
     /// Suspends an instance.
-    pub async fn suspend(&self, instance_id: &InstanceId, reason: Option<&str>) -> ClientResult<()> {
+    pub async fn suspend(
+        &self,
+        instance_id: &InstanceId,
+        reason: Option<&str>,
+    ) -> ClientResult<()> {
         let reason = reason.map(str::to_string);
         match &self.transport {
             Transport::Http(h) => h.suspend(instance_id, reason).await,
@@ -353,13 +359,21 @@ impl DurableClient {
         }
     }
 
-    /// Purges one finished instance; returns how many were removed (0 or 1).
+    /// Purges one finished instance; returns how many were removed (0 when there was no
+    /// such instance, as Durable Functions' clients report it).
     pub async fn purge_instance(&self, instance_id: &InstanceId) -> ClientResult<u64> {
         let r = match &self.transport {
-            Transport::Http(h) => h.purge_instance(instance_id).await?,
-            Transport::Local(l) => l.purge_instance(instance_id.clone()).await?,
+            Transport::Http(h) => h.purge_instance(instance_id).await,
+            Transport::Local(l) => l
+                .purge_instance(instance_id.clone())
+                .await
+                .map_err(ClientError::from),
         };
-        Ok(r.deleted)
+        match r {
+            Ok(r) => Ok(r.deleted),
+            Err(e) if e.is_not_found() => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Purges one batch of finished instances matching a filter.
@@ -516,7 +530,10 @@ impl DurableClient {
         let body = self.create_http_management_payload(origin, instance_id);
         HttpResponseParts {
             status: 202,
-            location: body["statusQueryGetUri"].as_str().unwrap_or_default().to_string(),
+            location: body["statusQueryGetUri"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             retry_after_secs: 10,
             body,
         }

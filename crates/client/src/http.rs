@@ -241,9 +241,7 @@ impl HttpTransport {
 
     fn error(a: &Answer) -> ClientError {
         match serde_json::from_slice::<ErrorWire>(&a.body) {
-            Ok(ErrorWire {
-                typed: Some(e), ..
-            }) => ClientError::Management(e),
+            Ok(ErrorWire { typed: Some(e), .. }) => ClientError::Management(e),
             Ok(ErrorWire {
                 message: Some(m), ..
             }) if a.status == StatusCode::NOT_FOUND => {
@@ -292,7 +290,13 @@ impl HttpTransport {
             ("scheduledStartTime", time(req.scheduled_start)),
         ]));
         let a = self
-            .send(Method::POST, &path, req.input.as_ref(), None, Duration::ZERO)
+            .send(
+                Method::POST,
+                &path,
+                req.input.as_ref(),
+                None,
+                Duration::ZERO,
+            )
             .await?;
         let a = Self::expect(a, &[StatusCode::ACCEPTED, StatusCode::OK])?;
         let id: IdWire = Self::decode(&a)?;
@@ -402,10 +406,7 @@ impl HttpTransport {
             ("runtimeStatus", statuses(&q.statuses)),
             ("instanceIdPrefix", q.instance_id_prefix.clone()),
             ("name", q.name.clone()),
-            (
-                "top",
-                (q.page_size > 0).then(|| q.page_size.to_string()),
-            ),
+            ("top", (q.page_size > 0).then(|| q.page_size.to_string())),
             ("showInput", Some(q.fetch_payloads.to_string())),
         ])
     }
@@ -497,7 +498,12 @@ impl HttpTransport {
         self.post_op(path, None).await.map(drop)
     }
 
-    async fn lifecycle(&self, id: &InstanceId, op: &str, reason: Option<String>) -> ClientResult<()> {
+    async fn lifecycle(
+        &self,
+        id: &InstanceId,
+        op: &str,
+        reason: Option<String>,
+    ) -> ClientResult<()> {
         let path = format!(
             "/instances/{}/{op}{}",
             enc(id.as_str()),
@@ -522,7 +528,11 @@ impl HttpTransport {
     }
 
     /// Restarts an instance; returns the restarted instance's id.
-    pub async fn restart(&self, id: &InstanceId, new_instance_id: bool) -> ClientResult<InstanceId> {
+    pub async fn restart(
+        &self,
+        id: &InstanceId,
+        new_instance_id: bool,
+    ) -> ClientResult<InstanceId> {
         let path = format!(
             "/instances/{}/restart?restartWithNewInstanceId={new_instance_id}",
             enc(id.as_str())
@@ -537,13 +547,13 @@ impl HttpTransport {
     }
 
     fn purge_answer(a: Answer) -> ClientResult<PurgeResult> {
-        if a.status == StatusCode::NOT_FOUND {
-            if let Ok(w) = serde_json::from_slice::<PurgeWire>(&a.body) {
-                return Ok(PurgeResult {
-                    deleted: w.instances_deleted,
-                    complete: true,
-                });
-            }
+        if a.status == StatusCode::NOT_FOUND
+            && let Ok(w) = serde_json::from_slice::<PurgeWire>(&a.body)
+        {
+            return Ok(PurgeResult {
+                deleted: w.instances_deleted,
+                complete: true,
+            });
         }
         let a = Self::expect(a, &[StatusCode::OK])?;
         let w: PurgeWire = Self::decode(&a)?;
@@ -627,10 +637,7 @@ impl HttpTransport {
             ("keyPrefix", q.key_prefix.clone()),
             ("lastOperationTimeFrom", time(q.last_modified_from)),
             ("lastOperationTimeTo", time(q.last_modified_to)),
-            (
-                "top",
-                (q.page_size > 0).then(|| q.page_size.to_string()),
-            ),
+            ("top", (q.page_size > 0).then(|| q.page_size.to_string())),
             ("fetchState", Some(q.fetch_state.to_string())),
         ]));
         let a = self

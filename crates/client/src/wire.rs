@@ -2,7 +2,7 @@
 
 use perdure_core::management::{EntityState, InstanceState, ManagementError};
 use perdure_core::{
-    EntityId, Encoding, ExecutionId, FailureDetails, InstanceId, OrchestrationStatus, Payload,
+    Encoding, EntityId, ExecutionId, FailureDetails, InstanceId, OrchestrationStatus, Payload,
     iso8601,
 };
 use serde::Deserialize;
@@ -98,10 +98,11 @@ impl StatusWire {
             failure,
             created_at: iso8601::parse(&self.created_time)
                 .ok_or_else(|| protocol(format!("createdTime {:?}", self.created_time)))?,
-            last_updated_at: iso8601::parse(&self.last_updated_time).ok_or_else(|| {
-                protocol(format!("lastUpdatedTime {:?}", self.last_updated_time))
-            })?,
-            parent_instance_id: self.parent_instance_id.and_then(|p| InstanceId::new(p).ok()),
+            last_updated_at: iso8601::parse(&self.last_updated_time)
+                .ok_or_else(|| protocol(format!("lastUpdatedTime {:?}", self.last_updated_time)))?,
+            parent_instance_id: self
+                .parent_instance_id
+                .and_then(|p| InstanceId::new(p).ok()),
         })
     }
 }

@@ -27,7 +27,11 @@ use crate::store::{StoreError, StoreOptions, open_store};
 
 /// The `perdure-node` command line.
 #[derive(Debug, Parser)]
-#[command(name = "perdure-node", version, about = "A Perdure node: durable orchestrations, activities and entities behind the Durable Functions HTTP API.")]
+#[command(
+    name = "perdure-node",
+    version,
+    about = "A Perdure node: durable orchestrations, activities and entities behind the Durable Functions HTTP API."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -192,16 +196,22 @@ pub fn main(registry: Registry) -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("perdure-node: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(serve(Arc::new(registry), cfg, shutdown_signal(), move |info| {
-        print_banner(&info, dev)
-    }));
+    let result = rt.block_on(serve(
+        Arc::new(registry),
+        cfg,
+        shutdown_signal(),
+        move |info| print_banner(&info, dev),
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -237,7 +247,10 @@ fn print_banner(info: &ServeInfo, dev: bool) {
         info.addr, info.partitions
     );
     println!("  HTTP API: {base}/");
-    println!("  probes:   http://{0}/healthz  http://{0}/readyz  http://{0}/metrics", info.addr);
+    println!(
+        "  probes:   http://{0}/healthz  http://{0}/readyz  http://{0}/metrics",
+        info.addr
+    );
     if dev {
         println!("  orchestrations: {}", info.orchestrations.join(", "));
         println!("Try:");
@@ -246,7 +259,9 @@ fn print_banner(info: &ServeInfo, dev: bool) {
         println!(
             "  curl -i -X POST {base}/orchestrators/Approval/order-1 -H 'content-type: application/json' -d '{{\"timeoutSeconds\": 300}}'"
         );
-        println!("  curl -i -X POST {base}/instances/order-1/raiseEvent/Approval -H 'content-type: application/json' -d true");
+        println!(
+            "  curl -i -X POST {base}/instances/order-1/raiseEvent/Approval -H 'content-type: application/json' -d true"
+        );
         println!("  curl -s {base}/instances/");
     }
     use std::io::Write as _;

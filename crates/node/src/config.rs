@@ -298,9 +298,14 @@ impl NodeConfig {
                 .map(|(p, _)| p.clone())
                 .unwrap_or_else(|| PathBuf::from("./.perdure"))
         };
-        let store = match backend.as_ref().map(|(b, s)| (b.to_ascii_lowercase(), s.clone())) {
+        let store = match backend
+            .as_ref()
+            .map(|(b, s)| (b.to_ascii_lowercase(), s.clone()))
+        {
             None => StoreOptions::Embedded { path: path() },
-            Some((b, _)) if b == "embedded" || b == "fjall" => StoreOptions::Embedded { path: path() },
+            Some((b, _)) if b == "embedded" || b == "fjall" => {
+                StoreOptions::Embedded { path: path() }
+            }
             Some((b, src)) if b == "postgres" || b == "postgresql" => {
                 let url = match pick(layers, |l| l.store.url.as_ref()) {
                     Some((u, _)) => u.clone(),
@@ -320,13 +325,18 @@ impl NodeConfig {
                         .ok()
                         .and_then(NonZeroUsize::new)
                         .ok_or_else(|| {
-                            err("store.pool_size", &src, format!("{v} must be a positive integer"))
+                            err(
+                                "store.pool_size",
+                                &src,
+                                format!("{v} must be a positive integer"),
+                            )
                         })?,
                 };
                 StoreOptions::Postgres { url, pool_size }
             }
             Some((b, _)) if b == "foundationdb" || b == "fdb" => StoreOptions::Foundationdb {
-                cluster_file: pick(layers, |l| l.store.cluster_file.as_ref()).map(|(p, _)| p.clone()),
+                cluster_file: pick(layers, |l| l.store.cluster_file.as_ref())
+                    .map(|(p, _)| p.clone()),
             },
             Some((b, _)) if b == "memory" => StoreOptions::Memory,
             Some((b, src)) => {
@@ -349,7 +359,11 @@ impl NodeConfig {
             })?,
         };
         let mut http = HttpOptions {
-            max_payload_bytes: node.max_payload_bytes.get().saturating_mul(2).max(64 * 1024),
+            max_payload_bytes: node
+                .max_payload_bytes
+                .get()
+                .saturating_mul(2)
+                .max(64 * 1024),
             ..HttpOptions::default()
         };
         if let Some((v, src)) = pick(layers, |l| l.http.max_body_bytes.as_ref()) {
@@ -359,9 +373,8 @@ impl NodeConfig {
                 .ok_or_else(|| err("http.max_body_bytes", &src, format!("{v} must be positive")))?;
         }
         if let Some((v, src)) = pick(layers, |l| l.http.max_wait.as_ref()) {
-            http.max_wait = parse_duration(v).ok_or_else(|| {
-                err("http.max_wait", &src, format!("{v:?} is not a duration"))
-            })?;
+            http.max_wait = parse_duration(v)
+                .ok_or_else(|| err("http.max_wait", &src, format!("{v:?} is not a duration")))?;
         }
         if let Some((v, src)) = pick(layers, |l| l.http.public_url.as_ref()) {
             if !(v.starts_with("http://") || v.starts_with("https://")) {
@@ -404,8 +417,8 @@ mod tests {
         let e = env(&[("PERDURE_PARTITIONS", "16"), ("HOME", "/x")]);
         let mut flags = ConfigLayer::default();
         flags.http.bind = Some("127.0.0.1:3".into());
-        let c = NodeConfig::resolve(&[("file", file), ("environment", e), ("flags", flags)])
-            .unwrap();
+        let c =
+            NodeConfig::resolve(&[("file", file), ("environment", e), ("flags", flags)]).unwrap();
         assert_eq!(c.node.partitions.get(), 16);
         assert_eq!(c.http_bind.port(), 3);
         assert_eq!(
@@ -434,6 +447,9 @@ mod tests {
         let e = NodeConfig::resolve(&[("file", f)]).unwrap_err();
         assert_eq!(e.field, "node.activity_lease");
         let f: ConfigLayer = toml::from_str("[http]\nbind = \"localhost\"").unwrap();
-        assert_eq!(NodeConfig::resolve(&[("file", f)]).unwrap_err().field, "http.bind");
+        assert_eq!(
+            NodeConfig::resolve(&[("file", f)]).unwrap_err().field,
+            "http.bind"
+        );
     }
 }

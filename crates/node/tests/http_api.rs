@@ -86,7 +86,10 @@ impl App {
 async fn start_answers_202_with_location_and_management_payload() {
     let app = App::new();
     let r = app
-        .post(&format!("{B}/orchestrators/Approval/order-1"), r#"{"n": 1}"#)
+        .post(
+            &format!("{B}/orchestrators/Approval/order-1"),
+            r#"{"n": 1}"#,
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let j = r.json();
@@ -104,7 +107,10 @@ async fn start_answers_202_with_location_and_management_payload() {
     assert_eq!(j["rewindPostUri"], format!("{base}/rewind?reason={{text}}"));
     assert_eq!(j["purgeHistoryDeleteUri"], base);
     assert_eq!(j["restartPostUri"], format!("{base}/restart"));
-    assert_eq!(j["suspendPostUri"], format!("{base}/suspend?reason={{text}}"));
+    assert_eq!(
+        j["suspendPostUri"],
+        format!("{base}/suspend?reason={{text}}")
+    );
     assert_eq!(j["resumePostUri"], format!("{base}/resume?reason={{text}}"));
     assert_eq!(r.header("location"), Some(base.as_str()));
     assert_eq!(r.header("retry-after"), Some("10"));
@@ -118,7 +124,9 @@ async fn start_answers_202_with_location_and_management_payload() {
     assert_eq!(s.json()["input"], Value::Null);
 
     // A live id cannot be started again.
-    let r = app.post_empty(&format!("{B}/orchestrators/Approval/order-1")).await;
+    let r = app
+        .post_empty(&format!("{B}/orchestrators/Approval/order-1"))
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["ExceptionType"], "AlreadyExists");
 }
@@ -134,20 +142,32 @@ async fn start_rejects_unknown_names_bad_ids_bad_json_and_big_bodies() {
     let j = r.json();
     let msg = j["ExceptionMessage"].as_str().unwrap();
     assert!(msg.contains("Nope") && msg.contains("Hello"), "{msg}");
-    assert_eq!(j["perdureError"]["UnknownName"]["registered"][0], "Approval");
+    assert_eq!(
+        j["perdureError"]["UnknownName"]["registered"][0],
+        "Approval"
+    );
 
-    let r = app.post(&format!("{B}/orchestrators/Hello/x"), "{nope").await;
+    let r = app
+        .post(&format!("{B}/orchestrators/Hello/x"), "{nope")
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let msg = r.json()["Message"].as_str().unwrap().to_string();
-    assert!(msg.contains("malformed JSON") && msg.contains("line 1"), "{msg}");
+    assert!(
+        msg.contains("malformed JSON") && msg.contains("line 1"),
+        "{msg}"
+    );
 
     let long = "a".repeat(300);
-    let r = app.post_empty(&format!("{B}/orchestrators/Hello/{long}")).await;
+    let r = app
+        .post_empty(&format!("{B}/orchestrators/Hello/{long}"))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.json()["Message"].as_str().unwrap().contains("256"));
 
     let big = format!("\"{}\"", "x".repeat(2000));
-    let r = app.post(&format!("{B}/orchestrators/Hello/big"), &big).await;
+    let r = app
+        .post(&format!("{B}/orchestrators/Hello/big"), &big)
+        .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(r.json()["Message"].is_string());
 }
@@ -157,7 +177,9 @@ async fn python_double_encoded_input_is_stored_as_sent() {
     let app = App::new();
     // The Python client sends the JSON text of {"city": "Tokyo"} as a JSON string literal.
     let sent = r#""{\"city\": \"Tokyo\"}""#;
-    let r = app.post(&format!("{B}/orchestrators/Hello/py-1"), sent).await;
+    let r = app
+        .post(&format!("{B}/orchestrators/Hello/py-1"), sent)
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let s = app.get(&format!("{B}/instances/py-1")).await.json();
     assert_eq!(s["input"], json!(r#"{"city": "Tokyo"}"#));
@@ -167,8 +189,11 @@ async fn python_double_encoded_input_is_stored_as_sent() {
 #[tokio::test]
 async fn status_codes_fields_and_query_flags() {
     let app = App::new();
-    app.post(&format!("{B}/orchestrators/Approval/a%20b%20%C3%BC"), r#"[1,2]"#)
-        .await;
+    app.post(
+        &format!("{B}/orchestrators/Approval/a%20b%20%C3%BC"),
+        r#"[1,2]"#,
+    )
+    .await;
     // Percent-encoded ids are decoded.
     let r = app
         .get(&format!("{B}/instances/a%20b%20%C3%BC?showInput=True"))
@@ -206,7 +231,9 @@ async fn status_codes_fields_and_query_flags() {
     assert_eq!(h[0]["FunctionName"], "Approval");
     assert_eq!(h[0]["Input"], json!([1, 2]));
 
-    let r = app.get(&format!("{B}/instances/a%20b%20%C3%BC?showInput=maybe")).await;
+    let r = app
+        .get(&format!("{B}/instances/a%20b%20%C3%BC?showInput=maybe"))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // Unknown: 404 with a JSON body.
@@ -223,14 +250,20 @@ async fn status_codes_fields_and_query_flags() {
     assert!(j["output"].as_str().unwrap().contains("it failed"));
     assert_eq!(j["failureDetails"]["errorType"], "Boom");
     let r = app
-        .get(&format!("{B}/instances/f1?returnInternalServerErrorOnFailure=true"))
+        .get(&format!(
+            "{B}/instances/f1?returnInternalServerErrorOnFailure=true"
+        ))
         .await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
 
     // The server-side wait answers the final state.
-    let r = app.get(&format!("{B}/instances/f1?waitForCompletion=2s")).await;
+    let r = app
+        .get(&format!("{B}/instances/f1?waitForCompletion=2s"))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = app.get(&format!("{B}/instances/f1?waitForCompletion=soon")).await;
+    let r = app
+        .get(&format!("{B}/instances/f1?waitForCompletion=soon"))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // Native history.
@@ -243,10 +276,12 @@ async fn status_codes_fields_and_query_flags() {
 async fn list_pages_with_continuation_header_and_filters() {
     let app = App::new();
     for i in 0..25 {
-        app.post_empty(&format!("{B}/orchestrators/Hello/h-{i:02}")).await;
+        app.post_empty(&format!("{B}/orchestrators/Hello/h-{i:02}"))
+            .await;
     }
     for i in 0..5 {
-        app.post_empty(&format!("{B}/orchestrators/Approval/r-{i}")).await;
+        app.post_empty(&format!("{B}/orchestrators/Approval/r-{i}"))
+            .await;
     }
     // Python's get_status_all: trailing slash, no top.
     let r = app.get(&format!("{B}/instances/")).await;
@@ -258,8 +293,7 @@ async fn list_pages_with_continuation_header_and_filters() {
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut b = Request::builder()
-            .uri(format!("{B}/instances?top=7&runtimeStatus=Completed"));
+        let mut b = Request::builder().uri(format!("{B}/instances?top=7&runtimeStatus=Completed"));
         if let Some(t) = &token {
             b = b.header("x-ms-continuation-token", t);
         }
@@ -273,10 +307,15 @@ async fn list_pages_with_continuation_header_and_filters() {
             .headers()
             .get("x-ms-continuation-token")
             .map(|v| v.to_str().unwrap().to_string());
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let page: Vec<Value> = serde_json::from_slice(&body).unwrap();
         assert!(page.len() <= 7);
-        seen.extend(page.into_iter().map(|v| v["instanceId"].as_str().unwrap().to_string()));
+        seen.extend(
+            page.into_iter()
+                .map(|v| v["instanceId"].as_str().unwrap().to_string()),
+        );
         if token.is_none() {
             break;
         }
@@ -305,9 +344,11 @@ async fn list_pages_with_continuation_header_and_filters() {
 async fn purge_one_and_by_filter() {
     let app = App::new();
     for i in 0..250 {
-        app.post_empty(&format!("{B}/orchestrators/Hello/p-{i}")).await;
+        app.post_empty(&format!("{B}/orchestrators/Hello/p-{i}"))
+            .await;
     }
-    app.post_empty(&format!("{B}/orchestrators/Approval/live")).await;
+    app.post_empty(&format!("{B}/orchestrators/Approval/live"))
+        .await;
     let r = app.delete(&format!("{B}/instances/p-0")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["instancesDeleted"], 1);
@@ -318,9 +359,14 @@ async fn purge_one_and_by_filter() {
 
     // One batch at a time when asked.
     let r = app
-        .delete(&format!("{B}/instances/?runtimeStatus=Completed&incremental=true"))
+        .delete(&format!(
+            "{B}/instances/?runtimeStatus=Completed&incremental=true"
+        ))
         .await;
-    assert_eq!(r.json(), json!({"instancesDeleted": 100, "complete": false}));
+    assert_eq!(
+        r.json(),
+        json!({"instancesDeleted": 100, "complete": false})
+    );
     // Otherwise every batch.
     let r = app
         .delete(&format!(
@@ -329,7 +375,9 @@ async fn purge_one_and_by_filter() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["instancesDeleted"], 149);
-    let r = app.delete(&format!("{B}/instances/?runtimeStatus=Completed")).await;
+    let r = app
+        .delete(&format!("{B}/instances/?runtimeStatus=Completed"))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["instancesDeleted"], 0);
 }
@@ -337,28 +385,42 @@ async fn purge_one_and_by_filter() {
 #[tokio::test]
 async fn events_and_lifecycle() {
     let app = App::new();
-    app.post_empty(&format!("{B}/orchestrators/Approval/w")).await;
+    app.post_empty(&format!("{B}/orchestrators/Approval/w"))
+        .await;
     let r = app
         .post(&format!("{B}/instances/w/raiseEvent/Approved"), r#""true""#)
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert!(r.body.is_empty());
-    let r = app.post_empty(&format!("{B}/instances/w/raiseEvent/Ping")).await;
+    let r = app
+        .post_empty(&format!("{B}/instances/w/raiseEvent/Ping"))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let raised = app.api.raised();
     assert_eq!(raised[0].1, "Approved");
-    assert_eq!(raised[0].2.as_ref().unwrap().as_json_str(), Some(r#""true""#));
+    assert_eq!(
+        raised[0].2.as_ref().unwrap().as_json_str(),
+        Some(r#""true""#)
+    );
     assert!(raised[1].2.is_none());
-    let r = app.post(&format!("{B}/instances/nope/raiseEvent/X"), "1").await;
+    let r = app
+        .post(&format!("{B}/instances/nope/raiseEvent/X"), "1")
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
-    let r = app.post_empty(&format!("{B}/instances/w/suspend?reason=pause")).await;
+    let r = app
+        .post_empty(&format!("{B}/instances/w/suspend?reason=pause"))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let j = app.get(&format!("{B}/instances/w")).await.json();
     assert_eq!(j["runtimeStatus"], "Suspended");
-    let r = app.post_empty(&format!("{B}/instances/w/resume?reason=go")).await;
+    let r = app
+        .post_empty(&format!("{B}/instances/w/resume?reason=go"))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
-    let r = app.post_empty(&format!("{B}/instances/w/rewind?reason=x")).await;
+    let r = app
+        .post_empty(&format!("{B}/instances/w/rewind?reason=x"))
+        .await;
     assert_eq!(r.status, StatusCode::GONE);
     let r = app
         .post_empty(&format!("{B}/instances/w/terminate?reason=enough%20now"))
@@ -373,23 +435,33 @@ async fn events_and_lifecycle() {
         assert_eq!(r.status, StatusCode::GONE, "{op}");
         assert_eq!(r.json()["ExceptionType"], "InvalidState");
     }
-    let r = app.post(&format!("{B}/instances/w/raiseEvent/Late"), "1").await;
+    let r = app
+        .post(&format!("{B}/instances/w/raiseEvent/Late"), "1")
+        .await;
     assert_eq!(r.status, StatusCode::GONE);
-    let r = app.post_empty(&format!("{B}/instances/ghost/terminate")).await;
+    let r = app
+        .post_empty(&format!("{B}/instances/ghost/terminate"))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     // Rewind a failed instance.
     app.post_empty(&format!("{B}/orchestrators/Fails/f")).await;
-    let r = app.post_empty(&format!("{B}/instances/f/rewind?reason=retry")).await;
+    let r = app
+        .post_empty(&format!("{B}/instances/f/rewind?reason=retry"))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
 
     // Restart: 202 with the new instance's management payload.
     let r = app
-        .post_empty(&format!("{B}/instances/w/restart?restartWithNewInstanceId=False"))
+        .post_empty(&format!(
+            "{B}/instances/w/restart?restartWithNewInstanceId=False"
+        ))
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(r.json()["id"], "w");
-    let r = app.post_empty(&format!("{B}/instances/ghost/restart")).await;
+    let r = app
+        .post_empty(&format!("{B}/instances/ghost/restart"))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = app.post_empty(&format!("{B}/instances/f/restart")).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
@@ -405,13 +477,19 @@ async fn entities_signal_get_list_clean() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     // Double-encoded, as the Python client sends it.
-    let r = app.post(&format!("{B}/entities/counter/c1?op=add"), r#""2""#).await;
+    let r = app
+        .post(&format!("{B}/entities/counter/c1?op=add"), r#""2""#)
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
-    let r = app.post_empty(&format!("{B}/entities/counter/c2?op=reset")).await;
+    let r = app
+        .post_empty(&format!("{B}/entities/counter/c2?op=reset"))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let r = app.post_empty(&format!("{B}/entities/counter/c1")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = app.post_empty(&format!("{B}/entities/ghost/c1?op=add")).await;
+    let r = app
+        .post_empty(&format!("{B}/entities/ghost/c1?op=add"))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     let r = app.get(&format!("{B}/entities/counter/c1")).await;
@@ -420,7 +498,9 @@ async fn entities_signal_get_list_clean() {
     let r = app.get(&format!("{B}/entities/counter/none")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
-    let r = app.get(&format!("{B}/entities/counter?fetchState=true")).await;
+    let r = app
+        .get(&format!("{B}/entities/counter?fetchState=true"))
+        .await;
     let j = r.json();
     assert_eq!(j.as_array().unwrap().len(), 2);
     assert_eq!(j[0]["entityId"], json!({"name": "counter", "key": "c1"}));
@@ -452,7 +532,10 @@ async fn probes_metrics_and_json_fallbacks() {
     let r = app.get("/metrics").await;
     let text = String::from_utf8(r.body).unwrap();
     assert!(text.starts_with("perdure_up 1\n"), "{text}");
-    assert!(text.contains("perdure_http_requests_total{class=\"2xx\"}"), "{text}");
+    assert!(
+        text.contains("perdure_http_requests_total{class=\"2xx\"}"),
+        "{text}"
+    );
 
     let r = app.get("/runtime/webhooks/durabletaskinstances/x").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

@@ -100,10 +100,8 @@ async fn list_inner(
     let page = state.api.query_entities(query).await?;
     let body: Vec<EntityJson<'_>> = page.entities.iter().map(EntityJson::new).collect();
     let mut resp = json(StatusCode::OK, &body);
-    if let Some(token) = page.continuation.as_deref() {
-        if let Ok(v) = HeaderValue::from_str(token) {
-            resp.headers_mut().insert(CONTINUATION, v);
-        }
+    if let Some(Ok(v)) = page.continuation.as_deref().map(HeaderValue::from_str) {
+        resp.headers_mut().insert(CONTINUATION, v);
     }
     Ok(resp)
 }
@@ -120,7 +118,10 @@ struct CleanJson {
 pub(crate) async fn clean(axum::extract::State(state): St, params: Params) -> ApiResult {
     let remove_empty = params.bool("removeEmptyEntities", true)?;
     let release = params.bool("releaseOrphanedLocks", true)?;
-    let r = state.api.clean_entity_storage(remove_empty, release).await?;
+    let r = state
+        .api
+        .clean_entity_storage(remove_empty, release)
+        .await?;
     Ok(json(
         StatusCode::OK,
         &CleanJson {

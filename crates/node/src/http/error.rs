@@ -51,7 +51,11 @@ impl ApiError {
     }
 
     /// An error with a status and message and no typed form.
-    pub(crate) fn plain(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn plain(
+        status: StatusCode,
+        kind: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             message: message.into(),

@@ -7,9 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
-use perdure_core::{
-    EntityId, InstanceId, OrchestrationStatus, Payload, Timestamp, iso8601,
-};
+use perdure_core::{EntityId, InstanceId, OrchestrationStatus, Payload, Timestamp, iso8601};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -23,7 +21,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(P(v)),
-            Err(e) => Err(ApiError::bad_request(format!("bad path: {}", e.body_text()))),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "bad path: {}",
+                e.body_text()
+            ))),
         }
     }
 }
@@ -154,9 +155,7 @@ pub(crate) fn entity_id(name: &str, key: &str) -> Result<EntityId, ApiError> {
 pub(crate) fn body_payload(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Option<Payload>, ApiError> {
-    let body = body.map_err(|e| {
-        ApiError::plain(e.status(), "BodyRejected", e.body_text())
-    })?;
+    let body = body.map_err(|e| ApiError::plain(e.status(), "BodyRejected", e.body_text()))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

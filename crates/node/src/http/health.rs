@@ -34,7 +34,9 @@ impl HttpCounters {
     /// The counters in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP perdure_http_requests_total HTTP requests answered, by status class.\n");
+        out.push_str(
+            "# HELP perdure_http_requests_total HTTP requests answered, by status class.\n",
+        );
         out.push_str("# TYPE perdure_http_requests_total counter\n");
         for (i, c) in self.by_class.iter().enumerate() {
             let _ = writeln!(
@@ -102,7 +104,10 @@ pub(crate) async fn metrics(State(state): St) -> Response {
     }
     text.push_str(&state.counters.render());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -93,7 +93,7 @@ async fn start_inner(
     let instance_id = id.as_deref().map(instance_id).transpose()?;
     let input = body_payload(body)?;
     let registered = state.api.registered_names(FunctionKind::Orchestration);
-    if !registered.is_empty() && !registered.iter().any(|n| *n == name) {
+    if !registered.is_empty() && !registered.contains(&name) {
         return Err(ManagementError::UnknownName {
             kind: FunctionKind::Orchestration,
             name,
@@ -172,10 +172,7 @@ pub(crate) async fn status(
 
 /// `GET instances/{id}/history` (Perdure addition): the history events in Perdure's native
 /// JSON form, for tools that replay or inspect them.
-pub(crate) async fn history(
-    axum::extract::State(state): St,
-    P(raw): P<String>,
-) -> ApiResult {
+pub(crate) async fn history(axum::extract::State(state): St, P(raw): P<String>) -> ApiResult {
     let id = instance_id(&raw)?;
     match state.api.get_history(id.clone()).await? {
         Some(events) => Ok(json(StatusCode::OK, &events)),
@@ -219,10 +216,8 @@ pub(crate) async fn list(
         .map(|i| StatusJson::new(i, show_input))
         .collect();
     let mut resp = json(StatusCode::OK, &body);
-    if let Some(token) = page.continuation.as_deref() {
-        if let Ok(v) = HeaderValue::from_str(token) {
-            resp.headers_mut().insert(CONTINUATION, v);
-        }
+    if let Some(Ok(v)) = page.continuation.as_deref().map(HeaderValue::from_str) {
+        resp.headers_mut().insert(CONTINUATION, v);
     }
     Ok(resp)
 }
@@ -371,7 +366,10 @@ pub(crate) async fn resume(
     P(raw): P<String>,
     params: Params,
 ) -> ApiResult {
-    state.api.resume(instance_id(&raw)?, reason(&params)).await?;
+    state
+        .api
+        .resume(instance_id(&raw)?, reason(&params))
+        .await?;
     Ok(accepted())
 }
 
@@ -381,7 +379,10 @@ pub(crate) async fn rewind(
     P(raw): P<String>,
     params: Params,
 ) -> ApiResult {
-    state.api.rewind(instance_id(&raw)?, reason(&params)).await?;
+    state
+        .api
+        .rewind(instance_id(&raw)?, reason(&params))
+        .await?;
     Ok(accepted())
 }
 

@@ -215,9 +215,8 @@ pub(crate) fn history_event(ev: &HistoryEvent, show_input: bool, show_output: bo
         Some(p) if show_output => payload_value(p),
         _ => Value::Null,
     };
-    let failure = |f: &FailureDetails| {
-        serde_json::to_value(FailureJson::new(f)).unwrap_or(Value::Null)
-    };
+    let failure =
+        |f: &FailureDetails| serde_json::to_value(FailureJson::new(f)).unwrap_or(Value::Null);
     match &ev.kind {
         EventKind::OrchestratorStarted | EventKind::OrchestratorCompleted => {}
         EventKind::ExecutionStarted {

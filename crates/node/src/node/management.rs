@@ -471,12 +471,34 @@ impl ManagementApi for NodeHandle {
         id: InstanceId,
         reason: Option<String>,
     ) -> BoxFuture<'_, ManagementResult<()>> {
-        Box::pin(self.control(
-            id,
-            "rewind",
-            |s| s == OrchestrationStatus::Failed,
-            MessageBody::Rewind { reason },
-        ))
+        Box::pin(async move {
+            // The record turns Pending at once, so a wait that follows does not see the
+            // failure being rewound.
+            let body = Arc::new(MessageBody::Rewind { reason });
+            self.run(move |tx, sh| {
+                let (id, body) = (id.clone(), body.clone());
+                Box::pin(async move {
+                    let Some(rec) = instances::load(tx, &id).await? else {
+                        return Ok(Err(ManagementError::NotFound(id.to_string())));
+                    };
+                    if rec.status != OrchestrationStatus::Failed {
+                        return Ok(Err(ManagementError::InvalidState {
+                            instance_id: id.clone(),
+                            status: rec.status,
+                            operation: "rewind".into(),
+                        }));
+                    }
+                    let mut pending = rec.clone();
+                    pending.status = OrchestrationStatus::Pending;
+                    pending.updated_at = sh.clock.now();
+                    instances::save(tx, Some(&rec), &pending)?;
+                    let mut out = Outbox::default();
+                    out.send(tx, &sh, Target::Instance(id.clone()), (*body).clone())?;
+                    Ok(Ok(((), out)))
+                })
+            })
+            .await
+        })
     }
 
     fn restart(

@@ -1,7 +1,11 @@
 //! The activity pool: a bounded pool of workers over tokio tasks (a semaphore caps how many
 //! run at once). A task is durably queued by the episode that scheduled it; the pool runs it
-//! at once, without re-reading the store, and commits its result to the orchestration's
-//! inbox together with the task's removal. Recovery re-runs tasks left in the queue.
+//! at once, without re-reading the store. When this node owns the orchestration's partition
+//! (always, on a single node), the result goes to the partition actor in memory and the
+//! episode that records it removes the task in the same transaction; otherwise the result
+//! commits to the orchestration's inbox together with the task's removal. Either way a task
+//! is removed exactly when its result is durable, and recovery re-runs tasks left in the
+//! queue (at least once).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -90,6 +94,20 @@ async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
         },
     };
     let epoch = shared.epoch(partition);
+    if epoch != 0 {
+        // The instance's partition is owned here: hand the result to its actor in memory.
+        // The episode that records it also removes the task (its key is the message key),
+        // in one transaction; if the node dies first, recovery runs the task again.
+        let msg = crate::state::records::InboxMessage {
+            target: Target::Instance(task.instance_id.clone()),
+            body: MessageBody::Event {
+                execution_id: Some(task.execution_id.clone()),
+                event: HistoryEvent::new(shared.clock.now(), kind),
+            },
+        };
+        shared.route(partition, super::PartitionMsg::Deliver(vec![(key, msg)]));
+        return;
+    }
     let key = Arc::new(key);
     let task = Arc::new(task);
     let kind = Arc::new(kind);

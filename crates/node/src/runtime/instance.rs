@@ -713,7 +713,12 @@ async fn control_message(
             new.status = OrchestrationStatus::Running;
             (EventKind::ExecutionResumed { reason }, false)
         }
-        MessageBody::Rewind { reason } if rec.status == OrchestrationStatus::Failed => {
+        MessageBody::Rewind { reason }
+            if matches!(
+                rec.status,
+                OrchestrationStatus::Failed | OrchestrationStatus::Pending
+            ) =>
+        {
             let hist = load_history(shared, id).await?;
             let rewound = match shared.exec.rewind(hist, reason, now) {
                 Ok(h) => h,
@@ -735,9 +740,38 @@ async fn control_message(
             };
             let result = session.execute(now, Vec::new());
             slot.session = Some(session);
+            // The work the cut history leaves pending is issued again.
+            let pending = super::rewind::pending_work(&rewound);
+            let mut redo = Vec::new();
+            for (seq, name, version, input) in pending.tasks {
+                redo.push(OrchestratorAction::ScheduleTask {
+                    id: seq,
+                    name,
+                    version,
+                    input,
+                });
+            }
+            for (seq, fire_at) in pending.timers {
+                redo.push(OrchestratorAction::CreateTimer { id: seq, fire_at });
+            }
+            for (seq, name, version, instance_id, input) in pending.children {
+                redo.push(OrchestratorAction::CreateSubOrchestration {
+                    id: seq,
+                    name,
+                    version,
+                    instance_id,
+                    input,
+                });
+            }
             let mut history = rewound;
             history.extend(result.history.iter().cloned());
-            let result = EpisodeResult { history, ..result };
+            let mut actions = redo;
+            actions.extend(result.actions.iter().cloned());
+            let result = EpisodeResult {
+                history,
+                actions,
+                ..result
+            };
             new.history_len = 0;
             return Ok(episode_plan(shared, id, new, consumed, result, true, now));
         }

@@ -29,7 +29,7 @@ pub(crate) type Keyed = (Vec<u8>, InboxMessage);
 
 /// One prepared transaction.
 pub(crate) enum Plan {
-    Instance(InstancePlan),
+    Instance(Box<InstancePlan>),
     Entity(EntityPlan),
 }
 
@@ -67,7 +67,10 @@ impl std::fmt::Debug for Partition {
 impl Partition {
     /// Acquires the partition's lease and recovers its inbox, timers and activity tasks.
     pub async fn start(shared: Arc<Shared>, partition: u32) -> Result<Self, StoreError> {
-        let owner = format!("{}#{:x}", shared.opts.node_name, shared.node_id);
+        // The owner is the node's configured name, stable across restarts: a restarted node
+        // takes its partitions back at once (the new epoch fences the old process); another
+        // node waits for the lease to expire.
+        let owner = shared.opts.node_name.clone();
         let now = shared.clock.now();
         let dur = shared.opts.partition_lease;
         let epoch = transact(shared.store.as_ref(), &shared.retry, move |tx| {
@@ -384,7 +387,7 @@ impl Partition {
                 let (plan, leftover) = match &t {
                     Target::Instance(id) => {
                         let (p, l) = instance::prepare(self, id.clone(), msgs).await?;
-                        (p.map(Plan::Instance), l)
+                        (p.map(|p| Plan::Instance(Box::new(p))), l)
                     }
                     Target::Entity(id) => {
                         let (p, l) = entity::prepare(self, id.clone(), msgs).await?;
@@ -422,7 +425,7 @@ impl Partition {
                                 for (k, _) in &ip.consumed {
                                     self.known.remove(k);
                                 }
-                                instance::applied(self, ip);
+                                instance::applied(self, *ip);
                             }
                             Plan::Entity(ep) => {
                                 for (k, _) in &ep.consumed {

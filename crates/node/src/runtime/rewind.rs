@@ -34,6 +34,9 @@ pub fn cut_before_failure(mut history: Vec<HistoryEvent>) -> Result<Vec<HistoryE
     Ok(history)
 }
 
+/// A sub-orchestration left pending: (seq, name, version, instance id, input).
+pub type PendingChild = (i64, String, Option<String>, InstanceId, Option<Payload>);
+
 /// Work a history leaves pending, to be re-issued after a rewind.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PendingWork {
@@ -42,7 +45,7 @@ pub struct PendingWork {
     /// Timers created and not fired: (seq, fire_at).
     pub timers: Vec<(i64, Timestamp)>,
     /// Sub-orchestrations created and not finished: (seq, name, version, id, input).
-    pub children: Vec<(i64, String, Option<String>, InstanceId, Option<Payload>)>,
+    pub children: Vec<PendingChild>,
 }
 
 /// The activities, timers and sub-orchestrations a history leaves pending.

@@ -160,13 +160,11 @@ pub async fn query(
         n => n.min(MAX_PAGE),
     };
     let (mut range, pos) = driving_range(q);
-    if let Some(tok) = &q.continuation {
-        if let Some(k) = decode_token(tok) {
-            let mut after = k;
-            after.push(0);
-            if after > range.begin {
-                range.begin = after;
-            }
+    if let Some(k) = q.continuation.as_deref().and_then(decode_token) {
+        let mut after = k;
+        after.push(0);
+        if after > range.begin {
+            range.begin = after;
         }
     }
     let mut out = Vec::new();

@@ -1,11 +1,13 @@
-//! The embedded backend, Perdure's default: fjall 3's optimistic transactions on local disk.
+//! The embedded backend, Perdure's default: fjall 3 on local disk.
 //!
-//! - Serializable: fjall records every key and range a transaction reads and aborts its
-//!   commit if a transaction that committed after its snapshot wrote any of them
-//!   ([`StoreError::Conflict`]). Reads see the transaction's own uncommitted writes.
+//! - Serializable: a transaction reads from a fjall snapshot taken when it begins and
+//!   records what it read; at commit, the committer rejects it with
+//!   [`StoreError::Conflict`] if a transaction that committed after its snapshot wrote a
+//!   key it read (conflict detection as in FoundationDB's resolvers; see `committer`).
+//!   Reads see the transaction's own uncommitted writes.
 //! - Durable: fjall does not sync on commit. A commit is acknowledged only after the
 //!   journal has been synced with `fdatasync`, and concurrent commits share one sync
-//!   (group commit, see `committer`).
+//!   (group commit): every transaction waiting when a sync starts is in the next one.
 //! - Exclusive: one process owns a data directory; a second opener gets
 //!   [`StoreError::Locked`].
 //!
@@ -21,17 +23,17 @@
 //! ```
 
 mod committer;
+mod versions;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fjall::{
-    KeyspaceCreateOptions, OptimisticTxDatabase, OptimisticTxKeyspace, OptimisticWriteTx,
-    Readable,
-};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 
-use self::committer::Committer;
+use self::committer::{Changes, Committer, ReadSet};
+use self::versions::{ReadVersion, Versions};
 use super::{KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction, check_write};
 
 /// The one keyspace (fjall's column family) that holds every Perdure key.
@@ -59,12 +61,14 @@ pub struct EmbeddedStore {
 struct Inner {
     // Field order is drop order: the committer thread stops before the database closes.
     committer: Committer,
-    keyspace: OptimisticTxKeyspace,
-    db: OptimisticTxDatabase,
+    versions: Arc<Versions>,
+    keyspace: Keyspace,
+    db: Database,
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in the directory `path`.
+    /// Opens (or creates) the store in the directory `path`. Opening replays the journal:
+    /// call it from a blocking context (or `spawn_blocking`) in async code.
     ///
     /// Errors: [`StoreError::Locked`] if another process (or another open store in this
     /// process) owns the directory; [`StoreError::Fatal`] with a [`DataDirError`] source if
@@ -84,19 +88,22 @@ impl EmbeddedStore {
         std::fs::write(&probe, b"").map_err(dir_error)?;
         std::fs::remove_file(&probe).map_err(dir_error)?;
 
-        let db = OptimisticTxDatabase::builder(path)
+        let db = Database::builder(path)
             .cache_size(CACHE_BYTES)
-            // We sync the journal ourselves, once per batch of commits.
+            // The committer syncs the journal itself, once per batch of commits.
             .manual_journal_persist(true)
             .open()
             .map_err(|e| open_error(path, e))?;
         let keyspace = db
             .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(|e| open_error(path, e))?;
-        let committer = Committer::start(db.clone()).map_err(|e| StoreError::Fatal(Box::new(e)))?;
+        let versions = Arc::new(Versions::default());
+        let committer = Committer::start(db.clone(), keyspace.clone(), versions.clone())
+            .map_err(|e| StoreError::Fatal(Box::new(e)))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 committer,
+                versions,
                 keyspace,
                 db,
             }),
@@ -117,7 +124,6 @@ fn open_error(path: &Path, e: fjall::Error) -> StoreError {
     }
 }
 
-/// Classifies a fjall error met while running or committing a transaction.
 /// An I/O failure, a poisoned database (after a failed sync) or corrupt blocks on disk:
 /// retrying does not help, and the process should stop and recover.
 fn fjall_error(e: fjall::Error) -> StoreError {
@@ -127,13 +133,17 @@ fn fjall_error(e: fjall::Error) -> StoreError {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn begin(&self) -> Result<Box<dyn Transaction>, StoreError> {
-        let tx = self.inner.db.write_tx().map_err(fjall_error)?;
+        // Register the read version first: the snapshot then holds every write up to it.
+        let read = self.inner.versions.open_reader();
+        let snapshot = self.inner.db.snapshot();
         Ok(Box::new(EmbeddedTransaction {
-            tx,
             inner: self.inner.clone(),
+            snapshot,
+            read,
+            reads: ReadSet::default(),
+            cleared: Vec::new(),
+            writes: BTreeMap::new(),
             tx_bytes: 0,
-            wrote: false,
-            deferred: None,
         }))
     }
 
@@ -143,43 +153,109 @@ impl Store for EmbeddedStore {
 }
 
 struct EmbeddedTransaction {
-    tx: OptimisticWriteTx,
     inner: Arc<Inner>,
+    snapshot: Snapshot,
+    read: ReadVersion,
+    reads: ReadSet,
+    /// Ranges cleared by this transaction (before the writes in `writes`).
+    cleared: Vec<KeyRange>,
+    /// This transaction's key writes; `None` clears.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     tx_bytes: usize,
-    wrote: bool,
-    /// An error met in an infallible method (`clear_range`), reported by the next read or
-    /// by `commit`, so the transaction can never commit without it.
-    deferred: Option<StoreError>,
 }
 
 impl EmbeddedTransaction {
-    fn check_deferred(&mut self) -> Result<(), StoreError> {
-        match self.deferred.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+    /// Whether the stored value of `key` is hidden by this transaction's writes or clears.
+    fn shadowed(&self, key: &[u8]) -> bool {
+        self.writes.contains_key(key) || self.cleared.iter().any(|r| r.contains(key))
     }
 
-    /// Keys of `range` as this transaction sees them. Reading them also registers the
-    /// range as read, so a concurrent insert into the range makes this transaction conflict.
-    fn keys_in(&self, range: &KeyRange) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut keys = Vec::new();
-        for guard in self
-            .tx
-            .range(&self.inner.keyspace, range.begin.as_slice()..range.end.as_slice())
-        {
-            keys.push(guard.key().map_err(fjall_error)?.to_vec());
+    /// Reads the snapshot's pairs of `range` in order, skipping what this transaction
+    /// shadowed, merged with this transaction's own writes, up to `limit`. Returns the
+    /// pairs and whether the range was read to its end.
+    fn merged_range(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<(Vec<KeyValue>, bool), StoreError> {
+        let stored = self.snapshot.range(
+            &self.inner.keyspace,
+            range.begin.as_slice()..range.end.as_slice(),
+        );
+        let mut stored: Box<dyn Iterator<Item = fjall::Guard>> = if reverse {
+            Box::new(stored.rev())
+        } else {
+            Box::new(stored)
+        };
+        let own = self.writes.range(range.begin.clone()..range.end.clone());
+        let mut own: std::iter::Peekable<Box<dyn Iterator<Item = (&Vec<u8>, &Option<Vec<u8>>)>>> =
+            if reverse {
+                (Box::new(own.rev()) as Box<dyn Iterator<Item = _>>).peekable()
+            } else {
+                (Box::new(own) as Box<dyn Iterator<Item = _>>).peekable()
+            };
+        let mut next_stored = || -> Result<Option<KeyValue>, StoreError> {
+            for guard in stored.by_ref() {
+                let (k, v) = guard.into_inner().map_err(fjall_error)?;
+                if !self.shadowed(&k) {
+                    return Ok(Some((k.to_vec(), v.to_vec())));
+                }
+            }
+            Ok(None)
+        };
+        let mut out = Vec::new();
+        let mut pending = next_stored()?;
+        while out.len() < limit {
+            // Skip our own clears: they only hide stored pairs, which `shadowed` handles.
+            while own.peek().is_some_and(|(_, v)| v.is_none()) {
+                own.next();
+            }
+            let take_own = match (&pending, own.peek()) {
+                (None, None) => return Ok((out, true)),
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some((sk, _)), Some((ok, _))) => {
+                    if reverse {
+                        ok.as_slice() > sk.as_slice()
+                    } else {
+                        ok.as_slice() < sk.as_slice()
+                    }
+                }
+            };
+            if take_own {
+                if let Some((k, Some(v))) = own.next() {
+                    out.push((k.clone(), v.clone()));
+                }
+            } else if let Some(pair) = pending.take() {
+                out.push(pair);
+                pending = next_stored()?;
+            }
         }
-        Ok(keys)
+        Ok((out, false))
     }
+}
+
+/// The smallest key after `key`.
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
 }
 
 #[async_trait]
 impl Transaction for EmbeddedTransaction {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.check_deferred()?;
+        if let Some(own) = self.writes.get(key) {
+            return Ok(own.clone());
+        }
+        if self.cleared.iter().any(|r| r.contains(key)) {
+            return Ok(None);
+        }
+        self.reads.keys.push(key.to_vec());
         let value = self
-            .tx
+            .snapshot
             .get(&self.inner.keyspace, key)
             .map_err(fjall_error)?;
         Ok(value.map(|v| v.to_vec()))
@@ -190,73 +266,70 @@ impl Transaction for EmbeddedTransaction {
         range: &KeyRange,
         opts: RangeOptions,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        self.check_deferred()?;
-        if range.begin >= range.end {
+        let limit = opts.limit.unwrap_or(usize::MAX);
+        if range.begin >= range.end || limit == 0 {
             return Ok(Vec::new());
         }
-        let limit = opts.limit.unwrap_or(usize::MAX);
-        let iter = self
-            .tx
-            .range(&self.inner.keyspace, range.begin.as_slice()..range.end.as_slice());
-        let mut out = Vec::new();
-        let mut push = |guard: fjall::Guard| -> Result<(), StoreError> {
-            let (k, v) = guard.into_inner().map_err(fjall_error)?;
-            out.push((k.to_vec(), v.to_vec()));
-            Ok(())
+        let (pairs, complete) = self.merged_range(range, limit, opts.reverse)?;
+        // Conflict only on the part of the range the result depends on: a write past the
+        // last pair returned by a limited read does not change what this read saw.
+        let read = match (complete, pairs.last()) {
+            (false, Some((last, _))) if opts.reverse => KeyRange::new(last.clone(), range.end.clone()),
+            (false, Some((last, _))) => KeyRange::new(range.begin.clone(), key_after(last)),
+            _ => range.clone(),
         };
-        if opts.reverse {
-            for guard in iter.rev().take(limit) {
-                push(guard)?;
-            }
-        } else {
-            for guard in iter.take(limit) {
-                push(guard)?;
-            }
-        }
-        Ok(out)
+        self.reads.ranges.push(read);
+        Ok(pairs)
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         check_write(key, value, &mut self.tx_bytes)?;
-        self.tx.insert(&self.inner.keyspace, key, value);
-        self.wrote = true;
+        self.writes.insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
     }
 
     fn clear(&mut self, key: &[u8]) {
-        self.tx.remove(&self.inner.keyspace, key);
-        self.wrote = true;
+        self.writes.insert(key.to_vec(), None);
     }
 
     fn clear_range(&mut self, range: &KeyRange) {
         if range.begin >= range.end {
             return;
         }
-        // fjall has no range tombstones in transactions: clear each key the transaction
-        // sees in the range.
-        match self.keys_in(range) {
-            Ok(keys) => {
-                for key in keys {
-                    self.tx.remove(&self.inner.keyspace, key);
-                    self.wrote = true;
-                }
-            }
-            Err(e) => {
-                self.deferred.get_or_insert(e);
-            }
+        let inside: Vec<Vec<u8>> = self
+            .writes
+            .range(range.begin.clone()..range.end.clone())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in inside {
+            self.writes.remove(&key);
         }
+        self.cleared.push(range.clone());
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        self.check_deferred()?;
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let EmbeddedTransaction {
-            tx, inner, wrote, ..
+            inner,
+            snapshot,
+            read,
+            reads,
+            cleared,
+            writes,
+            ..
         } = *self;
-        if wrote {
-            inner.committer.commit(tx).await
-        } else {
-            drop(tx);
-            inner.committer.wait_visible_durable().await
+        drop(snapshot);
+        if writes.is_empty() && cleared.is_empty() {
+            drop(read);
+            return inner.committer.wait_visible_durable().await;
         }
+        inner
+            .committer
+            .commit(Changes {
+                read,
+                reads,
+                cleared,
+                writes,
+            })
+            .await
     }
 }

@@ -55,9 +55,9 @@ pub async fn start(node: &NodeHandle, name: &str, id: &str, input: Option<Payloa
     node.start(req).await.expect("start accepted")
 }
 
-/// Waits for completion (up to 60 s of runtime time).
+/// Waits for completion (up to 30 days of runtime time: tests on paused time jump ahead).
 pub async fn wait(node: &NodeHandle, id: &InstanceId) -> InstanceState {
-    node.wait_for_completion(id.clone(), Duration::from_secs(60))
+    node.wait_for_completion(id.clone(), Duration::from_secs(30 * 86_400))
         .await
         .expect("wait works")
         .expect("instance exists")

@@ -64,13 +64,13 @@ impl FakeApi {
                 .map_err(|e| ManagementError::Internal(e.to_string()))?,
         };
         let mut map = self.instances.lock().unwrap();
-        if let Some(old) = map.get(&id) {
-            if !old.runtime_status.is_terminal() {
-                return Err(ManagementError::AlreadyExists {
-                    instance_id: id,
-                    status: old.runtime_status,
-                });
-            }
+        if let Some(old) = map.get(&id)
+            && !old.runtime_status.is_terminal()
+        {
+            return Err(ManagementError::AlreadyExists {
+                instance_id: id,
+                status: old.runtime_status,
+            });
         }
         let now = self.now();
         let (status, output, failure) = match req.name.as_str() {
@@ -104,8 +104,7 @@ impl FakeApi {
 
     fn matches(q: &InstanceQuery, st: &InstanceState) -> bool {
         (q.statuses.is_empty() || q.statuses.contains(&st.runtime_status))
-            && q
-                .instance_id_prefix
+            && q.instance_id_prefix
                 .as_ref()
                 .is_none_or(|p| st.instance_id.as_str().starts_with(p.as_str()))
             && q.name.as_ref().is_none_or(|n| *n == st.name)
@@ -173,7 +172,11 @@ impl ManagementApi for FakeApi {
         let after = query.continuation.clone();
         let mut items: Vec<InstanceState> = map
             .values()
-            .filter(|s| after.as_ref().is_none_or(|a| s.instance_id.as_str() > a.as_str()))
+            .filter(|s| {
+                after
+                    .as_ref()
+                    .is_none_or(|a| s.instance_id.as_str() > a.as_str())
+            })
             .filter(|s| Self::matches(&query, s))
             .take(size + 1)
             .cloned()
@@ -263,7 +266,11 @@ impl ManagementApi for FakeApi {
         }))
     }
 
-    fn resume(&self, id: InstanceId, _reason: Option<String>) -> BoxFuture<'_, ManagementResult<()>> {
+    fn resume(
+        &self,
+        id: InstanceId,
+        _reason: Option<String>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
         ok(self.with_instance(&id, |st| {
             if st.runtime_status.is_terminal() {
                 return Err(ManagementError::InvalidState {
@@ -277,7 +284,11 @@ impl ManagementApi for FakeApi {
         }))
     }
 
-    fn rewind(&self, id: InstanceId, _reason: Option<String>) -> BoxFuture<'_, ManagementResult<()>> {
+    fn rewind(
+        &self,
+        id: InstanceId,
+        _reason: Option<String>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
         ok(self.with_instance(&id, |st| {
             if st.runtime_status != OrchestrationStatus::Failed {
                 return Err(ManagementError::InvalidState {

@@ -1,37 +1,63 @@
-//! Group commit for the embedded store: one thread commits queued transactions and then
-//! syncs the journal once for the whole batch.
+//! The embedded store's committer: one thread that checks conflicts, applies transactions
+//! to fjall and syncs the journal once per batch (group commit).
 //!
-//! fjall serializes commits under one lock anyway (its conflict check and journal append
-//! happen while holding it), so one committer thread loses no parallelism; it saves the
-//! async executor from blocking on that lock and on `fdatasync`, and it makes the batch
-//! explicit: every transaction that arrived while the previous sync ran shares the next one.
+//! Conflict detection works as FoundationDB's resolvers do: the committer remembers, for
+//! each key written recently, the commit version that last wrote it. A transaction that
+//! read at version `r` conflicts if any key it read (or any key inside a range it read)
+//! was written at a version after `r`. Because one thread checks and applies in order,
+//! the check and the write are atomic, and transactions are serializable in commit order.
+//!
+//! Every transaction that arrived while the previous batch was being synced goes into the
+//! next batch: their writes are applied as one fjall write batch (one journal append) and
+//! made durable by one `fdatasync`. A commit is acknowledged only after that sync.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use fjall::{OptimisticTxDatabase, OptimisticWriteTx, PersistMode};
+use fjall::{Database, Keyspace, PersistMode};
 use tokio::sync::{oneshot, watch};
 
 use super::fjall_error;
-use crate::store::StoreError;
+use super::versions::{ReadVersion, Versions};
+use crate::store::{KeyRange, StoreError};
 
-/// Most transactions committed before one sync; bounds the latency of the first in a batch.
+/// Most transactions taken into one batch.
 const MAX_BATCH: usize = 4096;
+/// Bytes of writes after which a batch is applied early (bounds the write batch's memory).
+const MAX_APPLY_BYTES: usize = 32 * 1024 * 1024;
 
-/// A transaction handed to the committer, and where to send its outcome.
-pub(super) struct CommitRequest {
-    pub(super) tx: OptimisticWriteTx,
-    pub(super) reply: oneshot::Sender<Result<(), StoreError>>,
+/// What a transaction read: single keys and key ranges.
+#[derive(Default)]
+pub(super) struct ReadSet {
+    pub(super) keys: Vec<Vec<u8>>,
+    pub(super) ranges: Vec<KeyRange>,
 }
 
-/// The journal sync failed: the outcome of the transactions in that batch is unknown.
-#[derive(Debug, thiserror::Error)]
-#[error("journal sync failed")]
-pub(super) struct SyncFailed(#[source] Arc<fjall::Error>);
+/// A transaction to commit: what it read (at which version) and what it writes.
+pub(super) struct Changes {
+    /// The read version, kept registered until the conflict check is done.
+    pub(super) read: ReadVersion,
+    pub(super) reads: ReadSet,
+    /// Range clears, applied before `writes`, to the data as of commit time.
+    pub(super) cleared: Vec<KeyRange>,
+    /// Key writes (`None` clears the key).
+    pub(super) writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
 
-/// The committer thread is gone (it stopped after a fatal error, or the store is closing).
+/// A transaction handed to the committer, and where to send its outcome.
+struct CommitRequest {
+    changes: Changes,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Applying or syncing a batch failed: the outcome of its transactions is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the batch of commits failed")]
+pub(super) struct BatchFailed(#[source] Arc<fjall::Error>);
+
+/// The committer thread is gone (the store is closing).
 #[derive(Debug, thiserror::Error)]
 #[error("the embedded store's committer has stopped")]
 pub(super) struct CommitterStopped;
@@ -40,51 +66,62 @@ pub(super) struct CommitterStopped;
 pub(super) struct Committer {
     sender: Option<mpsc::Sender<CommitRequest>>,
     thread: Option<JoinHandle<()>>,
-    /// Number of transactions applied (visible to readers), not necessarily synced.
-    visible: Arc<AtomicU64>,
-    /// Value of `visible` covered by the last successful sync.
+    versions: Arc<Versions>,
+    /// The last commit version known to be synced to disk.
     durable: watch::Receiver<u64>,
 }
 
 impl Committer {
-    /// Starts the committer thread for `db`.
-    pub(super) fn start(db: OptimisticTxDatabase) -> std::io::Result<Self> {
+    /// Starts the committer thread.
+    pub(super) fn start(
+        db: Database,
+        keyspace: Keyspace,
+        versions: Arc<Versions>,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel();
-        let visible = Arc::new(AtomicU64::new(0));
         let (durable_tx, durable) = watch::channel(0);
-        let thread_visible = visible.clone();
+        let mut state = State {
+            db,
+            keyspace,
+            versions: versions.clone(),
+            version: 0,
+            recent: BTreeMap::new(),
+            by_version: VecDeque::new(),
+            floor: 0,
+            durable: durable_tx,
+        };
         let thread = std::thread::Builder::new()
             .name("perdure-store-commit".into())
-            .spawn(move || run(&db, &receiver, &thread_visible, &durable_tx))?;
+            .spawn(move || state.run(&receiver))?;
         Ok(Self {
             sender: Some(sender),
             thread: Some(thread),
-            visible,
+            versions,
             durable,
         })
     }
 
-    /// Commits `tx` and waits until it is synced to disk.
-    pub(super) async fn commit(&self, tx: OptimisticWriteTx) -> Result<(), StoreError> {
+    /// Commits a transaction; returns once it is synced to disk (or failed).
+    pub(super) async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
         let (reply, outcome) = oneshot::channel();
         let sender = self
             .sender
             .as_ref()
             .ok_or_else(|| StoreError::Fatal(Box::new(CommitterStopped)))?;
         sender
-            .send(CommitRequest { tx, reply })
+            .send(CommitRequest { changes, reply })
             .map_err(|_| StoreError::Fatal(Box::new(CommitterStopped)))?;
         match outcome.await {
             Ok(result) => result,
-            // The thread died with our transaction in hand: we cannot know if it was applied.
+            // The thread ended with our transaction in hand: we cannot know its fate.
             Err(_) => Err(StoreError::MaybeCommitted(Box::new(CommitterStopped))),
         }
     }
 
-    /// Waits until everything visible now is synced. A read-only transaction calls this
+    /// Waits until every write visible now is synced. A read-only transaction calls this
     /// before it reports success, so it never acts on data a crash could still take back.
     pub(super) async fn wait_visible_durable(&self) -> Result<(), StoreError> {
-        let target = self.visible.load(Ordering::Acquire);
+        let target = self.versions.committed();
         let mut durable = self.durable.clone();
         if *durable.borrow() >= target {
             return Ok(());
@@ -102,61 +139,221 @@ impl Drop for Committer {
         // Closing the channel ends the thread's loop once it has answered every request.
         self.sender = None;
         if let Some(thread) = self.thread.take() {
-            // A panicked committer already answered nothing more; nothing to report here.
+            // A panicked committer has dropped its reply senders: waiters saw that already.
             let _ = thread.join();
         }
     }
 }
 
-fn run(
-    db: &OptimisticTxDatabase,
-    receiver: &mpsc::Receiver<CommitRequest>,
-    visible: &AtomicU64,
-    durable: &watch::Sender<u64>,
-) {
-    let mut batch = Vec::new();
-    let mut outcomes = Vec::new();
-    while let Ok(first) = receiver.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+/// The committer thread's state.
+struct State {
+    db: Database,
+    keyspace: Keyspace,
+    versions: Arc<Versions>,
+    /// The last commit version assigned.
+    version: u64,
+    /// Recently written keys and the version that last wrote each.
+    recent: BTreeMap<Vec<u8>, u64>,
+    /// The keys each recent version wrote, oldest first, to forget them in order.
+    by_version: VecDeque<(u64, Vec<Vec<u8>>)>,
+    /// Write versions at or below this have been forgotten.
+    floor: u64,
+    durable: watch::Sender<u64>,
+}
+
+/// Outcomes of a batch, and which of them are applied to storage yet.
+struct Outcomes {
+    list: Vec<(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>)>,
+    /// Index of the first outcome not yet written to storage.
+    unapplied: usize,
+    /// Whether anything was written to storage in this batch.
+    applied_any: bool,
+}
+
+impl Outcomes {
+    /// Turns every successful outcome from `from` on into a failure built by `error`.
+    fn fail_from(&mut self, from: usize, error: impl Fn() -> StoreError) {
+        for (_, outcome) in self.list.iter_mut().skip(from) {
+            if outcome.is_ok() {
+                *outcome = Err(error());
             }
         }
-        let mut applied = false;
-        for CommitRequest { tx, reply } in batch.drain(..) {
-            let outcome = match tx.commit() {
-                Ok(Ok(())) => {
-                    applied = true;
-                    visible.fetch_add(1, Ordering::AcqRel);
-                    Ok(())
+    }
+}
+
+impl State {
+    fn run(&mut self, receiver: &mpsc::Receiver<CommitRequest>) {
+        let mut batch = Vec::new();
+        while let Ok(first) = receiver.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
                 }
-                Ok(Err(fjall::Conflict)) => Err(StoreError::Conflict),
-                Err(e) => Err(fjall_error(e)),
-            };
-            outcomes.push((reply, outcome));
+            }
+            let outcomes = self.process(batch.drain(..));
+            for (reply, outcome) in outcomes.list {
+                // The committing task may have been cancelled: nobody to tell.
+                let _ = reply.send(outcome);
+            }
+            self.forget_old_writes();
         }
-        if applied {
-            let target = visible.load(Ordering::Acquire);
-            match db.persist(PersistMode::SyncData) {
-                Ok(()) => {
-                    durable.send_replace(target);
-                }
-                Err(e) => {
-                    let e = Arc::new(e);
-                    for (_, outcome) in &mut outcomes {
-                        if outcome.is_ok() {
-                            *outcome =
-                                Err(StoreError::MaybeCommitted(Box::new(SyncFailed(e.clone()))));
+    }
+
+    fn process(&mut self, batch: impl Iterator<Item = CommitRequest>) -> Outcomes {
+        let mut outcomes = Outcomes {
+            list: Vec::new(),
+            unapplied: 0,
+            applied_any: false,
+        };
+        let mut combined: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let mut combined_bytes = 0usize;
+        for request in batch {
+            let CommitRequest {
+                changes:
+                    Changes {
+                        read,
+                        reads,
+                        cleared,
+                        writes,
+                    },
+                reply,
+            } = request;
+            if self.conflicts(read.get(), &reads) {
+                outcomes.list.push((reply, Err(StoreError::Conflict)));
+                continue;
+            }
+            drop(read);
+            // A range clear applies to the data as of commit time, which must include the
+            // transactions before it in this batch: write those first.
+            if !cleared.is_empty() && !combined.is_empty() {
+                self.apply(&mut combined, &mut outcomes);
+                combined_bytes = 0;
+            }
+            let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            let mut failed = None;
+            'ranges: for range in &cleared {
+                for guard in self
+                    .keyspace
+                    .range(range.begin.as_slice()..range.end.as_slice())
+                {
+                    match guard.key() {
+                        Ok(key) => changes.push((key.to_vec(), None)),
+                        Err(e) => {
+                            failed = Some(fjall_error(e));
+                            break 'ranges;
                         }
                     }
                 }
             }
+            if let Some(e) = failed {
+                outcomes.list.push((reply, Err(e)));
+                continue;
+            }
+            changes.extend(writes);
+            self.version += 1;
+            let mut written = Vec::with_capacity(changes.len());
+            for (key, value) in changes {
+                combined_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+                self.recent.insert(key.clone(), self.version);
+                written.push(key.clone());
+                combined.insert(key, value);
+            }
+            self.by_version.push_back((self.version, written));
+            outcomes.list.push((reply, Ok(())));
+            if combined_bytes > MAX_APPLY_BYTES {
+                self.apply(&mut combined, &mut outcomes);
+                combined_bytes = 0;
+            }
         }
-        for (reply, outcome) in outcomes.drain(..) {
-            // The committer may have given up waiting (its task was cancelled): that is fine.
-            let _ = reply.send(outcome);
+        self.apply(&mut combined, &mut outcomes);
+        if outcomes.applied_any {
+            let synced = self.version;
+            match self.db.persist(PersistMode::SyncData) {
+                Ok(()) => {
+                    self.durable.send_replace(synced);
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    outcomes.fail_from(0, || {
+                        StoreError::MaybeCommitted(Box::new(BatchFailed(e.clone())))
+                    });
+                }
+            }
         }
+        outcomes
+    }
+
+    /// Writes the combined changes as one atomic fjall batch and publishes the version.
+    fn apply(
+        &mut self,
+        combined: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        outcomes: &mut Outcomes,
+    ) {
+        let from = outcomes.unapplied;
+        outcomes.unapplied = outcomes.list.len();
+        if combined.is_empty() {
+            return;
+        }
+        let mut batch = self.db.batch();
+        for (key, value) in std::mem::take(combined) {
+            match value {
+                Some(value) => batch.insert(&self.keyspace, key, value),
+                None => batch.remove(&self.keyspace, key),
+            }
+        }
+        match batch.commit() {
+            Ok(()) => {
+                self.versions.publish(self.version);
+                outcomes.applied_any = true;
+            }
+            Err(e) => {
+                // The journal append failed: fjall is poisoned and nothing of this batch
+                // is visible. Fatal for these transactions and every later one.
+                let e = Arc::new(e);
+                outcomes.fail_from(from, || StoreError::Fatal(Box::new(BatchFailed(e.clone()))));
+            }
+        }
+    }
+
+    /// Whether a transaction that read `reads` at `read_version` conflicts with a later
+    /// commit.
+    fn conflicts(&self, read_version: u64, reads: &ReadSet) -> bool {
+        if read_version < self.floor {
+            // Its writes were forgotten; cannot happen while the reader is registered.
+            return true;
+        }
+        let newer = |v: &u64| *v > read_version;
+        reads
+            .keys
+            .iter()
+            .any(|k| self.recent.get(k).is_some_and(newer))
+            || reads.ranges.iter().any(|r| {
+                r.begin < r.end
+                    && self
+                        .recent
+                        .range(r.begin.clone()..r.end.clone())
+                        .any(|(_, v)| newer(v))
+            })
+    }
+
+    /// Forgets write versions that no open or future transaction can conflict with.
+    fn forget_old_writes(&mut self) {
+        let floor = self.versions.floor();
+        while let Some((version, _)) = self.by_version.front() {
+            if *version > floor {
+                break;
+            }
+            let Some((version, keys)) = self.by_version.pop_front() else {
+                break;
+            };
+            for key in keys {
+                if self.recent.get(&key) == Some(&version) {
+                    self.recent.remove(&key);
+                }
+            }
+        }
+        self.floor = self.floor.max(floor);
     }
 }

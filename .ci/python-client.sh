@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the official Python Durable Functions client (azure-functions-durable) into a
+# virtual environment under target/, for tests/python/drive_node.py and the Rust test that
+# runs it (tests/tests/python_client.rs). Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${PERDURE_PY_VENV:-target/python-venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import azure.durable_functions" 2>/dev/null; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "azure-functions-durable==1.7.0"
+fi
+"$VENV/bin/python" -c "import azure.durable_functions, sys; print('python client ready:', sys.executable)"

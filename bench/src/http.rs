@@ -1,0 +1,246 @@
+//! HTTP API scenarios: `http-starts` (accepted starts per second through the HTTP API and
+//! through `perdure-client`) and `http-status` (status reads per second). One node with the
+//! embedded store serves the API on 127.0.0.1 in this process; `--callers` concurrent callers
+//! (default 64) drive it over keep-alive connections. Progress goes to stderr; one JSON summary
+//! line is printed last on stdout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use perdure_client::{DurableClient, StartOptions};
+use perdure_node::http::{HttpOptions, router};
+use perdure_node::node::{Node, NodeHandle};
+use perdure_node::store::embedded::EmbeddedStore;
+use serde_json::json;
+
+fn arg(rest: &[String], name: &str, default: u64) -> u64 {
+    rest.windows(2)
+        .find(|w| w.first().is_some_and(|a| a == name))
+        .and_then(|w| w.get(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn arg_str(rest: &[String], name: &str, default: &str) -> String {
+    rest.windows(2)
+        .find(|w| w.first().is_some_and(|a| a == name))
+        .and_then(|w| w.get(1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+struct Server {
+    node: NodeHandle,
+    origin: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve() -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(EmbeddedStore::open(dir.path()).context("open embedded store")?);
+    let node = Node::builder()
+        .registry(Arc::new(perdure_node::sample::sample_registry()))
+        .store(store)
+        .start()
+        .await?;
+    let app = router(Arc::new(node.clone()), HttpOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Server {
+        node,
+        origin,
+        _dir: dir,
+    })
+}
+
+/// Runs `total` operations over `callers` tasks; returns (ops/s, errors).
+async fn drive<F, Fut>(total: u64, callers: u64, op: F) -> (f64, u64)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let (next, errors, op) = (next.clone(), errors.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                if !op(i).await {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    (total as f64 / secs, errors.load(Ordering::Relaxed))
+}
+
+/// `http-starts [--n 20000] [--callers 64] [--orchestration Approval]`.
+pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
+    let n = arg(rest, "--n", 20_000);
+    let callers = arg(rest, "--callers", 64);
+    let name = arg_str(rest, "--orchestration", "Approval");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let server = serve().await?;
+        // Approval waits for an event (an hour's timer), so the measure is the start path,
+        // not the orchestration's work.
+        let body = if name == "Approval" {
+            r#"{"timeoutSeconds": 3600}"#.to_string()
+        } else {
+            String::new()
+        };
+        let http = reqwest::Client::new();
+        let url = format!(
+            "{}/runtime/webhooks/durabletask/orchestrators/{name}",
+            server.origin
+        );
+        eprintln!("http-starts: {n} starts of {name} over raw HTTP, {callers} callers");
+        let (raw_rate, raw_err) = {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            drive(n, callers, move |i| {
+                let req = http
+                    .post(format!("{url}/raw-{i}"))
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                async move {
+                    matches!(req.send().await, Ok(r) if r.status().as_u16() == 202)
+                }
+            })
+            .await
+        };
+        eprintln!("  raw HTTP: {raw_rate:.0} accepted starts/s ({raw_err} errors)");
+        let client = DurableClient::http([server.origin.clone()])?;
+        let input: serde_json::Value = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&body)?
+        };
+        eprintln!("http-starts: {n} starts through perdure-client, {callers} callers");
+        let (client_rate, client_err) = {
+            let (client, name, input) = (client.clone(), name.clone(), input.clone());
+            drive(n, callers, move |i| {
+                let (client, name, input) = (client.clone(), name.clone(), input.clone());
+                async move {
+                    client
+                        .schedule_new_orchestration(
+                            &name,
+                            &input,
+                            StartOptions::with_id(format!("client-{i}")),
+                        )
+                        .await
+                        .is_ok()
+                }
+            })
+            .await
+        };
+        eprintln!("  client:   {client_rate:.0} accepted starts/s ({client_err} errors)");
+        server.node.shutdown().await;
+        println!(
+            "{}",
+            json!({
+                "scenario": "http-starts",
+                "orchestration": name,
+                "starts": n,
+                "callers": callers,
+                "http_starts_per_sec": raw_rate.round(),
+                "http_errors": raw_err,
+                "client_starts_per_sec": client_rate.round(),
+                "client_errors": client_err,
+            })
+        );
+        anyhow::Ok(())
+    })
+}
+
+/// `http-status [--instances 1000] [--n 100000] [--callers 64]`.
+pub(crate) fn status(rest: &[String]) -> anyhow::Result<()> {
+    let instances = arg(rest, "--instances", 1000).max(1);
+    let n = arg(rest, "--n", 100_000);
+    let callers = arg(rest, "--callers", 64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let server = serve().await?;
+        let client = DurableClient::http([server.origin.clone()])?;
+        eprintln!("http-status: starting {instances} instances");
+        for i in 0..instances {
+            client
+                .schedule_new_orchestration(
+                    "HelloSequence",
+                    &(),
+                    StartOptions::with_id(format!("s-{i}")),
+                )
+                .await?;
+        }
+        let last = perdure_client::InstanceId::new(format!("s-{}", instances - 1))?;
+        client
+            .wait_for_instance_completion(&last, Duration::from_secs(120))
+            .await?;
+        let http = reqwest::Client::new();
+        let base = format!("{}/runtime/webhooks/durabletask/instances", server.origin);
+        eprintln!("http-status: {n} status reads over raw HTTP, {callers} callers");
+        let (raw_rate, raw_err) = {
+            let (http, base) = (http.clone(), base.clone());
+            drive(n, callers, move |i| {
+                let req = http.get(format!("{base}/s-{}", i % instances));
+                async move {
+                    match req.send().await {
+                        Ok(r) if r.status().as_u16() == 200 => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                }
+            })
+            .await
+        };
+        eprintln!("  raw HTTP: {raw_rate:.0} status reads/s ({raw_err} errors)");
+        eprintln!("http-status: {n} reads through perdure-client, {callers} callers");
+        let (client_rate, client_err) = {
+            let client = client.clone();
+            drive(n, callers, move |i| {
+                let client = client.clone();
+                async move {
+                    let Ok(id) = perdure_client::InstanceId::new(format!("s-{}", i % instances))
+                    else {
+                        return false;
+                    };
+                    matches!(client.get_instance(&id, true, false).await, Ok(Some(_)))
+                }
+            })
+            .await
+        };
+        eprintln!("  client:   {client_rate:.0} status reads/s ({client_err} errors)");
+        server.node.shutdown().await;
+        println!(
+            "{}",
+            json!({
+                "scenario": "http-status",
+                "instances": instances,
+                "reads": n,
+                "callers": callers,
+                "http_reads_per_sec": raw_rate.round(),
+                "http_errors": raw_err,
+                "client_reads_per_sec": client_rate.round(),
+                "client_errors": client_err,
+            })
+        );
+        anyhow::Ok(())
+    })
+}
