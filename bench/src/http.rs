@@ -99,6 +99,7 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let server = serve().await?;
+        // Each phase gets a fresh node, so neither pays for the other's instances.
         // Approval waits for an event (an hour's timer), so the measure is the start path,
         // not the orchestration's work.
         let body = if name == "Approval" {
@@ -119,13 +120,14 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
                     .post(format!("{url}/raw-{i}"))
                     .header("content-type", "application/json")
                     .body(body.clone());
-                async move {
-                    matches!(req.send().await, Ok(r) if r.status().as_u16() == 202)
-                }
+                async move { matches!(req.send().await, Ok(r) if r.status().as_u16() == 202) }
             })
             .await
         };
         eprintln!("  raw HTTP: {raw_rate:.0} accepted starts/s ({raw_err} errors)");
+        server.node.shutdown().await;
+        drop(server);
+        let server = serve().await?;
         let client = DurableClient::http([server.origin.clone()])?;
         let input: serde_json::Value = if body.is_empty() {
             serde_json::Value::Null

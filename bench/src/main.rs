@@ -18,6 +18,8 @@ fn main() -> anyhow::Result<()> {
         "fanout" => runtime::fanout(rest),
         "entity" => runtime::entity(rest),
         "waiting" => runtime::waiting(rest),
-        _ => anyhow::bail!("unknown scenario {scenario:?} (scenarios: http-starts, http-status, store, replay, hello3, fanout, entity, waiting)"),
+        _ => anyhow::bail!(
+            "unknown scenario {scenario:?} (scenarios: http-starts, http-status, store, replay, hello3, fanout, entity, waiting)"
+        ),
     }
 }

@@ -47,20 +47,30 @@ fn fan_out_history(registry: &Arc<Registry>, n: i64) -> anyhow::Result<Vec<Histo
         .execute(Timestamp(0), vec![events::execution_started("FanOut", &n)])
         .history;
     for seq in 0..n {
-        history.extend(ex.execute(Timestamp(1), vec![events::task_completed(seq, &seq)]).history);
+        history.extend(
+            ex.execute(Timestamp(1), vec![events::task_completed(seq, &seq)])
+                .history,
+        );
     }
     Ok(history)
 }
 
 /// Runs a chain of `n` activities episode by episode; returns the history.
-fn chain_history(registry: &Arc<Registry>, n: i64, episodes: usize) -> anyhow::Result<Vec<HistoryEvent>> {
+fn chain_history(
+    registry: &Arc<Registry>,
+    n: i64,
+    episodes: usize,
+) -> anyhow::Result<Vec<HistoryEvent>> {
     let id = InstanceId::new("bench")?;
     let mut ex = OrchestrationExecutor::new(registry.clone(), id);
     let mut history = ex
         .execute(Timestamp(0), vec![events::execution_started("Chain", &n)])
         .history;
     for seq in 0..episodes as i64 {
-        let ep = ex.execute(Timestamp(seq as u64 + 1), vec![events::task_completed(seq, &(seq + 1))]);
+        let ep = ex.execute(
+            Timestamp(seq as u64 + 1),
+            vec![events::task_completed(seq, &(seq + 1))],
+        );
         history.extend(ep.history);
         if ep.outcome != Outcome::Running {
             break;
@@ -86,21 +96,39 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         let t = Instant::now();
         let ex = OrchestrationExecutor::load(registry.clone(), id.clone(), &history)?;
         samples.push(t.elapsed());
-        anyhow::ensure!(ex.non_determinism().is_none(), "benchmark history must replay");
-        anyhow::ensure!(ex.history_len() == events && !ex.is_finished(), "replayed to the end");
+        anyhow::ensure!(
+            ex.non_determinism().is_none(),
+            "benchmark history must replay"
+        );
+        anyhow::ensure!(
+            ex.history_len() == events && !ex.is_finished(),
+            "replayed to the end"
+        );
     }
     // The replayed instance continues where the history ends.
     let mut ex = OrchestrationExecutor::load(registry.clone(), id.clone(), &history)?;
-    let ep = ex.execute(Timestamp(1 << 40), vec![events::task_completed(2_499, &2_500)]);
+    let ep = ex.execute(
+        Timestamp(1 << 40),
+        vec![events::task_completed(2_499, &2_500)],
+    );
     anyhow::ensure!(
-        matches!(ep.actions.as_slice(), [perdure_core::OrchestratorAction::ScheduleTask { id: 2_500, .. }]),
+        matches!(
+            ep.actions.as_slice(),
+            [perdure_core::OrchestratorAction::ScheduleTask { id: 2_500, .. }]
+        ),
         "replayed instance schedules the next activity"
     );
     let full = median(samples);
-    println!("full replay: {events} events in {:.3} ms (median of 30)", full.as_secs_f64() * 1e3);
+    println!(
+        "full replay: {events} events in {:.3} ms (median of 30)",
+        full.as_secs_f64() * 1e3
+    );
 
     // Fan-out: replay must stay linear in the number of tasks.
-    let fan_n: i64 = std::env::var("FAN").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let fan_n: i64 = std::env::var("FAN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
     let fan = fan_out_history(&registry, fan_n)?;
     let mut samples = Vec::new();
     for _ in 0..10 {

@@ -104,7 +104,8 @@ pub(crate) fn hello3(rest: &[String]) -> anyhow::Result<()> {
             req.instance_id = Some(InstanceId::new(format!("u-{i}"))?);
             let t = Instant::now();
             let id = start(&node, req).await?;
-            node.wait_for_completion(id, Duration::from_secs(60)).await?;
+            node.wait_for_completion(id, Duration::from_secs(60))
+                .await?;
             unloaded.push(t.elapsed());
         }
         unloaded.sort();
@@ -232,9 +233,11 @@ fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map_or(0, |kb| kb * 1024)
 }
@@ -280,7 +283,10 @@ pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await?;
-        let running = counts.get(&OrchestrationStatus::Running).copied().unwrap_or(0);
+        let running = counts
+            .get(&OrchestrationStatus::Running)
+            .copied()
+            .unwrap_or(0);
         let after = rss_bytes();
         eprintln!("waiting: {running} running; RSS {} MiB", after >> 20);
         node.shutdown().await;

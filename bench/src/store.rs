@@ -144,7 +144,10 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
         .unwrap_or(0)
 }
 
-async fn open(args: &Args, max_writers: usize) -> anyhow::Result<(Arc<dyn Store>, Option<tempfile::TempDir>)> {
+async fn open(
+    args: &Args,
+    max_writers: usize,
+) -> anyhow::Result<(Arc<dyn Store>, Option<tempfile::TempDir>)> {
     match args.backend.as_str() {
         "embedded" => {
             let (path, guard) = match &args.path {
@@ -163,8 +166,7 @@ async fn open(args: &Args, max_writers: usize) -> anyhow::Result<(Arc<dyn Store>
             )?;
             let table = format!("kv_bench_{}", std::process::id());
             eprintln!("store: PostgreSQL table {table}");
-            let store =
-                PostgresStore::connect_with_table(&url, max_writers.max(1), &table).await?;
+            let store = PostgresStore::connect_with_table(&url, max_writers.max(1), &table).await?;
             Ok((Arc::new(store), None))
         }
         other => anyhow::bail!("unknown backend {other:?} (embedded or postgres)"),
@@ -189,7 +191,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let mut taken = vec![0u64; max_writers];
     for &writers in &args.writers {
         // Warm up briefly, then measure.
-        for (phase, seconds) in [("warm-up", 0.5f64.min(args.seconds)), ("measure", args.seconds)] {
+        for (phase, seconds) in [
+            ("warm-up", 0.5f64.min(args.seconds)),
+            ("measure", args.seconds),
+        ] {
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             let started = Instant::now();
             let mut handles = Vec::new();
@@ -231,10 +236,14 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             }));
         }
     }
-    if let Some(table) = args.backend.eq("postgres").then(|| format!("kv_bench_{}", std::process::id())) {
-        if let Some(url) = &args.url {
-            PostgresStore::connect(url, 1).await?.drop_table(&table).await?;
-        }
+    if args.backend == "postgres"
+        && let Some(url) = &args.url
+    {
+        let table = format!("kv_bench_{}", std::process::id());
+        PostgresStore::connect(url, 1)
+            .await?
+            .drop_table(&table)
+            .await?;
     }
     println!(
         "{}",

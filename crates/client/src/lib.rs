@@ -33,16 +33,33 @@
 //! (`statusQueryGetUri`, `sendEventPostUri`, ...), as a Durable Functions HTTP starter does:
 //!
 //! ```no_run
-//! use axum::{Json, extract::{Path, State}, http::StatusCode, response::IntoResponse};
+//! use axum::Json;
+//! use axum::extract::{Path, State};
+//! use axum::http::{StatusCode, header};
+//! use axum::response::{IntoResponse, Response};
 //! use perdure_client::{DurableClient, StartOptions};
 //!
+//! /// `POST /api/start/{name}`: starts the orchestration and answers 202 + Location + the
+//! /// management payload, like a Durable Functions HTTP starter.
 //! async fn http_start(
 //!     State(client): State<DurableClient>,
 //!     Path(name): Path<String>,
 //!     Json(input): Json<serde_json::Value>,
-//! ) -> axum::response::Response {
+//! ) -> Response {
 //!     match client.schedule_new_orchestration(&name, &input, StartOptions::default()).await {
-//!         Ok(id) => client.create_check_status_response("http://127.0.0.1:8080", &id),
+//!         Ok(id) => {
+//!             // The public origin of the Perdure node the caller will poll.
+//!             let r = client.create_check_status_response("http://127.0.0.1:8080", &id);
+//!             (
+//!                 StatusCode::ACCEPTED,
+//!                 [
+//!                     (header::LOCATION, r.location),
+//!                     (header::RETRY_AFTER, r.retry_after_secs.to_string()),
+//!                 ],
+//!                 Json(r.body),
+//!             )
+//!                 .into_response()
+//!         }
 //!         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
 //!     }
 //! }

@@ -6,12 +6,30 @@
 //! randomness, no async runtime: the node (`perdure-node`) performs the effects.
 //!
 //! ```
-//! use perdure_core::{InstanceId, Payload};
-//! let id = InstanceId::new("hello-1").unwrap();
-//! let input = Payload::json(&"Tokyo").unwrap();
-//! assert_eq!(input.as_json_str(), Some("\"Tokyo\""));
-//! # let _ = id;
+//! use std::sync::Arc;
+//! use perdure_core::{ActivityContext, OrchestrationContext, Registry, TaskError};
+//! use perdure_core::testing::OrchestrationTester;
+//!
+//! async fn hello_cities(ctx: OrchestrationContext, _: ()) -> Result<Vec<String>, TaskError> {
+//!     let mut out = Vec::new();
+//!     for city in ["Tokyo", "Seattle", "London"] {
+//!         out.push(ctx.call_activity("SayHello", city).await?);
+//!     }
+//!     Ok(out)
+//! }
+//!
+//! let mut registry = Registry::new();
+//! registry
+//!     .add_orchestration("HelloCities", hello_cities)
+//!     .add_activity("SayHello", |_ctx: ActivityContext, city: String| async move {
+//!         Ok::<_, String>(format!("Hello {city}!"))
+//!     });
+//! let run = OrchestrationTester::new(Arc::new(registry)).run("HelloCities", &());
+//! assert_eq!(run.output::<Vec<String>>().unwrap()[0], "Hello Tokyo!");
 //! ```
+//!
+//! Main entry points: [`Registry`], [`OrchestrationContext`], [`OrchestrationExecutor`]
+//! (the replay engine), [`entity::execute_entity_batch`], [`rewind`], [`testing`].
 #![deny(missing_docs)]
 
 pub mod action;

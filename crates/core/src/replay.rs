@@ -12,6 +12,8 @@
 //! [`load`]: OrchestrationExecutor::load
 //! [`execute`]: OrchestrationExecutor::execute
 
+mod checks;
+mod deliver;
 pub(crate) mod describe;
 mod episode;
 mod error;

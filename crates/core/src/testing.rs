@@ -14,5 +14,5 @@ mod replayer;
 mod tester;
 
 pub use history_builder::HistoryBuilder;
-pub use replayer::{NonDeterminismReport, replay_history, replay_history_json};
+pub use replayer::{HistoryReplayer, NonDeterminismReport, replay_history, replay_history_json};
 pub use tester::{OrchestrationTester, TestRun};

@@ -26,7 +26,8 @@ fn kinds(text: String, n: i64, t: u64, bytes: Vec<u8>) -> Vec<EventKind> {
     let p = Some(Payload::binary(bytes));
     let id = InstanceId::new(format!("i{}", text.len())).unwrap();
     let entity = EntityId::new("e", format!("k{n}")).unwrap();
-    let failure = FailureDetails::new(text.clone(), text.clone()).with_inner(FailureDetails::new("x", "y"));
+    let failure =
+        FailureDetails::new(text.clone(), text.clone()).with_inner(FailureDetails::new("x", "y"));
     vec![
         EventKind::OrchestratorStarted,
         EventKind::OrchestratorCompleted,
@@ -43,28 +44,92 @@ fn kinds(text: String, n: i64, t: u64, bytes: Vec<u8>) -> Vec<EventKind> {
             }),
             scheduled_start: Some(Timestamp(t)),
         },
-        EventKind::ExecutionCompleted { status: OrchestrationStatus::Failed, result: p.clone(), failure: Some(failure.clone()) },
-        EventKind::ExecutionTerminated { reason: Some(text.clone()) },
+        EventKind::ExecutionCompleted {
+            status: OrchestrationStatus::Failed,
+            result: p.clone(),
+            failure: Some(failure.clone()),
+        },
+        EventKind::ExecutionTerminated {
+            reason: Some(text.clone()),
+        },
         EventKind::ExecutionSuspended { reason: None },
-        EventKind::ExecutionResumed { reason: Some(text.clone()) },
+        EventKind::ExecutionResumed {
+            reason: Some(text.clone()),
+        },
         EventKind::ContinueAsNew { input: p.clone() },
-        EventKind::TaskScheduled { name: text.clone(), version: None, input: p.clone() },
-        EventKind::TaskCompleted { task_scheduled_id: n, result: p.clone() },
-        EventKind::TaskFailed { task_scheduled_id: n, failure: failure.clone() },
-        EventKind::TimerCreated { fire_at: Timestamp(t) },
-        EventKind::TimerFired { timer_id: n, fire_at: Timestamp(t) },
-        EventKind::SubOrchestrationInstanceCreated { name: text.clone(), version: None, instance_id: id.clone(), input: p.clone() },
-        EventKind::SubOrchestrationInstanceCompleted { task_scheduled_id: n, result: p.clone() },
-        EventKind::SubOrchestrationInstanceFailed { task_scheduled_id: n, failure: failure.clone() },
-        EventKind::EventRaised { name: text.clone(), input: p.clone() },
-        EventKind::EventSent { instance_id: id.clone(), name: text.clone(), input: p.clone() },
-        EventKind::EntityOperationSignaled { entity: entity.clone(), operation: text.clone(), input: p.clone(), scheduled_time: Some(Timestamp(t)) },
-        EventKind::EntityOperationCalled { entity: entity.clone(), operation: text.clone(), input: None },
-        EventKind::EntityOperationCompleted { task_scheduled_id: n, result: p.clone() },
-        EventKind::EntityOperationFailed { task_scheduled_id: n, failure },
-        EventKind::EntityLockRequested { critical_section_id: text.clone(), lock_set: vec![entity.clone()] },
-        EventKind::EntityLockGranted { critical_section_id: text.clone() },
-        EventKind::EntityUnlockSent { critical_section_id: text, entity },
+        EventKind::TaskScheduled {
+            name: text.clone(),
+            version: None,
+            input: p.clone(),
+        },
+        EventKind::TaskCompleted {
+            task_scheduled_id: n,
+            result: p.clone(),
+        },
+        EventKind::TaskFailed {
+            task_scheduled_id: n,
+            failure: failure.clone(),
+        },
+        EventKind::TimerCreated {
+            fire_at: Timestamp(t),
+        },
+        EventKind::TimerFired {
+            timer_id: n,
+            fire_at: Timestamp(t),
+        },
+        EventKind::SubOrchestrationInstanceCreated {
+            name: text.clone(),
+            version: None,
+            instance_id: id.clone(),
+            input: p.clone(),
+        },
+        EventKind::SubOrchestrationInstanceCompleted {
+            task_scheduled_id: n,
+            result: p.clone(),
+        },
+        EventKind::SubOrchestrationInstanceFailed {
+            task_scheduled_id: n,
+            failure: failure.clone(),
+        },
+        EventKind::EventRaised {
+            name: text.clone(),
+            input: p.clone(),
+        },
+        EventKind::EventSent {
+            instance_id: id.clone(),
+            name: text.clone(),
+            input: p.clone(),
+        },
+        EventKind::EntityOperationSignaled {
+            entity: entity.clone(),
+            operation: text.clone(),
+            input: p.clone(),
+            scheduled_time: Some(Timestamp(t)),
+        },
+        EventKind::EntityOperationCalled {
+            entity: entity.clone(),
+            operation: text.clone(),
+            input: None,
+        },
+        EventKind::EntityOperationCompleted {
+            task_scheduled_id: n,
+            result: p.clone(),
+        },
+        EventKind::EntityOperationFailed {
+            task_scheduled_id: n,
+            failure,
+        },
+        EventKind::EntityLockRequested {
+            critical_section_id: text.clone(),
+            lock_set: vec![entity.clone()],
+        },
+        EventKind::EntityLockGranted {
+            critical_section_id: text.clone(),
+        },
+        EventKind::EntityUnlockSent {
+            critical_section_id: text,
+            entity,
+        },
     ]
 }
 
@@ -73,14 +138,52 @@ fn actions(text: String, n: i64, t: u64) -> Vec<OrchestratorAction> {
     let id = InstanceId::new("target").unwrap();
     let entity = EntityId::new("e", "k").unwrap();
     vec![
-        OrchestratorAction::ScheduleTask { id: n, name: text.clone(), version: Some(text.clone()), input: p.clone() },
-        OrchestratorAction::CreateTimer { id: n, fire_at: Timestamp(t) },
-        OrchestratorAction::CreateSubOrchestration { id: n, name: text.clone(), version: None, instance_id: id.clone(), input: p.clone() },
-        OrchestratorAction::SendEvent { id: n, instance_id: id, name: text.clone(), input: p.clone() },
-        OrchestratorAction::SignalEntity { id: n, entity: entity.clone(), operation: text.clone(), input: p.clone(), scheduled_time: None },
-        OrchestratorAction::CallEntity { id: n, entity: entity.clone(), operation: text.clone(), input: p },
-        OrchestratorAction::LockEntities { id: n, critical_section_id: text.clone(), entities: vec![entity.clone()] },
-        OrchestratorAction::UnlockEntity { id: n, critical_section_id: text, entity },
+        OrchestratorAction::ScheduleTask {
+            id: n,
+            name: text.clone(),
+            version: Some(text.clone()),
+            input: p.clone(),
+        },
+        OrchestratorAction::CreateTimer {
+            id: n,
+            fire_at: Timestamp(t),
+        },
+        OrchestratorAction::CreateSubOrchestration {
+            id: n,
+            name: text.clone(),
+            version: None,
+            instance_id: id.clone(),
+            input: p.clone(),
+        },
+        OrchestratorAction::SendEvent {
+            id: n,
+            instance_id: id,
+            name: text.clone(),
+            input: p.clone(),
+        },
+        OrchestratorAction::SignalEntity {
+            id: n,
+            entity: entity.clone(),
+            operation: text.clone(),
+            input: p.clone(),
+            scheduled_time: None,
+        },
+        OrchestratorAction::CallEntity {
+            id: n,
+            entity: entity.clone(),
+            operation: text.clone(),
+            input: p,
+        },
+        OrchestratorAction::LockEntities {
+            id: n,
+            critical_section_id: text.clone(),
+            entities: vec![entity.clone()],
+        },
+        OrchestratorAction::UnlockEntity {
+            id: n,
+            critical_section_id: text,
+            entity,
+        },
     ]
 }
 
@@ -143,22 +246,44 @@ fn other_records_round_trip() {
     roundtrip(&OperationRequest::new("op", Payload::json(&1).ok()).with_request_id("r"));
     roundtrip(&EntityBatchResult {
         state: Payload::json(&5).ok(),
-        results: vec![OperationResult::Completed(None), OperationResult::Failed(FailureDetails::new("a", "b"))],
+        results: vec![
+            OperationResult::Completed(None),
+            OperationResult::Failed(FailureDetails::new("a", "b")),
+        ],
         actions: vec![
-            EntityAction::SignalEntity { entity, operation: "x".into(), input: None, scheduled_time: Some(Timestamp(3)) },
-            EntityAction::StartOrchestration { name: "o".into(), version: None, instance_id: InstanceId::new("c").unwrap(), input: None },
+            EntityAction::SignalEntity {
+                entity,
+                operation: "x".into(),
+                input: None,
+                scheduled_time: Some(Timestamp(3)),
+            },
+            EntityAction::StartOrchestration {
+                name: "o".into(),
+                version: None,
+                instance_id: InstanceId::new("c").unwrap(),
+                input: None,
+            },
         ],
     });
     for outcome in [
         Outcome::Running,
         Outcome::Completed { output: None },
-        Outcome::Failed { failure: FailureDetails::new("a", "b") },
-        Outcome::Terminated { reason: Some("r".into()) },
+        Outcome::Failed {
+            failure: FailureDetails::new("a", "b"),
+        },
+        Outcome::Terminated {
+            reason: Some("r".into()),
+        },
     ] {
         roundtrip(&outcome);
     }
     let id = InstanceId::new("i").unwrap();
-    roundtrip(&ReplayError { instance_id: id.clone(), index: 3, event: "TaskScheduled".into(), kind: ReplayErrorKind::DuplicateActionEvent });
+    roundtrip(&ReplayError {
+        instance_id: id.clone(),
+        index: 3,
+        event: "TaskScheduled".into(),
+        kind: ReplayErrorKind::DuplicateActionEvent,
+    });
     roundtrip(&NonDeterminismError {
         code: "PERDURE-NONDETERMINISM".into(),
         instance_id: id,

@@ -20,35 +20,38 @@ fn json<T: Serialize>(v: T) -> Option<Payload> {
 
 fn registry() -> Registry {
     let mut r = Registry::new();
-    r.add_entity("Counter", |ctx: &mut EntityContext<i64>| -> Result<Option<i64>, FailureDetails> {
-        match ctx.operation_name() {
-            "add" => {
-                let n: i64 = ctx.input()?;
-                *ctx.state_or_default() += n;
-                Ok(None)
+    r.add_entity(
+        "Counter",
+        |ctx: &mut EntityContext<i64>| -> Result<Option<i64>, FailureDetails> {
+            match ctx.operation_name() {
+                "add" => {
+                    let n: i64 = ctx.input()?;
+                    *ctx.state_or_default() += n;
+                    Ok(None)
+                }
+                "add_then_fail" => {
+                    *ctx.state_or_default() += 1000;
+                    ctx.signal_entity(&EntityId::new("Other", "o").unwrap(), "never", ())?;
+                    Err(FailureDetails::new("Nope", "rolled back"))
+                }
+                "add_then_panic" => {
+                    *ctx.state_or_default() += 1000;
+                    panic!("entity exploded");
+                }
+                "get" => Ok(Some(ctx.state().copied().unwrap_or(0))),
+                "delete" => {
+                    ctx.delete_state();
+                    Ok(None)
+                }
+                "notify" => {
+                    ctx.signal_entity(&EntityId::new("Other", "o").unwrap(), "ping", 1)?;
+                    let started = ctx.start_orchestration("Audit", ctx.state().copied())?;
+                    Ok(Some(started.as_str().len() as i64))
+                }
+                _ => Err(ctx.unknown_operation()),
             }
-            "add_then_fail" => {
-                *ctx.state_or_default() += 1000;
-                ctx.signal_entity(&EntityId::new("Other", "o").unwrap(), "never", ())?;
-                Err(FailureDetails::new("Nope", "rolled back"))
-            }
-            "add_then_panic" => {
-                *ctx.state_or_default() += 1000;
-                panic!("entity exploded");
-            }
-            "get" => Ok(Some(ctx.state().copied().unwrap_or(0))),
-            "delete" => {
-                ctx.delete_state();
-                Ok(None)
-            }
-            "notify" => {
-                ctx.signal_entity(&EntityId::new("Other", "o").unwrap(), "ping", 1)?;
-                let started = ctx.start_orchestration("Audit", ctx.state().copied())?;
-                Ok(Some(started.as_str().len() as i64))
-            }
-            _ => Err(ctx.unknown_operation()),
-        }
-    });
+        },
+    );
     r
 }
 
@@ -67,20 +70,41 @@ fn operations_apply_in_order_and_failures_roll_back_only_themselves() {
     let out = execute_entity_batch(&r, &id(), None, ops).unwrap();
     assert_eq!(out.results[0], OperationResult::Completed(None));
     assert!(matches!(&out.results[1], OperationResult::Failed(f) if f.error_type == "Nope"));
-    assert!(matches!(&out.results[2], OperationResult::Failed(f) if f.error_type == "PanicError" && f.message.contains("entity exploded")));
-    assert!(matches!(&out.results[3], OperationResult::Failed(f) if f.error_type == "PayloadDecodeError" && f.message.contains("@counter@c")));
+    assert!(
+        matches!(&out.results[2], OperationResult::Failed(f) if f.error_type == "PanicError" && f.message.contains("entity exploded"))
+    );
+    assert!(
+        matches!(&out.results[3], OperationResult::Failed(f) if f.error_type == "PayloadDecodeError" && f.message.contains("@counter@c"))
+    );
     assert_eq!(out.results[5], OperationResult::Completed(json(7)));
-    assert!(matches!(&out.results[6], OperationResult::Failed(f) if f.error_type == "UnknownOperation"));
+    assert!(
+        matches!(&out.results[6], OperationResult::Failed(f) if f.error_type == "UnknownOperation")
+    );
     assert_eq!(out.state, json(7));
-    assert!(out.actions.is_empty(), "actions of failed operations are rolled back");
+    assert!(
+        out.actions.is_empty(),
+        "actions of failed operations are rolled back"
+    );
 }
 
 #[test]
 fn delete_and_recreate() {
     let r = registry();
-    let out = execute_entity_batch(&r, &id(), json(3), vec![OperationRequest::new("delete", None)]).unwrap();
+    let out = execute_entity_batch(
+        &r,
+        &id(),
+        json(3),
+        vec![OperationRequest::new("delete", None)],
+    )
+    .unwrap();
     assert_eq!(out.state, None);
-    let out = execute_entity_batch(&r, &id(), json(3), vec![OperationRequest::new("delete", None), op("add", 1)]).unwrap();
+    let out = execute_entity_batch(
+        &r,
+        &id(),
+        json(3),
+        vec![OperationRequest::new("delete", None), op("add", 1)],
+    )
+    .unwrap();
     assert_eq!(out.state, json(1));
 }
 
@@ -91,25 +115,48 @@ fn actions_and_deterministic_orchestration_ids() {
     let a = execute_entity_batch(&r, &id(), json(3), batch()).unwrap();
     let b = execute_entity_batch(&r, &id(), json(3), batch()).unwrap();
     assert_eq!(a, b, "same batch, same ids");
-    assert!(matches!(&a.actions[0], EntityAction::SignalEntity { operation, .. } if operation == "ping"));
-    let EntityAction::StartOrchestration { name, instance_id, input, .. } = &a.actions[1] else {
+    assert!(
+        matches!(&a.actions[0], EntityAction::SignalEntity { operation, .. } if operation == "ping")
+    );
+    let EntityAction::StartOrchestration {
+        name,
+        instance_id,
+        input,
+        ..
+    } = &a.actions[1]
+    else {
         panic!("expected a start");
     };
     assert_eq!(name, "Audit");
     assert_eq!(input, &json(3));
-    let other = execute_entity_batch(&r, &id(), json(3), vec![OperationRequest::new("notify", None).with_request_id("msg-2")]).unwrap();
-    let EntityAction::StartOrchestration { instance_id: other_id, .. } = &other.actions[1] else { panic!() };
+    let other = execute_entity_batch(
+        &r,
+        &id(),
+        json(3),
+        vec![OperationRequest::new("notify", None).with_request_id("msg-2")],
+    )
+    .unwrap();
+    let EntityAction::StartOrchestration {
+        instance_id: other_id,
+        ..
+    } = &other.actions[1]
+    else {
+        panic!()
+    };
     assert_ne!(instance_id, other_id);
 }
 
 #[test]
 fn unknown_entity_and_bad_state_are_errors_not_panics() {
     let r = registry();
-    let err = execute_entity_batch(&r, &EntityId::new("Nope", "k").unwrap(), None, vec![]).unwrap_err();
+    let err =
+        execute_entity_batch(&r, &EntityId::new("Nope", "k").unwrap(), None, vec![]).unwrap_err();
     assert_eq!(err.name, "nope");
     let bad = Payload::json(&"not a number").unwrap();
     let out = execute_entity_batch(&r, &id(), Some(bad.clone()), vec![op("add", 1)]).unwrap();
-    assert!(matches!(&out.results[0], OperationResult::Failed(f) if f.error_type == "PayloadDecodeError"));
+    assert!(
+        matches!(&out.results[0], OperationResult::Failed(f) if f.error_type == "PayloadDecodeError")
+    );
     assert_eq!(out.state, Some(bad), "state is kept");
 }
 
@@ -141,6 +188,16 @@ fn trait_form() {
     r.add_entity_type::<Cart>("Cart");
     assert_eq!(r.entity_names(), vec!["cart".to_string()]);
     let cart = EntityId::new("cart", "1").unwrap();
-    let out = execute_entity_batch(&r, &cart, None, vec![op("add", "apple"), op("add", "pear"), OperationRequest::new("count", None)]).unwrap();
+    let out = execute_entity_batch(
+        &r,
+        &cart,
+        None,
+        vec![
+            op("add", "apple"),
+            op("add", "pear"),
+            OperationRequest::new("count", None),
+        ],
+    )
+    .unwrap();
     assert_eq!(out.results[2], OperationResult::Completed(json(2)));
 }

@@ -275,3 +275,66 @@ fn unknown_orchestration_fails_cleanly() {
             .any(|e| matches!(e.kind, EventKind::ExecutionCompleted { .. }))
     );
 }
+
+#[test]
+fn an_event_received_by_a_dropped_wait_is_given_back_in_order() {
+    let mut r = Registry::new();
+    r.add_orchestration("GiveBack", |ctx: OrchestrationContext, ()| async move {
+        let unused = ctx.wait_for_external_event::<i32>("A");
+        ctx.create_timer_after(Duration::from_secs(1)).await;
+        // "A" was delivered to `unused` while the timer ran; dropping it gives "A" back.
+        drop(unused);
+        ctx.continue_as_new((), true);
+        Ok::<_, String>(())
+    });
+    let mut ex = OrchestrationExecutor::new(Arc::new(r), id());
+    ex.execute(
+        Timestamp(0),
+        vec![events::execution_started("GiveBack", &())],
+    );
+    ex.execute(
+        Timestamp(1),
+        vec![events::event_raised("A", &1), events::event_raised("B", &2)],
+    );
+    let ep = ex.execute(
+        Timestamp(1000),
+        vec![events::timer_fired(0, Timestamp(1000))],
+    );
+    let Outcome::ContinuedAsNew { carried_events, .. } = ep.outcome else {
+        panic!("{:?}", ep.outcome)
+    };
+    let names: Vec<&str> = carried_events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::EventRaised { name, .. } => name.as_str(),
+            _ => "?",
+        })
+        .collect();
+    assert_eq!(names, ["A", "B"]);
+}
+
+#[test]
+fn mocked_entity_operations() {
+    let mut r = Registry::new();
+    r.add_orchestration("AskEntity", |ctx: OrchestrationContext, ()| async move {
+        let e = perdure_core::EntityId::new("Prices", "p").map_err(|e| e.to_string())?;
+        let price: f64 = ctx
+            .call_entity(&e, "get", "apple")
+            .await
+            .map_err(|e| e.to_string())?;
+        let missing = ctx.call_entity::<f64>(&e, "get", "durian").await;
+        Ok::<_, String>((price, missing.is_err()))
+    });
+    let mut t = OrchestrationTester::new(Arc::new(r));
+    t.mock_entity_operation("Prices", "get", |fruit: String| {
+        if fruit == "apple" {
+            Ok(1.5)
+        } else {
+            Err(FailureDetails::new("NoPrice", fruit))
+        }
+    });
+    assert_eq!(
+        t.run("AskEntity", &()).output::<(f64, bool)>().unwrap(),
+        (1.5, true)
+    );
+}

@@ -10,21 +10,27 @@ use perdure_core::{EventKind, InstanceId, Payload, Registry, Timestamp};
 fn registry() -> Arc<Registry> {
     let mut r = Registry::new();
     for (name, preserve) in [("Sum", true), ("SumDropping", false)] {
-        r.add_orchestration(name, move |ctx: OrchestrationContext, total: i32| async move {
-            let v: i32 = ctx.wait_for_external_event("add").await?;
-            if total + v >= 100 {
-                return Ok::<_, TaskError>(total + v);
-            }
-            ctx.continue_as_new(total + v, preserve);
-            Ok(0)
-        });
+        r.add_orchestration(
+            name,
+            move |ctx: OrchestrationContext, total: i32| async move {
+                let v: i32 = ctx.wait_for_external_event("add").await?;
+                if total + v >= 100 {
+                    return Ok::<_, TaskError>(total + v);
+                }
+                ctx.continue_as_new(total + v, preserve);
+                Ok(0)
+            },
+        );
     }
-    r.add_orchestration("Generations", |ctx: OrchestrationContext, n: u32| async move {
-        if n < 5 {
-            ctx.continue_as_new(n + 1, false);
-        }
-        Ok::<_, String>(n)
-    });
+    r.add_orchestration(
+        "Generations",
+        |ctx: OrchestrationContext, n: u32| async move {
+            if n < 5 {
+                ctx.continue_as_new(n + 1, false);
+            }
+            Ok::<_, String>(n)
+        },
+    );
     Arc::new(r)
 }
 
@@ -35,9 +41,17 @@ fn unprocessed_events_are_carried() {
     ex.execute(Timestamp(1), vec![events::execution_started("Sum", &0)]);
     let ep = ex.execute(
         Timestamp(2),
-        vec![events::event_raised("add", &1), events::event_raised("add", &2), events::event_raised("add", &3)],
+        vec![
+            events::event_raised("add", &1),
+            events::event_raised("add", &2),
+            events::event_raised("add", &3),
+        ],
     );
-    let Outcome::ContinuedAsNew { input, carried_events } = ep.outcome else {
+    let Outcome::ContinuedAsNew {
+        input,
+        carried_events,
+    } = ep.outcome
+    else {
         panic!("expected continue-as-new, got {:?}", ep.outcome);
     };
     assert_eq!(input, Some(Payload::json(&1).unwrap()));
@@ -49,14 +63,23 @@ fn unprocessed_events_are_carried() {
         })
         .collect();
     assert_eq!(carried, vec![2, 3]);
-    assert!(matches!(ep.history.iter().rev().nth(1).map(|e| &e.kind), Some(EventKind::ContinueAsNew { .. })));
+    assert!(matches!(
+        ep.history.iter().rev().nth(1).map(|e| &e.kind),
+        Some(EventKind::ContinueAsNew { .. })
+    ));
 
     // The next execution starts with the carried events.
     let mut next = OrchestrationExecutor::new(registry(), id);
     let mut new_events = vec![events::execution_started("Sum", &1)];
     new_events.extend(carried_events);
     let ep = next.execute(Timestamp(3), new_events);
-    let Outcome::ContinuedAsNew { input, carried_events } = ep.outcome else { panic!() };
+    let Outcome::ContinuedAsNew {
+        input,
+        carried_events,
+    } = ep.outcome
+    else {
+        panic!()
+    };
     assert_eq!(input, Some(Payload::json(&3).unwrap()));
     assert_eq!(carried_events.len(), 1);
 }
@@ -64,9 +87,20 @@ fn unprocessed_events_are_carried() {
 #[test]
 fn events_are_dropped_without_preserve() {
     let mut ex = OrchestrationExecutor::new(registry(), InstanceId::new("i").unwrap());
-    ex.execute(Timestamp(1), vec![events::execution_started("SumDropping", &0)]);
-    let ep = ex.execute(Timestamp(2), vec![events::event_raised("add", &1), events::event_raised("add", &2)]);
-    assert!(matches!(ep.outcome, Outcome::ContinuedAsNew { ref carried_events, .. } if carried_events.is_empty()));
+    ex.execute(
+        Timestamp(1),
+        vec![events::execution_started("SumDropping", &0)],
+    );
+    let ep = ex.execute(
+        Timestamp(2),
+        vec![
+            events::event_raised("add", &1),
+            events::event_raised("add", &2),
+        ],
+    );
+    assert!(
+        matches!(ep.outcome, Outcome::ContinuedAsNew { ref carried_events, .. } if carried_events.is_empty())
+    );
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use perdure_core::orchestration::{LockError, OrchestrationContext, TaskError};
 use perdure_core::replay::{OrchestrationExecutor, Outcome};
 use perdure_core::testing::{OrchestrationTester, events};
-use perdure_core::{EntityContext, EntityId, FailureDetails, InstanceId, OrchestratorAction, Registry, Timestamp};
+use perdure_core::{
+    EntityContext, EntityId, FailureDetails, InstanceId, OrchestratorAction, Registry, Timestamp,
+};
 
 fn e(key: &str) -> EntityId {
     EntityId::new("Account", key).unwrap()
@@ -21,37 +23,45 @@ fn lock_err(r: Result<impl Sized, TaskError>) -> Result<String, String> {
 
 fn registry() -> Arc<Registry> {
     let mut r = Registry::new();
-    r.add_entity("Account", |ctx: &mut EntityContext<i64>| -> Result<i64, FailureDetails> {
-        match ctx.operation_name() {
-            "add" => {
-                let n: i64 = ctx.input()?;
-                *ctx.state_or_default() += n;
-                Ok(*ctx.state_or_default())
+    r.add_entity(
+        "Account",
+        |ctx: &mut EntityContext<i64>| -> Result<i64, FailureDetails> {
+            match ctx.operation_name() {
+                "add" => {
+                    let n: i64 = ctx.input()?;
+                    *ctx.state_or_default() += n;
+                    Ok(*ctx.state_or_default())
+                }
+                "get" => Ok(ctx.state().copied().unwrap_or(0)),
+                _ => Err(ctx.unknown_operation()),
             }
-            "get" => Ok(ctx.state().copied().unwrap_or(0)),
-            _ => Err(ctx.unknown_operation()),
-        }
-    });
-    r.add_orchestration("Transfer", |ctx: OrchestrationContext, amount: i64| async move {
-        let (a, b) = (e("a"), e("b"));
-        let section = ctx.lock_entities(&[b.clone(), a.clone()]).await?;
-        assert!(ctx.is_in_critical_section());
-        let balance: i64 = ctx.call_entity(&a, "get", ()).await?;
-        if balance < amount {
-            return Ok::<_, TaskError>(false);
-        }
-        let _: i64 = ctx.call_entity(&a, "add", -amount).await?;
-        let _: i64 = ctx.call_entity(&b, "add", amount).await?;
-        section.release();
-        assert!(!ctx.is_in_critical_section());
-        Ok(true)
-    });
+        },
+    );
+    r.add_orchestration(
+        "Transfer",
+        |ctx: OrchestrationContext, amount: i64| async move {
+            let (a, b) = (e("a"), e("b"));
+            let section = ctx.lock_entities(&[b.clone(), a.clone()]).await?;
+            assert!(ctx.is_in_critical_section());
+            let balance: i64 = ctx.call_entity(&a, "get", ()).await?;
+            if balance < amount {
+                return Ok::<_, TaskError>(false);
+            }
+            let _: i64 = ctx.call_entity(&a, "add", -amount).await?;
+            let _: i64 = ctx.call_entity(&b, "add", amount).await?;
+            section.release();
+            assert!(!ctx.is_in_critical_section());
+            Ok(true)
+        },
+    );
     r.add_orchestration("Violations", |ctx: OrchestrationContext, ()| async move {
         let section = ctx.lock_entities(&[e("a")]).await?;
         let mut found = Vec::new();
         found.push(lock_err(ctx.lock_entities(&[e("b")]).await));
         found.push(lock_err(ctx.call_entity::<i64>(&e("b"), "get", ()).await));
-        found.push(lock_err(ctx.call_sub_orchestration::<()>("Child", ()).await));
+        found.push(lock_err(
+            ctx.call_sub_orchestration::<()>("Child", ()).await,
+        ));
         found.push(lock_err(ctx.signal_entity(&e("a"), "add", 1)));
         let first = ctx.call_entity::<i64>(&e("a"), "get", ());
         found.push(lock_err(ctx.call_entity::<i64>(&e("a"), "get", ()).await));
@@ -62,11 +72,14 @@ fn registry() -> Arc<Registry> {
         found.push(lock_err(ctx.lock_entities(&[]).await));
         Ok::<_, TaskError>(found)
     });
-    r.add_orchestration("HoldsToTheEnd", |ctx: OrchestrationContext, ()| async move {
-        let section = ctx.lock_entities(&[e("a"), e("b")]).await?;
-        std::mem::forget(section);
-        Ok::<_, TaskError>(())
-    });
+    r.add_orchestration(
+        "HoldsToTheEnd",
+        |ctx: OrchestrationContext, ()| async move {
+            let section = ctx.lock_entities(&[e("a"), e("b")]).await?;
+            std::mem::forget(section);
+            Ok::<_, TaskError>(())
+        },
+    );
     Arc::new(r)
 }
 
@@ -81,13 +94,31 @@ fn transfer_in_a_critical_section() {
         .iter()
         .map(|a| match a {
             OrchestratorAction::LockEntities { entities, .. } => format!("lock {}", entities.len()),
-            OrchestratorAction::CallEntity { entity, operation, .. } => format!("call {}.{operation}", entity.key()),
+            OrchestratorAction::CallEntity {
+                entity, operation, ..
+            } => format!("call {}.{operation}", entity.key()),
             OrchestratorAction::UnlockEntity { entity, .. } => format!("unlock {}", entity.key()),
             other => format!("{other:?}"),
         })
         .collect();
-    assert_eq!(kinds, ["lock 2", "call a.get", "call a.add", "call b.add", "unlock a", "unlock b"]);
-    let state = |k: &str| run.entity_states.get(&e(k)).unwrap().decode::<i64>().unwrap();
+    assert_eq!(
+        kinds,
+        [
+            "lock 2",
+            "call a.get",
+            "call a.add",
+            "call b.add",
+            "unlock a",
+            "unlock b"
+        ]
+    );
+    let state = |k: &str| {
+        run.entity_states
+            .get(&e(k))
+            .unwrap()
+            .decode::<i64>()
+            .unwrap()
+    };
     assert_eq!((state("a"), state("b")), (70, 30));
 }
 
@@ -110,9 +141,17 @@ fn each_rule_violation_is_a_typed_error() {
 #[test]
 fn locks_are_released_when_the_orchestration_completes() {
     let mut ex = OrchestrationExecutor::new(registry(), InstanceId::new("i").unwrap());
-    let ep = ex.execute(Timestamp(0), vec![events::execution_started("HoldsToTheEnd", &())]);
+    let ep = ex.execute(
+        Timestamp(0),
+        vec![events::execution_started("HoldsToTheEnd", &())],
+    );
     let cs = match &ep.actions[..] {
-        [OrchestratorAction::LockEntities { critical_section_id, .. }] => critical_section_id.clone(),
+        [
+            OrchestratorAction::LockEntities {
+                critical_section_id,
+                ..
+            },
+        ] => critical_section_id.clone(),
         other => panic!("unexpected {other:?}"),
     };
     let ep = ex.execute(Timestamp(1), vec![events::lock_granted(&cs)]);

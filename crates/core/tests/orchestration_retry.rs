@@ -20,13 +20,22 @@ fn registry(policy: RetryPolicy) -> Arc<Registry> {
     Arc::new(r)
 }
 
-fn flaky(fail_times: u32, error_type: &'static str) -> (Arc<AtomicU32>, impl FnMut(()) -> Result<u32, FailureDetails> + Send + 'static) {
+fn flaky(
+    fail_times: u32,
+    error_type: &'static str,
+) -> (
+    Arc<AtomicU32>,
+    impl FnMut(()) -> Result<u32, FailureDetails> + Send + 'static,
+) {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
     (calls, move |()| {
         let n = c.fetch_add(1, Ordering::SeqCst) + 1;
         if n <= fail_times {
-            Err(FailureDetails::new(error_type, format!("attempt {n} failed")))
+            Err(FailureDetails::new(
+                error_type,
+                format!("attempt {n} failed"),
+            ))
         } else {
             Ok(n)
         }
@@ -55,10 +64,7 @@ fn backoff_timers_come_from_history_time() {
         }
     }
     assert_eq!(delays, vec![1000, 2000, 4000]);
-    assert_eq!(
-        run.end_time.as_millis() - t.start_time().as_millis(),
-        7000
-    );
+    assert_eq!(run.end_time.as_millis() - t.start_time().as_millis(), 7000);
 }
 
 #[test]

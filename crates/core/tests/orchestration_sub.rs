@@ -6,7 +6,9 @@ use std::time::Duration;
 use perdure_core::orchestration::{OrchestrationContext, SubOrchestrationOptions, TaskError};
 use perdure_core::replay::OrchestrationExecutor;
 use perdure_core::testing::{OrchestrationTester, events};
-use perdure_core::{FailureDetails, InstanceId, OrchestratorAction, Registry, RetryPolicy, Timestamp};
+use perdure_core::{
+    FailureDetails, InstanceId, OrchestratorAction, Registry, RetryPolicy, Timestamp,
+};
 
 fn registry() -> Arc<Registry> {
     let mut r = Registry::new();
@@ -35,7 +37,9 @@ fn registry() -> Arc<Registry> {
             version: Some("2".into()),
             retry: None,
         };
-        let y: i32 = ctx.call_sub_orchestration_with_options("Child", 4, opts).await?;
+        let y: i32 = ctx
+            .call_sub_orchestration_with_options("Child", 4, opts)
+            .await?;
         Ok::<_, TaskError>(y)
     });
     r.add_orchestration("Retrying", |ctx: OrchestrationContext, ()| async move {
@@ -43,7 +47,9 @@ fn registry() -> Arc<Registry> {
             retry: Some(RetryPolicy::new(3, Duration::from_secs(1))),
             ..Default::default()
         };
-        let y: i32 = ctx.call_sub_orchestration_with_options("Shaky", (), opts).await?;
+        let y: i32 = ctx
+            .call_sub_orchestration_with_options("Shaky", (), opts)
+            .await?;
         Ok::<_, TaskError>(y)
     });
     Arc::new(r)
@@ -72,7 +78,11 @@ fn default_and_explicit_child_ids() {
     let mut ex = OrchestrationExecutor::new(registry(), InstanceId::new("p1").unwrap());
     let ep = ex.execute(Timestamp(0), vec![events::execution_started("Parent", &2)]);
     match &ep.actions[..] {
-        [OrchestratorAction::CreateSubOrchestration { instance_id, name, .. }] => {
+        [
+            OrchestratorAction::CreateSubOrchestration {
+                instance_id, name, ..
+            },
+        ] => {
             assert_eq!(instance_id.as_str(), "p1:0000");
             assert_eq!(name, "Child");
         }
@@ -81,7 +91,13 @@ fn default_and_explicit_child_ids() {
     let mut ex = OrchestrationExecutor::new(registry(), InstanceId::new("p2").unwrap());
     let ep = ex.execute(Timestamp(0), vec![events::execution_started("WithId", &())]);
     match &ep.actions[..] {
-        [OrchestratorAction::CreateSubOrchestration { instance_id, version, .. }] => {
+        [
+            OrchestratorAction::CreateSubOrchestration {
+                instance_id,
+                version,
+                ..
+            },
+        ] => {
             assert_eq!(instance_id.as_str(), "child-7");
             assert_eq!(version.as_deref(), Some("2"));
         }
@@ -95,7 +111,11 @@ fn sub_orchestration_retry_reuses_the_child_id() {
     let mut n = 0;
     t.mock_sub_orchestration("Shaky", move |()| {
         n += 1;
-        if n < 3 { Err(FailureDetails::new("Flaky", "no")) } else { Ok(n) }
+        if n < 3 {
+            Err(FailureDetails::new("Flaky", "no"))
+        } else {
+            Ok(n)
+        }
     });
     let run = t.run("Retrying", &());
     assert_eq!(run.output::<i32>().unwrap(), 3);
@@ -103,7 +123,9 @@ fn sub_orchestration_retry_reuses_the_child_id() {
         .actions
         .iter()
         .filter_map(|a| match a {
-            OrchestratorAction::CreateSubOrchestration { instance_id, .. } => Some(instance_id.to_string()),
+            OrchestratorAction::CreateSubOrchestration { instance_id, .. } => {
+                Some(instance_id.to_string())
+            }
             _ => None,
         })
         .collect();

@@ -29,18 +29,29 @@ fn id() -> InstanceId {
 
 #[test]
 fn missing_execution_started() {
-    let h = HistoryBuilder::new(Timestamp(0)).task_scheduled(0, "Step").build();
+    let h = HistoryBuilder::new(Timestamp(0))
+        .task_scheduled(0, "Step")
+        .build();
     let err = OrchestrationExecutor::load(registry(), id(), &h).unwrap_err();
     assert_eq!(err.kind, ReplayErrorKind::MissingExecutionStarted);
-    assert_eq!((err.instance_id.as_str(), err.index, err.event.as_str()), ("bad-1", 1, "TaskScheduled"));
+    assert_eq!(
+        (err.instance_id.as_str(), err.index, err.event.as_str()),
+        ("bad-1", 1, "TaskScheduled")
+    );
     assert!(err.to_string().contains("bad-1"));
 }
 
 #[test]
 fn duplicate_execution_started() {
-    let h = HistoryBuilder::new(Timestamp(0)).started("Typed", &1).started("Typed", &1).build();
+    let h = HistoryBuilder::new(Timestamp(0))
+        .started("Typed", &1)
+        .started("Typed", &1)
+        .build();
     let err = OrchestrationExecutor::load(registry(), id(), &h).unwrap_err();
-    assert_eq!((err.kind, err.index), (ReplayErrorKind::DuplicateExecutionStarted, 2));
+    assert_eq!(
+        (err.kind, err.index),
+        (ReplayErrorKind::DuplicateExecutionStarted, 2)
+    );
 }
 
 #[test]
@@ -66,22 +77,37 @@ fn duplicate_action_event() {
         .task_scheduled(0, "Step")
         .build();
     let err = OrchestrationExecutor::load(registry(), id(), &h).unwrap_err();
-    assert_eq!((err.kind, err.index), (ReplayErrorKind::DuplicateActionEvent, 3));
+    assert_eq!(
+        (err.kind, err.index),
+        (ReplayErrorKind::DuplicateActionEvent, 3)
+    );
 }
 
 #[test]
 fn truncated_or_garbage_json() {
-    let h = HistoryBuilder::new(Timestamp(0)).started("Typed", &1).build();
+    let h = HistoryBuilder::new(Timestamp(0))
+        .started("Typed", &1)
+        .build();
     let json = serde_json::to_string(&h).unwrap();
     let truncated = &json[..json.len() / 2];
-    assert!(matches!(replay_history_json(registry(), truncated), Err(NonDeterminismReport::Json(_))));
-    assert!(matches!(replay_history_json(registry(), "[{\"what\":1}]"), Err(NonDeterminismReport::Json(_))));
+    assert!(matches!(
+        replay_history_json(registry(), truncated),
+        Err(NonDeterminismReport::Json(_))
+    ));
+    assert!(matches!(
+        replay_history_json(registry(), "[{\"what\":1}]"),
+        Err(NonDeterminismReport::Json(_))
+    ));
 }
 
 #[test]
 fn truncated_history_replays_as_a_waiting_instance() {
     // A history cut after an episode is a valid, shorter history: the instance waits.
-    let h = HistoryBuilder::new(Timestamp(0)).started("Typed", &1).task_scheduled(0, "Step").end().build();
+    let h = HistoryBuilder::new(Timestamp(0))
+        .started("Typed", &1)
+        .task_scheduled(0, "Step")
+        .end()
+        .build();
     let mut ex = OrchestrationExecutor::load(registry(), id(), &h).unwrap();
     let ep = ex.execute(Timestamp(5), vec![events::task_completed(0, &7)]);
     assert!(matches!(ep.outcome, Outcome::Completed { .. }));
@@ -90,11 +116,20 @@ fn truncated_history_replays_as_a_waiting_instance() {
 #[test]
 fn orchestration_input_of_the_wrong_type() {
     let mut ex = OrchestrationExecutor::new(registry(), id());
-    let ep = ex.execute(Timestamp(0), vec![events::execution_started("Typed", &"not a number")]);
-    let Outcome::Failed { failure } = ep.outcome else { panic!("{:?}", ep.outcome) };
+    let ep = ex.execute(
+        Timestamp(0),
+        vec![events::execution_started("Typed", &"not a number")],
+    );
+    let Outcome::Failed { failure } = ep.outcome else {
+        panic!("{:?}", ep.outcome)
+    };
     assert_eq!(failure.error_type, "PayloadDecodeError");
     assert!(failure.message.contains("bad-1"), "{}", failure.message);
-    assert!(failure.message.contains("ExecutionStarted"), "{}", failure.message);
+    assert!(
+        failure.message.contains("ExecutionStarted"),
+        "{}",
+        failure.message
+    );
 }
 
 #[test]
@@ -102,7 +137,9 @@ fn activity_result_of_the_wrong_type() {
     let mut ex = OrchestrationExecutor::new(registry(), id());
     ex.execute(Timestamp(0), vec![events::execution_started("Catches", &1)]);
     let ep = ex.execute(Timestamp(1), vec![events::task_completed(0, &"text")]);
-    let Outcome::Completed { output } = ep.outcome else { panic!("{:?}", ep.outcome) };
+    let Outcome::Completed { output } = ep.outcome else {
+        panic!("{:?}", ep.outcome)
+    };
     let message: String = output.unwrap().decode().unwrap();
     assert!(message.contains("instance bad-1"), "{message}");
     assert!(message.contains("activity 'Step' (task 0)"), "{message}");
@@ -112,7 +149,13 @@ fn activity_result_of_the_wrong_type() {
 fn unknown_completions_are_ignored_with_a_warning() {
     let mut ex = OrchestrationExecutor::new(registry(), id());
     ex.execute(Timestamp(0), vec![events::execution_started("Typed", &1)]);
-    let ep = ex.execute(Timestamp(1), vec![events::task_completed(42, &1), events::timer_fired(0, Timestamp(1))]);
+    let ep = ex.execute(
+        Timestamp(1),
+        vec![
+            events::task_completed(42, &1),
+            events::timer_fired(0, Timestamp(1)),
+        ],
+    );
     assert_eq!(ep.outcome, Outcome::Running);
     assert_eq!(ep.logs.len(), 2, "{:?}", ep.logs);
     let ep = ex.execute(Timestamp(2), vec![events::task_completed(0, &5)]);
@@ -125,14 +168,25 @@ fn suspension_events_replay() {
         .started("Typed", &1)
         .task_scheduled(0, "Step")
         .episode(Timestamp(1))
-        .event(perdure_core::HistoryEvent::new(Timestamp(1), perdure_core::EventKind::ExecutionSuspended { reason: None }))
+        .event(perdure_core::HistoryEvent::new(
+            Timestamp(1),
+            perdure_core::EventKind::ExecutionSuspended { reason: None },
+        ))
         .episode(Timestamp(2))
-        .event(perdure_core::HistoryEvent::new(Timestamp(2), perdure_core::EventKind::ExecutionResumed { reason: None }))
+        .event(perdure_core::HistoryEvent::new(
+            Timestamp(2),
+            perdure_core::EventKind::ExecutionResumed { reason: None },
+        ))
         .end()
         .build();
     let mut ex = OrchestrationExecutor::load(registry(), id(), &h).unwrap();
     assert!(ex.non_determinism().is_none());
     let ep = ex.execute(Timestamp(3), vec![events::terminated(Some("stop"))]);
-    assert_eq!(ep.outcome, Outcome::Terminated { reason: Some("stop".into()) });
+    assert_eq!(
+        ep.outcome,
+        Outcome::Terminated {
+            reason: Some("stop".into())
+        }
+    );
     assert!(ep.actions.is_empty());
 }

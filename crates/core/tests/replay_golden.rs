@@ -15,19 +15,35 @@ use perdure_core::{HistoryEvent, InstanceId, Registry};
 use serde::Serialize;
 
 fn golden(name: &str, run: &TestRun, registry: Arc<Registry>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.json"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
     let json = serde_json::to_string_pretty(&run.history).unwrap() + "\n";
     if std::env::var_os("PERDURE_REGENERATE_GOLDEN").is_some() {
         std::fs::write(&path, &json).unwrap();
     }
-    let stored = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (regenerate with PERDURE_REGENERATE_GOLDEN=1)", path.display()));
+    let stored = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (regenerate with PERDURE_REGENERATE_GOLDEN=1)",
+            path.display()
+        )
+    });
     let stored: Vec<HistoryEvent> = serde_json::from_str(&stored).unwrap();
-    assert_eq!(stored, run.history, "history of {name} differs from {}", path.display());
-    replay_history(registry, InstanceId::new("test").unwrap(), &stored).expect("golden history replays");
+    assert_eq!(
+        stored,
+        run.history,
+        "history of {name} differs from {}",
+        path.display()
+    );
+    replay_history(registry, InstanceId::new("test").unwrap(), &stored)
+        .expect("golden history replays");
 }
 
-fn run<T: Serialize>(name: &str, input: &T, setup: impl FnOnce(&mut OrchestrationTester)) -> (TestRun, Arc<Registry>) {
+fn run<T: Serialize>(
+    name: &str,
+    input: &T,
+    setup: impl FnOnce(&mut OrchestrationTester),
+) -> (TestRun, Arc<Registry>) {
     let registry = Arc::new(common::patterns());
     let mut t = OrchestrationTester::new(registry.clone());
     setup(&mut t);
@@ -37,7 +53,10 @@ fn run<T: Serialize>(name: &str, input: &T, setup: impl FnOnce(&mut Orchestratio
 #[test]
 fn chaining() {
     let (r, reg) = run("Chaining", &(), |_| {});
-    assert_eq!(r.output::<Vec<String>>().unwrap(), ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]);
+    assert_eq!(
+        r.output::<Vec<String>>().unwrap(),
+        ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
+    );
     golden("chaining", &r, reg);
 }
 

@@ -5,8 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use perdure_core::orchestration::{OrchestrationContext, TaskError};
-use perdure_core::replay::{NONDETERMINISM_CODE, NonDeterminismError, OrchestrationExecutor, Outcome};
-use perdure_core::testing::{NonDeterminismReport, OrchestrationTester, replay_history, replay_history_json};
+use perdure_core::replay::{
+    NONDETERMINISM_CODE, NonDeterminismError, OrchestrationExecutor, Outcome,
+};
+use perdure_core::testing::{
+    NonDeterminismReport, OrchestrationTester, replay_history, replay_history_json,
+};
 use perdure_core::{HistoryEvent, InstanceId, Registry, Timestamp};
 
 /// v1: timer, then A, then B.
@@ -23,15 +27,14 @@ fn recorded() -> Vec<HistoryEvent> {
     let mut r = Registry::new();
     v1(&mut r);
     let mut t = OrchestrationTester::new(Arc::new(r));
-    t.mock_activity("A", |()| Ok(1)).mock_activity("B", |()| Ok(2));
+    t.mock_activity("A", |()| Ok(1))
+        .mock_activity("B", |()| Ok(2));
     let run = t.run("Flow", &());
     assert_eq!(run.output::<i32>().unwrap(), 3);
     run.history
 }
 
-fn check(
-    change: impl FnOnce(&mut Registry),
-) -> NonDeterminismError {
+fn check(change: impl FnOnce(&mut Registry)) -> NonDeterminismError {
     let mut r = Registry::new();
     change(&mut r);
     match replay_history(Arc::new(r), InstanceId::new("test").unwrap(), &recorded()) {
@@ -141,7 +144,9 @@ fn loaded_mismatch_fails_the_instance_on_the_next_episode() {
         let a: i32 = ctx.call_activity("Other", ()).await?;
         Ok::<_, TaskError>(a)
     });
-    let mut ex = OrchestrationExecutor::load(Arc::new(r), InstanceId::new("test").unwrap(), &history).unwrap();
+    let mut ex =
+        OrchestrationExecutor::load(Arc::new(r), InstanceId::new("test").unwrap(), &history)
+            .unwrap();
     assert!(ex.non_determinism().is_some());
     let ep = ex.execute(Timestamp(99), vec![]);
     match ep.outcome {
@@ -162,7 +167,9 @@ fn json_history_round_trip_through_the_replayer() {
     v1(&mut r);
     replay_history_json(Arc::new(r), &json).unwrap();
     let mut changed = Registry::new();
-    changed.add_orchestration("Flow", |_ctx: OrchestrationContext, ()| async move { Ok::<_, String>(0) });
+    changed.add_orchestration("Flow", |_ctx: OrchestrationContext, ()| async move {
+        Ok::<_, String>(0)
+    });
     assert!(matches!(
         replay_history_json(Arc::new(changed), &json),
         Err(NonDeterminismReport::NonDeterminism(_))

@@ -11,8 +11,7 @@ use perdure_core::orchestration::{Either, OrchestrationContext, TaskError, when_
 use perdure_core::replay::{Episode, OrchestrationExecutor, Outcome};
 use perdure_core::testing::events;
 use perdure_core::{
-    FailureDetails, HistoryEvent, InstanceId, OrchestratorAction, Payload, Registry,
-    Timestamp,
+    FailureDetails, HistoryEvent, InstanceId, OrchestratorAction, Payload, Registry, Timestamp,
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -44,50 +43,68 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn registry() -> Arc<Registry> {
     let mut r = Registry::new();
-    r.add_orchestration("Script", |ctx: OrchestrationContext, steps: Vec<Step>| async move {
-        let mut acc: Vec<i64> = Vec::new();
-        for s in steps {
-            match s {
-                Step::Activity(n) => acc.push(ctx.call_activity(&format!("A{n}"), acc.len()).await?),
-                Step::Timer(ms) => ctx.create_timer_after(Duration::from_millis(u64::from(ms))).await,
-                Step::Event(n) => acc.push(ctx.wait_for_external_event(&format!("E{n}")).await?),
-                Step::FanOut(n) => {
-                    let tasks = (0..n).map(|i| ctx.call_activity::<i64>("A0", i));
-                    let mut sum = 0;
-                    for r in when_all(tasks).await {
-                        sum += r?;
+    r.add_orchestration(
+        "Script",
+        |ctx: OrchestrationContext, steps: Vec<Step>| async move {
+            let mut acc: Vec<i64> = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Activity(n) => {
+                        acc.push(ctx.call_activity(&format!("A{n}"), acc.len()).await?)
                     }
-                    acc.push(sum);
+                    Step::Timer(ms) => {
+                        ctx.create_timer_after(Duration::from_millis(u64::from(ms)))
+                            .await
+                    }
+                    Step::Event(n) => {
+                        acc.push(ctx.wait_for_external_event(&format!("E{n}")).await?)
+                    }
+                    Step::FanOut(n) => {
+                        let tasks = (0..n).map(|i| ctx.call_activity::<i64>("A0", i));
+                        let mut sum = 0;
+                        for r in when_all(tasks).await {
+                            sum += r?;
+                        }
+                        acc.push(sum);
+                    }
+                    Step::Race(n) => {
+                        let a = ctx.call_activity::<i64>(&format!("A{n}"), 7);
+                        let t = ctx.create_timer_after(Duration::from_millis(10));
+                        acc.push(match when_any2(a, t).await {
+                            Either::Left(v) => v?,
+                            Either::Right(()) => -2,
+                        });
+                    }
+                    Step::Fail => {
+                        acc.push(ctx.call_activity::<i64>("Fail", ()).await.unwrap_or(-1))
+                    }
+                    Step::Guid => {
+                        acc.push(ctx.new_guid().len() as i64 + (ctx.random_u64() % 7) as i64)
+                    }
+                    Step::Status => ctx.set_custom_status(&acc.len()),
                 }
-                Step::Race(n) => {
-                    let a = ctx.call_activity::<i64>(&format!("A{n}"), 7);
-                    let t = ctx.create_timer_after(Duration::from_millis(10));
-                    acc.push(match when_any2(a, t).await {
-                        Either::Left(v) => v?,
-                        Either::Right(()) => -2,
-                    });
-                }
-                Step::Fail => acc.push(match ctx.call_activity::<i64>("Fail", ()).await {
-                    Ok(v) => v,
-                    Err(_) => -1,
-                }),
-                Step::Guid => acc.push(ctx.new_guid().len() as i64 + (ctx.random_u64() % 7) as i64),
-                Step::Status => ctx.set_custom_status(&acc.len()),
             }
-        }
-        Ok::<_, TaskError>(acc)
-    });
+            Ok::<_, TaskError>(acc)
+        },
+    );
     Arc::new(r)
 }
 
 /// The environment's answer to an action, if any.
 fn respond(action: &OrchestratorAction) -> Option<HistoryEvent> {
     match action {
-        OrchestratorAction::ScheduleTask { id, name, input, .. } if name == "Fail" => {
+        OrchestratorAction::ScheduleTask {
+            id, name, input, ..
+        } if name == "Fail" => {
             let _ = input;
-            Some(events::task_failed(*id, FailureDetails::new("Boom", "always")))
+            Some(events::task_failed(
+                *id,
+                FailureDetails::new("Boom", "always"),
+            ))
         }
-        OrchestratorAction::ScheduleTask { id, name, input, .. } => {
+        OrchestratorAction::ScheduleTask {
+            id, name, input, ..
+        } => {
             let x: i64 = input.as_ref().map_or(0, |p| p.decode().unwrap_or(0));
             let k = i64::from(name.as_bytes().last().copied().unwrap_or(0));
             Some(events::task_completed(*id, &(x * 3 + k)))
@@ -138,7 +155,10 @@ fn run(steps: &[Step], batch: &[usize], clock: bool) -> Run {
 }
 
 fn history(episodes: &[Episode]) -> Vec<HistoryEvent> {
-    episodes.iter().flat_map(|e| e.history.iter().cloned()).collect()
+    episodes
+        .iter()
+        .flat_map(|e| e.history.iter().cloned())
+        .collect()
 }
 
 proptest! {
@@ -191,14 +211,30 @@ proptest! {
 
 #[test]
 fn completed_output_is_reproducible() {
-    let steps = vec![Step::Activity(1), Step::FanOut(3), Step::Event(0), Step::Race(2), Step::Fail, Step::Guid];
+    let steps = vec![
+        Step::Activity(1),
+        Step::FanOut(3),
+        Step::Event(0),
+        Step::Race(2),
+        Step::Fail,
+        Step::Guid,
+    ];
     let a = run(&steps, &[1], true);
     let b = run(&steps, &[3], true);
     let out = |r: &Run| match &r.episodes.last().unwrap().outcome {
         Outcome::Completed { output } => output.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(out(&a).and_then(|p: Payload| p.decode::<Vec<i64>>().ok()).map(|v| v.len()), Some(6));
+    assert_eq!(
+        out(&a)
+            .and_then(|p: Payload| p.decode::<Vec<i64>>().ok())
+            .map(|v| v.len()),
+        Some(6)
+    );
     assert_eq!(out(&a), out(&b));
-    assert_ne!(a.episodes.len(), b.episodes.len(), "different batching, same result");
+    assert_ne!(
+        a.episodes.len(),
+        b.episodes.len(),
+        "different batching, same result"
+    );
 }

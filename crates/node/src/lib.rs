@@ -2,13 +2,13 @@
 //!
 //! The Perdure runtime.
 
-pub mod store;
-pub mod state;
-pub mod metrics;
-pub mod options;
-pub mod http;
-pub mod config;
-pub mod runtime;
-pub mod node;
-pub mod sample;
 pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod options;
+pub mod runtime;
+pub mod sample;
+pub mod state;
+pub mod store;

@@ -94,13 +94,21 @@ impl Metrics {
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
         let counters: [(&str, &str, &AtomicU64); 8] = [
-            ("perdure_episodes_total", "Episodes committed.", &self.episodes),
+            (
+                "perdure_episodes_total",
+                "Episodes committed.",
+                &self.episodes,
+            ),
             (
                 "perdure_episode_failures_total",
                 "Episodes whose commit failed.",
                 &self.episode_failures,
             ),
-            ("perdure_activities_total", "Activities executed.", &self.activities),
+            (
+                "perdure_activities_total",
+                "Activities executed.",
+                &self.activities,
+            ),
             (
                 "perdure_activity_failures_total",
                 "Activities that failed.",
@@ -116,8 +124,16 @@ impl Metrics {
                 "Entity operations executed.",
                 &self.entity_operations,
             ),
-            ("perdure_commits_total", "Store commits by the runtime.", &self.commits),
-            ("perdure_starts_total", "Orchestrations started.", &self.starts),
+            (
+                "perdure_commits_total",
+                "Store commits by the runtime.",
+                &self.commits,
+            ),
+            (
+                "perdure_starts_total",
+                "Orchestrations started.",
+                &self.starts,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -142,7 +158,11 @@ impl Metrics {
                 "Instances held in memory.",
                 &self.active_instances,
             ),
-            ("perdure_armed_timers", "Timers armed in memory.", &self.armed_timers),
+            (
+                "perdure_armed_timers",
+                "Timers armed in memory.",
+                &self.armed_timers,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(

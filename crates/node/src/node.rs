@@ -29,6 +29,7 @@ use crate::runtime::{Executors, PartitionMsg, Shared};
 use crate::state;
 use crate::store::{Store, StoreError, transact};
 
+mod intake;
 mod management;
 
 /// Why a node could not start.
@@ -132,20 +133,21 @@ impl NodeBuilder {
             receivers.push(rx);
         }
         shared.set_routes(senders);
-        let started = futures::future::join_all(
-            (0..partitions).map(|p| Partition::start(shared.clone(), p)),
-        )
-        .await;
+        let started =
+            futures::future::join_all((0..partitions).map(|p| Partition::start(shared.clone(), p)))
+                .await;
         let mut tasks = Vec::with_capacity(partitions as usize);
         for (part, rx) in started.into_iter().zip(receivers) {
             let part = part?;
             tasks.push(tokio::spawn(part.run(rx)));
         }
         tracing::info!(partitions, node_id = format!("{node_id:x}"), "node started");
+        let intake = intake::Intake::start(shared.clone(), self.options.partition_queue_bound.get());
         Ok(NodeHandle {
             inner: Arc::new(Inner {
                 shared,
                 tasks: Mutex::new(tasks),
+                intake,
             }),
         })
     }
@@ -162,6 +164,7 @@ fn node_id() -> u64 {
 struct Inner {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    intake: intake::Intake,
 }
 
 /// A running node. Clones share it. Implements
@@ -208,7 +211,8 @@ impl NodeHandle {
         for a in acks {
             let _ = a.await;
         }
-        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {
             let _ = t.await;
         }
@@ -216,5 +220,9 @@ impl NodeHandle {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
+    }
+
+    pub(crate) fn intake(&self) -> &intake::Intake {
+        &self.inner.intake
     }
 }

@@ -18,10 +18,12 @@
 
 use std::time::Duration;
 
-use perdure_core::entity::EntityContext;
-use perdure_core::orchestration::{OrchestrationContext, TaskError, TaskFuture, when_all, when_any};
-use perdure_core::registry::Registry;
 use perdure_core::activity::ActivityContext;
+use perdure_core::entity::EntityContext;
+use perdure_core::orchestration::{
+    OrchestrationContext, TaskError, TaskFuture, when_all, when_any,
+};
+use perdure_core::registry::Registry;
 use perdure_core::{EntityId, FailureDetails};
 use serde::{Deserialize, Serialize};
 
@@ -103,13 +105,7 @@ async fn monitor(ctx: OrchestrationContext, input: MonitorInput) -> Result<Strin
     }
     ctx.create_timer_after(Duration::from_secs(input.interval_seconds))
         .await;
-    ctx.continue_as_new(
-        MonitorInput {
-            checks,
-            ..input
-        },
-        true,
-    );
+    ctx.continue_as_new(MonitorInput { checks, ..input }, true);
     Ok(String::new())
 }
 
@@ -185,9 +181,12 @@ fn account(ctx: &mut EntityContext<i64>) -> Result<i64, FailureDetails> {
 /// Registers the sample orchestrations, activities and entities.
 pub fn register(r: &mut Registry) {
     r.add_orchestration("HelloSequence", hello_sequence)
-        .add_activity("SayHello", |_ctx: ActivityContext, name: String| async move {
-            Ok::<_, String>(format!("Hello {name}!"))
-        })
+        .add_activity(
+            "SayHello",
+            |_ctx: ActivityContext, name: String| async move {
+                Ok::<_, String>(format!("Hello {name}!"))
+            },
+        )
         .add_orchestration("FanOutFanIn", fan_out_fan_in)
         .add_activity("Square", |_ctx: ActivityContext, n: u64| async move {
             Ok::<_, String>(n.wrapping_mul(n))

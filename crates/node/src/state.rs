@@ -75,7 +75,11 @@ pub fn chunk_range(key_prefix: &[u8]) -> KeyRange {
 }
 
 /// Encodes `value` and writes it at `key`, split into chunks if it is large.
-pub fn put<T: Serialize>(tx: &mut dyn Transaction, key: &[u8], value: &T) -> Result<(), StoreError> {
+pub fn put<T: Serialize>(
+    tx: &mut dyn Transaction,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StoreError> {
     let bytes = codec::encode(value).map_err(|e| StoreError::corrupt(key, e))?;
     put_bytes(tx, key, &bytes)
 }

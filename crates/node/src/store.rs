@@ -12,11 +12,11 @@ use futures::future::BoxFuture;
 
 pub mod conformance;
 pub mod embedded;
-pub mod memory;
-pub mod postgres;
 #[cfg(feature = "foundationdb")]
 pub mod fdb;
+pub mod memory;
 mod options;
+pub mod postgres;
 
 pub use options::{BackendNotBuilt, StoreOptions, open_store};
 

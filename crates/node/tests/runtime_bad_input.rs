@@ -48,7 +48,11 @@ async fn bad_input_is_refused_or_fails_one_instance() {
 
     let err = node.start(StartRequest::new("Nope")).await.unwrap_err();
     match err {
-        ManagementError::UnknownName { kind, name, registered } => {
+        ManagementError::UnknownName {
+            kind,
+            name,
+            registered,
+        } => {
             assert_eq!(kind, FunctionKind::Orchestration);
             assert_eq!(name, "Nope");
             assert!(registered.contains(&"HelloSequence".to_string()));
@@ -56,10 +60,21 @@ async fn bad_input_is_refused_or_fails_one_instance() {
         other => panic!("{other:?}"),
     }
     let err = node
-        .signal_entity(EntityId::new("Nope", "k").unwrap(), "add".into(), None, None)
+        .signal_entity(
+            EntityId::new("Nope", "k").unwrap(),
+            "add".into(),
+            None,
+            None,
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, ManagementError::UnknownName { kind: FunctionKind::Entity, .. }));
+    assert!(matches!(
+        err,
+        ManagementError::UnknownName {
+            kind: FunctionKind::Entity,
+            ..
+        }
+    ));
 
     let mut big = StartRequest::new("HelloSequence");
     big.input = Some(Payload::json(&"x".repeat(2 << 20)).unwrap());
@@ -68,9 +83,18 @@ async fn bad_input_is_refused_or_fails_one_instance() {
         Err(ManagementError::PayloadTooLarge { .. })
     ));
 
-    let id = common::start(&node, "FanOutFanIn", "bad-input", Some(Payload::json(&"abc").unwrap())).await;
+    let id = common::start(
+        &node,
+        "FanOutFanIn",
+        "bad-input",
+        Some(Payload::json(&"abc").unwrap()),
+    )
+    .await;
     let f = failed_with(&node, &id).await;
-    assert!(f.contains("u64") || f.to_lowercase().contains("input"), "{f}");
+    assert!(
+        f.contains("u64") || f.to_lowercase().contains("input"),
+        "{f}"
+    );
 
     let id = common::start(&node, "CallsPanickingActivity", "panic-act", None).await;
     let f = failed_with(&node, &id).await;
@@ -90,12 +114,22 @@ async fn bad_input_is_refused_or_fails_one_instance() {
 
     // An entity operation that fails does not break the entity.
     let c = EntityId::new("Counter", "bad").unwrap();
-    node.signal_entity(c.clone(), "add".into(), Some(Payload::json(&"not a number").unwrap()), None)
-        .await
-        .unwrap();
-    node.signal_entity(c.clone(), "add".into(), Some(Payload::json(&2).unwrap()), None)
-        .await
-        .unwrap();
+    node.signal_entity(
+        c.clone(),
+        "add".into(),
+        Some(Payload::json(&"not a number").unwrap()),
+        None,
+    )
+    .await
+    .unwrap();
+    node.signal_entity(
+        c.clone(),
+        "add".into(),
+        Some(Payload::json(&2).unwrap()),
+        None,
+    )
+    .await
+    .unwrap();
 
     // The node keeps running.
     let id = common::start(&node, "HelloSequence", "still-alive", None).await;

@@ -16,7 +16,9 @@ async fn hello_sequence_completes_on_embedded() {
     let completed = hist.iter().filter(|e| e.name() == "TaskCompleted").count();
     assert_eq!(completed, 3);
     assert_eq!(
-        hist.iter().filter(|e| e.name() == "ExecutionCompleted").count(),
+        hist.iter()
+            .filter(|e| e.name() == "ExecutionCompleted")
+            .count(),
         1
     );
     node.shutdown().await;
@@ -25,7 +27,13 @@ async fn hello_sequence_completes_on_embedded() {
 #[tokio::test]
 async fn fan_out_fan_in_sums_squares() {
     let node = common::start_memory().await;
-    let id = common::start(&node, "FanOutFanIn", "fan-1", Some(Payload::json(&100u64).unwrap())).await;
+    let id = common::start(
+        &node,
+        "FanOutFanIn",
+        "fan-1",
+        Some(Payload::json(&100u64).unwrap()),
+    )
+    .await;
     let sum: u64 = common::output(&node, &id).await;
     assert_eq!(sum, (1..=100u64).map(|i| i * i).sum::<u64>());
     node.shutdown().await;
@@ -85,14 +93,23 @@ async fn many_instances_complete_and_queries_page_and_count() {
 async fn registered_names_and_metrics() {
     let node = common::start_memory().await;
     let names = node.registered_names(FunctionKind::Orchestration);
-    for n in ["Approval", "FanOutFanIn", "HelloSequence", "Monitor", "Transfer"] {
+    for n in [
+        "Approval",
+        "FanOutFanIn",
+        "HelloSequence",
+        "Monitor",
+        "Transfer",
+    ] {
         assert!(names.contains(&n.to_string()), "{names:?}");
     }
     assert_eq!(
         node.registered_names(FunctionKind::Entity),
         vec!["account".to_string(), "counter".to_string()]
     );
-    let id = node.start(StartRequest::new("HelloSequence")).await.unwrap();
+    let id = node
+        .start(StartRequest::new("HelloSequence"))
+        .await
+        .unwrap();
     common::wait(&node, &id).await;
     let text = node.metrics().render_prometheus();
     assert!(text.contains("perdure_activities_total 3"), "{text}");

@@ -33,18 +33,21 @@ fn registry() -> perdure_core::registry::Registry {
     .add_orchestration("Failing", |_ctx: OrchestrationContext, _: ()| async move {
         Err::<String, _>("child failed on purpose".to_string())
     })
-    .add_orchestration("Collect", |ctx: OrchestrationContext, total: i64| async move {
-        let v: i64 = ctx
-            .wait_for_external_event("add")
-            .await
-            .map_err(|e| e.to_string())?;
-        let total = total + v;
-        if total >= 6 {
-            return Ok::<_, String>(total);
-        }
-        ctx.continue_as_new(total, true);
-        Ok(0)
-    });
+    .add_orchestration(
+        "Collect",
+        |ctx: OrchestrationContext, total: i64| async move {
+            let v: i64 = ctx
+                .wait_for_external_event("add")
+                .await
+                .map_err(|e| e.to_string())?;
+            let total = total + v;
+            if total >= 6 {
+                return Ok::<_, String>(total);
+            }
+            ctx.continue_as_new(total, true);
+            Ok(0)
+        },
+    );
     r
 }
 
@@ -67,7 +70,13 @@ async fn sub_orchestrations_report_results_and_failures() {
 #[tokio::test]
 async fn continue_as_new_carries_unprocessed_events() {
     let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "Collect", "collect-1", Some(Payload::json(&0).unwrap())).await;
+    let id = common::start(
+        &node,
+        "Collect",
+        "collect-1",
+        Some(Payload::json(&0).unwrap()),
+    )
+    .await;
     // Three events at once: the first execution consumes one, the rest are carried.
     for v in [1, 2, 3] {
         node.raise_event(id.clone(), "add".into(), Some(Payload::json(&v).unwrap()))
@@ -77,6 +86,11 @@ async fn continue_as_new_carries_unprocessed_events() {
     let total: i64 = common::output(&node, &id).await;
     assert_eq!(total, 6);
     let hist = node.get_history(id).await.unwrap().unwrap();
-    assert_eq!(hist.iter().filter(|e| e.name() == "ExecutionStarted").count(), 1);
+    assert_eq!(
+        hist.iter()
+            .filter(|e| e.name() == "ExecutionStarted")
+            .count(),
+        1
+    );
     node.shutdown().await;
 }

@@ -27,7 +27,8 @@ fn registry() -> perdure_core::registry::Registry {
     let mut r = perdure_node::sample::sample_registry();
     r.add_orchestration("Mixed", |ctx: OrchestrationContext, i: u64| async move {
         let hello: String = ctx.call_activity("SayHello", format!("{i}")).await?;
-        ctx.create_timer_after(Duration::from_millis(10 * (i % 5))).await;
+        ctx.create_timer_after(Duration::from_millis(10 * (i % 5)))
+            .await;
         let counter = EntityId::new("Counter", format!("crash-{}", i % COUNTERS))
             .map_err(|e| FailureDetails::new("Id", e.to_string()))?;
         ctx.signal_entity(&counter, "add", 1)?;
@@ -119,9 +120,7 @@ fn crash_test() {
         });
         // Wait for the node to be up, then kill it at a random point of its work (or
         // let the last run finish).
-        let started = rx
-            .iter()
-            .any(|l| l.ends_with("STARTED"));
+        let started = rx.iter().any(|l| l.ends_with("STARTED"));
         assert!(started, "child did not start");
         if kills < cycles {
             let wait = Duration::from_millis(50 + next(&mut seed) % 1500);
@@ -167,10 +166,15 @@ fn verify(dir: &std::path::Path) {
                 }
             }
             assert_eq!(results.len(), 2, "instance {i}: {results:?}");
-            assert!(results.values().all(|n| *n == 1), "instance {i}: {results:?}");
+            assert!(
+                results.values().all(|n| *n == 1),
+                "instance {i}: {results:?}"
+            );
             let pings = hist
                 .iter()
-                .filter(|e| matches!(&e.kind, EventKind::EventRaised { name, .. } if name == "ping"))
+                .filter(
+                    |e| matches!(&e.kind, EventKind::EventRaised { name, .. } if name == "ping"),
+                )
                 .count();
             assert_eq!(pings, 1, "instance {i}");
         }

@@ -27,30 +27,40 @@ fn registry() -> perdure_core::registry::Registry {
         |ctx: OrchestrationContext, n: i64| async move {
             let id = EntityId::new("Counter", "from-orch").map_err(|e| e.to_string())?;
             for _ in 0..n {
-                ctx.signal_entity(&id, "add", 1).map_err(|e| e.to_string())?;
+                ctx.signal_entity(&id, "add", 1)
+                    .map_err(|e| e.to_string())?;
             }
             ctx.call_entity::<i64>(&id, "get", ())
                 .await
                 .map_err(|e| e.to_string())
         },
     )
-    .add_entity("Starter", |ctx: &mut EntityContext<u32>| -> Result<String, FailureDetails> {
-        let id = ctx.start_orchestration("HelloSequence", ())?;
-        *ctx.state_or_default() += 1;
-        Ok(id.to_string())
-    })
-    .add_orchestration("CallStarter", |ctx: OrchestrationContext, _: ()| async move {
-        let id = EntityId::new("Starter", "s").map_err(|e| e.to_string())?;
-        ctx.call_entity::<String>(&id, "start", ())
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .add_orchestration("Balance", |ctx: OrchestrationContext, key: String| async move {
-        let id = EntityId::new("Account", key).map_err(|e| e.to_string())?;
-        ctx.call_entity::<i64>(&id, "balance", ())
-            .await
-            .map_err(|e: TaskError| e.to_string())
-    });
+    .add_entity(
+        "Starter",
+        |ctx: &mut EntityContext<u32>| -> Result<String, FailureDetails> {
+            let id = ctx.start_orchestration("HelloSequence", ())?;
+            *ctx.state_or_default() += 1;
+            Ok(id.to_string())
+        },
+    )
+    .add_orchestration(
+        "CallStarter",
+        |ctx: OrchestrationContext, _: ()| async move {
+            let id = EntityId::new("Starter", "s").map_err(|e| e.to_string())?;
+            ctx.call_entity::<String>(&id, "start", ())
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .add_orchestration(
+        "Balance",
+        |ctx: OrchestrationContext, key: String| async move {
+            let id = EntityId::new("Account", key).map_err(|e| e.to_string())?;
+            ctx.call_entity::<i64>(&id, "balance", ())
+                .await
+                .map_err(|e: TaskError| e.to_string())
+        },
+    );
     r
 }
 
@@ -59,11 +69,22 @@ async fn counter_counts_every_signal_and_answers_calls() {
     let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
     let c1 = EntityId::new("Counter", "c1").unwrap();
     for _ in 0..500 {
-        node.signal_entity(c1.clone(), "add".into(), Some(Payload::json(&1).unwrap()), None)
-            .await
-            .unwrap();
+        node.signal_entity(
+            c1.clone(),
+            "add".into(),
+            Some(Payload::json(&1).unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
     }
-    let id = common::start(&node, "ReadCounter", "read-c1", Some(Payload::json(&"c1").unwrap())).await;
+    let id = common::start(
+        &node,
+        "ReadCounter",
+        "read-c1",
+        Some(Payload::json(&"c1").unwrap()),
+    )
+    .await;
     let n: i64 = common::output(&node, &id).await;
     assert_eq!(n, 500);
     let st = node.get_entity(c1.clone()).await.unwrap().unwrap();
@@ -71,7 +92,9 @@ async fn counter_counts_every_signal_and_answers_calls() {
     // Batching: far fewer batches than operations.
     let m = node.metrics();
     let batches = m.entity_batches.load(std::sync::atomic::Ordering::Relaxed);
-    let ops = m.entity_operations.load(std::sync::atomic::Ordering::Relaxed);
+    let ops = m
+        .entity_operations
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(ops, 501);
     assert!(batches <= ops, "{batches} batches for {ops} operations");
     let page = node
@@ -89,7 +112,13 @@ async fn counter_counts_every_signal_and_answers_calls() {
 #[tokio::test]
 async fn orchestrations_signal_entities() {
     let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "SignalFromOrchestration", "sig-1", Some(Payload::json(&25).unwrap())).await;
+    let id = common::start(
+        &node,
+        "SignalFromOrchestration",
+        "sig-1",
+        Some(Payload::json(&25).unwrap()),
+    )
+    .await;
     let n: i64 = common::output(&node, &id).await;
     assert_eq!(n, 25);
     node.shutdown().await;
@@ -110,9 +139,21 @@ async fn transfers_in_critical_sections_conserve_money() {
     }
     let mut ids = Vec::new();
     for i in 0..20 {
-        let (from, to) = if i % 2 == 0 { ("alice", "bob") } else { ("bob", "alice") };
+        let (from, to) = if i % 2 == 0 {
+            ("alice", "bob")
+        } else {
+            ("bob", "alice")
+        };
         let input = json!({"from": from, "to": to, "amount": 10 + i});
-        ids.push(common::start(&node, "Transfer", &format!("t-{i}"), Some(Payload::json(&input).unwrap())).await);
+        ids.push(
+            common::start(
+                &node,
+                "Transfer",
+                &format!("t-{i}"),
+                Some(Payload::json(&input).unwrap()),
+            )
+            .await,
+        );
     }
     for id in &ids {
         let ok: bool = common::output(&node, id).await;
@@ -120,13 +161,23 @@ async fn transfers_in_critical_sections_conserve_money() {
     }
     let mut total = 0;
     for key in ["alice", "bob"] {
-        let id = common::start(&node, "Balance", &format!("bal-{key}"), Some(Payload::json(&key).unwrap())).await;
+        let id = common::start(
+            &node,
+            "Balance",
+            &format!("bal-{key}"),
+            Some(Payload::json(&key).unwrap()),
+        )
+        .await;
         let b: i64 = common::output(&node, &id).await;
         total += b;
     }
     assert_eq!(total, 2000);
     // Locks were released.
-    let st = node.get_entity(EntityId::new("Account", "alice").unwrap()).await.unwrap().unwrap();
+    let st = node
+        .get_entity(EntityId::new("Account", "alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(st.locked_by, None);
     node.shutdown().await;
 }

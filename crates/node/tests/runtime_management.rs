@@ -31,19 +31,22 @@ fn registry() -> perdure_core::registry::Registry {
         let b: String = ctx.call_activity("Flaky", ()).await?;
         Ok::<_, perdure_core::orchestration::TaskError>(format!("{a} {b}"))
     })
-    .add_orchestration("ParentOfApproval", |ctx: OrchestrationContext, _: ()| async move {
-        let opts = perdure_core::orchestration::SubOrchestrationOptions {
-            instance_id: Some(InstanceId::new("approval-child").map_err(|e| e.to_string())?),
-            ..Default::default()
-        };
-        ctx.call_sub_orchestration_with_options::<String>(
-            "Approval",
-            json!({"timeoutSeconds": 100000}),
-            opts,
-        )
-        .await
-        .map_err(|e| e.to_string())
-    });
+    .add_orchestration(
+        "ParentOfApproval",
+        |ctx: OrchestrationContext, _: ()| async move {
+            let opts = perdure_core::orchestration::SubOrchestrationOptions {
+                instance_id: Some(InstanceId::new("approval-child").map_err(|e| e.to_string())?),
+                ..Default::default()
+            };
+            ctx.call_sub_orchestration_with_options::<String>(
+                "Approval",
+                json!({"timeoutSeconds": 100000}),
+                opts,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        },
+    );
     r
 }
 
@@ -58,9 +61,13 @@ async fn suspend_buffers_events_until_resume() {
     common::until_status(&node, &id, OrchestrationStatus::Running).await;
     node.suspend(id.clone(), Some("hold".into())).await.unwrap();
     common::until_status(&node, &id, OrchestrationStatus::Suspended).await;
-    node.raise_event(id.clone(), "Approval".into(), Some(Payload::json(&true).unwrap()))
-        .await
-        .unwrap();
+    node.raise_event(
+        id.clone(),
+        "Approval".into(),
+        Some(Payload::json(&true).unwrap()),
+    )
+    .await
+    .unwrap();
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
@@ -89,7 +96,10 @@ async fn terminate_and_events_on_finished_or_unknown_instances() {
         .raise_event(id.clone(), "Approval".into(), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, ManagementError::InvalidState { .. }), "{err:?}");
+    assert!(
+        matches!(err, ManagementError::InvalidState { .. }),
+        "{err:?}"
+    );
     let err = node
         .raise_event(InstanceId::new("missing").unwrap(), "x".into(), None)
         .await
@@ -105,8 +115,14 @@ async fn recursive_terminate_reaches_sub_orchestrations() {
     let child = InstanceId::new("approval-child").unwrap();
     common::until_status(&node, &child, OrchestrationStatus::Running).await;
     node.terminate(id.clone(), None, true).await.unwrap();
-    assert_eq!(common::wait(&node, &id).await.runtime_status, OrchestrationStatus::Terminated);
-    assert_eq!(common::wait(&node, &child).await.runtime_status, OrchestrationStatus::Terminated);
+    assert_eq!(
+        common::wait(&node, &id).await.runtime_status,
+        OrchestrationStatus::Terminated
+    );
+    assert_eq!(
+        common::wait(&node, &child).await.runtime_status,
+        OrchestrationStatus::Terminated
+    );
     node.shutdown().await;
 }
 
@@ -162,7 +178,12 @@ async fn restart_purge_and_id_reuse() {
     let _: Vec<String> = common::output(&node, &other).await;
     // Purge one, then purge by filter.
     node.purge_instance(id.clone()).await.unwrap();
-    assert!(node.get_instance(id.clone(), false).await.unwrap().is_none());
+    assert!(
+        node.get_instance(id.clone(), false)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(node.get_history(id.clone()).await.unwrap().is_none());
     let live = common::start(&node, "Approval", "live-1", approval_input()).await;
     assert!(matches!(

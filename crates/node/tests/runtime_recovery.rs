@@ -16,12 +16,23 @@ async fn a_restarted_node_finishes_what_was_in_flight() {
     for i in 0..40 {
         ids.push(common::start(&node, "HelloSequence", &format!("rec-{i}"), None).await);
     }
-    let fan = common::start(&node, "FanOutFanIn", "rec-fan", Some(Payload::json(&50u64).unwrap())).await;
+    let fan = common::start(
+        &node,
+        "FanOutFanIn",
+        "rec-fan",
+        Some(Payload::json(&50u64).unwrap()),
+    )
+    .await;
     let c = EntityId::new("Counter", "rec").unwrap();
     for _ in 0..30 {
-        node.signal_entity(c.clone(), "add".into(), Some(Payload::json(&1).unwrap()), None)
-            .await
-            .unwrap();
+        node.signal_entity(
+            c.clone(),
+            "add".into(),
+            Some(Payload::json(&1).unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
     }
     node.shutdown().await;
     drop(node);
@@ -31,7 +42,10 @@ async fn a_restarted_node_finishes_what_was_in_flight() {
         let out: Vec<String> = common::output(&node, id).await;
         assert_eq!(out.len(), 3);
         let hist = node.get_history(id.clone()).await.unwrap().unwrap();
-        assert_eq!(hist.iter().filter(|e| e.name() == "TaskCompleted").count(), 3);
+        assert_eq!(
+            hist.iter().filter(|e| e.name() == "TaskCompleted").count(),
+            3
+        );
     }
     let sum: u64 = common::output(&node, &fan).await;
     assert_eq!(sum, (1..=50u64).map(|i| i * i).sum::<u64>());

@@ -39,9 +39,13 @@ async fn approval_receives_the_event() {
         )
         .await;
         common::until_status(&node, &id, OrchestrationStatus::Running).await;
-        node.raise_event(id.clone(), "Approval".into(), Some(Payload::json(&value).unwrap()))
-            .await
-            .unwrap();
+        node.raise_event(
+            id.clone(),
+            "Approval".into(),
+            Some(Payload::json(&value).unwrap()),
+        )
+        .await
+        .unwrap();
         let out: String = common::output(&node, &id).await;
         assert_eq!(out, want);
     }
@@ -66,7 +70,12 @@ async fn monitor_continues_as_new_and_shows_checks() {
     assert_eq!(cs["checks"], 4);
     // The history holds only the last execution.
     let hist = node.get_history(id).await.unwrap().unwrap();
-    assert_eq!(hist.iter().filter(|e| e.name() == "ExecutionStarted").count(), 1);
+    assert_eq!(
+        hist.iter()
+            .filter(|e| e.name() == "ExecutionStarted")
+            .count(),
+        1
+    );
     node.shutdown().await;
 }
 

@@ -110,7 +110,13 @@ fn parse_ack(line: &str) -> Option<(u32, u64)> {
 fn run_child_and_kill(dir: &std::path::Path, rng: &mut Rng) -> anyhow::Result<BTreeMap<u32, u64>> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("PERDURE_CRASH_CHILD_DIR", dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -169,7 +175,10 @@ async fn verify(dir: &std::path::Path, acked: &BTreeMap<u32, u64>) -> anyhow::Re
         );
         // Every transaction up to `last` is whole; nothing after it is visible.
         let data = tx
-            .get_range(&KeyRange::prefix(&data_prefix(writer)), RangeOptions::default())
+            .get_range(
+                &KeyRange::prefix(&data_prefix(writer)),
+                RangeOptions::default(),
+            )
             .await?;
         assert_eq!(
             data.len() as u64,
@@ -181,8 +190,16 @@ async fn verify(dir: &std::path::Path, acked: &BTreeMap<u32, u64>) -> anyhow::Re
             let (n, part) = expected
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("writer {writer}: extra key"))?;
-            assert_eq!(key, &data_key(writer, n, part), "writer {writer}: key order");
-            assert_eq!(val, &value(writer, n, part), "writer {writer}: value of {n}/{part}");
+            assert_eq!(
+                key,
+                &data_key(writer, n, part),
+                "writer {writer}: key order"
+            );
+            assert_eq!(
+                val,
+                &value(writer, n, part),
+                "writer {writer}: value of {n}/{part}"
+            );
         }
         total += last;
     }

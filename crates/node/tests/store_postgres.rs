@@ -44,16 +44,29 @@ async fn unreachable_at_start_is_a_clear_retryable_error() -> anyhow::Result<()>
         text.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}")),
         "{text}"
     );
-    assert!(!text.contains("perdure:perdure"), "no credentials in errors: {text}");
+    assert!(
+        !text.contains("perdure:perdure"),
+        "no credentials in errors: {text}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_configuration_is_fatal() {
     for (url, pool, table, want) in [
-        ("not a url ===", 4, "kv", "invalid PostgreSQL connection string"),
+        (
+            "not a url ===",
+            4,
+            "kv",
+            "invalid PostgreSQL connection string",
+        ),
         ("postgres://u:p@127.0.0.1/db", 0, "kv", "pool size"),
-        ("postgres://u:p@127.0.0.1/db", 4, "kv; DROP TABLE x", "invalid table name"),
+        (
+            "postgres://u:p@127.0.0.1/db",
+            4,
+            "kv; DROP TABLE x",
+            "invalid table name",
+        ),
     ] {
         match PostgresStore::connect_with_table(url, pool, table).await {
             Err(e @ StoreError::Fatal(_)) => assert!(chain(&e).contains(want), "{}", chain(&e)),
@@ -170,8 +183,15 @@ async fn lost_at_runtime_retries_then_fails_typed_then_recovers() -> anyhow::Res
     assert!(attempts.load(Ordering::SeqCst) <= 4);
 
     proxy.restore();
-    let seen = transact(&store, &quick, |tx| Box::pin(async move { tx.get(b"k").await })).await?;
-    assert_eq!(seen.as_deref(), Some(&b"before"[..]), "the failed write did not land");
+    let seen = transact(&store, &quick, |tx| {
+        Box::pin(async move { tx.get(b"k").await })
+    })
+    .await?;
+    assert_eq!(
+        seen.as_deref(),
+        Some(&b"before"[..]),
+        "the failed write did not land"
+    );
     store.drop_table(&table).await?;
     Ok(())
 }

@@ -58,6 +58,9 @@ pub(crate) struct Slot {
     pub(crate) waker: Option<Waker>,
     /// For event waits: the event name.
     pub(crate) event_name: Option<String>,
+    /// For event waits that received an event: its arrival number and time, so an event
+    /// given back by a dropped wait keeps its place.
+    pub(crate) event_arrival: Option<(u64, Timestamp)>,
 }
 
 /// An external event that arrived before anyone waited for it.
@@ -165,6 +168,7 @@ impl OrchestrationState {
                     result: None,
                     waker: None,
                     event_name: None,
+                    event_arrival: None,
                 },
             );
         }
@@ -195,8 +199,12 @@ impl OrchestrationState {
         if self.event_buffer.get(name).is_some_and(VecDeque::is_empty) {
             self.event_buffer.remove(name);
         }
+        let mut event_arrival = None;
         let result = match buffered {
-            Some(ev) => Some(Completion::Success(ev.input)),
+            Some(ev) => {
+                event_arrival = Some((ev.arrival, ev.timestamp));
+                Some(Completion::Success(ev.input))
+            }
             None => {
                 self.event_waiters
                     .entry(name.to_string())
@@ -219,6 +227,7 @@ impl OrchestrationState {
                 result,
                 waker: None,
                 event_name: Some(name.to_string()),
+                event_arrival,
             },
         );
         key
@@ -237,6 +246,7 @@ impl OrchestrationState {
             while let Some(waiter) = queue.pop_front() {
                 if let Some(slot) = self.slots.get_mut(&SlotKey::Event(waiter)) {
                     slot.result = Some(Completion::Success(input));
+                    slot.event_arrival = Some((arrival, timestamp));
                     let waker = slot.waker.take();
                     if queue.is_empty() {
                         self.event_waiters.remove(name);
@@ -266,9 +276,10 @@ impl OrchestrationState {
         if let (SlotKey::Event(waiter), Some(name)) = (key, slot.event_name) {
             match slot.result {
                 Some(Completion::Success(input)) => {
-                    let arrival = self.arrivals;
-                    self.arrivals += 1;
-                    let timestamp = self.current_time;
+                    let (arrival, timestamp) = slot.event_arrival.unwrap_or_else(|| {
+                        self.arrivals += 1;
+                        (self.arrivals - 1, self.current_time)
+                    });
                     self.event_buffer
                         .entry(name)
                         .or_default()
@@ -333,5 +344,57 @@ impl OrchestrationState {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> OrchestrationState {
+        OrchestrationState::new(
+            ExecutionInfo {
+                instance_id: InstanceId::new("i").unwrap(),
+                execution_id: ExecutionId("e".into()),
+                name: "n".into(),
+                version: None,
+                parent: None,
+            },
+            Timestamp(0),
+            false,
+        )
+    }
+
+    #[test]
+    fn events_buffer_fifo_and_waiters_leave_on_drop() {
+        let mut st = state();
+        assert!(
+            st.raise_event("E", Timestamp(1), Payload::json(&1).ok())
+                .is_none()
+        );
+        assert!(
+            st.raise_event("E", Timestamp(2), Payload::json(&2).ok())
+                .is_none()
+        );
+        let first = st.wait_for_event("E");
+        assert!(
+            matches!(&st.slots[&first].result, Some(Completion::Success(Some(p))) if p.decode::<i32>().unwrap() == 1)
+        );
+        let second = st.wait_for_event("E");
+        let third = st.wait_for_event("E");
+        assert!(st.slots[&third].result.is_none());
+        st.drop_slot(third);
+        // With the waiter gone, the next event is buffered.
+        st.raise_event("E", Timestamp(3), Payload::json(&3).ok());
+        assert_eq!(st.unprocessed_events().len(), 1);
+        let _ = second;
+    }
+
+    #[test]
+    fn guids_and_random_are_deterministic() {
+        let (mut a, mut b) = (state(), state());
+        assert_eq!(a.new_guid(), b.new_guid());
+        assert_ne!(a.new_guid(), state().new_guid());
+        assert_eq!(a.next_random(), b.next_random());
     }
 }

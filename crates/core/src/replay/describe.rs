@@ -289,3 +289,90 @@ pub(crate) fn event_action(event: &HistoryEvent) -> Option<OrchestratorAction> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EntityId, InstanceId, Payload, Timestamp};
+
+    #[test]
+    fn action_events_invert_and_match() {
+        let e = EntityId::new("e", "k").unwrap();
+        let p = Payload::json(&1).ok();
+        let actions = vec![
+            OrchestratorAction::ScheduleTask {
+                id: 0,
+                name: "A".into(),
+                version: None,
+                input: p.clone(),
+            },
+            OrchestratorAction::CreateTimer {
+                id: 1,
+                fire_at: Timestamp(5),
+            },
+            OrchestratorAction::CreateSubOrchestration {
+                id: 2,
+                name: "S".into(),
+                version: None,
+                instance_id: InstanceId::new("c").unwrap(),
+                input: None,
+            },
+            OrchestratorAction::SendEvent {
+                id: 3,
+                instance_id: InstanceId::new("o").unwrap(),
+                name: "N".into(),
+                input: None,
+            },
+            OrchestratorAction::SignalEntity {
+                id: 4,
+                entity: e.clone(),
+                operation: "op".into(),
+                input: None,
+                scheduled_time: None,
+            },
+            OrchestratorAction::CallEntity {
+                id: 5,
+                entity: e.clone(),
+                operation: "op".into(),
+                input: None,
+            },
+            OrchestratorAction::LockEntities {
+                id: 6,
+                critical_section_id: "cs".into(),
+                entities: vec![e.clone()],
+            },
+            OrchestratorAction::UnlockEntity {
+                id: 7,
+                critical_section_id: "cs".into(),
+                entity: e,
+            },
+        ];
+        for a in &actions {
+            let ev = action_event(a, Timestamp(9));
+            assert_eq!(ev.event_id, a.id());
+            assert!(is_action_event(&ev.kind));
+            assert!(action_matches(a, &ev.kind), "{}", describe_action(a));
+            assert_eq!(event_action(&ev).as_ref(), Some(a));
+            assert!(!describe_event(&ev).is_empty());
+        }
+        // Different kinds never match.
+        let timer = action_event(&actions[1], Timestamp(0));
+        assert!(!action_matches(&actions[0], &timer.kind));
+        // A different name does not match; a different input does.
+        let other = OrchestratorAction::ScheduleTask {
+            id: 0,
+            name: "B".into(),
+            version: None,
+            input: None,
+        };
+        let recorded = action_event(&actions[0], Timestamp(0));
+        assert!(!action_matches(&other, &recorded.kind));
+        let same_name = OrchestratorAction::ScheduleTask {
+            id: 0,
+            name: "A".into(),
+            version: None,
+            input: None,
+        };
+        assert!(action_matches(&same_name, &recorded.kind));
+    }
+}

@@ -6,15 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crate::orchestration::entities::release_locks;
-use crate::orchestration::state::{
-    Completion, ExecutionInfo, OrchestrationState, Shared, SlotKey, lock,
-};
+use crate::orchestration::state::{Completion, ExecutionInfo, OrchestrationState, Shared, lock};
 use crate::orchestration::{LogLevel, LogRecord, OrchestrationContext, TaskFuture, TaskKind};
 use crate::panic::panic_failure;
 use crate::registry::Registry;
-use crate::replay::describe::{
-    action_event, action_matches, describe_action, describe_event, is_action_event,
-};
+use crate::replay::describe::{action_event, is_action_event};
 use crate::replay::{Episode, NonDeterminismError, Outcome, ReplayError, ReplayErrorKind};
 use crate::{
     EventKind, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus, Payload, Timestamp,
@@ -58,21 +54,21 @@ impl Wake for WakeFlag {
 /// assert_eq!(episode.outcome, Outcome::Completed { output: Some(Payload::json(&42).unwrap()) });
 /// ```
 pub struct OrchestrationExecutor {
-    registry: Arc<Registry>,
-    instance_id: InstanceId,
-    shared: Option<Shared>,
-    future: Option<OrchestratorFuture>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) instance_id: InstanceId,
+    pub(super) shared: Option<Shared>,
+    pub(super) future: Option<OrchestratorFuture>,
     flag: Arc<WakeFlag>,
-    waker: Waker,
-    current_time: Timestamp,
-    replaying: bool,
-    code_result: Option<Result<Option<Payload>, FailureDetails>>,
-    not_found: bool,
-    nondeterminism: Option<NonDeterminismError>,
-    terminated: Option<Option<String>>,
-    history_outcome: Option<Outcome>,
-    events_applied: usize,
-    warnings: Vec<LogRecord>,
+    pub(super) waker: Waker,
+    pub(super) current_time: Timestamp,
+    pub(super) replaying: bool,
+    pub(super) code_result: Option<Result<Option<Payload>, FailureDetails>>,
+    pub(super) not_found: bool,
+    pub(super) nondeterminism: Option<NonDeterminismError>,
+    pub(super) terminated: Option<Option<String>>,
+    pub(super) history_outcome: Option<Outcome>,
+    pub(super) events_applied: usize,
+    pub(super) warnings: Vec<LogRecord>,
 }
 
 impl std::fmt::Debug for OrchestrationExecutor {
@@ -202,7 +198,11 @@ impl OrchestrationExecutor {
             return self.close_episode(history, Vec::new(), Outcome::Failed { failure }, now, None);
         };
         let mut st = lock(&sh);
-        let outcome = self.current_outcome(&st);
+        // An ExecutionCompleted among the new events already ended the execution.
+        let outcome = match &self.history_outcome {
+            Some(recorded) => recorded.clone(),
+            None => self.current_outcome(&st),
+        };
         let open = std::mem::take(&mut st.open_actions);
         let mut actions = Vec::with_capacity(open.len());
         for (_, action) in open {
@@ -230,7 +230,9 @@ impl OrchestrationExecutor {
         now: Timestamp,
         custom_status: Option<Payload>,
     ) -> Episode {
-        if let Some(event) = terminal_event(&outcome, now) {
+        if self.history_outcome.is_none()
+            && let Some(event) = terminal_event(&outcome, now)
+        {
             history.push(event);
             self.history_outcome = Some(outcome.clone());
         }
@@ -277,19 +279,7 @@ impl OrchestrationExecutor {
         }
     }
 
-    fn code_status(&self) -> Option<OrchestrationStatus> {
-        let sh = self.shared.as_ref()?;
-        match &self.code_result {
-            None => None,
-            Some(Err(_)) => Some(OrchestrationStatus::Failed),
-            Some(Ok(_)) if lock(sh).continue_as_new.is_some() => {
-                Some(OrchestrationStatus::ContinuedAsNew)
-            }
-            Some(Ok(_)) => Some(OrchestrationStatus::Completed),
-        }
-    }
-
-    fn warn(&mut self, message: String) {
+    pub(super) fn warn(&mut self, message: String) {
         if !self.replaying {
             self.warnings.push(LogRecord {
                 level: LogLevel::Warn,
@@ -299,7 +289,12 @@ impl OrchestrationExecutor {
         }
     }
 
-    fn error(&self, index: usize, event: &HistoryEvent, kind: ReplayErrorKind) -> ReplayError {
+    pub(super) fn error(
+        &self,
+        index: usize,
+        event: &HistoryEvent,
+        kind: ReplayErrorKind,
+    ) -> ReplayError {
         ReplayError {
             instance_id: self.instance_id.clone(),
             index,
@@ -539,171 +534,9 @@ impl OrchestrationExecutor {
     }
 
     /// Drops the orchestrator future (a panic in a destructor is contained).
-    fn stop_code(&mut self) {
+    pub(super) fn stop_code(&mut self) {
         if let Some(fut) = self.future.take() {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(fut)));
-        }
-    }
-
-    fn fail_nondeterministic(&mut self, sh: &Shared, nd: NonDeterminismError) {
-        self.nondeterminism = Some(nd);
-        self.stop_code();
-        let mut st = lock(sh);
-        st.open_actions.clear();
-        release_locks(&mut st, None);
-        st.finished = true;
-    }
-
-    fn code_is_checked(&self) -> bool {
-        self.nondeterminism.is_none() && self.terminated.is_none() && !self.not_found
-    }
-
-    fn match_action(
-        &mut self,
-        sh: &Shared,
-        event: &HistoryEvent,
-        index: usize,
-    ) -> Result<(), ReplayError> {
-        if self.nondeterminism.is_some() || self.not_found {
-            return Ok(());
-        }
-        let seq = event.event_id;
-        let mut st = lock(sh);
-        match st.open_actions.remove(&seq) {
-            Some(action) if action_matches(&action, &event.kind) => Ok(()),
-            Some(action) => {
-                drop(st);
-                let nd = NonDeterminismError::new(
-                    &self.instance_id,
-                    seq,
-                    describe_event(event),
-                    describe_action(&action),
-                );
-                self.fail_nondeterministic(sh, nd);
-                Ok(())
-            }
-            None if seq >= 0 && seq < st.next_seq && !st.finished && self.code_result.is_none() => {
-                Err(self.error(index, event, ReplayErrorKind::DuplicateActionEvent))
-            }
-            None => {
-                let actual = if self.code_result.is_some() || self.terminated.is_some() {
-                    "no action (the orchestration had already completed)"
-                } else {
-                    "no action (the orchestrator is waiting)"
-                };
-                drop(st);
-                let nd =
-                    NonDeterminismError::new(&self.instance_id, seq, describe_event(event), actual);
-                self.fail_nondeterministic(sh, nd);
-                Ok(())
-            }
-        }
-    }
-
-    fn check_episode_end(&mut self, sh: &Shared) {
-        if !self.code_is_checked() {
-            return;
-        }
-        let st = lock(sh);
-        let found = if let Some((seq, action)) = st.open_actions.first_key_value() {
-            Some(NonDeterminismError::new(
-                &self.instance_id,
-                *seq,
-                "no event (the episode ended)",
-                describe_action(action),
-            ))
-        } else if self.code_result.is_some() {
-            Some(NonDeterminismError::new(
-                &self.instance_id,
-                st.next_seq,
-                "the orchestration still running",
-                "the orchestration completed",
-            ))
-        } else {
-            None
-        };
-        drop(st);
-        if let Some(nd) = found {
-            self.fail_nondeterministic(sh, nd);
-        }
-    }
-
-    fn check_history_completion(
-        &mut self,
-        sh: &Shared,
-        event: &HistoryEvent,
-        status: OrchestrationStatus,
-    ) {
-        if !self.code_is_checked() || status == OrchestrationStatus::Terminated {
-            return;
-        }
-        let code_status = self.code_status();
-        let st = lock(sh);
-        let found = if let Some((seq, action)) = st.open_actions.first_key_value() {
-            Some(NonDeterminismError::new(
-                &self.instance_id,
-                *seq,
-                describe_event(event),
-                describe_action(action),
-            ))
-        } else {
-            match code_status {
-                None => Some(NonDeterminismError::new(
-                    &self.instance_id,
-                    st.next_seq,
-                    describe_event(event),
-                    "the orchestration still running",
-                )),
-                Some(s) if s != status => Some(NonDeterminismError::new(
-                    &self.instance_id,
-                    st.next_seq,
-                    describe_event(event),
-                    format!("the orchestration ending as {s}"),
-                )),
-                Some(_) => None,
-            }
-        };
-        drop(st);
-        if let Some(nd) = found {
-            self.fail_nondeterministic(sh, nd);
-        }
-    }
-
-    fn deliver(
-        &mut self,
-        sh: &Shared,
-        event: &HistoryEvent,
-        seq: i64,
-        kind: TaskKind,
-        completion: Completion,
-    ) {
-        let mut st = lock(sh);
-        let known = seq >= 0 && seq < st.next_seq;
-        let slot_kind = st.slots.get(&SlotKey::Task(seq)).map(|s| s.info.kind);
-        if slot_kind.is_some_and(|k| k != kind) {
-            drop(st);
-            self.warn(format!(
-                "ignored {} for task {seq}: that task is not a {kind}",
-                event.name()
-            ));
-            return;
-        }
-        match st.complete(seq, completion) {
-            Ok(waker) => {
-                drop(st);
-                if let Some(w) = waker {
-                    w.wake();
-                }
-            }
-            Err(()) => {
-                drop(st);
-                if !known {
-                    self.warn(format!(
-                        "ignored {} for task {seq}: no such task was scheduled",
-                        event.name()
-                    ));
-                }
-            }
         }
     }
 }

@@ -60,3 +60,45 @@ pub fn replay_history_json(
         serde_json::from_str(json).map_err(NonDeterminismReport::Json)?;
     replay_history(registry, InstanceId::new_unchecked("replay"), &history)
 }
+
+/// The history replayer as a value: a registry and the instance id to replay as.
+///
+/// ```
+/// use std::sync::Arc;
+/// use perdure_core::{Registry, testing::HistoryReplayer};
+/// let replayer = HistoryReplayer::new(Arc::new(Registry::new()));
+/// assert!(replayer.replay_json("not json").is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct HistoryReplayer {
+    registry: Arc<Registry>,
+    instance_id: InstanceId,
+}
+
+impl HistoryReplayer {
+    /// A replayer over the current code; instance id `"replay"`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            instance_id: InstanceId::new_unchecked("replay"),
+        }
+    }
+
+    /// Replays as this instance (ids derived from the instance id then match the original).
+    pub fn with_instance_id(mut self, instance_id: InstanceId) -> Self {
+        self.instance_id = instance_id;
+        self
+    }
+
+    /// Replays a history.
+    pub fn replay(&self, history: &[HistoryEvent]) -> Result<(), NonDeterminismReport> {
+        replay_history(self.registry.clone(), self.instance_id.clone(), history)
+    }
+
+    /// Replays a history stored as JSON.
+    pub fn replay_json(&self, json: &str) -> Result<(), NonDeterminismReport> {
+        let history: Vec<HistoryEvent> =
+            serde_json::from_str(json).map_err(NonDeterminismReport::Json)?;
+        self.replay(&history)
+    }
+}

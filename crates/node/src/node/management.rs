@@ -18,6 +18,7 @@ use perdure_core::{
 };
 
 use super::NodeHandle;
+use super::intake::IntakeError;
 use crate::runtime::Shared;
 use crate::runtime::instance::pending_record;
 use crate::runtime::outbox::Outbox;
@@ -126,7 +127,9 @@ impl NodeHandle {
     async fn read<T, F>(&self, f: F) -> ManagementResult<T>
     where
         T: Send + 'static,
-        F: for<'t> Fn(&'t mut dyn crate::store::Transaction) -> BoxFuture<'t, Result<T, StoreError>>
+        F: for<'t> Fn(
+                &'t mut dyn crate::store::Transaction,
+            ) -> BoxFuture<'t, Result<T, StoreError>>
             + Send
             + Sync
             + 'static,
@@ -448,7 +451,12 @@ impl ManagementApi for NodeHandle {
         Box::pin(self.control(
             id,
             "suspend",
-            |s| matches!(s, OrchestrationStatus::Running | OrchestrationStatus::Pending),
+            |s| {
+                matches!(
+                    s,
+                    OrchestrationStatus::Running | OrchestrationStatus::Pending
+                )
+            },
             MessageBody::Suspend { reason },
         ))
     }
@@ -533,10 +541,7 @@ impl ManagementApi for NodeHandle {
         })
     }
 
-    fn purge_instances(
-        &self,
-        filter: PurgeFilter,
-    ) -> BoxFuture<'_, ManagementResult<PurgeResult>> {
+    fn purge_instances(&self, filter: PurgeFilter) -> BoxFuture<'_, ManagementResult<PurgeResult>> {
         Box::pin(async move {
             let statuses = if filter.statuses.is_empty() {
                 vec![
@@ -600,29 +605,24 @@ impl ManagementApi for NodeHandle {
                 critical_section_id: None,
                 sender: None,
             });
-            let body = Arc::new(body);
-            self.run(move |tx, sh| {
-                let (target, body) = (target.clone(), body.clone());
-                Box::pin(async move {
-                    let mut out = Outbox::default();
-                    let now = sh.clock.now();
-                    match scheduled_time {
-                        Some(t) if t > now => {
-                            out.send_at(tx, &sh, target, t, (*body).clone())?
-                        }
-                        _ => out.send(tx, &sh, target, (*body).clone())?,
-                    }
-                    Ok(Ok(((), out)))
-                })
-            })
-            .await
+            match self.intake().send(target, scheduled_time, body).await {
+                Ok(()) => Ok(()),
+                Err(IntakeError::Full) => Err(ManagementError::Overloaded(
+                    "the signal queue is full; retry later".into(),
+                )),
+                Err(IntakeError::Closed) => {
+                    Err(ManagementError::Unavailable("the node is stopping".into()))
+                }
+                Err(IntakeError::Store(e)) => Err(if e.is_retryable() {
+                    ManagementError::Unavailable(e.to_string())
+                } else {
+                    ManagementError::Internal(format!("{e}: {}", source_chain(e.as_ref())))
+                }),
+            }
         })
     }
 
-    fn get_entity(
-        &self,
-        entity: EntityId,
-    ) -> BoxFuture<'_, ManagementResult<Option<EntityState>>> {
+    fn get_entity(&self, entity: EntityId) -> BoxFuture<'_, ManagementResult<Option<EntityState>>> {
         Box::pin(async move {
             let id = entity.clone();
             let rec = self
@@ -712,7 +712,9 @@ impl ManagementApi for NodeHandle {
                 let rows = self
                     .read(move |tx| {
                         let a = a.clone();
-                        Box::pin(async move { entities::scan(tx, None, None, a.as_deref(), 500).await })
+                        Box::pin(
+                            async move { entities::scan(tx, None, None, a.as_deref(), 500).await },
+                        )
                     })
                     .await?;
                 let n = rows.len();

@@ -37,7 +37,12 @@ impl ActivityPool {
     }
 
     /// Hands a durably queued task to a worker.
-    pub(crate) fn submit(&self, partition: u32, key: Vec<u8>, task: crate::state::records::ActivityTask) {
+    pub(crate) fn submit(
+        &self,
+        partition: u32,
+        key: Vec<u8>,
+        task: crate::state::records::ActivityTask,
+    ) {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };

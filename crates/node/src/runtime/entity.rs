@@ -13,11 +13,11 @@ use std::sync::atomic::Ordering;
 use perdure_core::{EntityId, EventKind, HistoryEvent, InstanceId, Timestamp};
 use tokio::time::Instant;
 
+use super::Shared;
 use super::executor::{EntityOp, EntitySend};
 use super::instance::{Effect, pending_record, write_effects};
 use super::outbox::Outbox;
 use super::partition::{Keyed, Partition};
-use super::Shared;
 use crate::state::entities;
 use crate::state::records::{
     EntityCaller, EntityLock, EntityRecord, LockRequestMsg, MessageBody, Target,
@@ -208,7 +208,8 @@ fn flush(
     if run.is_empty() {
         return 0;
     }
-    let (ops, callers): (Vec<EntityOp>, Vec<Option<EntityCaller>>) = std::mem::take(run).into_iter().unzip();
+    let (ops, callers): (Vec<EntityOp>, Vec<Option<EntityCaller>>) =
+        std::mem::take(run).into_iter().unzip();
     let n = ops.len();
     let out = shared.exec.run_entity_batch(id, rec.state.take(), ops, now);
     rec.state = out.state;
@@ -240,15 +241,18 @@ fn flush(
                 input,
                 scheduled_time,
             } => {
-                let body = MessageBody::EntityOperation(crate::state::records::EntityOperationMsg {
-                    operation,
-                    input,
-                    caller: None,
-                    critical_section_id: None,
-                    sender: None,
-                });
+                let body =
+                    MessageBody::EntityOperation(crate::state::records::EntityOperationMsg {
+                        operation,
+                        input,
+                        caller: None,
+                        critical_section_id: None,
+                        sender: None,
+                    });
                 match scheduled_time {
-                    Some(t) if t > now => effects.push(Effect::SendAt(Target::Entity(entity), t, body)),
+                    Some(t) if t > now => {
+                        effects.push(Effect::SendAt(Target::Entity(entity), t, body))
+                    }
                     _ => effects.push(Effect::Send(Target::Entity(entity), body)),
                 }
             }
@@ -257,7 +261,14 @@ fn flush(
                 version,
                 instance_id,
                 input,
-            } => effects.extend(start_effects(shared, &instance_id, &name, version, input, now)),
+            } => effects.extend(start_effects(
+                shared,
+                &instance_id,
+                &name,
+                version,
+                input,
+                now,
+            )),
         }
     }
     n

@@ -12,10 +12,10 @@ use perdure_core::{
 };
 use tokio::time::Instant;
 
+use super::Shared;
 use super::executor::{EpisodeOutcome, EpisodeResult, OrchestrationSession};
 use super::outbox::Outbox;
 use super::partition::{Keyed, Partition};
-use super::Shared;
 use crate::state::records::{
     ActivityTask, EntityCaller, EntityOperationMsg, InstanceRecord, LockRequestMsg, MessageBody,
     Target,
@@ -75,7 +75,10 @@ impl InstancePlan {
     }
 }
 
-async fn load_record(shared: &Shared, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
+async fn load_record(
+    shared: &Shared,
+    id: &InstanceId,
+) -> Result<Option<InstanceRecord>, StoreError> {
     let id = id.clone();
     transact(shared.store.as_ref(), &shared.retry, move |tx| {
         let id = id.clone();
@@ -111,7 +114,16 @@ pub(crate) async fn prepare(
     let shared = part.shared.clone();
     let now = shared.clock.now();
     if !part.instances.contains_key(&id) {
-        let record = load_record(&shared, &id).await?;
+        // A start needs no read: the new execution brings everything (and the commit reads
+        // the stored record it replaces, for the indexes).
+        let starts_fresh = msgs
+            .front()
+            .is_some_and(|(_, m)| matches!(m.body, MessageBody::NewExecution { .. }));
+        let record = if starts_fresh {
+            None
+        } else {
+            load_record(&shared, &id).await?
+        };
         part.instances.insert(
             id.clone(),
             InstanceSlot {
@@ -175,7 +187,10 @@ pub(crate) async fn prepare(
                     consumed.push((k, m));
                     continue;
                 };
-                if execution_id.as_ref().is_some_and(|e| *e != rec.execution_id) {
+                if execution_id
+                    .as_ref()
+                    .is_some_and(|e| *e != rec.execution_id)
+                {
                     consumed.push((k, m));
                     continue;
                 }
@@ -239,7 +254,15 @@ pub(crate) async fn prepare(
             Ok(s) => slot.session = Some(s),
             Err(f) => {
                 let r = failed_record(&rec, &f, now);
-                let plan = finish_plan(&shared, id, consumed, rec.history_len, r, vec![failed_event(&f, now)], false);
+                let plan = finish_plan(
+                    &shared,
+                    id,
+                    consumed,
+                    rec.history_len,
+                    r,
+                    vec![failed_event(&f, now)],
+                    false,
+                );
                 return Ok((Some(plan), msgs));
             }
         }
@@ -250,7 +273,8 @@ pub(crate) async fn prepare(
     let Some(session) = slot.session.as_mut() else {
         return Ok((None, msgs));
     };
-    let span = tracing::info_span!("episode", instance = %id, name = %rec.name, events = batch.len());
+    let span =
+        tracing::info_span!("episode", instance = %id, name = %rec.name, events = batch.len());
     let result = span.in_scope(|| session.execute(now, batch));
     let plan = episode_plan(&shared, &id, rec, consumed, result, false, now);
     Ok((Some(plan), msgs))
@@ -374,12 +398,21 @@ fn new_execution(
         Ok(s) => s,
         Err(f) => {
             let r = failed_record(&rec, &f, now);
-            return finish_plan(shared, id.clone(), consumed, 0, r, vec![started, failed_event(&f, now)], true);
+            return finish_plan(
+                shared,
+                id.clone(),
+                consumed,
+                0,
+                r,
+                vec![started, failed_event(&f, now)],
+                true,
+            );
         }
     };
     let mut events = vec![started];
     events.extend(carried);
-    let span = tracing::info_span!("episode", instance = %id, name = %rec.name, events = events.len());
+    let span =
+        tracing::info_span!("episode", instance = %id, name = %rec.name, events = events.len());
     let result = span.in_scope(|| session.execute(now, events));
     slot.session = Some(session);
     episode_plan(shared, id, rec, consumed, result, true, now)
@@ -689,7 +722,12 @@ async fn control_message(
                 consumed,
                 seq,
                 new,
-                vec![HistoryEvent::new(now, EventKind::ExecutionTerminated { reason: reason.clone() })],
+                vec![HistoryEvent::new(
+                    now,
+                    EventKind::ExecutionTerminated {
+                        reason: reason.clone(),
+                    },
+                )],
                 false,
             );
             if recursive {
@@ -735,7 +773,15 @@ async fn control_message(
                 Ok(s) => s,
                 Err(f) => {
                     let r = failed_record(&new, &f, now);
-                    return Ok(finish_plan(shared, id.clone(), consumed, 0, r, rewound, true));
+                    return Ok(finish_plan(
+                        shared,
+                        id.clone(),
+                        consumed,
+                        0,
+                        r,
+                        rewound,
+                        true,
+                    ));
                 }
             };
             let result = session.execute(now, Vec::new());
@@ -844,7 +890,9 @@ pub(crate) async fn write_effects(
     for e in effects {
         match e {
             Effect::Send(t, body) => out.send(tx, shared, t.clone(), body.clone())?,
-            Effect::SendAt(t, due, body) => out.send_at(tx, shared, t.clone(), *due, body.clone())?,
+            Effect::SendAt(t, due, body) => {
+                out.send_at(tx, shared, t.clone(), *due, body.clone())?
+            }
             Effect::Task(task) => out.task(tx, partition, task.clone())?,
             Effect::CreateInstance(rec) => {
                 let old = instances::load(tx, &rec.instance_id).await?;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use perdure_core::{EntityId, InstanceId, Timestamp};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -21,8 +23,13 @@ use crate::state::records::{InboxMessage, Target};
 use crate::state::{leases, queues};
 use crate::store::{StoreError, transact};
 
-/// Plans committed concurrently per round at most.
+/// Commits in flight per partition at most.
 const MAX_PLANS_PER_ROUND: usize = 512;
+
+/// Commits in flight: each yields its target, its plan and the outcome.
+type InFlight = FuturesUnordered<
+    futures::future::BoxFuture<'static, (Target, Arc<Plan>, Result<Committed, StoreError>)>,
+>;
 
 /// A message with its store key.
 pub(crate) type Keyed = (Vec<u8>, InboxMessage);
@@ -50,6 +57,8 @@ pub struct Partition {
     known: HashSet<Vec<u8>>,
     dirty: VecDeque<Target>,
     dirty_set: HashSet<Target>,
+    /// Targets with a commit in flight.
+    busy: HashSet<Target>,
     timers: BTreeMap<(Timestamp, Vec<u8>), InboxMessage>,
     pub(crate) instances: HashMap<InstanceId, InstanceSlot>,
     pub(crate) entities: HashMap<EntityId, EntitySlot>,
@@ -96,6 +105,7 @@ impl Partition {
             known: HashSet::new(),
             dirty: VecDeque::new(),
             dirty_set: HashSet::new(),
+            busy: HashSet::new(),
             timers: BTreeMap::new(),
             instances: HashMap::new(),
             entities: HashMap::new(),
@@ -226,18 +236,25 @@ impl Partition {
         let sweep_every = self.shared.opts.idle_passivation;
         let mut sweep = tokio::time::interval_at(Instant::now() + sweep_every, sweep_every);
         let mut shutdown: Option<tokio::sync::oneshot::Sender<()>> = None;
+        let mut inflight: InFlight = FuturesUnordered::new();
         loop {
-            if let Err(e) = self.rounds().await {
+            if let Err(e) = self.launch(&mut inflight).await {
                 tracing::error!(partition = self.partition, error = %e, "partition stops");
                 break;
             }
-            if shutdown.is_some() {
+            if shutdown.is_some() && inflight.is_empty() {
                 break;
             }
             let next_due = self.timers.first_key_value().map(|((d, _), _)| *d);
             let wake = next_due.map(|d| self.shared.clock.instant_at(d));
             tokio::select! {
-                m = rx.recv() => {
+                Some((t, plan, r)) = inflight.next(), if !inflight.is_empty() => {
+                    if let Err(e) = self.complete(t, plan, r).await {
+                        tracing::error!(partition = self.partition, error = %e, "partition stops");
+                        break;
+                    }
+                }
+                m = rx.recv(), if shutdown.is_none() => {
                     let Some(m) = m else { break };
                     if let Some(s) = self.handle(m) {
                         shutdown = Some(s);
@@ -248,14 +265,14 @@ impl Partition {
                         }
                     }
                 }
-                _ = sleep_opt(wake) => self.fire_due(),
+                _ = sleep_opt(wake), if shutdown.is_none() => self.fire_due(),
                 _ = renew.tick() => {
                     if let Err(e) = self.renew().await {
                         tracing::error!(partition = self.partition, error = %e, "lease lost");
                         break;
                     }
                 }
-                _ = sweep.tick() => self.passivate_idle(),
+                _ = sweep.tick(), if shutdown.is_none() => self.passivate_idle(),
             }
         }
         if let Some(e) = self.shared.epochs.get(self.partition as usize) {
@@ -371,16 +388,23 @@ impl Partition {
             .fetch_sub(removed as i64, Ordering::Relaxed);
     }
 
-    /// Processes dirty targets until no progress is possible.
-    async fn rounds(&mut self) -> Result<(), StoreError> {
-        while !self.dirty.is_empty() {
-            let mut plans = Vec::new();
-            let n = self.dirty.len().min(MAX_PLANS_PER_ROUND);
+    /// Prepares the next episode (or entity batch) of every dirty target that has no commit
+    /// in flight, and starts their commits. Commits of different targets overlap, and a
+    /// target's next episode starts as soon as its previous commit is done (pipelining), so
+    /// the store's group commit sees many transactions at once.
+    async fn launch(&mut self, inflight: &mut InFlight) -> Result<(), StoreError> {
+        while !self.dirty.is_empty() && inflight.len() < MAX_PLANS_PER_ROUND {
+            let n = self
+                .dirty
+                .len()
+                .min(MAX_PLANS_PER_ROUND - inflight.len());
             let targets: Vec<Target> = self.dirty.drain(..n).collect();
-            for t in &targets {
-                self.dirty_set.remove(t);
-            }
             for t in targets {
+                self.dirty_set.remove(&t);
+                if self.busy.contains(&t) {
+                    // Marked dirty again when its commit completes.
+                    continue;
+                }
                 let Some(msgs) = self.pending.remove(&t) else {
                     continue;
                 };
@@ -395,93 +419,90 @@ impl Partition {
                     }
                 };
                 self.requeue_front(&t, leftover);
-                if let Some(plan) = plan {
-                    plans.push((t, plan));
-                }
-            }
-            if plans.is_empty() {
-                continue;
-            }
-            let shared = self.shared.clone();
-            let (p, epoch) = (self.partition, self.epoch);
-            let results = futures::future::join_all(plans.into_iter().map(|(t, plan)| {
-                let shared = shared.clone();
-                async move {
+                let Some(plan) = plan else { continue };
+                self.busy.insert(t.clone());
+                let shared = self.shared.clone();
+                let (p, epoch) = (self.partition, self.epoch);
+                inflight.push(Box::pin(async move {
                     let started = std::time::Instant::now();
                     let plan = Arc::new(plan);
                     let r = commit(shared.clone(), p, epoch, plan.clone()).await;
                     shared.metrics.commit_latency.observe(started.elapsed());
                     (t, plan, r)
-                }
-            }))
-            .await;
-            for (t, plan, r) in results {
-                let plan = Arc::try_unwrap(plan).map_err(|_| StoreError::Conflict)?;
-                match r {
-                    Ok(Committed::Done(out)) => {
-                        self.shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                        match plan {
-                            Plan::Instance(ip) => {
-                                for (k, _) in &ip.consumed {
-                                    self.known.remove(k);
-                                }
-                                instance::applied(self, *ip);
-                            }
-                            Plan::Entity(ep) => {
-                                for (k, _) in &ep.consumed {
-                                    self.known.remove(k);
-                                }
-                                entity::applied(self, ep);
-                            }
+                }));
+            }
+        }
+        self.enforce_bound();
+        Ok(())
+    }
+
+    /// Applies the outcome of one commit.
+    async fn complete(
+        &mut self,
+        t: Target,
+        plan: Arc<Plan>,
+        r: Result<Committed, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.busy.remove(&t);
+        let p = self.partition;
+        let plan = Arc::try_unwrap(plan).map_err(|_| StoreError::Conflict)?;
+        match r {
+            Ok(Committed::Done(out)) => {
+                self.shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                match plan {
+                    Plan::Instance(ip) => {
+                        for (k, _) in &ip.consumed {
+                            self.known.remove(k);
                         }
-                        self.shared.dispatch(out);
-                        if self.pending.contains_key(&t) {
-                            self.mark_dirty(t);
-                        }
+                        instance::applied(self, *ip);
                     }
-                    Ok(Committed::Stale) | Err(_) => {
-                        if let Err(e) = &r {
-                            if matches!(e, StoreError::Fenced { .. }) {
-                                return r.map(|_| ());
-                            }
-                            tracing::warn!(partition = p, error = %e, "commit failed; rerunning");
+                    Plan::Entity(ep) => {
+                        for (k, _) in &ep.consumed {
+                            self.known.remove(k);
+                        }
+                        entity::applied(self, ep);
+                    }
+                }
+                self.shared.dispatch(out);
+            }
+            Ok(Committed::Stale) | Err(_) => {
+                if let Err(e) = &r {
+                    if matches!(e, StoreError::Fenced { .. }) {
+                        return r.map(|_| ());
+                    }
+                    tracing::warn!(partition = p, error = %e, "commit failed; rerunning");
+                    self.shared
+                        .metrics
+                        .episode_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                // Forget the in-memory state (the store is the truth) and rerun with the
+                // messages that are still in the store.
+                let consumed = match plan {
+                    Plan::Instance(ip) => {
+                        if self.instances.remove(&ip.id).is_some() {
                             self.shared
                                 .metrics
-                                .episode_failures
-                                .fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                                .active_instances
+                                .fetch_sub(1, Ordering::Relaxed);
                         }
-                        // Forget the in-memory state (the store is the truth) and rerun
-                        // with the messages that are still in the store.
-                        let consumed = match plan {
-                            Plan::Instance(ip) => {
-                                self.instances.remove(&ip.id);
-                                ip.consumed
-                            }
-                            Plan::Entity(ep) => {
-                                self.entities.remove(&ep.id);
-                                ep.consumed
-                            }
-                        };
-                        let stale = matches!(r, Ok(Committed::Stale));
-                        let mut keep = VecDeque::new();
-                        for (k, m) in consumed {
-                            if stale {
-                                // Re-check below: drop only keys missing from the store.
-                                keep.push_back((k, m));
-                            } else {
-                                keep.push_back((k, m));
-                            }
-                        }
-                        if stale {
-                            keep = self.drop_missing(keep).await?;
-                        }
-                        self.requeue_front(&t, keep);
-                        self.mark_dirty(t);
+                        ip.consumed
                     }
+                    Plan::Entity(ep) => {
+                        self.entities.remove(&ep.id);
+                        ep.consumed
+                    }
+                };
+                let mut keep: VecDeque<Keyed> = consumed.into_iter().collect();
+                if matches!(r, Ok(Committed::Stale)) {
+                    keep = self.drop_missing(keep).await?;
                 }
+                self.requeue_front(&t, keep);
             }
-            self.enforce_bound();
+        }
+        if self.pending.contains_key(&t) {
+            self.mark_dirty(t);
         }
         Ok(())
     }

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use perdure_core::{EventKind, FailureDetails, HistoryEvent, InstanceId, Payload, Timestamp};
 
 /// Cuts a failed history before its first failure event.
-pub fn cut_before_failure(mut history: Vec<HistoryEvent>) -> Result<Vec<HistoryEvent>, FailureDetails> {
+pub fn cut_before_failure(
+    mut history: Vec<HistoryEvent>,
+) -> Result<Vec<HistoryEvent>, FailureDetails> {
     let first_failure = history.iter().position(|e| {
         matches!(
             e.kind,
@@ -84,7 +86,12 @@ pub fn pending_work(history: &[HistoryEvent]) -> PendingWork {
             } => {
                 children.insert(
                     e.event_id,
-                    (name.clone(), version.clone(), instance_id.clone(), input.clone()),
+                    (
+                        name.clone(),
+                        version.clone(),
+                        instance_id.clone(),
+                        input.clone(),
+                    ),
                 );
             }
             EventKind::SubOrchestrationInstanceCompleted {

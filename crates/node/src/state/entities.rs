@@ -17,7 +17,10 @@ pub fn entity_key(id: &EntityId) -> Vec<u8> {
 }
 
 /// Reads an entity record.
-pub async fn load(tx: &mut dyn Transaction, id: &EntityId) -> Result<Option<EntityRecord>, StoreError> {
+pub async fn load(
+    tx: &mut dyn Transaction,
+    id: &EntityId,
+) -> Result<Option<EntityRecord>, StoreError> {
     get(tx, &entity_key(id)).await
 }
 

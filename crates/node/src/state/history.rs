@@ -50,7 +50,10 @@ pub async fn load_page(
 }
 
 /// Loads the whole history of the current execution.
-pub async fn load(tx: &mut dyn Transaction, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError> {
+pub async fn load(
+    tx: &mut dyn Transaction,
+    id: &InstanceId,
+) -> Result<Vec<HistoryEvent>, StoreError> {
     load_page(tx, id, 0, None).await
 }
 

@@ -84,8 +84,7 @@ fn matches(q: &InstanceQuery, r: &InstanceRecord) -> bool {
     (q.statuses.is_empty() || q.statuses.contains(&r.status))
         && q.created_from.is_none_or(|t| r.created_at >= t)
         && q.created_to.is_none_or(|t| r.created_at <= t)
-        && q
-            .instance_id_prefix
+        && q.instance_id_prefix
             .as_deref()
             .is_none_or(|p| r.instance_id.as_str().starts_with(p))
         && q.name.as_deref().is_none_or(|n| r.name == n)
@@ -112,9 +111,7 @@ fn driving_range(q: &InstanceQuery) -> (KeyRange, usize) {
         let lo = q.created_from.map_or(0, |t| t.as_millis());
         let hi = q.created_to.map_or(u64::MAX, |t| t.as_millis());
         let begin = Key::new().str(space::BY_CREATED).uint(lo);
-        let end = Key::new()
-            .str(space::BY_CREATED)
-            .uint(hi.saturating_add(1));
+        let end = Key::new().str(space::BY_CREATED).uint(hi.saturating_add(1));
         let end = if hi == u64::MAX {
             crate::store::prefix_end(Key::new().str(space::BY_CREATED).as_bytes())
         } else {
@@ -216,9 +213,7 @@ pub async fn count(
             q.statuses.clone()
         };
         for s in statuses {
-            let pre = Key::new()
-                .str(space::BY_STATUS)
-                .uint(u64::from(s.code()));
+            let pre = Key::new().str(space::BY_STATUS).uint(u64::from(s.code()));
             let n = tx
                 .get_range(&KeyRange::prefix(pre.as_bytes()), RangeOptions::default())
                 .await?

@@ -18,7 +18,10 @@ pub fn lease_key(partition: u32) -> Vec<u8> {
 }
 
 /// Reads a partition's lease.
-pub async fn read(tx: &mut dyn Transaction, partition: u32) -> Result<Option<LeaseRecord>, StoreError> {
+pub async fn read(
+    tx: &mut dyn Transaction,
+    partition: u32,
+) -> Result<Option<LeaseRecord>, StoreError> {
     get(tx, &lease_key(partition)).await
 }
 

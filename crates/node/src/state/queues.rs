@@ -114,7 +114,12 @@ pub async fn read_inbox(
     partition: u32,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
-    read(tx, KeyRange::prefix(inbox_prefix(partition).as_bytes()), limit).await
+    read(
+        tx,
+        KeyRange::prefix(inbox_prefix(partition).as_bytes()),
+        limit,
+    )
+    .await
 }
 
 /// Inbox messages after `after` (exclusive).
@@ -136,7 +141,12 @@ pub async fn read_timers(
     partition: u32,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
-    read(tx, KeyRange::prefix(timer_prefix(partition).as_bytes()), limit).await
+    read(
+        tx,
+        KeyRange::prefix(timer_prefix(partition).as_bytes()),
+        limit,
+    )
+    .await
 }
 
 /// Timers after `after` (exclusive), earliest first.

@@ -27,6 +27,9 @@ use super::{
     RetryOptions, Store, StoreError, transact,
 };
 
+/// A conformance case's body: runs against a fresh, empty store.
+pub type CaseFn = fn(Arc<dyn Store>) -> BoxFuture<'static, Result<(), StoreError>>;
+
 /// A conformance case: a name, and a function run against a fresh, empty store.
 #[derive(Clone, Copy)]
 pub struct Case {
@@ -36,7 +39,7 @@ pub struct Case {
     pub concurrent: bool,
     /// The case. It panics (assertions) on a wrong result and returns a store error if the
     /// backend fails.
-    pub run: fn(Arc<dyn Store>) -> BoxFuture<'static, Result<(), StoreError>>,
+    pub run: CaseFn,
 }
 
 /// The cases of the key-value contract.
@@ -62,7 +65,9 @@ pub fn kv_cases() -> Vec<Case> {
         case("lost_update_conflicts", true, |s| {
             Box::pin(lost_update_conflicts(s))
         }),
-        case("write_skew_aborted", true, |s| Box::pin(write_skew_aborted(s))),
+        case("write_skew_aborted", true, |s| {
+            Box::pin(write_skew_aborted(s))
+        }),
         case("snapshot_reads_are_repeatable", true, |s| {
             Box::pin(snapshot_reads_are_repeatable(s))
         }),
@@ -75,11 +80,7 @@ pub fn kv_cases() -> Vec<Case> {
     ]
 }
 
-fn case(
-    name: &'static str,
-    concurrent: bool,
-    run: fn(Arc<dyn Store>) -> BoxFuture<'static, Result<(), StoreError>>,
-) -> Case {
+fn case(name: &'static str, concurrent: bool, run: CaseFn) -> Case {
     Case {
         name,
         concurrent,
@@ -107,7 +108,10 @@ where
         let store = make().await;
         let backend = store.backend_name();
         if case.concurrent && backend == "memory" {
-            eprintln!("conformance [{backend}] {}: skipped (one transaction at a time)", case.name);
+            eprintln!(
+                "conformance [{backend}] {}: skipped (one transaction at a time)",
+                case.name
+            );
             continue;
         }
         eprintln!("conformance [{backend}] {}", case.name);
@@ -149,9 +153,17 @@ pub async fn get_set_clear(store: Arc<dyn Store>) -> Result<(), StoreError> {
     assert_eq!(read(&*store, b"a").await?, None);
     write(&*store, &[(b"a", b"1"), (b"b", b"")]).await?;
     assert_eq!(read(&*store, b"a").await?.as_deref(), Some(&b"1"[..]));
-    assert_eq!(read(&*store, b"b").await?.as_deref(), Some(&b""[..]), "empty value kept");
+    assert_eq!(
+        read(&*store, b"b").await?.as_deref(),
+        Some(&b""[..]),
+        "empty value kept"
+    );
     write(&*store, &[(b"a", b"2")]).await?;
-    assert_eq!(read(&*store, b"a").await?.as_deref(), Some(&b"2"[..]), "overwrite");
+    assert_eq!(
+        read(&*store, b"a").await?.as_deref(),
+        Some(&b"2"[..]),
+        "overwrite"
+    );
     let mut tx = store.begin().await?;
     tx.clear(b"a");
     tx.clear(b"never-written");
@@ -221,7 +233,11 @@ pub async fn failed_closure_leaves_nothing(store: Arc<dyn Store>) -> Result<(), 
     })
     .await;
     assert!(matches!(result, Err(StoreError::Fatal(_))), "{result:?}");
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "a fatal error is not retried");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "a fatal error is not retried"
+    );
     assert!(read_all(&*store).await?.is_empty());
     Ok(())
 }
@@ -240,7 +256,11 @@ pub async fn read_your_writes(store: Arc<dyn Store>) -> Result<(), StoreError> {
     tx.set(b"c", b"new")?;
     tx.clear_range(&KeyRange::new(b"a".to_vec(), b"b".to_vec()));
     assert_eq!(tx.get(b"a").await?, None, "cleared by clear_range");
-    assert_eq!(tx.get(b"b").await?.as_deref(), Some(&b"again"[..]), "end is exclusive");
+    assert_eq!(
+        tx.get(b"b").await?.as_deref(),
+        Some(&b"again"[..]),
+        "end is exclusive"
+    );
     tx.set(b"a", b"after-clear")?;
     assert_eq!(tx.get(b"a").await?.as_deref(), Some(&b"after-clear"[..]));
     tx.commit().await?;
@@ -303,14 +323,30 @@ pub async fn range_reads(store: Arc<dyn Store>) -> Result<(), StoreError> {
 
     let half_open = KeyRange::new(b"b/2".to_vec(), b"c/2".to_vec());
     let mid = tx.get_range(&half_open, RangeOptions::default()).await?;
-    assert_eq!(keys(&mid), ["b/2", "b/3", "b0", "c/1"], "begin inclusive, end exclusive");
+    assert_eq!(
+        keys(&mid),
+        ["b/2", "b/3", "b0", "c/1"],
+        "begin inclusive, end exclusive"
+    );
 
     let empty = KeyRange::new(b"c".to_vec(), b"c".to_vec());
-    assert!(tx.get_range(&empty, RangeOptions::default()).await?.is_empty());
+    assert!(
+        tx.get_range(&empty, RangeOptions::default())
+            .await?
+            .is_empty()
+    );
     let inverted = KeyRange::new(b"d".to_vec(), b"a".to_vec());
-    assert!(tx.get_range(&inverted, RangeOptions::default()).await?.is_empty());
+    assert!(
+        tx.get_range(&inverted, RangeOptions::default())
+            .await?
+            .is_empty()
+    );
     let none = KeyRange::prefix(b"zzz");
-    assert!(tx.get_range(&none, RangeOptions::reverse_limit(3)).await?.is_empty());
+    assert!(
+        tx.get_range(&none, RangeOptions::reverse_limit(3))
+            .await?
+            .is_empty()
+    );
     Ok(())
 }
 
@@ -318,7 +354,12 @@ pub async fn range_reads(store: Arc<dyn Store>) -> Result<(), StoreError> {
 pub async fn range_reads_see_own_writes(store: Arc<dyn Store>) -> Result<(), StoreError> {
     write(
         &*store,
-        &[(b"p/1", b"c"), (b"p/2", b"c"), (b"p/3", b"c"), (b"p/4", b"c")],
+        &[
+            (b"p/1", b"c"),
+            (b"p/2", b"c"),
+            (b"p/3", b"c"),
+            (b"p/4", b"c"),
+        ],
     )
     .await?;
     let mut tx = store.begin().await?;
@@ -353,7 +394,11 @@ pub async fn range_reads_see_own_writes(store: Arc<dyn Store>) -> Result<(), Sto
     assert_eq!(lim1, vec![(b"p/2".to_vec(), b"back".to_vec())]);
     drop(tx);
     let all = read_all(&*store).await?;
-    assert_eq!(keys(&all), ["p/1", "p/2", "p/3", "p/4"], "nothing committed");
+    assert_eq!(
+        keys(&all),
+        ["p/1", "p/2", "p/3", "p/4"],
+        "nothing committed"
+    );
     Ok(())
 }
 
@@ -439,11 +484,16 @@ fn assert_limit(result: Result<(), StoreError>, want: LimitKind) {
 pub async fn size_limits(store: Arc<dyn Store>) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
     assert_limit(tx.set(&vec![b'k'; MAX_KEY_BYTES + 1], b"v"), LimitKind::Key);
-    assert_limit(tx.set(b"k", &vec![0; MAX_VALUE_BYTES + 1]), LimitKind::Value);
+    assert_limit(
+        tx.set(b"k", &vec![0; MAX_VALUE_BYTES + 1]),
+        LimitKind::Value,
+    );
     tx.set(&vec![b'k'; MAX_KEY_BYTES], &vec![7; MAX_VALUE_BYTES])?;
     tx.commit().await?;
     assert_eq!(
-        read(&*store, &vec![b'k'; MAX_KEY_BYTES]).await?.map(|v| v.len()),
+        read(&*store, &vec![b'k'; MAX_KEY_BYTES])
+            .await?
+            .map(|v| v.len()),
         Some(MAX_VALUE_BYTES)
     );
 
@@ -496,7 +546,10 @@ pub async fn lost_update_conflicts(store: Arc<dyn Store>) -> Result<(), StoreErr
     t1.commit().await?;
     let second = t2.commit().await;
     assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
-    assert_eq!(read(&*store, b"n").await?, Some(1u64.to_be_bytes().to_vec()));
+    assert_eq!(
+        read(&*store, b"n").await?,
+        Some(1u64.to_be_bytes().to_vec())
+    );
     Ok(())
 }
 
@@ -525,7 +578,10 @@ pub async fn write_skew_aborted(store: Arc<dyn Store>) -> Result<(), StoreError>
         "exactly one commits: {r1:?} {r2:?}"
     );
     let mut tx = store.begin().await?;
-    assert_eq!(tx.get_range(&on_call, RangeOptions::default()).await?.len(), 1);
+    assert_eq!(
+        tx.get_range(&on_call, RangeOptions::default()).await?.len(),
+        1
+    );
     Ok(())
 }
 
@@ -564,7 +620,10 @@ pub async fn transact_retries_conflict(store: Arc<dyn Store>) -> Result<(), Stor
     .await?;
     assert_eq!(runs.load(Ordering::SeqCst), 2, "one conflict, one rerun");
     assert_eq!(seen, 10, "the rerun read the concurrent write");
-    assert_eq!(read(&*store, b"n").await?, Some(11u64.to_be_bytes().to_vec()));
+    assert_eq!(
+        read(&*store, b"n").await?,
+        Some(11u64.to_be_bytes().to_vec())
+    );
     Ok(())
 }
 

@@ -189,12 +189,12 @@ impl EmbeddedTransaction {
             Box::new(stored)
         };
         let own = self.writes.range(range.begin.clone()..range.end.clone());
-        let mut own: std::iter::Peekable<Box<dyn Iterator<Item = (&Vec<u8>, &Option<Vec<u8>>)>>> =
-            if reverse {
-                (Box::new(own.rev()) as Box<dyn Iterator<Item = _>>).peekable()
-            } else {
-                (Box::new(own) as Box<dyn Iterator<Item = _>>).peekable()
-            };
+        let own: OwnWrites<'_> = if reverse {
+            Box::new(own.rev())
+        } else {
+            Box::new(own)
+        };
+        let mut own = own.peekable();
         let mut next_stored = || -> Result<Option<KeyValue>, StoreError> {
             for guard in stored.by_ref() {
                 let (k, v) = guard.into_inner().map_err(fjall_error)?;
@@ -236,6 +236,9 @@ impl EmbeddedTransaction {
     }
 }
 
+/// This transaction's writes in a range, in read order.
+type OwnWrites<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a>;
+
 /// The smallest key after `key`.
 fn key_after(key: &[u8]) -> Vec<u8> {
     let mut next = Vec::with_capacity(key.len() + 1);
@@ -274,7 +277,9 @@ impl Transaction for EmbeddedTransaction {
         // Conflict only on the part of the range the result depends on: a write past the
         // last pair returned by a limited read does not change what this read saw.
         let read = match (complete, pairs.last()) {
-            (false, Some((last, _))) if opts.reverse => KeyRange::new(last.clone(), range.end.clone()),
+            (false, Some((last, _))) if opts.reverse => {
+                KeyRange::new(last.clone(), range.end.clone())
+            }
             (false, Some((last, _))) => KeyRange::new(range.begin.clone(), key_after(last)),
             _ => range.clone(),
         };

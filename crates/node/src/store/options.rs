@@ -86,18 +86,19 @@ pub async fn open_store(options: &StoreOptions) -> Result<Arc<dyn Store>, StoreE
         StoreOptions::Embedded { path } => {
             let path = path.clone();
             // Opening replays the journal: blocking work, kept off the async workers.
-            let store = tokio::task::spawn_blocking(move || super::embedded::EmbeddedStore::open(path))
-                .await
-                .map_err(|e| StoreError::Fatal(Box::new(e)))??;
+            let store =
+                tokio::task::spawn_blocking(move || super::embedded::EmbeddedStore::open(path))
+                    .await
+                    .map_err(|e| StoreError::Fatal(Box::new(e)))??;
             Ok(Arc::new(store))
         }
         StoreOptions::Postgres { url, pool_size } => Ok(Arc::new(
             super::postgres::PostgresStore::connect(url, pool_size.get()).await?,
         )),
         #[cfg(feature = "foundationdb")]
-        StoreOptions::Foundationdb { cluster_file } => Ok(Arc::new(super::fdb::FdbStore::open(
-            cluster_file.clone(),
-        )?)),
+        StoreOptions::Foundationdb { cluster_file } => {
+            Ok(Arc::new(super::fdb::FdbStore::open(cluster_file.clone())?))
+        }
         #[cfg(not(feature = "foundationdb"))]
         StoreOptions::Foundationdb { .. } => {
             Err(StoreError::Fatal(Box::new(BackendNotBuilt("foundationdb"))))
@@ -133,15 +134,19 @@ mod tests {
         );
         let emb: StoreOptions = toml::from_str("backend = \"embedded\"").expect("embedded");
         assert_eq!(emb, StoreOptions::default());
-        let fdb: StoreOptions = toml::from_str("backend = \"foundationdb\"\ncluster_file = \"/etc/fdb.cluster\"")
-            .expect("fdb");
+        let fdb: StoreOptions =
+            toml::from_str("backend = \"foundationdb\"\ncluster_file = \"/etc/fdb.cluster\"")
+                .expect("fdb");
         assert_eq!(
             fdb,
             StoreOptions::Foundationdb {
                 cluster_file: Some("/etc/fdb.cluster".into())
             }
         );
-        assert!(toml::from_str::<StoreOptions>("backend = \"postgres\"\nurl = \"x\"\npool_size = 0").is_err());
+        assert!(
+            toml::from_str::<StoreOptions>("backend = \"postgres\"\nurl = \"x\"\npool_size = 0")
+                .is_err()
+        );
         assert!(toml::from_str::<StoreOptions>("backend = \"cassandra\"").is_err());
     }
 
@@ -153,7 +158,14 @@ mod tests {
         let err = open_store(&StoreOptions::Foundationdb { cluster_file: None })
             .await
             .err()
-            .map(|e| format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()));
+            .map(|e| {
+                format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                )
+            });
         assert!(err.is_some_and(|e| e.contains("--features foundationdb")));
     }
 }

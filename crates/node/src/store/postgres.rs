@@ -239,7 +239,8 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
 
 fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     e.is_closed()
-        || std::error::Error::source(e).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+        || std::error::Error::source(e)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
 }
 
 fn checkout_error(e: PoolError) -> StoreError {
@@ -502,7 +503,9 @@ impl Transaction for PostgresTransaction {
             Ok(()) => Ok(()),
             Err(e) if e.code().is_none() && is_connection_error(&e) => {
                 drop(Object::take(client));
-                Err(StoreError::MaybeCommitted(Box::new(PostgresError::Commit(e))))
+                Err(StoreError::MaybeCommitted(Box::new(PostgresError::Commit(
+                    e,
+                ))))
             }
             Err(e) => {
                 // The server ended the transaction (a failed COMMIT rolls back).

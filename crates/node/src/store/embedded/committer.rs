@@ -49,7 +49,7 @@ pub(super) struct Changes {
 /// A transaction handed to the committer, and where to send its outcome.
 struct CommitRequest {
     changes: Changes,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    reply: Reply,
 }
 
 /// Applying or syncing a batch failed: the outcome of its transactions is unknown.
@@ -161,9 +161,12 @@ struct State {
     durable: watch::Sender<u64>,
 }
 
+/// Where a transaction's outcome goes.
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
 /// Outcomes of a batch, and which of them are applied to storage yet.
 struct Outcomes {
-    list: Vec<(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>)>,
+    list: Vec<(Reply, Result<(), StoreError>)>,
     /// Index of the first outcome not yet written to storage.
     unapplied: usize,
     /// Whether anything was written to storage in this batch.

@@ -53,7 +53,11 @@ impl Versions {
     pub(super) fn floor(&self) -> u64 {
         let open = self.open_set();
         let committed = self.committed.load(Ordering::Acquire);
-        open.keys().next().copied().unwrap_or(committed).min(committed)
+        open.keys()
+            .next()
+            .copied()
+            .unwrap_or(committed)
+            .min(committed)
     }
 }
 
