@@ -9,17 +9,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use perdure_core::management::*;
-use perdure_core::{
-    EntityId, HistoryEvent, InstanceId, OrchestrationStatus, Payload, Timestamp, iso8601,
-};
+use perdure_core::{HistoryEvent, InstanceId, OrchestrationStatus, Payload, Timestamp, iso8601};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 
 use crate::error::{ClientError, ClientResult};
-use crate::wire::{EntityWire, ErrorWire, IdWire, PurgeWire, StatusWire};
+use crate::wire::{ErrorWire, IdWire, PurgeWire, StatusWire};
+
+mod api;
+mod entities;
 
 /// Where the Durable Functions routes live on a node.
 pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
@@ -589,106 +588,6 @@ impl HttpTransport {
         Self::purge_answer(a)
     }
 
-    /// Signals an entity.
-    pub async fn signal_entity(
-        &self,
-        entity: &EntityId,
-        operation: &str,
-        input: Option<&Payload>,
-        scheduled_time: Option<Timestamp>,
-    ) -> ClientResult<()> {
-        let path = format!(
-            "/entities/{}/{}{}",
-            enc(entity.name()),
-            enc(entity.key()),
-            query(&[
-                ("op", Some(operation.to_string())),
-                ("scheduledTime", time(scheduled_time)),
-            ])
-        );
-        self.post_op(path, input).await.map(drop)
-    }
-
-    /// An entity (with its state).
-    pub async fn get_entity(&self, entity: &EntityId) -> ClientResult<Option<EntityState>> {
-        let path = format!(
-            "/entities/{}/{}?metadata=true",
-            enc(entity.name()),
-            enc(entity.key())
-        );
-        let a = self
-            .send(Method::GET, &path, None, None, Duration::ZERO)
-            .await?;
-        if a.status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let a = Self::expect(a, &[StatusCode::OK])?;
-        let w: EntityWire = Self::decode(&a)?;
-        w.into_state().map(Some)
-    }
-
-    /// One page of entities.
-    pub async fn query_entities(&self, q: &EntityQuery) -> ClientResult<EntityPage> {
-        let mut path = match &q.name {
-            Some(n) => format!("/entities/{}", enc(n)),
-            None => "/entities".to_string(),
-        };
-        path.push_str(&query(&[
-            ("keyPrefix", q.key_prefix.clone()),
-            ("lastOperationTimeFrom", time(q.last_modified_from)),
-            ("lastOperationTimeTo", time(q.last_modified_to)),
-            ("top", (q.page_size > 0).then(|| q.page_size.to_string())),
-            ("fetchState", Some(q.fetch_state.to_string())),
-        ]));
-        let a = self
-            .send(
-                Method::GET,
-                &path,
-                None,
-                q.continuation.as_deref(),
-                Duration::ZERO,
-            )
-            .await?;
-        let a = Self::expect(a, &[StatusCode::OK])?;
-        let wires: Vec<EntityWire> = Self::decode(&a)?;
-        let entities = wires
-            .into_iter()
-            .map(EntityWire::into_state)
-            .collect::<ClientResult<Vec<_>>>()?;
-        let continuation = a
-            .headers
-            .get(CONTINUATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        Ok(EntityPage {
-            entities,
-            continuation,
-        })
-    }
-
-    /// Removes empty entities and releases orphaned locks.
-    pub async fn clean_entity_storage(
-        &self,
-        remove_empty: bool,
-        release_orphaned_locks: bool,
-    ) -> ClientResult<CleanEntityStorageResult> {
-        let path = format!(
-            "/maintenance/cleanEntityStorage?removeEmptyEntities={remove_empty}&releaseOrphanedLocks={release_orphaned_locks}"
-        );
-        let a = self.post_op(path, None).await?;
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct W {
-            empty_entities_removed: u64,
-            orphaned_locks_released: u64,
-        }
-        let w: W = Self::decode(&a)?;
-        Ok(CleanEntityStorageResult {
-            empty_entities_removed: w.empty_entities_removed,
-            orphaned_locks_released: w.orphaned_locks_released,
-        })
-    }
-
     /// Registered function names per kind (`orchestrations`, `activities`, `entities`).
     pub async fn registered_functions(&self) -> ClientResult<BTreeMap<String, Vec<String>>> {
         let a = self
@@ -699,131 +598,45 @@ impl HttpTransport {
     }
 }
 
-fn boxed<'a, T: Send + 'a>(
-    f: impl std::future::Future<Output = ClientResult<T>> + Send + 'a,
-) -> BoxFuture<'a, ManagementResult<T>> {
-    f.map(|r| r.map_err(ManagementError::from)).boxed()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The HTTP transport as a [`ManagementApi`] (errors flattened into [`ManagementError`]).
-/// `registered_names` is not available synchronously over HTTP and answers an empty list; use
-/// [`HttpTransport::registered_functions`].
-impl ManagementApi for HttpTransport {
-    fn start(&self, req: StartRequest) -> BoxFuture<'_, ManagementResult<InstanceId>> {
-        boxed(HttpTransport::start(self, req))
+    #[test]
+    fn node_urls_are_normalised_and_checked() {
+        let t = HttpTransport::new(HttpClientOptions::new([
+            "http://a:1/",
+            "http://b:2/runtime/webhooks/durabletask/",
+        ]))
+        .unwrap();
+        assert_eq!(
+            t.nodes(),
+            [
+                "http://a:1/runtime/webhooks/durabletask",
+                "http://b:2/runtime/webhooks/durabletask"
+            ]
+        );
+        assert!(matches!(
+            HttpTransport::new(HttpClientOptions::new(["a:1"])),
+            Err(ClientError::Config(_))
+        ));
+        assert!(matches!(
+            HttpTransport::new(HttpClientOptions::new(Vec::<String>::new())),
+            Err(ClientError::Config(_))
+        ));
     }
-    fn get_instance(
-        &self,
-        id: InstanceId,
-        with_payloads: bool,
-    ) -> BoxFuture<'_, ManagementResult<Option<InstanceState>>> {
-        boxed(async move { HttpTransport::get_instance(self, &id, with_payloads).await })
-    }
-    fn get_history(
-        &self,
-        id: InstanceId,
-    ) -> BoxFuture<'_, ManagementResult<Option<Vec<HistoryEvent>>>> {
-        boxed(async move { HttpTransport::get_history(self, &id).await })
-    }
-    fn wait_for_completion(
-        &self,
-        id: InstanceId,
-        timeout: Duration,
-    ) -> BoxFuture<'_, ManagementResult<Option<InstanceState>>> {
-        boxed(async move { HttpTransport::wait_for_completion(self, &id, timeout).await })
-    }
-    fn query_instances(
-        &self,
-        query: InstanceQuery,
-    ) -> BoxFuture<'_, ManagementResult<InstancePage>> {
-        boxed(async move { HttpTransport::query_instances(self, &query).await })
-    }
-    fn count_instances(
-        &self,
-        query: InstanceQuery,
-    ) -> BoxFuture<'_, ManagementResult<BTreeMap<OrchestrationStatus, u64>>> {
-        boxed(async move { HttpTransport::count_instances(self, &query).await })
-    }
-    fn raise_event(
-        &self,
-        id: InstanceId,
-        name: String,
-        data: Option<Payload>,
-    ) -> BoxFuture<'_, ManagementResult<()>> {
-        boxed(async move { HttpTransport::raise_event(self, &id, &name, data.as_ref()).await })
-    }
-    fn terminate(
-        &self,
-        id: InstanceId,
-        reason: Option<String>,
-        recursive: bool,
-    ) -> BoxFuture<'_, ManagementResult<()>> {
-        boxed(async move { HttpTransport::terminate(self, &id, reason, recursive).await })
-    }
-    fn suspend(
-        &self,
-        id: InstanceId,
-        reason: Option<String>,
-    ) -> BoxFuture<'_, ManagementResult<()>> {
-        boxed(async move { HttpTransport::suspend(self, &id, reason).await })
-    }
-    fn resume(
-        &self,
-        id: InstanceId,
-        reason: Option<String>,
-    ) -> BoxFuture<'_, ManagementResult<()>> {
-        boxed(async move { HttpTransport::resume(self, &id, reason).await })
-    }
-    fn rewind(
-        &self,
-        id: InstanceId,
-        reason: Option<String>,
-    ) -> BoxFuture<'_, ManagementResult<()>> {
-        boxed(async move { HttpTransport::rewind(self, &id, reason).await })
-    }
-    fn restart(
-        &self,
-        id: InstanceId,
-        new_instance_id: bool,
-    ) -> BoxFuture<'_, ManagementResult<InstanceId>> {
-        boxed(async move { HttpTransport::restart(self, &id, new_instance_id).await })
-    }
-    fn purge_instance(&self, id: InstanceId) -> BoxFuture<'_, ManagementResult<PurgeResult>> {
-        boxed(async move { HttpTransport::purge_instance(self, &id).await })
-    }
-    fn purge_instances(&self, filter: PurgeFilter) -> BoxFuture<'_, ManagementResult<PurgeResult>> {
-        boxed(async move { HttpTransport::purge_instances(self, &filter).await })
-    }
-    fn signal_entity(
-        &self,
-        entity: EntityId,
-        operation: String,
-        input: Option<Payload>,
-        scheduled_time: Option<Timestamp>,
-    ) -> BoxFuture<'_, ManagementResult<()>> {
-        boxed(async move {
-            HttpTransport::signal_entity(self, &entity, &operation, input.as_ref(), scheduled_time)
-                .await
-        })
-    }
-    fn get_entity(&self, entity: EntityId) -> BoxFuture<'_, ManagementResult<Option<EntityState>>> {
-        boxed(async move { HttpTransport::get_entity(self, &entity).await })
-    }
-    fn query_entities(&self, query: EntityQuery) -> BoxFuture<'_, ManagementResult<EntityPage>> {
-        boxed(async move { HttpTransport::query_entities(self, &query).await })
-    }
-    fn clean_entity_storage(
-        &self,
-        remove_empty: bool,
-        release_orphaned_locks: bool,
-    ) -> BoxFuture<'_, ManagementResult<CleanEntityStorageResult>> {
-        boxed(HttpTransport::clean_entity_storage(
-            self,
-            remove_empty,
-            release_orphaned_locks,
-        ))
-    }
-    fn registered_names(&self, _kind: FunctionKind) -> Vec<String> {
-        Vec::new()
+
+    #[test]
+    fn query_strings_encode_values() {
+        assert_eq!(enc("my id ü/%"), "my%20id%20%C3%BC%2F%25");
+        assert_eq!(
+            query(&[
+                ("a", Some("x y".into())),
+                ("b", None),
+                ("c", Some("1".into()))
+            ]),
+            "?a=x%20y&c=1"
+        );
+        assert_eq!(query(&[("b", None)]), "");
     }
 }

@@ -170,3 +170,51 @@ pub(crate) struct ErrorWire {
     #[serde(rename = "perdureError", default)]
     pub(crate) typed: Option<ManagementError>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_object_decodes_with_payloads_as_sent_and_failures() {
+        let w: StatusWire = serde_json::from_str(
+            r#"{"name":"Hello","instanceId":"a b","runtimeStatus":"Failed",
+                "input":"{\"n\": 1}","customStatus":null,
+                "output":"Orchestrator function 'Hello' failed: Boom: no",
+                "createdTime":"2024-01-01T00:00:00.123Z","lastUpdatedTime":"2024-01-01T00:00:01Z",
+                "failureDetails":{"errorType":"Boom","errorMessage":"no",
+                    "innerFailure":{"errorType":"Io","errorMessage":"disk"}},
+                "unknownField": 1}"#,
+        )
+        .unwrap();
+        let s = w.into_state().unwrap();
+        assert_eq!(s.instance_id.as_str(), "a b");
+        assert_eq!(s.runtime_status, OrchestrationStatus::Failed);
+        // The input is kept exactly as sent (a JSON string holding JSON).
+        assert_eq!(s.input.unwrap().as_json_str(), Some(r#""{\"n\": 1}""#));
+        assert!(s.output.is_none(), "the failure text is not an output");
+        let f = s.failure.unwrap();
+        assert_eq!((f.error_type.as_str(), f.message.as_str()), ("Boom", "no"));
+        assert_eq!(f.inner.unwrap().error_type, "Io");
+        assert_eq!(s.created_at.as_millis() % 1000, 123);
+        assert!(s.custom_status.is_none());
+    }
+
+    #[test]
+    fn bad_status_and_dates_are_protocol_errors() {
+        let w: StatusWire = serde_json::from_str(
+            r#"{"name":"x","instanceId":"i","runtimeStatus":"running?","createdTime":"x","lastUpdatedTime":"x"}"#,
+        )
+        .unwrap();
+        assert!(matches!(w.into_state(), Err(ClientError::Protocol { .. })));
+    }
+
+    #[test]
+    fn error_body_carries_the_typed_error() {
+        let e: ErrorWire = serde_json::from_str(
+            r#"{"Message":"m","ExceptionMessage":"m","ExceptionType":"NotFound","perdureError":{"NotFound":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.typed, Some(ManagementError::NotFound("x".into())));
+    }
+}

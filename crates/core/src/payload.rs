@@ -47,7 +47,7 @@ pub enum PayloadError {
 /// let back: Vec<i32> = p.decode().unwrap();
 /// assert_eq!(back, vec![1, 2, 3]);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Payload {
     /// The encoding of `data`.
     pub encoding: Encoding,
@@ -138,9 +138,80 @@ impl Payload {
     }
 }
 
+/// Binary formats (the codec) carry the bytes; human-readable formats (JSON history files,
+/// the CLI) show a JSON payload's text as a string, so golden histories stay readable.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Payload")]
+struct BinaryForm {
+    encoding: Encoding,
+    data: Vec<u8>,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "Payload")]
+struct TextForm<'a> {
+    encoding: Encoding,
+    data: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Payload")]
+struct ReadableForm {
+    encoding: Encoding,
+    data: ReadableData,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReadableData {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable()
+            && let Some(text) = self.as_json_str()
+        {
+            return TextForm { encoding: self.encoding, data: text }.serialize(serializer);
+        }
+        BinaryForm { encoding: self.encoding, data: self.data.clone() }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let form = ReadableForm::deserialize(deserializer)?;
+            let data = match form.data {
+                ReadableData::Text(t) => t.into_bytes(),
+                ReadableData::Bytes(b) => b,
+            };
+            Ok(Self { encoding: form.encoding, data })
+        } else {
+            let form = BinaryForm::deserialize(deserializer)?;
+            Ok(Self { encoding: form.encoding, data: form.data })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_form_shows_text_and_reads_both_forms() {
+        let p = Payload::json(&serde_json::json!({"a": [1, 2]})).unwrap();
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(text, r#"{"encoding":"Json","data":"{\"a\":[1,2]}"}"#);
+        assert_eq!(serde_json::from_str::<Payload>(&text).unwrap(), p);
+        let bytes = r#"{"encoding":"Binary","data":[1,2,255]}"#;
+        assert_eq!(serde_json::from_str::<Payload>(bytes).unwrap(), Payload::binary(vec![1, 2, 255]));
+        let bin = Payload::binary(vec![0, 159]);
+        assert_eq!(serde_json::from_str::<Payload>(&serde_json::to_string(&bin).unwrap()).unwrap(), bin);
+        let coded = crate::codec::encode(&p).unwrap();
+        assert_eq!(crate::codec::decode::<Payload>(&coded).unwrap(), p);
+    }
 
     #[test]
     fn double_encoded_json_still_decodes_into_typed_values() {

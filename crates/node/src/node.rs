@@ -142,7 +142,8 @@ impl NodeBuilder {
             tasks.push(tokio::spawn(part.run(rx)));
         }
         tracing::info!(partitions, node_id = format!("{node_id:x}"), "node started");
-        let intake = intake::Intake::start(shared.clone(), self.options.partition_queue_bound.get());
+        let intake =
+            intake::Intake::start(shared.clone(), self.options.partition_queue_bound.get());
         Ok(NodeHandle {
             inner: Arc::new(Inner {
                 shared,

@@ -18,6 +18,8 @@ pub mod keys;
 pub mod leases;
 pub mod queues;
 pub mod records;
+#[cfg(test)]
+mod tests;
 
 use keys::Key;
 
@@ -161,7 +163,7 @@ pub async fn init_partitions(tx: &mut dyn Transaction, default: u32) -> Result<u
 }
 
 #[cfg(test)]
-mod tests {
+mod chunk_tests {
     use super::*;
     use crate::store::memory::MemoryStore;
     use crate::store::{RetryOptions, transact};

@@ -62,10 +62,18 @@ async fn a_second_node_on_the_same_partitions_fences_the_first() {
     let second = common::start_on(store.clone()).await;
     let id = common::start(&second, "HelloSequence", "fence-1", None).await;
     let _: Vec<String> = common::output(&second, &id).await;
-    // The first node's partitions are deposed: their commits fail and they stop; the store
-    // stays consistent.
+    // The first node's partitions are deposed: their commits fail with `Fenced` and they
+    // stop, so the message stays in the store.
     let id2 = common::start(&first, "HelloSequence", "fence-2", None).await;
-    let _ = id2;
     second.shutdown().await;
     first.shutdown().await;
+    // A node that acquires the partitions again finishes it, exactly once.
+    let third = common::start_on(store).await;
+    let _: Vec<String> = common::output(&third, &id2).await;
+    let hist = third.get_history(id2).await.unwrap().unwrap();
+    assert_eq!(
+        hist.iter().filter(|e| e.name() == "ExecutionCompleted").count(),
+        1
+    );
+    third.shutdown().await;
 }

@@ -202,6 +202,19 @@ impl NodeHandle {
         allowed: fn(OrchestrationStatus) -> bool,
         body: MessageBody,
     ) -> ManagementResult<()> {
+        self.control_as(id, operation, allowed, body, None).await
+    }
+
+    /// Like [`control`](Self::control), and sets the stored status at once (suspend and
+    /// resume answer in order, as Durable Functions queues them).
+    async fn control_as(
+        &self,
+        id: InstanceId,
+        operation: &'static str,
+        allowed: fn(OrchestrationStatus) -> bool,
+        body: MessageBody,
+        status_now: Option<OrchestrationStatus>,
+    ) -> ManagementResult<()> {
         let body = Arc::new(body);
         self.run(move |tx, sh| {
             let (id, body) = (id.clone(), body.clone());
@@ -215,6 +228,12 @@ impl NodeHandle {
                         status: rec.status,
                         operation: operation.to_string(),
                     }));
+                }
+                if let Some(st) = status_now {
+                    let mut new = rec.clone();
+                    new.status = st;
+                    new.updated_at = sh.clock.now();
+                    instances::save(tx, Some(&rec), &new)?;
                 }
                 let mut out = Outbox::default();
                 out.send(tx, &sh, Target::Instance(id.clone()), (*body).clone())?;
@@ -448,16 +467,12 @@ impl ManagementApi for NodeHandle {
         id: InstanceId,
         reason: Option<String>,
     ) -> BoxFuture<'_, ManagementResult<()>> {
-        Box::pin(self.control(
+        Box::pin(self.control_as(
             id,
             "suspend",
-            |s| {
-                matches!(
-                    s,
-                    OrchestrationStatus::Running | OrchestrationStatus::Pending
-                )
-            },
+            |s| matches!(s, OrchestrationStatus::Running | OrchestrationStatus::Pending),
             MessageBody::Suspend { reason },
+            Some(OrchestrationStatus::Suspended),
         ))
     }
 
@@ -466,11 +481,12 @@ impl ManagementApi for NodeHandle {
         id: InstanceId,
         reason: Option<String>,
     ) -> BoxFuture<'_, ManagementResult<()>> {
-        Box::pin(self.control(
+        Box::pin(self.control_as(
             id,
             "resume",
             |s| s == OrchestrationStatus::Suspended,
             MessageBody::Resume { reason },
+            Some(OrchestrationStatus::Running),
         ))
     }
 

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use perdure_core::{EntityId, InstanceId, Timestamp};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use perdure_core::{EntityId, InstanceId, Timestamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -394,10 +394,7 @@ impl Partition {
     /// the store's group commit sees many transactions at once.
     async fn launch(&mut self, inflight: &mut InFlight) -> Result<(), StoreError> {
         while !self.dirty.is_empty() && inflight.len() < MAX_PLANS_PER_ROUND {
-            let n = self
-                .dirty
-                .len()
-                .min(MAX_PLANS_PER_ROUND - inflight.len());
+            let n = self.dirty.len().min(MAX_PLANS_PER_ROUND - inflight.len());
             let targets: Vec<Target> = self.dirty.drain(..n).collect();
             for t in targets {
                 self.dirty_set.remove(&t);

@@ -22,7 +22,7 @@ use super::{Store, StoreError};
 /// url = "postgres://perdure:secret@127.0.0.1:5432/perdure"
 /// pool_size = 16
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreOptions {
     /// In memory, nothing durable (tests).
@@ -47,6 +47,46 @@ pub enum StoreOptions {
         #[serde(default)]
         cluster_file: Option<PathBuf>,
     },
+}
+
+impl std::fmt::Debug for StoreOptions {
+    /// Prints the options without the PostgreSQL password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory => f.write_str("Memory"),
+            Self::Embedded { path } => f.debug_struct("Embedded").field("path", path).finish(),
+            Self::Postgres { url, pool_size } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_password(url))
+                .field("pool_size", pool_size)
+                .finish(),
+            Self::Foundationdb { cluster_file } => f
+                .debug_struct("Foundationdb")
+                .field("cluster_file", cluster_file)
+                .finish(),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`; key-value strings
+/// (`password=secret`) get the same treatment.
+fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.split_whitespace()
+        .map(|part| {
+            if part.starts_with("password=") {
+                "password=***"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn default_path() -> PathBuf {
@@ -109,6 +149,23 @@ pub async fn open_store(options: &StoreOptions) -> Result<Arc<dyn Store>, StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let url = StoreOptions::Postgres {
+            url: "postgres://perdure:s3cret@db:5432/perdure".into(),
+            pool_size: default_pool_size(),
+        };
+        let kv = StoreOptions::Postgres {
+            url: "host=db user=perdure password=s3cret".into(),
+            pool_size: default_pool_size(),
+        };
+        for options in [url, kv] {
+            let text = format!("{options:?}");
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("perdure"), "{text}");
+        }
+    }
 
     #[test]
     fn default_is_embedded_in_dot_perdure() {

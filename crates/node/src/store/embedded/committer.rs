@@ -25,6 +25,11 @@ use crate::store::{KeyRange, StoreError};
 
 /// Most transactions taken into one batch.
 const MAX_BATCH: usize = 4096;
+/// Most commit versions whose writes are remembered. A transaction that stays open while
+/// more commits than this happen conflicts at commit (and reruns on a fresh snapshot), as a
+/// FoundationDB transaction older than 5 seconds does; this bounds the memory an abandoned
+/// transaction can pin.
+const MAX_REMEMBERED_VERSIONS: u64 = 200_000;
 /// Bytes of writes after which a batch is applied early (bounds the write batch's memory).
 const MAX_APPLY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -324,7 +329,7 @@ impl State {
     /// commit.
     fn conflicts(&self, read_version: u64, reads: &ReadSet) -> bool {
         if read_version < self.floor {
-            // Its writes were forgotten; cannot happen while the reader is registered.
+            // Writes it might conflict with were forgotten: it stayed open too long.
             return true;
         }
         let newer = |v: &u64| *v > read_version;
@@ -343,7 +348,10 @@ impl State {
 
     /// Forgets write versions that no open or future transaction can conflict with.
     fn forget_old_writes(&mut self) {
-        let floor = self.versions.floor();
+        let floor = self
+            .versions
+            .floor()
+            .max(self.version.saturating_sub(MAX_REMEMBERED_VERSIONS));
         while let Some((version, _)) = self.by_version.front() {
             if *version > floor {
                 break;
