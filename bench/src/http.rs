@@ -31,13 +31,26 @@ fn arg_str(rest: &[String], name: &str, default: &str) -> String {
 }
 
 struct Server {
-    node: NodeHandle,
+    node: Option<NodeHandle>,
     origin: String,
     _dir: tempfile::TempDir,
 }
 
-async fn serve() -> anyhow::Result<Server> {
+async fn serve(noop: bool) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
+    if noop {
+        let app = router(Arc::new(crate::http_noop::NoopApi), HttpOptions::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let origin = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        return Ok(Server {
+            node: None,
+            origin,
+            _dir: dir,
+        });
+    }
     let store = Arc::new(EmbeddedStore::open(dir.path()).context("open embedded store")?);
     let node = Node::builder()
         .registry(Arc::new(perdure_node::sample::sample_registry()))
@@ -51,10 +64,18 @@ async fn serve() -> anyhow::Result<Server> {
         let _ = axum::serve(listener, app).await;
     });
     Ok(Server {
-        node,
+        node: Some(node),
         origin,
         _dir: dir,
     })
+}
+
+impl Server {
+    async fn shutdown(&self) {
+        if let Some(n) = &self.node {
+            n.shutdown().await;
+        }
+    }
 }
 
 /// Runs `total` operations over `callers` tasks; returns (ops/s, errors).
@@ -89,16 +110,17 @@ where
     (total as f64 / secs, errors.load(Ordering::Relaxed))
 }
 
-/// `http-starts [--n 20000] [--callers 64] [--orchestration Approval]`.
+/// `http-starts [--n 20000] [--callers 64] [--orchestration Approval] [--noop]`.
 pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
     let n = arg(rest, "--n", 20_000);
     let callers = arg(rest, "--callers", 64);
     let name = arg_str(rest, "--orchestration", "Approval");
+    let noop = rest.iter().any(|a| a == "--noop");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let server = serve().await?;
+        let server = serve(noop).await?;
         // Each phase gets a fresh node, so neither pays for the other's instances.
         // Approval waits for an event (an hour's timer), so the measure is the start path,
         // not the orchestration's work.
@@ -125,9 +147,9 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
             .await
         };
         eprintln!("  raw HTTP: {raw_rate:.0} accepted starts/s ({raw_err} errors)");
-        server.node.shutdown().await;
+        server.shutdown().await;
         drop(server);
-        let server = serve().await?;
+        let server = serve(noop).await?;
         let client = DurableClient::http([server.origin.clone()])?;
         let input: serde_json::Value = if body.is_empty() {
             serde_json::Value::Null
@@ -153,11 +175,12 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
             .await
         };
         eprintln!("  client:   {client_rate:.0} accepted starts/s ({client_err} errors)");
-        server.node.shutdown().await;
+        server.shutdown().await;
         println!(
             "{}",
             json!({
                 "scenario": "http-starts",
+                "runtime": if noop { "noop (HTTP layer only)" } else { "node, embedded store" },
                 "orchestration": name,
                 "starts": n,
                 "callers": callers,
@@ -180,7 +203,7 @@ pub(crate) fn status(rest: &[String]) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let server = serve().await?;
+        let server = serve(false).await?;
         let client = DurableClient::http([server.origin.clone()])?;
         eprintln!("http-status: starting {instances} instances");
         for i in 0..instances {
@@ -229,7 +252,7 @@ pub(crate) fn status(rest: &[String]) -> anyhow::Result<()> {
             .await
         };
         eprintln!("  client:   {client_rate:.0} status reads/s ({client_err} errors)");
-        server.node.shutdown().await;
+        server.shutdown().await;
         println!(
             "{}",
             json!({

@@ -1,6 +1,7 @@
 //! perdure-bench: runs a benchmark scenario by name and prints one JSON summary line last.
 
 mod http;
+mod http_noop;
 mod replay;
 mod runtime;
 mod store;

@@ -63,6 +63,8 @@ pub struct NodeProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
+    /// The first line the node printed (`perdure-node listening on ... (store: ..., N partitions)`).
+    pub banner: String,
     /// The data directory (kept until drop).
     pub data_dir: tempfile::TempDir,
 }
@@ -76,14 +78,31 @@ impl NodeProcess {
 
     /// Like [`NodeProcess::spawn_dev`] with extra flags.
     pub fn spawn_dev_with(extra: &[&str]) -> anyhow::Result<Self> {
-        let dir = ensure_built()?;
         let data_dir = tempfile::tempdir()?;
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "dev".into(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--partitions".into(),
+            "8".into(),
+            "--data-dir".into(),
+            data_dir.path().into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        Self::spawn(&args, &[], data_dir)
+    }
+
+    /// Spawns `perdure-node` with any arguments and environment variables; the process must
+    /// print its "listening on" line.
+    pub fn spawn(
+        args: &[std::ffi::OsString],
+        envs: &[(&str, &str)],
+        data_dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
+        let dir = ensure_built()?;
         let mut child = Command::new(dir.join("perdure-node"))
-            .arg("dev")
-            .args(["--http", "127.0.0.1:0", "--partitions", "8"])
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(extra)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -97,12 +116,12 @@ impl NodeProcess {
                 let Ok(line) = line else { break };
                 if !sent && let Some(rest) = line.strip_prefix("perdure-node listening on ") {
                     let origin = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(origin);
+                    let _ = tx.send((origin, line.clone()));
                     sent = true;
                 }
             }
         });
-        let origin = match rx.recv_timeout(Duration::from_secs(60)) {
+        let (origin, banner) = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(o) => o,
             Err(_) => {
                 let _ = child.kill();
@@ -112,6 +131,7 @@ impl NodeProcess {
         Ok(Self {
             child,
             origin,
+            banner,
             data_dir,
         })
     }

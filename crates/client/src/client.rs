@@ -302,6 +302,21 @@ impl DurableClient {
         }
     }
 
+    /// Raises an event with a payload as is (for example JSON text from a command line).
+    pub async fn raise_event_payload(
+        &self,
+        instance_id: &InstanceId,
+        event_name: &str,
+        data: Option<Payload>,
+    ) -> ClientResult<()> {
+        match &self.transport {
+            Transport::Http(h) => h.raise_event(instance_id, event_name, data.as_ref()).await,
+            Transport::Local(l) => Ok(l
+                .raise_event(instance_id.clone(), event_name.to_string(), data)
+                .await?),
+        }
+    }
+
     /// Terminates an instance (and its sub-orchestrations when `recursive`).
     pub async fn terminate(
         &self,
@@ -416,6 +431,25 @@ impl DurableClient {
         scheduled_time: Option<Timestamp>,
     ) -> ClientResult<()> {
         let input = encode(input)?;
+        match &self.transport {
+            Transport::Http(h) => {
+                h.signal_entity(entity, operation, input.as_ref(), scheduled_time)
+                    .await
+            }
+            Transport::Local(l) => Ok(l
+                .signal_entity(entity.clone(), operation.to_string(), input, scheduled_time)
+                .await?),
+        }
+    }
+
+    /// Signals an entity operation with a payload as is.
+    pub async fn signal_entity_payload(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Option<Payload>,
+        scheduled_time: Option<Timestamp>,
+    ) -> ClientResult<()> {
         match &self.transport {
             Transport::Http(h) => {
                 h.signal_entity(entity, operation, input.as_ref(), scheduled_time)

@@ -120,9 +120,27 @@ impl fmt::Display for ExecutionId {
 /// assert_eq!(id.to_string(), "@counter@c1");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "EntityIdWire")]
 pub struct EntityId {
     name: String,
     key: String,
+}
+
+/// The wire form of [`EntityId`]; decoding validates it like [`EntityId::new`], so an id read
+/// from a client, a peer or the disk obeys the same rules as one built in code.
+#[derive(Deserialize)]
+#[serde(rename = "EntityId")]
+struct EntityIdWire {
+    name: String,
+    key: String,
+}
+
+impl TryFrom<EntityIdWire> for EntityId {
+    type Error = IdError;
+
+    fn try_from(w: EntityIdWire) -> Result<Self, IdError> {
+        Self::new(w.name, w.key)
+    }
 }
 
 /// Longest entity name, in characters.
@@ -199,5 +217,24 @@ mod tests {
         let id = EntityId::new("Counter", "k@1").unwrap();
         assert_eq!(EntityId::parse(&id.to_string()).unwrap(), id);
         assert!(EntityId::new("a@b", "k").is_err());
+    }
+
+    #[test]
+    fn decoding_validates_entity_ids() {
+        let id = EntityId::new("Counter", "k1").unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, r#"{"name":"counter","key":"k1"}"#);
+        assert_eq!(serde_json::from_str::<EntityId>(&json).unwrap(), id);
+        let bytes = crate::codec::encode(&id).unwrap();
+        assert_eq!(crate::codec::decode::<EntityId>(&bytes).unwrap(), id);
+        for bad in [
+            r#"{"name":"a@b","key":"k"}"#,
+            r#"{"name":"","key":"k"}"#,
+            r#"{"name":"n","key":"a/b"}"#,
+        ] {
+            assert!(serde_json::from_str::<EntityId>(bad).is_err(), "{bad}");
+        }
+        let crafted = crate::codec::encode(&("a/b", "k")).unwrap();
+        assert!(crate::codec::decode::<EntityId>(&crafted).is_err());
     }
 }

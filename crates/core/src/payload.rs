@@ -173,9 +173,17 @@ impl Serialize for Payload {
         if serializer.is_human_readable()
             && let Some(text) = self.as_json_str()
         {
-            return TextForm { encoding: self.encoding, data: text }.serialize(serializer);
+            return TextForm {
+                encoding: self.encoding,
+                data: text,
+            }
+            .serialize(serializer);
         }
-        BinaryForm { encoding: self.encoding, data: self.data.clone() }.serialize(serializer)
+        BinaryForm {
+            encoding: self.encoding,
+            data: self.data.clone(),
+        }
+        .serialize(serializer)
     }
 }
 
@@ -187,10 +195,16 @@ impl<'de> Deserialize<'de> for Payload {
                 ReadableData::Text(t) => t.into_bytes(),
                 ReadableData::Bytes(b) => b,
             };
-            Ok(Self { encoding: form.encoding, data })
+            Ok(Self {
+                encoding: form.encoding,
+                data,
+            })
         } else {
             let form = BinaryForm::deserialize(deserializer)?;
-            Ok(Self { encoding: form.encoding, data: form.data })
+            Ok(Self {
+                encoding: form.encoding,
+                data: form.data,
+            })
         }
     }
 }
@@ -206,9 +220,15 @@ mod tests {
         assert_eq!(text, r#"{"encoding":"Json","data":"{\"a\":[1,2]}"}"#);
         assert_eq!(serde_json::from_str::<Payload>(&text).unwrap(), p);
         let bytes = r#"{"encoding":"Binary","data":[1,2,255]}"#;
-        assert_eq!(serde_json::from_str::<Payload>(bytes).unwrap(), Payload::binary(vec![1, 2, 255]));
+        assert_eq!(
+            serde_json::from_str::<Payload>(bytes).unwrap(),
+            Payload::binary(vec![1, 2, 255])
+        );
         let bin = Payload::binary(vec![0, 159]);
-        assert_eq!(serde_json::from_str::<Payload>(&serde_json::to_string(&bin).unwrap()).unwrap(), bin);
+        assert_eq!(
+            serde_json::from_str::<Payload>(&serde_json::to_string(&bin).unwrap()).unwrap(),
+            bin
+        );
         let coded = crate::codec::encode(&p).unwrap();
         assert_eq!(crate::codec::decode::<Payload>(&coded).unwrap(), p);
     }

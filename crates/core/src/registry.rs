@@ -78,6 +78,33 @@ impl RegistryError {
 
 /// Orchestrations, activities and entities by name. `Send + Sync`; share as `Arc<Registry>`.
 /// Registering a name twice replaces the earlier function.
+///
+/// ```
+/// use perdure_core::registry::{Registry, RegistryError};
+/// use perdure_core::{EntityContext, FailureDetails, OrchestrationContext};
+///
+/// let mut registry = Registry::new();
+/// registry
+///     .add_orchestration("Greet", |_ctx: OrchestrationContext, name: String| async move {
+///         Ok::<_, String>(format!("Hello {name}"))
+///     })
+///     // A second version of the same orchestration, chosen by the version in ExecutionStarted.
+///     .add_orchestration_version("Greet", "2", |_ctx: OrchestrationContext, name: String| {
+///         async move { Ok::<_, String>(format!("Hi {name}")) }
+///     })
+///     .add_activity("Upper", |_ctx, s: String| async move { Ok::<_, String>(s.to_uppercase()) })
+///     .add_entity("Counter", |ctx: &mut EntityContext<i64>| -> Result<i64, FailureDetails> {
+///         *ctx.state_or_default() += 1;
+///         Ok(*ctx.state_or_default())
+///     });
+/// assert_eq!(registry.orchestration_versions("Greet"), vec![None, Some("2".to_string())]);
+/// assert!(registry.orchestration("Greet", Some("2")).is_ok());
+/// // An unknown name is an error value, never a panic.
+/// let missing = registry.orchestration("Nope", None).err().unwrap();
+/// assert_eq!(missing, RegistryError::UnknownOrchestration { name: "Nope".into(), version: None });
+/// assert_eq!(missing.to_failure_details().error_type, "OrchestrationNotFound");
+/// assert!(registry.try_activity("Nope").is_err());
+/// ```
 #[derive(Default, Clone)]
 pub struct Registry {
     orchestrations: BTreeMap<(String, Option<String>), OrchestratorFn>,

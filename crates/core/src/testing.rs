@@ -14,5 +14,8 @@ mod replayer;
 mod tester;
 
 pub use history_builder::HistoryBuilder;
-pub use replayer::{HistoryReplayer, NonDeterminismReport, replay_history, replay_history_json};
+pub use replayer::{
+    HistoryJsonError, HistoryReplayer, NonDeterminismReport, history_from_json, replay_history,
+    replay_history_json,
+};
 pub use tester::{OrchestrationTester, TestRun};

@@ -226,6 +226,50 @@ fn fan_out_1000_with_when_all() {
 }
 
 #[test]
+fn fan_out_1000_schedules_in_one_episode_and_fans_in_in_call_order() {
+    let mut r = Registry::new();
+    r.add_orchestration("FanOut", |ctx: OrchestrationContext, n: i64| async move {
+        let tasks = (0..n).map(|i| ctx.call_activity::<i64>("Id", i));
+        when_all(tasks)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<i64>, TaskError>>()
+    });
+    let mut ex = OrchestrationExecutor::new(Arc::new(r), id());
+    let ep = ex.execute(
+        Timestamp(0),
+        vec![events::execution_started("FanOut", &1000)],
+    );
+    assert_eq!(ep.actions.len(), 1000);
+    // Results arrive in reverse order, in uneven batches.
+    let mut pending: Vec<i64> = (0..1000).collect();
+    let mut t = 1;
+    while !pending.is_empty() {
+        let take = (pending.len()).min(t as usize * 7 % 97 + 1);
+        let batch: Vec<_> = pending
+            .split_off(pending.len() - take)
+            .into_iter()
+            .rev()
+            .map(|i| events::task_completed(i, &(i * 10)))
+            .collect();
+        let ep = ex.execute(Timestamp(t), batch);
+        assert!(ep.actions.is_empty());
+        t += 1;
+        if pending.is_empty() {
+            let expected: Vec<i64> = (0..1000).map(|i| i * 10).collect();
+            assert_eq!(
+                ep.outcome,
+                Outcome::Completed {
+                    output: Some(Payload::json(&expected).unwrap())
+                }
+            );
+        } else {
+            assert_eq!(ep.outcome, Outcome::Running);
+        }
+    }
+}
+
+#[test]
 fn activity_failure_propagates_with_inner_failure() {
     let mut r = Registry::new();
     r.add_orchestration("Fails", |ctx: OrchestrationContext, ()| async move {

@@ -109,3 +109,30 @@ fn tester_follows_generations() {
     assert_eq!(run.output::<u32>().unwrap(), 5);
     assert_eq!(run.previous_histories.len(), 5);
 }
+
+#[test]
+fn tester_carries_unprocessed_events_across_generations() {
+    let mut t = OrchestrationTester::new(registry());
+    for v in [40, 30, 50] {
+        t.raise_event_after(std::time::Duration::ZERO, "add", &v);
+    }
+    let run = t.run("Sum", &0);
+    // 0+40 -> continue (carrying 30, 50); 40+30 -> continue (carrying 50); 70+50 -> done.
+    assert_eq!(run.output::<i32>().unwrap(), 120);
+    assert_eq!(run.previous_histories.len(), 2);
+    let raised_in = |h: &[perdure_core::HistoryEvent]| {
+        h.iter()
+            .filter(|e| matches!(e.kind, EventKind::EventRaised { .. }))
+            .count()
+    };
+    // The second generation starts with both carried events in its history.
+    assert_eq!(raised_in(&run.previous_histories[1]), 2);
+    assert_eq!(raised_in(&run.history), 1);
+    // Without preserving, the extra events are lost and the instance waits forever.
+    let mut t = OrchestrationTester::new(registry());
+    for v in [40, 30, 50] {
+        t.raise_event_after(std::time::Duration::ZERO, "add", &v);
+    }
+    let run = t.run("SumDropping", &0);
+    assert!(matches!(run.outcome, Outcome::Running), "{:?}", run.outcome);
+}

@@ -176,3 +176,175 @@ fn critical_sections_replay_without_mismatch() {
     perdure_core::testing::replay_history(registry, InstanceId::new("test").unwrap(), &run.history)
         .expect("replays");
 }
+
+fn lock_then(
+    registry: Arc<Registry>,
+    orchestration: &str,
+) -> (OrchestrationExecutor, perdure_core::replay::Episode) {
+    let mut ex = OrchestrationExecutor::new(registry, InstanceId::new("i").unwrap());
+    let ep = ex.execute(
+        Timestamp(0),
+        vec![events::execution_started(orchestration, &())],
+    );
+    let cs = match &ep.actions[..] {
+        [
+            OrchestratorAction::LockEntities {
+                critical_section_id,
+                ..
+            },
+        ] => critical_section_id.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    let ep = ex.execute(Timestamp(1), vec![events::lock_granted(&cs)]);
+    (ex, ep)
+}
+
+fn unlocked(actions: &[OrchestratorAction]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            OrchestratorAction::UnlockEntity { entity, .. } => Some(entity.key()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ending_registry() -> Arc<Registry> {
+    let mut r = Registry::new();
+    r.add_orchestration("PanicsInside", |ctx: OrchestrationContext, ()| async move {
+        let _section = ctx.lock_entities(&[e("a"), e("b")]).await?;
+        if ctx.is_in_critical_section() {
+            panic!("broke inside the section");
+        }
+        Ok::<_, TaskError>(())
+    });
+    r.add_orchestration("FailsInside", |ctx: OrchestrationContext, ()| async move {
+        let _section = ctx.lock_entities(&[e("a")]).await?;
+        Err::<(), _>(FailureDetails::new("Nope", "gave up inside the section"))
+    });
+    r.add_orchestration("WaitsInside", |ctx: OrchestrationContext, ()| async move {
+        let _section = ctx.lock_entities(&[e("a")]).await?;
+        let v: i32 = ctx.wait_for_external_event("go").await?;
+        Ok::<_, TaskError>(v)
+    });
+    Arc::new(r)
+}
+
+#[test]
+fn locks_are_released_when_the_orchestration_panics_or_fails() {
+    let (_, ep) = lock_then(ending_registry(), "PanicsInside");
+    match &ep.outcome {
+        Outcome::Failed { failure } => {
+            assert_eq!(failure.error_type, "PanicError");
+            assert!(
+                failure.message.contains("broke inside the section"),
+                "{failure}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(unlocked(&ep.actions), ["a", "b"]);
+    let (_, ep) = lock_then(ending_registry(), "FailsInside");
+    assert!(matches!(ep.outcome, Outcome::Failed { .. }));
+    assert_eq!(unlocked(&ep.actions), ["a"]);
+}
+
+#[test]
+fn locks_are_released_when_the_orchestration_is_terminated() {
+    let (mut ex, ep) = lock_then(ending_registry(), "WaitsInside");
+    assert_eq!(ep.outcome, Outcome::Running);
+    let ep = ex.execute(Timestamp(2), vec![events::terminated(Some("stop"))]);
+    assert!(matches!(ep.outcome, Outcome::Terminated { .. }));
+    assert_eq!(unlocked(&ep.actions), ["a"]);
+    // The recorded unlock replays: termination releases the same locks on replay.
+    let mut ex2 = OrchestrationExecutor::new(ending_registry(), InstanceId::new("i").unwrap());
+    let mut history = Vec::new();
+    let ep0 = ex2.execute(
+        Timestamp(0),
+        vec![events::execution_started("WaitsInside", &())],
+    );
+    let cs = match &ep0.actions[..] {
+        [
+            OrchestratorAction::LockEntities {
+                critical_section_id,
+                ..
+            },
+        ] => critical_section_id.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    history.extend(ep0.history);
+    history.extend(
+        ex2.execute(Timestamp(1), vec![events::lock_granted(&cs)])
+            .history,
+    );
+    history.extend(
+        ex2.execute(Timestamp(2), vec![events::terminated(None)])
+            .history,
+    );
+    assert!(history.iter().any(|e| e.name() == "EntityUnlockSent"));
+    let loaded =
+        OrchestrationExecutor::load(ending_registry(), InstanceId::new("i").unwrap(), &history)
+            .unwrap();
+    assert!(loaded.non_determinism().is_none());
+    assert!(matches!(loaded.outcome(), Outcome::Terminated { .. }));
+}
+
+#[test]
+fn locks_are_released_when_the_orchestration_fails_non_deterministically() {
+    // Recorded: lock a, granted, then waiting for "go". Changed code calls an activity after
+    // taking the lock: the instance fails and must not keep the entity locked.
+    let (_, first) = {
+        let mut ex = OrchestrationExecutor::new(ending_registry(), InstanceId::new("i").unwrap());
+        let ep0 = ex.execute(
+            Timestamp(0),
+            vec![events::execution_started("WaitsInside", &())],
+        );
+        let cs = match &ep0.actions[..] {
+            [
+                OrchestratorAction::LockEntities {
+                    critical_section_id,
+                    ..
+                },
+            ] => critical_section_id.clone(),
+            other => panic!("unexpected {other:?}"),
+        };
+        let ep1 = ex.execute(Timestamp(1), vec![events::lock_granted(&cs)]);
+        let ep2 = ex.execute(Timestamp(2), vec![events::event_raised("go", &1)]);
+        (ex, [ep0, ep1, ep2])
+    };
+    // Keep the first two episodes: the instance holds the lock and waits for "go".
+    let history: Vec<_> = first[..2].iter().flat_map(|e| e.history.clone()).collect();
+    let mut changed = Registry::new();
+    changed.add_orchestration("WaitsInside", |ctx: OrchestrationContext, ()| async move {
+        let _section = ctx.lock_entities(&[e("a")]).await?;
+        let v: i32 = ctx.call_entity(&e("a"), "get", ()).await?;
+        Ok::<_, TaskError>(v)
+    });
+    let mut ex =
+        OrchestrationExecutor::load(Arc::new(changed), InstanceId::new("i").unwrap(), &history)
+            .unwrap();
+    assert!(ex.non_determinism().is_some());
+    let ep = ex.execute(Timestamp(3), vec![events::event_raised("go", &1)]);
+    match &ep.outcome {
+        Outcome::Failed { failure } => assert_eq!(failure.error_type, "NonDeterminismError"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(unlocked(&ep.actions), ["a"]);
+    // The failed execution's history, with its unlock, is still a readable history.
+    let mut full = history.clone();
+    full.extend(ep.history);
+    assert!(full.iter().any(|e| e.name() == "EntityUnlockSent"));
+    let mut changed_again = Registry::new();
+    changed_again.add_orchestration("WaitsInside", |ctx: OrchestrationContext, ()| async move {
+        let _section = ctx.lock_entities(&[e("a")]).await?;
+        let v: i32 = ctx.call_entity(&e("a"), "get", ()).await?;
+        Ok::<_, TaskError>(v)
+    });
+    let loaded = OrchestrationExecutor::load(
+        Arc::new(changed_again),
+        InstanceId::new("i").unwrap(),
+        &full,
+    )
+    .unwrap();
+    assert!(matches!(loaded.outcome(), Outcome::Failed { .. }));
+}

@@ -100,3 +100,106 @@ fn only_listed_error_types_are_retried() {
     assert!(t.run("Retry", &()).output::<u32>().is_err());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// Drives the executor by hand with irregular episode times: each TimerCreated's `fire_at` is
+/// the time of the episode that saw the failure (its OrchestratorStarted) plus the backoff, so
+/// it is the same on every replay, whatever the wall clock says when replaying.
+#[test]
+fn timer_fire_at_values_come_from_the_episode_timestamps() {
+    use perdure_core::replay::{OrchestrationExecutor, Outcome};
+    use perdure_core::testing::events;
+    use perdure_core::{InstanceId, OrchestratorAction, Timestamp};
+
+    let policy = RetryPolicy::new(4, Duration::from_secs(1))
+        .with_backoff_coefficient(3.0)
+        .with_max_retry_interval(Duration::from_secs(5));
+    let registry = registry(policy);
+    let id = InstanceId::new("r").unwrap();
+    let fail = |seq: i64, n: u32| {
+        events::task_failed(
+            seq,
+            FailureDetails::new("Transient", format!("attempt {n} failed")),
+        )
+    };
+    let inputs = [
+        (
+            Timestamp(1_000),
+            vec![events::execution_started("Retry", &())],
+        ),
+        (Timestamp(7_777), vec![fail(0, 1)]),
+        (
+            Timestamp(9_000),
+            vec![events::timer_fired(1, Timestamp(8_777))],
+        ),
+        (Timestamp(20_000), vec![fail(2, 2)]),
+        (
+            Timestamp(23_500),
+            vec![events::timer_fired(3, Timestamp(23_000))],
+        ),
+        (Timestamp(30_000), vec![fail(4, 3)]),
+        (
+            Timestamp(35_001),
+            vec![events::timer_fired(5, Timestamp(35_000))],
+        ),
+        (Timestamp(40_000), vec![fail(6, 4)]),
+    ];
+    let mut ex = OrchestrationExecutor::new(registry.clone(), id.clone());
+    let episodes: Vec<_> = inputs
+        .iter()
+        .map(|(now, evs)| ex.execute(*now, evs.clone()))
+        .collect();
+    let actions: Vec<String> = episodes
+        .iter()
+        .flat_map(|ep| ep.actions.iter())
+        .map(|a| match a {
+            OrchestratorAction::ScheduleTask { id, name, .. } => format!("{id}: task {name}"),
+            OrchestratorAction::CreateTimer { id, fire_at } => {
+                format!("{id}: timer at {}", fire_at.as_millis())
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    // Delays 1s, 3s, then 9s capped at 5s, each from the failure's episode time.
+    assert_eq!(
+        actions,
+        [
+            "0: task Flaky",
+            "1: timer at 8777",
+            "2: task Flaky",
+            "3: timer at 23000",
+            "4: task Flaky",
+            "5: timer at 35000",
+            "6: task Flaky",
+        ]
+    );
+    let fire_ats: Vec<u64> = episodes
+        .iter()
+        .flat_map(|ep| ep.history.iter())
+        .filter_map(|e| match e.kind {
+            EventKind::TimerCreated { fire_at } => Some(fire_at.as_millis()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fire_ats, [8_777, 23_000, 35_000]);
+    match &episodes.last().unwrap().outcome {
+        Outcome::Failed { failure } => {
+            assert_eq!(failure.inner.as_ref().unwrap().message, "attempt 4 failed")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Replaying any prefix and running the rest produces the same timers: the replayed
+    // episodes take their time from history, not from when the replay runs.
+    for k in 0..episodes.len() {
+        let prefix: Vec<_> = episodes[..k]
+            .iter()
+            .flat_map(|e| e.history.clone())
+            .collect();
+        let mut ex = OrchestrationExecutor::load(registry.clone(), id.clone(), &prefix).unwrap();
+        assert!(ex.non_determinism().is_none());
+        for (i, (now, evs)) in inputs.iter().enumerate().skip(k) {
+            let ep = ex.execute(*now, evs.clone());
+            assert_eq!(ep.history, episodes[i].history, "prefix {k}, episode {i}");
+            assert_eq!(ep.actions, episodes[i].actions);
+        }
+    }
+}

@@ -71,6 +71,37 @@ fn child_failure_propagates_with_its_chain() {
     assert_eq!(child.error_type, "TaskFailedError");
     assert!(child.message.contains("activity 'Half'"));
     assert!(failure.is_caused_by("OddNumber"));
+    assert_eq!(
+        child.inner.as_deref(),
+        Some(&FailureDetails::new("OddNumber", "3 is odd"))
+    );
+}
+
+#[test]
+fn a_recorded_child_failure_reaches_the_parent_unchanged() {
+    let chain = FailureDetails::new("ChildFailed", "child gave up").with_inner(
+        FailureDetails::new("Timeout", "db").with_inner(FailureDetails {
+            details: Some("stack".into()),
+            ..FailureDetails::new("Io", "reset")
+        }),
+    );
+    let mut ex = OrchestrationExecutor::new(registry(), InstanceId::new("p3").unwrap());
+    ex.execute(Timestamp(0), vec![events::execution_started("Parent", &2)]);
+    let ep = ex.execute(
+        Timestamp(1),
+        vec![events::sub_orchestration_failed(0, chain.clone())],
+    );
+    let perdure_core::Outcome::Failed { failure } = ep.outcome else {
+        panic!("{:?}", ep.outcome)
+    };
+    assert_eq!(failure.error_type, "TaskFailedError");
+    assert!(
+        failure
+            .message
+            .contains("sub-orchestration 'Child' (task 0)"),
+        "{failure}"
+    );
+    assert_eq!(failure.inner.as_deref(), Some(&chain));
 }
 
 #[test]

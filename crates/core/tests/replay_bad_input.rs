@@ -96,6 +96,10 @@ fn truncated_or_garbage_json() {
     ));
     assert!(matches!(
         replay_history_json(registry(), "[{\"what\":1}]"),
+        Err(NonDeterminismReport::BadEvent(_))
+    ));
+    assert!(matches!(
+        replay_history_json(registry(), "{\"not\": \"a list\"}"),
         Err(NonDeterminismReport::Json(_))
     ));
 }
@@ -189,4 +193,158 @@ fn suspension_events_replay() {
         }
     );
     assert!(ep.actions.is_empty());
+}
+
+#[test]
+fn unknown_event_kind_in_json_names_the_instance_the_index_and_the_kind() {
+    let h = HistoryBuilder::new(Timestamp(0))
+        .started("Typed", &1)
+        .task_scheduled(0, "Step")
+        .end()
+        .build();
+    let mut values: Vec<serde_json::Value> =
+        serde_json::from_value(serde_json::to_value(&h).unwrap()).unwrap();
+    values.insert(
+        2,
+        serde_json::json!({"event_id": -1, "timestamp": 0, "kind": {"TaskRescheduled": {"x": 1}}}),
+    );
+    let json = serde_json::to_string(&values).unwrap();
+    let replayer = perdure_core::testing::HistoryReplayer::new(registry()).with_instance_id(id());
+    let report = replayer.replay_json(&json).unwrap_err();
+    let NonDeterminismReport::BadEvent(err) = &report else {
+        panic!("{report:?}")
+    };
+    assert_eq!(
+        (err.instance_id.as_str(), err.index, err.event.as_str()),
+        ("bad-1", 2, "TaskRescheduled")
+    );
+    let text = report.to_string();
+    assert!(
+        text.starts_with("history of instance bad-1: event #2 (TaskRescheduled) does not decode"),
+        "{text}"
+    );
+    // A known kind with a field of the wrong type is named the same way.
+    values[2] = serde_json::json!({"event_id": 0, "timestamp": 0,
+        "kind": {"TaskCompleted": {"task_scheduled_id": "zero", "result": null}}});
+    let json = serde_json::to_string(&values).unwrap();
+    match replay_history_json(registry(), &json) {
+        Err(NonDeterminismReport::BadEvent(e)) => {
+            assert_eq!((e.index, e.event.as_str()), (2, "TaskCompleted"));
+            assert_eq!(e.instance_id.as_str(), "replay");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An element that is not an event at all.
+    match replay_history_json(registry(), "[42]") {
+        Err(NonDeterminismReport::BadEvent(e)) => assert_eq!((e.index, e.event.as_str()), (0, "?")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn corrupt_history_report_is_readable() {
+    let h = HistoryBuilder::new(Timestamp(0))
+        .started("Typed", &1)
+        .task_scheduled(0, "Step")
+        .task_scheduled(0, "Step")
+        .build();
+    let report = perdure_core::testing::replay_history(registry(), id(), &h).unwrap_err();
+    assert_eq!(
+        report.to_string(),
+        "corrupt history of instance bad-1: event #3 (TaskScheduled): its sequence number was \
+         already recorded"
+    );
+}
+
+#[test]
+fn a_history_of_an_orchestration_no_longer_registered_is_reported() {
+    let h = HistoryBuilder::new(Timestamp(0))
+        .started("Typed", &1)
+        .task_scheduled(0, "Step")
+        .end()
+        .build();
+    let report =
+        perdure_core::testing::replay_history(Arc::new(Registry::new()), id(), &h).unwrap_err();
+    assert!(
+        matches!(&report, NonDeterminismReport::NotRegistered { instance_id, .. } if instance_id == &id()),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.to_string(),
+        "instance bad-1: no orchestration named 'Typed' is registered"
+    );
+}
+
+#[test]
+fn event_and_entity_and_sub_orchestration_results_of_the_wrong_type() {
+    let mut r = Registry::new();
+    r.add_orchestration("Wrong", |ctx: OrchestrationContext, ()| async move {
+        let mut found = Vec::new();
+        let entity = perdure_core::EntityId::new("Counter", "c").unwrap();
+        found.push(
+            ctx.wait_for_external_event::<i32>("Number")
+                .await
+                .map(|_| ()),
+        );
+        found.push(ctx.call_entity::<i32>(&entity, "get", ()).await.map(|_| ()));
+        found.push(
+            ctx.call_sub_orchestration::<i32>("Child", ())
+                .await
+                .map(|_| ()),
+        );
+        Ok::<_, TaskError>(
+            found
+                .into_iter()
+                .map(|r| match r {
+                    Err(e @ TaskError::Decode { .. }) => e.to_string(),
+                    other => format!("unexpected {other:?}"),
+                })
+                .collect::<Vec<_>>(),
+        )
+    });
+    let mut ex = OrchestrationExecutor::new(Arc::new(r), id());
+    ex.execute(Timestamp(0), vec![events::execution_started("Wrong", &())]);
+    ex.execute(Timestamp(1), vec![events::event_raised("Number", &"seven")]);
+    ex.execute(
+        Timestamp(2),
+        vec![events::entity_operation_completed(0, &"x")],
+    );
+    let ep = ex.execute(
+        Timestamp(3),
+        vec![events::sub_orchestration_completed(1, &[1])],
+    );
+    let Outcome::Completed { output } = ep.outcome else {
+        panic!("{:?}", ep.outcome)
+    };
+    let found: Vec<String> = output.unwrap().decode().unwrap();
+    assert_eq!(found.len(), 3);
+    assert!(
+        found[0].starts_with("instance bad-1: result of external event 'Number'"),
+        "{found:?}"
+    );
+    assert!(
+        found[1]
+            .starts_with("instance bad-1: result of entity operation '@counter@c.get' (task 0)"),
+        "{found:?}"
+    );
+    assert!(
+        found[2].starts_with("instance bad-1: result of sub-orchestration 'Child' (task 1)"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn an_uncaught_decode_error_fails_the_instance_naming_instance_and_task() {
+    let mut ex = OrchestrationExecutor::new(registry(), id());
+    ex.execute(Timestamp(0), vec![events::execution_started("Typed", &1)]);
+    let ep = ex.execute(Timestamp(1), vec![events::task_completed(0, &"text")]);
+    let Outcome::Failed { failure } = ep.outcome else {
+        panic!("{:?}", ep.outcome)
+    };
+    assert_eq!(failure.error_type, "PayloadDecodeError");
+    assert!(failure.message.contains("instance bad-1"), "{failure}");
+    assert!(
+        failure.message.contains("activity 'Step' (task 0)"),
+        "{failure}"
+    );
 }

@@ -11,7 +11,8 @@ use perdure_core::orchestration::{Either, OrchestrationContext, TaskError, when_
 use perdure_core::replay::{Episode, OrchestrationExecutor, Outcome};
 use perdure_core::testing::events;
 use perdure_core::{
-    FailureDetails, HistoryEvent, InstanceId, OrchestratorAction, Payload, Registry, Timestamp,
+    EntityId, FailureDetails, HistoryEvent, InstanceId, OrchestratorAction, Payload, Registry,
+    RetryPolicy, Timestamp,
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,11 @@ enum Step {
     Fail,
     Guid,
     Status,
+    Sub(u8),
+    Entity(u8),
+    Signal,
+    Locked,
+    Retry,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -38,7 +44,16 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Step::Fail),
         Just(Step::Guid),
         Just(Step::Status),
+        (0u8..3).prop_map(Step::Sub),
+        (0u8..3).prop_map(Step::Entity),
+        Just(Step::Signal),
+        Just(Step::Locked),
+        Just(Step::Retry),
     ]
+}
+
+fn counter(key: &str) -> EntityId {
+    EntityId::new("Counter", key).unwrap()
 }
 
 fn registry() -> Arc<Registry> {
@@ -82,6 +97,31 @@ fn registry() -> Arc<Registry> {
                         acc.push(ctx.new_guid().len() as i64 + (ctx.random_u64() % 7) as i64)
                     }
                     Step::Status => ctx.set_custom_status(&acc.len()),
+                    Step::Sub(n) => acc.push(
+                        ctx.call_sub_orchestration(&format!("S{n}"), acc.len())
+                            .await?,
+                    ),
+                    Step::Entity(n) => acc.push(
+                        ctx.call_entity(&counter(&format!("k{n}")), "add", acc.len())
+                            .await?,
+                    ),
+                    Step::Signal => ctx.signal_entity(&counter("s"), "add", 1)?,
+                    Step::Locked => {
+                        let section = ctx.lock_entities(&[counter("l1"), counter("l0")]).await?;
+                        let a: i64 = ctx.call_entity(&counter("l0"), "get", ()).await?;
+                        let b: i64 = ctx.call_entity(&counter("l1"), "add", a).await?;
+                        section.release();
+                        acc.push(b);
+                    }
+                    Step::Retry => {
+                        let policy = RetryPolicy::new(3, Duration::from_millis(20))
+                            .with_backoff_coefficient(2.0);
+                        acc.push(
+                            ctx.call_activity_with_retry::<i64>("Fail", policy, ())
+                                .await
+                                .unwrap_or(-3),
+                        )
+                    }
                 }
             }
             Ok::<_, TaskError>(acc)
@@ -110,6 +150,23 @@ fn respond(action: &OrchestratorAction) -> Option<HistoryEvent> {
             Some(events::task_completed(*id, &(x * 3 + k)))
         }
         OrchestratorAction::CreateTimer { id, fire_at } => Some(events::timer_fired(*id, *fire_at)),
+        OrchestratorAction::CreateSubOrchestration { id, input, .. } => {
+            let x: i64 = input.as_ref().map_or(0, |p| p.decode().unwrap_or(0));
+            Some(events::sub_orchestration_completed(*id, &(x + 1000)))
+        }
+        OrchestratorAction::CallEntity {
+            id, entity, input, ..
+        } => {
+            let x: i64 = input.as_ref().map_or(0, |p| p.decode().unwrap_or(0));
+            Some(events::entity_operation_completed(
+                *id,
+                &(x + entity.key().len() as i64),
+            ))
+        }
+        OrchestratorAction::LockEntities {
+            critical_section_id,
+            ..
+        } => Some(events::lock_granted(critical_section_id)),
         _ => None,
     }
 }

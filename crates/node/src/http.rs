@@ -37,6 +37,9 @@ pub use health::HttpCounters;
 /// Where the Durable Functions routes are mounted.
 pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
 
+/// The same routes under the path of the Durable Functions host's loopback RPC listener.
+pub const RPC_BASE_PATH: &str = "/durabletask";
+
 /// A function that reports a boolean (readiness).
 pub type ReadinessFn = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -151,7 +154,10 @@ pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
             post(entities::clean).delete(entities::clean),
         );
     Router::new()
-        .nest(BASE_PATH, df)
+        .nest(BASE_PATH, df.clone())
+        // The same routes where the Durable Functions host's loopback listener serves them
+        // (its `rpcBaseUrl` is `http://127.0.0.1:port/durabletask/`).
+        .nest(RPC_BASE_PATH, df)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

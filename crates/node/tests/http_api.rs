@@ -545,4 +545,85 @@ async fn probes_metrics_and_json_fallbacks() {
     r.json();
     let r = app.get(&format!("{B}/functions")).await.json();
     assert_eq!(r["entities"], json!(["counter"]));
+    // The loopback RPC layout of the Durable Functions host serves the same routes.
+    let r = app.get("/durabletask/functions").await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn hostile_inputs_get_json_answers_and_never_a_panic() {
+    let app = App::new();
+    app.post_empty(&format!("{B}/orchestrators/Approval/x"))
+        .await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases: Vec<(&str, String, Vec<u8>)> = vec![
+        ("GET", format!("{B}/instances/%FF%FE"), vec![]),
+        ("GET", format!("{B}/instances/a%2Fb"), vec![]),
+        ("GET", format!("{B}/instances/x?top=-1"), vec![]),
+        (
+            "GET",
+            format!("{B}/instances?top=99999999999999999999"),
+            vec![],
+        ),
+        (
+            "GET",
+            format!("{B}/instances?createdTimeFrom=2024-02-30T99:99:99Z"),
+            vec![],
+        ),
+        (
+            "GET",
+            format!("{B}/instances?createdTimeFrom=%F0%9F%92%A9"),
+            vec![],
+        ),
+        ("GET", format!("{B}/instances/x?showHistory=%00"), vec![]),
+        ("GET", format!("{B}/entities/a@b/k"), vec![]),
+        ("POST", format!("{B}/orchestrators/Hello/x%00y"), vec![]),
+        (
+            "POST",
+            format!("{B}/orchestrators/Hello/ok"),
+            vec![0xff, 0xfe, 0x00],
+        ),
+        (
+            "POST",
+            format!("{B}/orchestrators/Hello/ok2"),
+            deep.into_bytes(),
+        ),
+        (
+            "POST",
+            format!("{B}/instances/x/raiseEvent/e"),
+            b"{\"a\":".to_vec(),
+        ),
+        (
+            "POST",
+            format!("{B}/entities/counter/k?op=add"),
+            b"\"\\ud800\"".to_vec(),
+        ),
+        (
+            "POST",
+            format!("{B}/instances/x/terminate?reason=%ZZ"),
+            vec![],
+        ),
+        ("DELETE", format!("{B}/instances?runtimeStatus=,,,"), vec![]),
+        (
+            "POST",
+            format!("{B}/instances/x/restart?restartWithNewInstanceId=maybe"),
+            vec![],
+        ),
+    ];
+    for (method, uri, body) in cases {
+        let r = app.req(method, &uri, Some("application/json"), &body).await;
+        assert!(
+            r.status.is_client_error() || r.status.is_success(),
+            "{method} {uri}: {}",
+            r.status
+        );
+        if !r.body.is_empty() {
+            let _: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+                panic!(
+                    "{method} {uri}: not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&r.body)
+                )
+            });
+        }
+    }
 }

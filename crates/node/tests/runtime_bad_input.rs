@@ -12,7 +12,25 @@ use perdure_node::store::memory::MemoryStore;
 
 fn registry() -> perdure_core::registry::Registry {
     let mut r = perdure_node::sample::sample_registry();
-    r.add_activity("Panics", |_ctx: ActivityContext, _: ()| async move {
+    r.add_activity("Huge", |_ctx: ActivityContext, _: ()| async move {
+        Ok::<_, String>("x".repeat(2 << 20))
+    })
+    .add_orchestration("CallsHuge", |ctx: OrchestrationContext, _: ()| async move {
+        ctx.call_activity::<String>("Huge", ()).await.map(|s| s.len())
+    })
+    .add_orchestration("ReturnsHuge", |_ctx: OrchestrationContext, _: ()| async move {
+        Ok::<_, String>("y".repeat(2 << 20))
+    })
+    .add_orchestration("TooManyActions", |ctx: OrchestrationContext, _: ()| async move {
+        // 2,000 tasks with 6 kB inputs: one episode over the 10 MB transaction limit.
+        let big = "z".repeat(6000);
+        let tasks: Vec<_> = (0..2000)
+            .map(|_| ctx.call_activity::<String>("SayHello", big.clone()))
+            .collect();
+        perdure_core::orchestration::when_all(tasks).await;
+        Ok::<_, String>(())
+    })
+    .add_activity("Panics", |_ctx: ActivityContext, _: ()| async move {
         if true {
             panic!("activity panicked on purpose");
         }
@@ -130,6 +148,18 @@ async fn bad_input_is_refused_or_fails_one_instance() {
     )
     .await
     .unwrap();
+
+    let id = common::start(&node, "CallsHuge", "huge-activity", None).await;
+    let f = failed_with(&node, &id).await;
+    assert!(f.contains("PayloadTooLarge"), "{f}");
+
+    let id = common::start(&node, "ReturnsHuge", "huge-output", None).await;
+    let f = failed_with(&node, &id).await;
+    assert!(f.contains("PayloadTooLarge"), "{f}");
+
+    let id = common::start(&node, "TooManyActions", "too-many", None).await;
+    let f = failed_with(&node, &id).await;
+    assert!(f.contains("TransactionTooLarge"), "{f}");
 
     // The node keeps running.
     let id = common::start(&node, "HelloSequence", "still-alive", None).await;

@@ -98,6 +98,35 @@ pub struct UnknownEntity {
 }
 
 /// Runs a batch of operations on the entity `id` with its stored `state`.
+///
+/// Operations apply one at a time, in order; a failed operation (an error or a panic) rolls
+/// back its own state change and actions and is reported as [`OperationResult::Failed`]. An
+/// entity name that is not registered is an [`UnknownEntity`] error.
+///
+/// ```
+/// use perdure_core::entity::{EntityContext, OperationRequest, OperationResult, execute_entity_batch};
+/// use perdure_core::{EntityId, FailureDetails, Payload, Registry};
+///
+/// let mut registry = Registry::new();
+/// registry.add_entity("Account", |ctx: &mut EntityContext<i64>| -> Result<i64, FailureDetails> {
+///     let amount: i64 = ctx.input()?;
+///     let balance = ctx.state_or_default();
+///     *balance += amount;
+///     if *balance < 0 {
+///         // The change above is rolled back: the operation failed.
+///         return Err(FailureDetails::new("Overdrawn", "not enough money"));
+///     }
+///     Ok(*balance)
+/// });
+/// let id = EntityId::new("Account", "alice").unwrap();
+/// let op = |n: i64| OperationRequest::new("apply", Some(Payload::json(&n).unwrap()));
+/// let out = execute_entity_batch(&registry, &id, None, vec![op(10), op(-50), op(-3)]).unwrap();
+/// assert!(matches!(&out.results[1], OperationResult::Failed(f) if f.error_type == "Overdrawn"));
+/// assert_eq!(out.state, Some(Payload::json(&7).unwrap()));
+///
+/// let unknown = EntityId::new("Nope", "x").unwrap();
+/// assert!(execute_entity_batch(&registry, &unknown, None, vec![]).is_err());
+/// ```
 pub fn execute_entity_batch(
     registry: &Registry,
     id: &EntityId,

@@ -19,12 +19,34 @@ use crate::{
 /// next sequence number when it is made (program order), not when it is awaited.
 ///
 /// ```
-/// use perdure_core::orchestration::OrchestrationContext;
-/// async fn hello(ctx: OrchestrationContext, name: String) -> Result<String, perdure_core::FailureDetails> {
-///     let greeting: String = ctx.call_activity("SayHello", &name).await?;
-///     Ok(greeting)
+/// use std::{sync::Arc, time::Duration};
+/// use perdure_core::orchestration::{Either, OrchestrationContext, TaskError, when_all, when_any2};
+/// use perdure_core::{Registry, testing::OrchestrationTester};
+///
+/// async fn approve(ctx: OrchestrationContext, items: Vec<String>) -> Result<String, TaskError> {
+///     ctx.set_custom_status(&"checking");
+///     // Fan out: every call is scheduled at once; results come back in call order.
+///     let checks = when_all(items.iter().map(|i| ctx.call_activity::<bool>("Check", i))).await;
+///     if !checks.into_iter().collect::<Result<Vec<bool>, _>>()?.into_iter().all(|ok| ok) {
+///         return Ok("rejected".into());
+///     }
+///     // Wait for a human, at most one day (a durable timer as the timeout).
+///     let approval = ctx.wait_for_external_event::<bool>("Approval");
+///     let timeout = ctx.create_timer_after(Duration::from_secs(24 * 3600));
+///     Ok(match when_any2(approval, timeout).await {
+///         Either::Left(approved) => if approved? { "approved" } else { "rejected" }.into(),
+///         Either::Right(()) => "timed out".into(),
+///     })
 /// }
-/// # let _ = hello;
+///
+/// let mut registry = Registry::new();
+/// registry
+///     .add_orchestration("Approve", approve)
+///     .add_activity("Check", |_ctx, item: String| async move { Ok::<_, String>(!item.is_empty()) });
+/// let mut tester = OrchestrationTester::new(Arc::new(registry));
+/// tester.raise_event_after(Duration::from_secs(3600), "Approval", &true);
+/// let run = tester.run("Approve", &vec!["a".to_string(), "b".to_string()]);
+/// assert_eq!(run.output::<String>().unwrap(), "approved");
 /// ```
 #[derive(Clone)]
 pub struct OrchestrationContext {

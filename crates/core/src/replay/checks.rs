@@ -21,11 +21,15 @@ impl OrchestrationExecutor {
 
     pub(super) fn fail_nondeterministic(&mut self, sh: &Shared, nd: NonDeterminismError) {
         self.nondeterminism = Some(nd);
-        self.stop_code();
+        // Unrecorded actions are dropped, but the locks are released *before* the code is
+        // stopped: dropping the code's critical section would otherwise schedule the unlocks
+        // into the actions being dropped, and the entities would stay locked.
         let mut st = lock(sh);
         st.open_actions.clear();
         release_locks(&mut st, None);
         st.finished = true;
+        drop(st);
+        self.stop_code();
     }
 
     pub(super) fn code_is_checked(&self) -> bool {
@@ -60,10 +64,15 @@ impl OrchestrationExecutor {
                 Err(self.error(index, event, ReplayErrorKind::DuplicateActionEvent))
             }
             None => {
-                let actual = if self.code_result.is_some() || self.terminated.is_some() {
-                    "no action (the orchestration had already completed)"
-                } else {
-                    "no action (the orchestrator is waiting)"
+                let actual = match (&self.code_result, &self.terminated) {
+                    (Some(Err(failure)), _) => {
+                        format!("no action (the orchestration had already failed: {failure})")
+                    }
+                    (Some(Ok(_)), _) => {
+                        "no action (the orchestration had already completed)".to_string()
+                    }
+                    (None, Some(_)) => "no action (the orchestration was terminated)".to_string(),
+                    (None, None) => "no action (the orchestrator is waiting)".to_string(),
                 };
                 drop(st);
                 let nd =

@@ -67,10 +67,22 @@ pub enum ReplayErrorKind {
     BadCompletionStatus,
 }
 
+impl std::fmt::Display for ReplayErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MissingExecutionStarted => "no ExecutionStarted before it",
+            Self::DuplicateExecutionStarted => "a second ExecutionStarted",
+            Self::EventAfterCompletion => "an event after the execution completed",
+            Self::DuplicateActionEvent => "its sequence number was already recorded",
+            Self::BadCompletionStatus => "the status does not end an execution",
+        })
+    }
+}
+
 /// A history the engine cannot replay: names the instance, the event's index in the history
 /// and the event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("corrupt history of instance {instance_id}: event #{index} ({event}): {kind:?}")]
+#[error("corrupt history of instance {instance_id}: event #{index} ({event}): {kind}")]
 pub struct ReplayError {
     /// The instance.
     pub instance_id: InstanceId,

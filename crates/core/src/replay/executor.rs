@@ -33,25 +33,40 @@ impl Wake for WakeFlag {
 /// The replay engine for one orchestration instance. `Send`: the node keeps it in the
 /// instance's actor between episodes, so an active instance is never replayed from scratch.
 ///
+/// Each [`execute`](Self::execute) is one episode: new events in, the history to append and
+/// the actions to perform out. [`load`](Self::load) rebuilds an executor from stored history
+/// (after passivation or a crash) and continues exactly where the live one would have.
+///
 /// ```
 /// use std::sync::Arc;
-/// use perdure_core::{EventKind, ExecutionId, HistoryEvent, InstanceId, Payload, Timestamp};
-/// use perdure_core::orchestration::OrchestrationContext;
+/// use perdure_core::{InstanceId, OrchestratorAction, Payload, Timestamp};
+/// use perdure_core::orchestration::{OrchestrationContext, TaskError};
 /// use perdure_core::registry::Registry;
 /// use perdure_core::replay::{OrchestrationExecutor, Outcome};
+/// use perdure_core::testing::events;
 ///
 /// let mut registry = Registry::new();
-/// registry.add_orchestration("Double", |_ctx: OrchestrationContext, n: i64| async move {
-///     Ok::<_, String>(n * 2)
+/// registry.add_orchestration("Double", |ctx: OrchestrationContext, n: i64| async move {
+///     let m: i64 = ctx.call_activity("Add", (n, n)).await?;
+///     Ok::<_, TaskError>(m)
 /// });
+/// let registry = Arc::new(registry);
 /// let id = InstanceId::new("i1").unwrap();
-/// let mut ex = OrchestrationExecutor::load(Arc::new(registry), id, &[]).unwrap();
-/// let start = HistoryEvent::new(Timestamp(0), EventKind::ExecutionStarted {
-///     name: "Double".into(), version: None, input: Some(Payload::json(&21).unwrap()),
-///     execution_id: ExecutionId("e1".into()), parent: None, scheduled_start: None,
-/// });
-/// let episode = ex.execute(Timestamp(1), vec![start]);
-/// assert_eq!(episode.outcome, Outcome::Completed { output: Some(Payload::json(&42).unwrap()) });
+///
+/// // Episode 1: the instance starts and schedules the activity (sequence number 0).
+/// let mut ex = OrchestrationExecutor::new(registry.clone(), id.clone());
+/// let first = ex.execute(Timestamp(1_000), vec![events::execution_started("Double", &21)]);
+/// assert_eq!(first.outcome, Outcome::Running);
+/// assert!(matches!(&first.actions[..], [OrchestratorAction::ScheduleTask { id: 0, name, .. }] if name == "Add"));
+///
+/// // The node commits `first.history`; later the instance is reactivated from it.
+/// let mut ex = OrchestrationExecutor::load(registry, id, &first.history).unwrap();
+/// assert!(ex.non_determinism().is_none());
+///
+/// // Episode 2: the activity's result arrives and the orchestration completes.
+/// let second = ex.execute(Timestamp(2_000), vec![events::task_completed(0, &42)]);
+/// assert_eq!(second.outcome, Outcome::Completed { output: Some(Payload::json(&42).unwrap()) });
+/// assert!(second.actions.is_empty());
 /// ```
 pub struct OrchestrationExecutor {
     pub(super) registry: Arc<Registry>,
@@ -374,11 +389,13 @@ impl OrchestrationExecutor {
             EventKind::ExecutionTerminated { reason } => {
                 if self.terminated.is_none() {
                     self.terminated = Some(reason.clone());
-                    self.stop_code();
+                    // Release the locks before stopping the code (see `fail_nondeterministic`).
                     let mut st = lock(&sh);
                     st.open_actions.clear();
                     release_locks(&mut st, None);
                     st.finished = true;
+                    drop(st);
+                    self.stop_code();
                 }
             }
             EventKind::ExecutionSuspended { .. } | EventKind::ExecutionResumed { .. } => {}

@@ -93,7 +93,10 @@ async fn list_inner(
         key_prefix: params.get("keyPrefix").map(str::to_string),
         last_modified_from: params.time("lastOperationTimeFrom")?,
         last_modified_to: params.time("lastOperationTimeTo")?,
-        page_size: params.u32("top")?.unwrap_or(0),
+        page_size: params
+            .u32("top")?
+            .unwrap_or(0)
+            .min(super::instances::MAX_PAGE),
         continuation,
         fetch_state: params.bool("fetchState", false)?,
     };

@@ -20,6 +20,10 @@ use super::{AppState, St};
 /// Header carrying the paging continuation token, both ways.
 pub(crate) const CONTINUATION: &str = "x-ms-continuation-token";
 
+/// Largest page a list request may ask for with `top` (larger values are capped; the
+/// continuation token carries on).
+pub(crate) const MAX_PAGE: u32 = 1000;
+
 /// Most batches one bulk purge request runs before answering.
 const MAX_PURGE_BATCHES: usize = 1_000_000;
 
@@ -92,15 +96,7 @@ async fn start_inner(
 ) -> ApiResult {
     let instance_id = id.as_deref().map(instance_id).transpose()?;
     let input = body_payload(body)?;
-    let registered = state.api.registered_names(FunctionKind::Orchestration);
-    if !registered.is_empty() && !registered.contains(&name) {
-        return Err(ManagementError::UnknownName {
-            kind: FunctionKind::Orchestration,
-            name,
-            registered,
-        }
-        .into());
-    }
+    // Unknown names are the runtime's to refuse (404 with what is registered).
     let mut req = StartRequest::new(name);
     req.instance_id = instance_id;
     req.input = input;
@@ -193,7 +189,7 @@ fn instance_query(params: &Params, headers: &HeaderMap) -> Result<InstanceQuery,
         statuses: params.statuses("runtimeStatus")?,
         instance_id_prefix: params.get("instanceIdPrefix").map(str::to_string),
         name: params.get("name").map(str::to_string),
-        page_size: params.u32("top")?.unwrap_or(0),
+        page_size: params.u32("top")?.unwrap_or(0).min(MAX_PAGE),
         continuation,
         fetch_payloads: true,
     })

@@ -88,6 +88,18 @@ async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
             .activity_failures
             .fetch_add(1, Ordering::Relaxed);
     }
+    let limit = shared.opts.max_payload_bytes.get();
+    let result = match result {
+        Ok(Some(p)) if p.len() > limit => Err(perdure_core::FailureDetails::new(
+            "PayloadTooLarge",
+            format!(
+                "activity '{}' returned {} bytes; the limit is {limit} bytes",
+                task.name,
+                p.len()
+            ),
+        )),
+        other => other,
+    };
     let kind = match result {
         Ok(result) => EventKind::TaskCompleted {
             task_scheduled_id: task.seq,

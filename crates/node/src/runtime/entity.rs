@@ -338,3 +338,45 @@ pub(crate) fn applied(part: &mut Partition, plan: EntityPlan) {
         slot.record = plan.record;
     }
 }
+
+/// A plan that drops a batch whose transaction was over the store's limits: its messages are
+/// consumed, the entity keeps its previous state, and every caller gets a failure.
+pub(crate) fn too_large_plan(
+    part: &mut Partition,
+    plan: EntityPlan,
+    error: &StoreError,
+) -> Option<EntityPlan> {
+    let slot = part.entities.get(&plan.id)?;
+    let now = part.shared.clock.now();
+    let failure = perdure_core::FailureDetails::new(
+        "TransactionTooLarge",
+        format!("the entity batch could not be stored: {error}"),
+    );
+    let mut effects = Vec::new();
+    for (_, m) in &plan.consumed {
+        if let MessageBody::EntityOperation(op) = &m.body
+            && let Some(c) = &op.caller
+        {
+            effects.push(Effect::Send(
+                Target::Instance(c.instance_id.clone()),
+                MessageBody::Event {
+                    execution_id: Some(c.execution_id.clone()),
+                    event: HistoryEvent::new(
+                        now,
+                        EventKind::EntityOperationFailed {
+                            task_scheduled_id: c.request_id,
+                            failure: failure.clone(),
+                        },
+                    ),
+                },
+            ));
+        }
+    }
+    Some(EntityPlan {
+        id: plan.id,
+        consumed: plan.consumed,
+        record: slot.record.clone(),
+        effects,
+        operations: 0,
+    })
+}

@@ -446,6 +446,18 @@ fn episode_plan(
                 new.status = OrchestrationStatus::Running;
             }
         }
+        EpisodeOutcome::Completed(Some(out)) if out.len() > shared.opts.max_payload_bytes.get() => {
+            new.status = OrchestrationStatus::Failed;
+            new.failure = Some(FailureDetails::new(
+                "PayloadTooLarge",
+                format!(
+                    "the output is {} bytes; the limit is {} bytes",
+                    out.len(),
+                    shared.opts.max_payload_bytes
+                ),
+            ));
+            finished = true;
+        }
         EpisodeOutcome::Completed(out) => {
             new.status = OrchestrationStatus::Completed;
             new.output = out;
@@ -921,4 +933,34 @@ pub(crate) fn applied(part: &mut Partition, plan: InstancePlan) {
             shared.notify_finished(&plan.id);
         }
     }
+}
+
+/// A plan that fails the instance because its episode's transaction was over the store's
+/// limits (for example a huge output or too many actions): the same messages are consumed,
+/// the instance fails with `TransactionTooLarge`, nothing else is written.
+pub(crate) fn too_large_plan(
+    part: &mut Partition,
+    id: &InstanceId,
+    consumed: Vec<Keyed>,
+    error: &StoreError,
+) -> Option<InstancePlan> {
+    let shared = part.shared.clone();
+    let now = shared.clock.now();
+    let slot = part.instances.get_mut(id)?;
+    slot.session = None;
+    let rec = slot.record.clone()?;
+    let f = FailureDetails::new(
+        "TransactionTooLarge",
+        format!("the episode could not be stored: {error}"),
+    );
+    let r = failed_record(&rec, &f, now);
+    Some(finish_plan(
+        &shared,
+        id.clone(),
+        consumed,
+        rec.history_len,
+        r,
+        vec![failed_event(&f, now)],
+        false,
+    ))
 }

@@ -462,9 +462,14 @@ impl Partition {
                 }
                 self.shared.dispatch(out);
             }
+            Err(e @ StoreError::LimitExceeded { .. }) => {
+                // Rerunning cannot help: only this instance (or entity batch) fails.
+                tracing::error!(partition = p, target = ?t, error = %e, "episode over the store's limits");
+                self.fail_too_large(&t, plan, &e).await?;
+            }
             Ok(Committed::Stale) | Err(_) => {
                 if let Err(e) = &r {
-                    if matches!(e, StoreError::Fenced { .. }) {
+                    if matches!(e, StoreError::Fenced { .. } | StoreError::Corrupt { .. }) {
                         return r.map(|_| ());
                     }
                     tracing::warn!(partition = p, error = %e, "commit failed; rerunning");
@@ -500,6 +505,50 @@ impl Partition {
         }
         if self.pending.contains_key(&t) {
             self.mark_dirty(t);
+        }
+        Ok(())
+    }
+
+    /// Commits the failure of an instance whose episode was over the store's limits; for an
+    /// entity batch, drops its messages (callers get a failure).
+    async fn fail_too_large(
+        &mut self,
+        t: &Target,
+        plan: Plan,
+        e: &StoreError,
+    ) -> Result<(), StoreError> {
+        let replacement = match plan {
+            Plan::Instance(ip) => {
+                instance::too_large_plan(self, &ip.id, ip.consumed, e).map(|p| Plan::Instance(Box::new(p)))
+            }
+            Plan::Entity(ep) => entity::too_large_plan(self, ep, e).map(Plan::Entity),
+        };
+        let Some(plan) = replacement else {
+            return Ok(());
+        };
+        let plan = Arc::new(plan);
+        match commit(self.shared.clone(), self.partition, self.epoch, plan.clone()).await? {
+            Committed::Done(out) => {
+                let plan = Arc::try_unwrap(plan).map_err(|_| StoreError::Conflict)?;
+                match plan {
+                    Plan::Instance(ip) => {
+                        for (k, _) in &ip.consumed {
+                            self.known.remove(k);
+                        }
+                        instance::applied(self, *ip);
+                    }
+                    Plan::Entity(ep) => {
+                        for (k, _) in &ep.consumed {
+                            self.known.remove(k);
+                        }
+                        entity::applied(self, ep);
+                    }
+                }
+                self.shared.dispatch(out);
+            }
+            Committed::Stale => {
+                self.instances.retain(|id, _| Target::Instance(id.clone()) != *t);
+            }
         }
         Ok(())
     }

@@ -407,10 +407,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Raise { id, event, data } => {
             let id = iid(&id)?;
             let data = json_payload("--data", data.as_deref())?;
-            client
-                .as_management_api()
-                .raise_event(id.clone(), event.clone(), data)
-                .await?;
+            client.raise_event_payload(&id, &event, data).await?;
             done(as_json, &format!("raised {event} on {id}"));
         }
         Cmd::Terminate {
@@ -534,10 +531,7 @@ async fn entity(client: &DurableClient, e: EntityCmd, as_json: bool) -> anyhow::
         } => {
             let id = eid(&name, &key)?;
             let input = json_payload("--input", input.as_deref())?;
-            client
-                .as_management_api()
-                .signal_entity(id.clone(), op.clone(), input, None)
-                .await?;
+            client.signal_entity_payload(&id, &op, input, None).await?;
             done(as_json, &format!("signalled {op} to {id}"));
         }
         EntityCmd::Get { name, key } => {

@@ -62,6 +62,12 @@ struct CommitRequest {
 #[error("writing the batch of commits failed")]
 pub(super) struct BatchFailed(#[source] Arc<fjall::Error>);
 
+/// A journal sync failed earlier: what is visible may not be durable, and the store accepts
+/// no more work.
+#[derive(Debug, thiserror::Error)]
+#[error("a journal sync failed earlier; restart to recover from the journal")]
+pub(super) struct SyncFailedEarlier;
+
 /// The committer thread is gone (the store is closing).
 #[derive(Debug, thiserror::Error)]
 #[error("the embedded store's committer has stopped")]
@@ -72,8 +78,8 @@ pub(super) struct Committer {
     sender: Option<mpsc::Sender<CommitRequest>>,
     thread: Option<JoinHandle<()>>,
     versions: Arc<Versions>,
-    /// The last commit version known to be synced to disk.
-    durable: watch::Receiver<u64>,
+    /// The last commit version known to be synced to disk; `None` once a sync failed.
+    durable: watch::Receiver<Option<u64>>,
 }
 
 impl Committer {
@@ -84,7 +90,7 @@ impl Committer {
         versions: Arc<Versions>,
     ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel();
-        let (durable_tx, durable) = watch::channel(0);
+        let (durable_tx, durable) = watch::channel(Some(0));
         let mut state = State {
             db,
             keyspace,
@@ -128,14 +134,14 @@ impl Committer {
     pub(super) async fn wait_visible_durable(&self) -> Result<(), StoreError> {
         let target = self.versions.committed();
         let mut durable = self.durable.clone();
-        if *durable.borrow() >= target {
-            return Ok(());
-        }
-        durable
-            .wait_for(|synced| *synced >= target)
+        let state = *durable
+            .wait_for(|synced| synced.is_none_or(|v| v >= target))
             .await
-            .map(|_| ())
-            .map_err(|_| StoreError::Fatal(Box::new(CommitterStopped)))
+            .map_err(|_| StoreError::Fatal(Box::new(CommitterStopped)))?;
+        match state {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Fatal(Box::new(SyncFailedEarlier))),
+        }
     }
 }
 
@@ -163,7 +169,7 @@ struct State {
     by_version: VecDeque<(u64, Vec<Vec<u8>>)>,
     /// Write versions at or below this have been forgotten.
     floor: u64,
-    durable: watch::Sender<u64>,
+    durable: watch::Sender<Option<u64>>,
 }
 
 /// Where a transaction's outcome goes.
@@ -280,9 +286,10 @@ impl State {
             let synced = self.version;
             match self.db.persist(PersistMode::SyncData) {
                 Ok(()) => {
-                    self.durable.send_replace(synced);
+                    self.durable.send_replace(Some(synced));
                 }
                 Err(e) => {
+                    self.durable.send_replace(None);
                     let e = Arc::new(e);
                     outcomes.fail_from(0, || {
                         StoreError::MaybeCommitted(Box::new(BatchFailed(e.clone())))

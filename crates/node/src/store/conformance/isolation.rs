@@ -1,0 +1,143 @@
+//! Cases with concurrent transactions: conflicts, snapshots, retries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{read, ro, write};
+use crate::store::{KeyRange, RangeOptions, RetryOptions, Store, StoreError, transact};
+
+/// Two transactions read and write the same key: the second to commit conflicts.
+pub async fn lost_update_conflicts(store: Arc<dyn Store>) -> Result<(), StoreError> {
+    write(&*store, &[(b"n", &0u64.to_be_bytes())]).await?;
+    let mut t1 = store.begin().await?;
+    let mut t2 = store.begin().await?;
+    assert!(t1.get(b"n").await?.is_some());
+    assert!(t2.get(b"n").await?.is_some());
+    t1.set(b"n", &1u64.to_be_bytes())?;
+    t2.set(b"n", &2u64.to_be_bytes())?;
+    t1.commit().await?;
+    let second = t2.commit().await;
+    assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
+    assert_eq!(
+        read(&*store, b"n").await?,
+        Some(1u64.to_be_bytes().to_vec())
+    );
+    Ok(())
+}
+
+/// Write skew: each transaction reads both keys and writes a different one; serializable
+/// isolation lets only one commit.
+pub async fn write_skew_aborted(store: Arc<dyn Store>) -> Result<(), StoreError> {
+    // Invariant: at least one of the two doctors stays on call.
+    write(&*store, &[(b"oncall/alice", b"1"), (b"oncall/bob", b"1")]).await?;
+    let mut t1 = store.begin().await?;
+    let mut t2 = store.begin().await?;
+    let on_call = KeyRange::prefix(b"oncall/");
+    let seen1 = t1.get_range(&on_call, RangeOptions::default()).await?;
+    let seen2 = t2.get_range(&on_call, RangeOptions::default()).await?;
+    assert_eq!(seen1.len(), 2);
+    assert_eq!(seen2.len(), 2);
+    t1.clear(b"oncall/alice");
+    t2.clear(b"oncall/bob");
+    let r1 = t1.commit().await;
+    let r2 = t2.commit().await;
+    let conflicts = [&r1, &r2]
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict)))
+        .count();
+    assert!(
+        r1.is_ok() != r2.is_ok() && conflicts == 1,
+        "exactly one commits: {r1:?} {r2:?}"
+    );
+    let mut tx = store.begin().await?;
+    assert_eq!(
+        tx.get_range(&on_call, RangeOptions::default()).await?.len(),
+        1
+    );
+    Ok(())
+}
+
+/// A transaction reads from one snapshot: a concurrent commit does not change its reads.
+pub async fn snapshot_reads_are_repeatable(store: Arc<dyn Store>) -> Result<(), StoreError> {
+    write(&*store, &[(b"a", b"1")]).await?;
+    let mut t1 = store.begin().await?;
+    assert_eq!(t1.get(b"a").await?.as_deref(), Some(&b"1"[..]));
+    write(&*store, &[(b"a", b"2"), (b"b", b"2")]).await?;
+    assert_eq!(t1.get(b"a").await?.as_deref(), Some(&b"1"[..]));
+    assert_eq!(t1.get(b"b").await?, None);
+    t1.commit().await?;
+    Ok(())
+}
+
+/// `transact` reruns the closure after a conflict, and the rerun sees the new data.
+pub async fn transact_retries_conflict(store: Arc<dyn Store>) -> Result<(), StoreError> {
+    write(&*store, &[(b"n", &1u64.to_be_bytes())]).await?;
+    let runs = Arc::new(AtomicU32::new(0));
+    let counter = runs.clone();
+    let outer = store.clone();
+    let seen = transact(&*store, &ro(), move |tx| {
+        let counter = counter.clone();
+        let outer = outer.clone();
+        Box::pin(async move {
+            let run = counter.fetch_add(1, Ordering::SeqCst);
+            let n = decode_u64(tx.get(b"n").await?);
+            if run == 0 {
+                // A concurrent writer commits between our read and our commit.
+                write(&*outer, &[(b"n", &10u64.to_be_bytes())]).await?;
+            }
+            tx.set(b"n", &(n + 1).to_be_bytes())?;
+            Ok(n)
+        })
+    })
+    .await?;
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one conflict, one rerun");
+    assert_eq!(seen, 10, "the rerun read the concurrent write");
+    assert_eq!(
+        read(&*store, b"n").await?,
+        Some(11u64.to_be_bytes().to_vec())
+    );
+    Ok(())
+}
+
+fn decode_u64(bytes: Option<Vec<u8>>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// 8 tasks × 1,000 increments of one counter through `transact` end at exactly 8,000.
+pub async fn concurrent_increments(store: Arc<dyn Store>) -> Result<(), StoreError> {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 1_000;
+    let retry = RetryOptions {
+        max_attempts: 10_000,
+        ..RetryOptions::default()
+    };
+    let mut handles = Vec::new();
+    for _ in 0..TASKS {
+        let store = store.clone();
+        let retry = retry.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..EACH {
+                transact(&*store, &retry, |tx| {
+                    Box::pin(async move {
+                        let n = decode_u64(tx.get(b"counter").await?);
+                        tx.set(b"counter", &(n + 1).to_be_bytes())?;
+                        Ok(())
+                    })
+                })
+                .await?;
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    for handle in handles {
+        match handle.await {
+            Ok(result) => result?,
+            Err(join) => panic!("an increment task failed: {join}"),
+        }
+    }
+    assert_eq!(decode_u64(read(&*store, b"counter").await?), TASKS * EACH);
+    Ok(())
+}

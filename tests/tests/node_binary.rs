@@ -1,0 +1,143 @@
+//! The `perdure-node` binary: `run` with a TOML file, `PERDURE_*` variables and flags;
+//! configuration errors that name the field; graceful shutdown on SIGTERM.
+
+use std::ffi::OsString;
+use std::process::Command;
+
+use perdure_tests::{NodeProcess, ensure_built};
+
+fn node_bin() -> std::path::PathBuf {
+    ensure_built().unwrap().join("perdure-node")
+}
+
+#[test]
+fn run_merges_file_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("perdure.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\nbackend = \"embedded\"\npath = {:?}\n[http]\nbind = \"127.0.0.1:1\"\n[node]\npartitions = 4\nactivity_lease = \"2m\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    // The flag's address beats the file's; the environment's partitions beat the file's.
+    let args: Vec<OsString> = vec![
+        "run".into(),
+        "--config".into(),
+        cfg.into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let node = NodeProcess::spawn(&args, &[("PERDURE_PARTITIONS", "6")], dir).unwrap();
+    assert!(node.banner.contains("6 partitions"), "{}", node.banner);
+    assert!(node.banner.contains("store: embedded"), "{}", node.banner);
+    let body = http1::blocking_get(&format!("{}/readyz", node.origin));
+    assert!(body.contains("ready"), "{body}");
+    assert!(node.data_dir.path().join("data").exists());
+    assert!(node.terminate().unwrap(), "clean exit on SIGTERM");
+}
+
+mod http1 {
+    /// A tiny blocking GET over a raw TCP connection (no extra client runtime in this test).
+    pub(crate) fn blocking_get(url: &str) -> String {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+#[test]
+fn bad_configuration_names_the_field_and_exits_2() {
+    let out = Command::new(node_bin())
+        .args(["run", "--store", "postgres"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.url"), "{err}");
+
+    let out = Command::new(node_bin())
+        .args(["run", "--store", "memory"])
+        .env("PERDURE_PARTITIONS", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node.partitions") && err.contains("PERDURE_PARTITIONS"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[node]\npartitons = 3\n").unwrap();
+    let out = Command::new(node_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("partitons"), "{err}");
+
+    let out = Command::new(node_bin())
+        .args(["run", "--store", "memory", "--http", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.bind"));
+}
+
+#[test]
+fn dev_keeps_instances_across_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let args: Vec<OsString> = vec![
+        "dev".into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.path().into(),
+    ];
+    let node = NodeProcess::spawn(&args, &[], tempfile::tempdir().unwrap()).unwrap();
+    let r = post_json(
+        &format!("{}/orchestrators/Approval/keep", node.base()),
+        r#"{"timeoutSeconds": 3600}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 202"), "{r}");
+    assert!(node.terminate().unwrap(), "clean exit on SIGTERM");
+
+    let again = NodeProcess::spawn(&args, &[], tempfile::tempdir().unwrap()).unwrap();
+    let r = http1::blocking_get(&format!("{}/instances/keep", again.base()));
+    assert!(
+        r.starts_with("HTTP/1.1 202") && r.contains("\"Running\""),
+        "{r}"
+    );
+}
+
+fn post_json(url: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
