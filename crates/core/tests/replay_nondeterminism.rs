@@ -190,3 +190,91 @@ fn json_history_round_trip_through_the_replayer() {
         Err(NonDeterminismReport::NonDeterminism(_))
     ));
 }
+
+/// Records `v1` (activities, sub-orchestrations and entities answered by the tester), then
+/// replays its history against `v2`.
+fn mismatch<F1, F2, Fut1, Fut2>(v1: F1, v2: F2) -> NonDeterminismError
+where
+    F1: Fn(OrchestrationContext, ()) -> Fut1 + Send + Sync + 'static,
+    F2: Fn(OrchestrationContext, ()) -> Fut2 + Send + Sync + 'static,
+    Fut1: std::future::Future<Output = Result<i32, TaskError>> + Send + 'static,
+    Fut2: std::future::Future<Output = Result<i32, TaskError>> + Send + 'static,
+{
+    let mut r1 = Registry::new();
+    r1.add_orchestration("Flow", v1);
+    let mut t = OrchestrationTester::new(Arc::new(r1));
+    t.mock_activity("A", |()| Ok(1))
+        .mock_sub_orchestration("Child", |()| Ok(2))
+        .mock_entity_operation("Counter", "add", |n: i32| Ok(n));
+    let run = t.run("Flow", &());
+    assert!(run.output::<i32>().is_ok(), "{:?}", run.outcome);
+    let mut r2 = Registry::new();
+    r2.add_orchestration("Flow", v2);
+    match replay_history(Arc::new(r2), InstanceId::new("test").unwrap(), &run.history) {
+        Err(NonDeterminismReport::NonDeterminism(nd)) => nd,
+        other => panic!("expected non-determinism, got {other:?}"),
+    }
+}
+
+fn counter(key: &str) -> perdure_core::EntityId {
+    perdure_core::EntityId::new("Counter", key).unwrap()
+}
+
+#[test]
+fn changed_sub_orchestration_entity_operation_and_lock_set() {
+    let nd = mismatch(
+        |ctx, ()| async move { ctx.call_sub_orchestration::<i32>("Child", ()).await },
+        |ctx, ()| async move { ctx.call_sub_orchestration::<i32>("Child2", ()).await },
+    );
+    assert_eq!(nd.sequence, 0);
+    assert_eq!(
+        nd.expected,
+        r#"SubOrchestrationInstanceCreated(name="Child", instance_id=test:0000)"#
+    );
+    assert_eq!(
+        nd.actual,
+        r#"CreateSubOrchestration(name="Child2", instance_id=test:0000)"#
+    );
+
+    let nd = mismatch(
+        |ctx, ()| async move { ctx.call_entity::<i32>(&counter("c"), "add", 1).await },
+        |ctx, ()| async move { ctx.call_entity::<i32>(&counter("d"), "add", 1).await },
+    );
+    assert_eq!(nd.sequence, 0);
+    assert_eq!(
+        nd.expected,
+        r#"EntityOperationCalled(entity=@counter@c, operation="add")"#
+    );
+    assert_eq!(
+        nd.actual,
+        r#"CallEntity(entity=@counter@d, operation="add")"#
+    );
+
+    let nd = mismatch(
+        |ctx, ()| async move {
+            let _s = ctx.lock_entities(&[counter("a")]).await?;
+            ctx.call_entity::<i32>(&counter("a"), "add", 1).await
+        },
+        |ctx, ()| async move {
+            let _s = ctx.lock_entities(&[counter("a"), counter("b")]).await?;
+            ctx.call_entity::<i32>(&counter("a"), "add", 1).await
+        },
+    );
+    assert_eq!(nd.sequence, 0);
+    assert_eq!(nd.expected, "EntityLockRequested([@counter@a])");
+    assert_eq!(nd.actual, "LockEntities([@counter@a, @counter@b])");
+
+    // A changed input is data, not code: it replays.
+    let mut r1 = Registry::new();
+    r1.add_orchestration("Flow", |ctx: OrchestrationContext, ()| async move {
+        ctx.call_activity::<i32>("A", 1).await
+    });
+    let mut t = OrchestrationTester::new(Arc::new(r1));
+    t.mock_activity("A", |_: i32| Ok(1));
+    let history = t.run("Flow", &()).history;
+    let mut r2 = Registry::new();
+    r2.add_orchestration("Flow", |ctx: OrchestrationContext, ()| async move {
+        ctx.call_activity::<i32>("A", 2).await
+    });
+    replay_history(Arc::new(r2), InstanceId::new("test").unwrap(), &history).unwrap();
+}
