@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, PersistMode};
 use tokio::sync::{oneshot, watch};
@@ -23,6 +24,8 @@ use super::fjall_error;
 use super::versions::{ReadVersion, Versions};
 use crate::store::{KeyRange, StoreError};
 
+/// Longest wait for other open transactions to join a batch before its sync starts.
+const COMMIT_DELAY: Duration = Duration::from_micros(100);
 /// Most transactions taken into one batch.
 const MAX_BATCH: usize = 4096;
 /// Most commit versions whose writes are remembered. A transaction that stays open while
@@ -200,18 +203,39 @@ impl State {
         let mut batch = Vec::new();
         while let Ok(first) = receiver.recv() {
             batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
-                }
-            }
+            self.gather(receiver, &mut batch);
             let outcomes = self.process(batch.drain(..));
             for (reply, outcome) in outcomes.list {
                 // The committing task may have been cancelled: nobody to tell.
                 let _ = reply.send(outcome);
             }
             self.forget_old_writes();
+        }
+    }
+
+    /// Adds the requests already queued to `batch`; then, while other transactions are
+    /// open, waits up to [`COMMIT_DELAY`] for them to arrive too, so they share this sync
+    /// instead of waiting for the next one (PostgreSQL's `commit_delay`, adaptive).
+    fn gather(&self, receiver: &mpsc::Receiver<CommitRequest>, batch: &mut Vec<CommitRequest>) {
+        let deadline = Instant::now() + COMMIT_DELAY;
+        loop {
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() >= MAX_BATCH || batch.len() >= self.versions.open_count() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            match receiver.recv_timeout(deadline - now) {
+                Ok(request) => batch.push(request),
+                Err(_) => return,
+            }
         }
     }
 
