@@ -34,7 +34,7 @@ pub enum PartitionMsg {
     Deliver(Vec<(Vec<u8>, InboxMessage)>),
     /// Timers committed to this partition: (key, due, message).
     Timers(Vec<(Vec<u8>, perdure_core::Timestamp, InboxMessage)>),
-    /// An activity result committed to the inbox (same as Deliver; counted separately).
+    /// Drop an instance's in-memory state (it was purged).
     Forget(InstanceId),
     /// Stop after the current round.
     Shutdown(oneshot::Sender<()>),

@@ -346,7 +346,11 @@ pub(crate) fn too_large_plan(
     plan: EntityPlan,
     error: &StoreError,
 ) -> Option<EntityPlan> {
-    let slot = part.entities.get(&plan.id)?;
+    let record = part
+        .entities
+        .get(&plan.id)
+        .map(|s| s.record.clone())
+        .unwrap_or_default();
     let now = part.shared.clock.now();
     let failure = perdure_core::FailureDetails::new(
         "TransactionTooLarge",
@@ -375,7 +379,7 @@ pub(crate) fn too_large_plan(
     Some(EntityPlan {
         id: plan.id,
         consumed: plan.consumed,
-        record: slot.record.clone(),
+        record,
         effects,
         operations: 0,
     })

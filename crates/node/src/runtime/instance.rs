@@ -940,27 +940,37 @@ pub(crate) fn applied(part: &mut Partition, plan: InstancePlan) {
 /// the instance fails with `TransactionTooLarge`, nothing else is written.
 pub(crate) fn too_large_plan(
     part: &mut Partition,
-    id: &InstanceId,
-    consumed: Vec<Keyed>,
+    plan: InstancePlan,
     error: &StoreError,
-) -> Option<InstancePlan> {
+) -> InstancePlan {
     let shared = part.shared.clone();
     let now = shared.clock.now();
-    let slot = part.instances.get_mut(id)?;
-    slot.session = None;
-    let rec = slot.record.clone()?;
+    let cached = part.instances.get_mut(&plan.id).and_then(|slot| {
+        slot.session = None;
+        slot.record.clone()
+    });
     let f = FailureDetails::new(
         "TransactionTooLarge",
         format!("the episode could not be stored: {error}"),
     );
-    let r = failed_record(&rec, &f, now);
-    Some(finish_plan(
+    // A new execution's episode replaces the history; otherwise the failure is appended.
+    let (base, first_seq) = match (&plan.record, plan.cut_history, cached) {
+        (Some(r), true, _) => (r.clone(), 0),
+        (_, false, Some(c)) => {
+            let n = c.history_len;
+            (c, n)
+        }
+        (Some(r), false, None) => (r.clone(), plan.first_seq),
+        (None, _, _) => return InstancePlan::drop_only(plan.id, plan.consumed),
+    };
+    let r = failed_record(&base, &f, now);
+    finish_plan(
         &shared,
-        id.clone(),
-        consumed,
-        rec.history_len,
+        plan.id,
+        plan.consumed,
+        first_seq,
         r,
         vec![failed_event(&f, now)],
-        false,
-    ))
+        plan.cut_history,
+    )
 }

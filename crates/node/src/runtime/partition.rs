@@ -518,16 +518,23 @@ impl Partition {
         e: &StoreError,
     ) -> Result<(), StoreError> {
         let replacement = match plan {
-            Plan::Instance(ip) => {
-                instance::too_large_plan(self, &ip.id, ip.consumed, e).map(|p| Plan::Instance(Box::new(p)))
-            }
+            Plan::Instance(ip) => Some(Plan::Instance(Box::new(instance::too_large_plan(
+                self, *ip, e,
+            )))),
             Plan::Entity(ep) => entity::too_large_plan(self, ep, e).map(Plan::Entity),
         };
         let Some(plan) = replacement else {
             return Ok(());
         };
         let plan = Arc::new(plan);
-        match commit(self.shared.clone(), self.partition, self.epoch, plan.clone()).await? {
+        match commit(
+            self.shared.clone(),
+            self.partition,
+            self.epoch,
+            plan.clone(),
+        )
+        .await?
+        {
             Committed::Done(out) => {
                 let plan = Arc::try_unwrap(plan).map_err(|_| StoreError::Conflict)?;
                 match plan {
@@ -547,7 +554,8 @@ impl Partition {
                 self.shared.dispatch(out);
             }
             Committed::Stale => {
-                self.instances.retain(|id, _| Target::Instance(id.clone()) != *t);
+                self.instances
+                    .retain(|id, _| Target::Instance(id.clone()) != *t);
             }
         }
         Ok(())

@@ -6,7 +6,7 @@
 //! transaction can conflict with any more: those at or below the oldest open read version.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Commit versions and open read versions, shared by the store and its committer.
@@ -16,8 +16,6 @@ pub(super) struct Versions {
     committed: AtomicU64,
     /// Open read versions and how many transactions read at each.
     open: Mutex<BTreeMap<u64, usize>>,
-    /// How many transactions are open (begun, not yet through the committer or dropped).
-    open_count: AtomicUsize,
 }
 
 impl Versions {
@@ -34,7 +32,6 @@ impl Versions {
         let mut open = self.open_set();
         let version = self.committed.load(Ordering::Acquire);
         *open.entry(version).or_default() += 1;
-        self.open_count.fetch_add(1, Ordering::AcqRel);
         ReadVersion {
             versions: self.clone(),
             version,
@@ -49,11 +46,6 @@ impl Versions {
     /// Publishes `version` as committed: its writes are visible in storage.
     pub(super) fn publish(&self, version: u64) {
         self.committed.store(version, Ordering::Release);
-    }
-
-    /// How many transactions are open.
-    pub(super) fn open_count(&self) -> usize {
-        self.open_count.load(Ordering::Acquire)
     }
 
     /// The version below which no open or future reader reads: write versions at or below
@@ -84,7 +76,6 @@ impl ReadVersion {
 
 impl Drop for ReadVersion {
     fn drop(&mut self) {
-        self.versions.open_count.fetch_sub(1, Ordering::AcqRel);
         let mut open = self.versions.open_set();
         if let Some(count) = open.get_mut(&self.version) {
             *count = count.saturating_sub(1);
