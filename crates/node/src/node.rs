@@ -18,13 +18,14 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::options::{NodeOptions, OptionsError};
 use crate::runtime::activity::ActivityPool;
 use crate::runtime::partition::Partition;
+use crate::runtime::partition_actor::{ActorMsg, PartitionActor};
 use crate::runtime::{Executors, PartitionMsg, Shared};
 use crate::state;
 use crate::store::{Store, StoreError, transact};
@@ -44,6 +45,9 @@ pub enum NodeError {
     /// The store failed.
     #[error("store error while starting the node")]
     Store(#[from] StoreError),
+    /// A partition actor could not be started.
+    #[error("partition actor: {0}")]
+    Spawn(String),
 }
 
 /// Builds a node.
@@ -125,21 +129,32 @@ impl NodeBuilder {
             Arc::downgrade(&shared),
             self.options.max_concurrent_activities.get(),
         ));
-        let mut senders = Vec::with_capacity(partitions as usize);
-        let mut receivers = Vec::with_capacity(partitions as usize);
-        for _ in 0..partitions {
-            let (tx, rx) = mpsc::unbounded_channel();
-            senders.push(tx);
-            receivers.push(rx);
-        }
-        shared.set_routes(senders);
+        // Acquire every partition, spawn its actor, publish the routes, then let each actor
+        // recover (recovery may already send messages to other partitions).
         let started =
             futures::future::join_all((0..partitions).map(|p| Partition::start(shared.clone(), p)))
                 .await;
+        let mut refs = Vec::with_capacity(partitions as usize);
         let mut tasks = Vec::with_capacity(partitions as usize);
-        for (part, rx) in started.into_iter().zip(receivers) {
-            let part = part?;
-            tasks.push(tokio::spawn(part.run(rx)));
+        for part in started {
+            let (actor, handle) = ractor::Actor::spawn(None, PartitionActor, part?)
+                .await
+                .map_err(|e| NodeError::Spawn(e.to_string()))?;
+            refs.push(actor);
+            tasks.push(handle);
+        }
+        shared.set_routes(refs.clone());
+        let mut recovered = Vec::with_capacity(refs.len());
+        for actor in &refs {
+            let (tx, rx) = oneshot::channel();
+            actor
+                .cast(ActorMsg::Recover(tx))
+                .map_err(|e| NodeError::Spawn(e.to_string()))?;
+            recovered.push(rx);
+        }
+        for rx in recovered {
+            rx.await
+                .map_err(|_| NodeError::Spawn("a partition actor stopped while recovering".into()))??;
         }
         tracing::info!(partitions, node_id = format!("{node_id:x}"), "node started");
         let intake =

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use perdure_core::{ExecutionId, InstanceId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::options::NodeOptions;
@@ -22,6 +22,7 @@ pub mod executor;
 pub mod instance;
 pub(crate) mod outbox;
 pub mod partition;
+pub(crate) mod partition_actor;
 pub mod rewind;
 
 pub use clock::Clock;
@@ -61,7 +62,7 @@ pub struct Shared {
     /// This process's node id (unique per start).
     pub node_id: u64,
     counter: AtomicU64,
-    routes: OnceLock<Vec<mpsc::UnboundedSender<PartitionMsg>>>,
+    routes: OnceLock<Vec<ractor::ActorRef<partition_actor::ActorMsg>>>,
     /// Messages waiting per partition (admission control).
     pub(crate) depth: Vec<AtomicUsize>,
     /// Epoch held per partition (0: not held).
@@ -138,7 +139,7 @@ impl Shared {
         )
     }
 
-    pub(crate) fn set_routes(&self, routes: Vec<mpsc::UnboundedSender<PartitionMsg>>) {
+    pub(crate) fn set_routes(&self, routes: Vec<ractor::ActorRef<partition_actor::ActorMsg>>) {
         let _ = self.routes.set(routes);
     }
 
@@ -150,7 +151,7 @@ impl Shared {
             {
                 d.fetch_add(m.len(), Ordering::Relaxed);
             }
-            let _ = tx.send(msg);
+            let _ = tx.cast(partition_actor::ActorMsg::External(msg));
         }
     }
 

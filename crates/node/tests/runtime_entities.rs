@@ -52,11 +52,14 @@ fn registry() -> perdure_core::registry::Registry {
                 .map_err(|e| e.to_string())
         },
     )
-    .add_orchestration("LockThenFail", |ctx: OrchestrationContext, _: ()| async move {
-        let id = EntityId::new("Counter", "locked").map_err(|e| e.to_string())?;
-        let _section = ctx.lock_entities(&[id]).await.map_err(|e| e.to_string())?;
-        Err::<(), _>("failed inside the critical section".to_string())
-    })
+    .add_orchestration(
+        "LockThenFail",
+        |ctx: OrchestrationContext, _: ()| async move {
+            let id = EntityId::new("Counter", "locked").map_err(|e| e.to_string())?;
+            let _section = ctx.lock_entities(&[id]).await.map_err(|e| e.to_string())?;
+            Err::<(), _>("failed inside the critical section".to_string())
+        },
+    )
     .add_orchestration(
         "Balance",
         |ctx: OrchestrationContext, key: String| async move {
@@ -202,12 +205,26 @@ async fn entities_start_orchestrations() {
 async fn a_failing_holder_releases_its_locks() {
     let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
     let id = common::start(&node, "LockThenFail", "lock-fail", None).await;
-    assert_eq!(common::wait(&node, &id).await.runtime_status, OrchestrationStatus::Failed);
+    assert_eq!(
+        common::wait(&node, &id).await.runtime_status,
+        OrchestrationStatus::Failed
+    );
     let c = EntityId::new("Counter", "locked").unwrap();
-    node.signal_entity(c.clone(), "add".into(), Some(Payload::json(&7).unwrap()), None)
-        .await
-        .unwrap();
-    let id = common::start(&node, "ReadCounter", "read-locked", Some(Payload::json(&"locked").unwrap())).await;
+    node.signal_entity(
+        c.clone(),
+        "add".into(),
+        Some(Payload::json(&7).unwrap()),
+        None,
+    )
+    .await
+    .unwrap();
+    let id = common::start(
+        &node,
+        "ReadCounter",
+        "read-locked",
+        Some(Payload::json(&"locked").unwrap()),
+    )
+    .await;
     let n: i64 = common::output(&node, &id).await;
     assert_eq!(n, 7);
     let st = node.get_entity(c).await.unwrap().unwrap();

@@ -72,7 +72,9 @@ async fn a_second_node_on_the_same_partitions_fences_the_first() {
     let _: Vec<String> = common::output(&third, &id2).await;
     let hist = third.get_history(id2).await.unwrap().unwrap();
     assert_eq!(
-        hist.iter().filter(|e| e.name() == "ExecutionCompleted").count(),
+        hist.iter()
+            .filter(|e| e.name() == "ExecutionCompleted")
+            .count(),
         1
     );
     third.shutdown().await;

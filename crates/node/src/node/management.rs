@@ -470,7 +470,12 @@ impl ManagementApi for NodeHandle {
         Box::pin(self.control_as(
             id,
             "suspend",
-            |s| matches!(s, OrchestrationStatus::Running | OrchestrationStatus::Pending),
+            |s| {
+                matches!(
+                    s,
+                    OrchestrationStatus::Running | OrchestrationStatus::Pending
+                )
+            },
             MessageBody::Suspend { reason },
             Some(OrchestrationStatus::Suspended),
         ))

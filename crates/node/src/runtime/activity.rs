@@ -70,16 +70,25 @@ impl ActivityPool {
 
 async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
     let started = std::time::Instant::now();
-    let result = shared
-        .exec
-        .run_activity(
-            &task.instance_id,
-            &task.name,
-            task.seq,
-            task.attempt,
-            task.input.clone(),
-        )
-        .await;
+    let mut work = shared.exec.run_activity(
+        &task.instance_id,
+        &task.name,
+        task.seq,
+        task.attempt,
+        task.input.clone(),
+    );
+    // The lease: if the task is still running when it expires, another attempt starts (at
+    // least once); whichever result is recorded first wins, the other is dropped because its
+    // task is gone.
+    let lease = tokio::time::sleep(shared.opts.activity_lease);
+    tokio::pin!(lease);
+    let result = tokio::select! {
+        r = &mut work => r,
+        _ = &mut lease => {
+            redeliver(&shared, partition, &key, &task).await;
+            work.await
+        }
+    };
     shared.metrics.activity_latency.observe(started.elapsed());
     shared.metrics.activities.fetch_add(1, Ordering::Relaxed);
     if result.is_err() {
@@ -161,5 +170,44 @@ async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
             // The task stays queued; recovery (or the next owner) runs it again.
             tracing::warn!(error = %e, "activity result not committed");
         }
+    }
+}
+
+/// Starts another attempt of a task whose lease expired, if it is still queued: its attempt
+/// count and lease are raised in the store first.
+async fn redeliver(
+    shared: &Arc<Shared>,
+    partition: u32,
+    key: &[u8],
+    task: &crate::state::records::ActivityTask,
+) {
+    tracing::warn!(name = %task.name, instance = %task.instance_id, seq = task.seq, "activity lease expired; running it again");
+    let epoch = shared.epoch(partition);
+    let key = Arc::new(key.to_vec());
+    let now = shared.clock.now();
+    let lease = shared.opts.activity_lease;
+    let k = key.clone();
+    let again = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let k = k.clone();
+        Box::pin(async move {
+            leases::check(tx, partition, epoch).await?;
+            let Some(mut t) = queues::get_task(tx, &k).await? else {
+                return Ok(None);
+            };
+            t.attempt += 1;
+            t.lease_until = now.add(lease);
+            queues::put_task(tx, partition, &t)?;
+            Ok(Some(t))
+        })
+    })
+    .await;
+    match again {
+        Ok(Some(t)) => {
+            if let Some(pool) = shared.activities.get() {
+                pool.submit(partition, (*key).clone(), t);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "activity lease not renewed"),
     }
 }

@@ -9,10 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use perdure_core::{EntityId, InstanceId, Timestamp};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::entity::{self, EntityPlan, EntitySlot};
@@ -26,10 +23,11 @@ use crate::store::{StoreError, transact};
 /// Commits in flight per partition at most.
 const MAX_PLANS_PER_ROUND: usize = 512;
 
-/// Commits in flight: each yields its target, its plan and the outcome.
-type InFlight = FuturesUnordered<
-    futures::future::BoxFuture<'static, (Target, Arc<Plan>, Result<Committed, StoreError>)>,
->;
+/// A finished commit: its target, its plan and the outcome.
+pub(crate) type Done = (Target, Arc<Plan>, Result<Committed, StoreError>);
+
+/// Where a finished commit is reported (the partition actor's mailbox).
+pub(crate) type DoneFn = Arc<dyn Fn(Done) + Send + Sync>;
 
 /// A message with its store key.
 pub(crate) type Keyed = (Vec<u8>, InboxMessage);
@@ -74,7 +72,8 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// Acquires the partition's lease and recovers its inbox, timers and activity tasks.
+    /// Acquires the partition's lease (its actor then recovers the inbox, timers and
+    /// activity tasks, see [`Partition::recover`]).
     pub async fn start(shared: Arc<Shared>, partition: u32) -> Result<Self, StoreError> {
         // The owner is the node's configured name, stable across restarts: a restarted node
         // takes its partitions back at once (the new epoch fences the old process); another
@@ -97,7 +96,7 @@ impl Partition {
         if let Some(e) = shared.epochs.get(partition as usize) {
             e.store(epoch, Ordering::Release);
         }
-        let mut me = Self {
+        let me = Self {
             shared,
             partition,
             epoch,
@@ -110,11 +109,11 @@ impl Partition {
             instances: HashMap::new(),
             entities: HashMap::new(),
         };
-        me.recover().await?;
         Ok(me)
     }
 
-    async fn recover(&mut self) -> Result<(), StoreError> {
+    /// Reads the partition's inbox, timers and activity queue (on acquisition).
+    pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
         let p = self.partition;
         let batch = self.shared.opts.recovery_batch.get();
         let mut after: Option<Vec<u8>> = None;
@@ -201,6 +200,16 @@ impl Partition {
         Ok(())
     }
 
+    /// Commits in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.busy.len()
+    }
+
+    /// The earliest armed timer.
+    pub(crate) fn next_due(&self) -> Option<Timestamp> {
+        self.timers.first_key_value().map(|((d, _), _)| *d)
+    }
+
     fn add_pending(&mut self, msgs: Vec<Keyed>) {
         for (k, m) in msgs {
             if !self.known.insert(k.clone()) {
@@ -229,61 +238,7 @@ impl Partition {
         }
     }
 
-    /// Runs the actor until shutdown or until it loses its lease.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PartitionMsg>) {
-        let renew_every = self.shared.opts.partition_lease / 3;
-        let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
-        let sweep_every = self.shared.opts.idle_passivation;
-        let mut sweep = tokio::time::interval_at(Instant::now() + sweep_every, sweep_every);
-        let mut shutdown: Option<tokio::sync::oneshot::Sender<()>> = None;
-        let mut inflight: InFlight = FuturesUnordered::new();
-        loop {
-            if let Err(e) = self.launch(&mut inflight).await {
-                tracing::error!(partition = self.partition, error = %e, "partition stops");
-                break;
-            }
-            if shutdown.is_some() && inflight.is_empty() {
-                break;
-            }
-            let next_due = self.timers.first_key_value().map(|((d, _), _)| *d);
-            let wake = next_due.map(|d| self.shared.clock.instant_at(d));
-            tokio::select! {
-                Some((t, plan, r)) = inflight.next(), if !inflight.is_empty() => {
-                    if let Err(e) = self.complete(t, plan, r).await {
-                        tracing::error!(partition = self.partition, error = %e, "partition stops");
-                        break;
-                    }
-                }
-                m = rx.recv(), if shutdown.is_none() => {
-                    let Some(m) = m else { break };
-                    if let Some(s) = self.handle(m) {
-                        shutdown = Some(s);
-                    }
-                    while let Ok(m) = rx.try_recv() {
-                        if let Some(s) = self.handle(m) {
-                            shutdown = Some(s);
-                        }
-                    }
-                }
-                _ = sleep_opt(wake), if shutdown.is_none() => self.fire_due(),
-                _ = renew.tick() => {
-                    if let Err(e) = self.renew().await {
-                        tracing::error!(partition = self.partition, error = %e, "lease lost");
-                        break;
-                    }
-                }
-                _ = sweep.tick(), if shutdown.is_none() => self.passivate_idle(),
-            }
-        }
-        if let Some(e) = self.shared.epochs.get(self.partition as usize) {
-            e.store(0, Ordering::Release);
-        }
-        if let Some(s) = shutdown {
-            let _ = s.send(());
-        }
-    }
-
-    fn handle(&mut self, m: PartitionMsg) -> Option<tokio::sync::oneshot::Sender<()>> {
+    pub(crate) fn handle(&mut self, m: PartitionMsg) -> Option<tokio::sync::oneshot::Sender<()>> {
         match m {
             PartitionMsg::Deliver(msgs) => {
                 if let Some(d) = self.shared.depth.get(self.partition as usize) {
@@ -313,7 +268,7 @@ impl Partition {
         None
     }
 
-    fn fire_due(&mut self) {
+    pub(crate) fn fire_due(&mut self) {
         let now = self.shared.clock.now();
         let mut due = Vec::new();
         while let Some(entry) = self.timers.first_entry() {
@@ -330,7 +285,7 @@ impl Partition {
         self.add_pending(due);
     }
 
-    async fn renew(&mut self) -> Result<(), StoreError> {
+    pub(crate) async fn renew(&mut self) -> Result<(), StoreError> {
         let (p, epoch) = (self.partition, self.epoch);
         let now = self.shared.clock.now();
         let dur = self.shared.opts.partition_lease;
@@ -340,7 +295,7 @@ impl Partition {
         .await
     }
 
-    fn passivate_idle(&mut self) {
+    pub(crate) fn passivate_idle(&mut self) {
         let idle = self.shared.opts.idle_passivation;
         let before = self.instances.len();
         let pending = &self.pending;
@@ -392,9 +347,12 @@ impl Partition {
     /// in flight, and starts their commits. Commits of different targets overlap, and a
     /// target's next episode starts as soon as its previous commit is done (pipelining), so
     /// the store's group commit sees many transactions at once.
-    async fn launch(&mut self, inflight: &mut InFlight) -> Result<(), StoreError> {
-        while !self.dirty.is_empty() && inflight.len() < MAX_PLANS_PER_ROUND {
-            let n = self.dirty.len().min(MAX_PLANS_PER_ROUND - inflight.len());
+    pub(crate) async fn launch(
+        &mut self,
+        done: &DoneFn,
+    ) -> Result<(), StoreError> {
+        while !self.dirty.is_empty() && self.busy.len() < MAX_PLANS_PER_ROUND {
+            let n = self.dirty.len().min(MAX_PLANS_PER_ROUND - self.busy.len());
             let targets: Vec<Target> = self.dirty.drain(..n).collect();
             for t in targets {
                 self.dirty_set.remove(&t);
@@ -420,13 +378,14 @@ impl Partition {
                 self.busy.insert(t.clone());
                 let shared = self.shared.clone();
                 let (p, epoch) = (self.partition, self.epoch);
-                inflight.push(Box::pin(async move {
+                let commit_done = done.clone();
+                tokio::spawn(async move {
                     let started = std::time::Instant::now();
                     let plan = Arc::new(plan);
                     let r = commit(shared.clone(), p, epoch, plan.clone()).await;
                     shared.metrics.commit_latency.observe(started.elapsed());
-                    (t, plan, r)
-                }));
+                    commit_done((t, plan, r));
+                });
             }
         }
         self.enforce_bound();
@@ -434,7 +393,7 @@ impl Partition {
     }
 
     /// Applies the outcome of one commit.
-    async fn complete(
+    pub(crate) async fn complete(
         &mut self,
         t: Target,
         plan: Arc<Plan>,
@@ -583,13 +542,6 @@ impl Partition {
             }
         }
         Ok(keep)
-    }
-}
-
-async fn sleep_opt(wake: Option<Instant>) {
-    match wake {
-        Some(w) => tokio::time::sleep_until(w).await,
-        None => futures::future::pending().await,
     }
 }
 

@@ -48,21 +48,30 @@ async fn a_deposed_epoch_is_fenced() {
     let store = MemoryStore::new();
     let now = Timestamp(1000);
     let lease = Duration::from_secs(30);
-    let e1 = tx(&store, move |t| Box::pin(leases::acquire(t, 3, "a", now, lease)))
-        .await
-        .unwrap();
+    let e1 = tx(&store, move |t| {
+        Box::pin(leases::acquire(t, 3, "a", now, lease))
+    })
+    .await
+    .unwrap();
     assert_eq!(e1, Some(1));
     // Another owner waits for expiry.
-    let other = tx(&store, move |t| Box::pin(leases::acquire(t, 3, "b", now, lease)))
-        .await
-        .unwrap();
+    let other = tx(&store, move |t| {
+        Box::pin(leases::acquire(t, 3, "b", now, lease))
+    })
+    .await
+    .unwrap();
     assert_eq!(other, None);
     // The same owner (a restart) takes it back with a new epoch; the old one is fenced.
-    let e2 = tx(&store, move |t| Box::pin(leases::acquire(t, 3, "a", now, lease)))
-        .await
-        .unwrap();
+    let e2 = tx(&store, move |t| {
+        Box::pin(leases::acquire(t, 3, "a", now, lease))
+    })
+    .await
+    .unwrap();
     assert_eq!(e2, Some(2));
-    let r = tx(&store, |t| Box::pin(async move { leases::check(t, 3, 1).await.map(|_| ()) })).await;
+    let r = tx(&store, |t| {
+        Box::pin(async move { leases::check(t, 3, 1).await.map(|_| ()) })
+    })
+    .await;
     assert!(matches!(
         r,
         Err(StoreError::Fenced {
@@ -73,9 +82,11 @@ async fn a_deposed_epoch_is_fenced() {
     ));
     // After expiry another owner may acquire.
     let later = Timestamp(1000 + 31_000);
-    let e3 = tx(&store, move |t| Box::pin(leases::acquire(t, 3, "b", later, lease)))
-        .await
-        .unwrap();
+    let e3 = tx(&store, move |t| {
+        Box::pin(leases::acquire(t, 3, "b", later, lease))
+    })
+    .await
+    .unwrap();
     assert_eq!(e3, Some(3));
 }
 
@@ -87,12 +98,16 @@ async fn inbox_is_ordered_and_consumed_once() {
         let ids = ids.clone();
         tx(&store, move |t| {
             let ids = ids.clone();
-            Box::pin(async move { queues::send(t, &ids, 1, Timestamp(n as u64 / 5), &msg(n)).map(|_| ()) })
+            Box::pin(async move {
+                queues::send(t, &ids, 1, Timestamp(n as u64 / 5), &msg(n)).map(|_| ())
+            })
         })
         .await
         .unwrap();
     }
-    let read = tx(&store, |t| Box::pin(queues::read_inbox(t, 1, 100))).await.unwrap();
+    let read = tx(&store, |t| Box::pin(queues::read_inbox(t, 1, 100)))
+        .await
+        .unwrap();
     let names: Vec<String> = read
         .iter()
         .map(|(_, m)| match &m.body {
@@ -131,7 +146,12 @@ async fn inbox_is_ordered_and_consumed_once() {
         total += h.await.unwrap();
     }
     assert_eq!(total, 20);
-    assert!(tx(&store, |t| Box::pin(queues::read_inbox(t, 1, 100))).await.unwrap().is_empty());
+    assert!(
+        tx(&store, |t| Box::pin(queues::read_inbox(t, 1, 100)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -149,7 +169,9 @@ async fn timers_come_back_in_due_order() {
         .await
         .unwrap();
     }
-    let read = tx(&store, |t| Box::pin(queues::read_timers(t, 0, 10))).await.unwrap();
+    let read = tx(&store, |t| Box::pin(queues::read_timers(t, 0, 10)))
+        .await
+        .unwrap();
     let dues: Vec<u64> = read
         .iter()
         .filter_map(|(k, _)| queues::timer_due(k).map(|d| d.as_millis()))

@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, PersistMode};
 use tokio::sync::{oneshot, watch};
@@ -24,8 +23,6 @@ use super::fjall_error;
 use super::versions::{ReadVersion, Versions};
 use crate::store::{KeyRange, StoreError};
 
-/// Longest wait for the writers of the previous batch to join the next one.
-const GATHER_DELAY: Duration = Duration::from_micros(100);
 /// Most transactions taken into one batch.
 const MAX_BATCH: usize = 4096;
 /// Most commit versions whose writes are remembered. A transaction that stays open while
@@ -201,23 +198,10 @@ impl Outcomes {
 impl State {
     fn run(&mut self, receiver: &mpsc::Receiver<CommitRequest>) {
         let mut batch = Vec::new();
-        // How many commits the next batch should wait for (see `gather`).
-        let mut expected = 1;
-        loop {
-            if batch.is_empty() {
-                match receiver.recv() {
-                    Ok(first) => batch.push(first),
-                    Err(_) => return,
-                }
-            }
-            Self::gather(receiver, &mut batch, expected);
+        while let Ok(first) = receiver.recv() {
+            batch.push(first);
+            self.gather(receiver, &mut batch);
             let outcomes = self.process(batch.drain(..));
-            // What is queued before the replies go out comes from other writers. The
-            // writers about to be answered are likely to commit again at once: the next
-            // batch waits briefly for them too, so that concurrent writers share one sync
-            // instead of settling into groups that take turns.
-            Self::drain(receiver, &mut batch);
-            expected = batch.len() + outcomes.list.len();
             for (reply, outcome) in outcomes.list {
                 // The committing task may have been cancelled: nobody to tell.
                 let _ = reply.send(outcome);
@@ -226,36 +210,13 @@ impl State {
         }
     }
 
-    /// Adds every queued request to `batch`.
-    fn drain(receiver: &mpsc::Receiver<CommitRequest>, batch: &mut Vec<CommitRequest>) {
+    /// Adds the requests already queued to `batch`: everything that arrived while the
+    /// previous batch was being synced shares the next sync.
+    fn gather(&self, receiver: &mpsc::Receiver<CommitRequest>, batch: &mut Vec<CommitRequest>) {
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
                 Ok(request) => batch.push(request),
                 Err(_) => break,
-            }
-        }
-    }
-
-    /// Adds queued requests to `batch`, waiting up to [`GATHER_DELAY`] until it holds
-    /// `expected` of them.
-    fn gather(
-        receiver: &mpsc::Receiver<CommitRequest>,
-        batch: &mut Vec<CommitRequest>,
-        expected: usize,
-    ) {
-        let deadline = Instant::now() + GATHER_DELAY;
-        loop {
-            Self::drain(receiver, batch);
-            if batch.len() >= expected.min(MAX_BATCH) {
-                return;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            match receiver.recv_timeout(deadline - now) {
-                Ok(request) => batch.push(request),
-                Err(_) => return,
             }
         }
     }

@@ -1,0 +1,193 @@
+//! The partition actor (ractor): owns one partition's [`Partition`] state and processes its
+//! mailbox one message at a time. Commits run as tasks and report back to the mailbox, so
+//! the actor keeps preparing other episodes while they wait for the store (pipelining). The
+//! earliest timer is armed as one sleeping task that sends `TimerDue`; nothing polls.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use perdure_core::Timestamp;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::partition::{Done, DoneFn, Partition};
+use super::PartitionMsg;
+use crate::store::StoreError;
+
+/// The messages of a partition actor.
+pub(crate) enum ActorMsg {
+    /// A message from the rest of the node.
+    External(PartitionMsg),
+    /// Recover the inbox, timers and activity queue, then answer.
+    Recover(oneshot::Sender<Result<(), StoreError>>),
+    /// A commit finished.
+    Committed(Done),
+    /// The armed timer is due.
+    TimerDue(u64),
+    /// Renew the lease.
+    Renew,
+    /// Passivate idle instances.
+    Sweep,
+}
+
+impl std::fmt::Debug for ActorMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::External(_) => "External",
+            Self::Recover(_) => "Recover",
+            Self::Committed(_) => "Committed",
+            Self::TimerDue(_) => "TimerDue",
+            Self::Renew => "Renew",
+            Self::Sweep => "Sweep",
+        })
+    }
+}
+
+/// The actor's state: the partition plus the actor's own bookkeeping.
+pub(crate) struct ActorState {
+    part: Partition,
+    done: DoneFn,
+    /// The armed wake-up: its due time, generation and sleeping task.
+    wake: Option<(Timestamp, u64, JoinHandle<()>)>,
+    generation: u64,
+    shutdown: Option<oneshot::Sender<()>>,
+    intervals: Vec<JoinHandle<()>>,
+}
+
+/// The partition actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PartitionActor;
+
+impl Actor for PartitionActor {
+    type Msg = ActorMsg;
+    type State = ActorState;
+    type Arguments = Partition;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ActorMsg>,
+        part: Partition,
+    ) -> Result<ActorState, ActorProcessingErr> {
+        let renew = part.shared.opts.partition_lease / 3;
+        let sweep = part.shared.opts.idle_passivation;
+        let me = myself.clone();
+        let done: DoneFn = Arc::new(move |d| {
+            let _ = me.cast(ActorMsg::Committed(d));
+        });
+        let intervals = vec![
+            myself.send_interval(renew, || ActorMsg::Renew),
+            myself.send_interval(sweep, || ActorMsg::Sweep),
+        ];
+        Ok(ActorState {
+            part,
+            done,
+            wake: None,
+            generation: 0,
+            shutdown: None,
+            intervals,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ActorMsg>,
+        state: &mut ActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        for h in state.intervals.drain(..) {
+            h.abort();
+        }
+        if let Some((_, _, h)) = state.wake.take() {
+            h.abort();
+        }
+        let p = state.part.partition;
+        if let Some(e) = state.part.shared.epochs.get(p as usize) {
+            e.store(0, Ordering::Release);
+        }
+        if let Some(s) = state.shutdown.take() {
+            let _ = s.send(());
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ActorMsg>,
+        msg: ActorMsg,
+        st: &mut ActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let result = match msg {
+            ActorMsg::External(m) => {
+                if let Some(s) = st.part.handle(m) {
+                    st.shutdown = Some(s);
+                }
+                Ok(())
+            }
+            ActorMsg::Recover(reply) => {
+                let r = st.part.recover().await;
+                let failed = r.as_ref().err().map(|e| e.to_string());
+                let _ = reply.send(r);
+                match failed {
+                    Some(e) => {
+                        tracing::error!(partition = st.part.partition, error = %e, "recovery failed");
+                        myself.stop(None);
+                        return Ok(());
+                    }
+                    None => Ok(()),
+                }
+            }
+            ActorMsg::Committed((t, plan, r)) => st.part.complete(t, plan, r).await,
+            ActorMsg::TimerDue(g) => {
+                if st.wake.as_ref().is_some_and(|(_, wg, _)| *wg == g) {
+                    st.wake = None;
+                }
+                st.part.fire_due();
+                Ok(())
+            }
+            ActorMsg::Renew => st.part.renew().await,
+            ActorMsg::Sweep => {
+                st.part.passivate_idle();
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(partition = st.part.partition, error = %e, "partition stops");
+            myself.stop(None);
+            return Ok(());
+        }
+        if st.shutdown.is_none() {
+            let done = st.done.clone();
+            if let Err(e) = st.part.launch(&done).await {
+                tracing::error!(partition = st.part.partition, error = %e, "partition stops");
+                myself.stop(None);
+                return Ok(());
+            }
+            arm(&myself, st);
+        } else if st.part.in_flight() == 0 {
+            myself.stop(None);
+        }
+        Ok(())
+    }
+}
+
+/// Arms one sleeping task for the earliest timer (re-armed when an earlier one arrives).
+fn arm(myself: &ActorRef<ActorMsg>, st: &mut ActorState) {
+    let Some(due) = st.part.next_due() else {
+        return;
+    };
+    if st.wake.as_ref().is_some_and(|(d, _, _)| *d <= due) {
+        return;
+    }
+    if let Some((_, _, h)) = st.wake.take() {
+        h.abort();
+    }
+    st.generation += 1;
+    let g = st.generation;
+    let at = st.part.shared.clock.instant_at(due);
+    let me = myself.clone();
+    let h = tokio::spawn(async move {
+        tokio::time::sleep_until(at).await;
+        let _ = me.cast(ActorMsg::TimerDue(g));
+    });
+    st.wake = Some((due, g, h));
+}
