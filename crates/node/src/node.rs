@@ -30,6 +30,7 @@ use crate::runtime::{Executors, PartitionMsg, Shared};
 use crate::state;
 use crate::store::{Store, StoreError, transact};
 
+mod entity_ops;
 mod intake;
 mod management;
 
@@ -153,8 +154,9 @@ impl NodeBuilder {
             recovered.push(rx);
         }
         for rx in recovered {
-            rx.await
-                .map_err(|_| NodeError::Spawn("a partition actor stopped while recovering".into()))??;
+            rx.await.map_err(|_| {
+                NodeError::Spawn("a partition actor stopped while recovering".into())
+            })??;
         }
         tracing::info!(partitions, node_id = format!("{node_id:x}"), "node started");
         let intake =

@@ -123,13 +123,25 @@ fn crash_test() {
         let started = rx.iter().any(|l| l.ends_with("STARTED"));
         assert!(started, "child did not start");
         if kills < cycles {
-            let wait = Duration::from_millis(50 + next(&mut seed) % 1500);
+            // Kill points fall within the first 20 + 2000/cycles ms of a run's work, so that
+            // at least `cycles` kills hit the workload (it takes a few seconds here).
+            let window = (2000 / u64::from(cycles.max(1))).max(10);
+            let wait = Duration::from_millis(20 + next(&mut seed) % window);
             let done = matches!(rx.recv_timeout(wait), Ok(l) if l.ends_with("DONE"));
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
-            kills += 1;
             finished = done;
-            eprintln!("kill {kills}: done before kill = {done}");
+            if done {
+                // The workload finished before the kill: this kill does not count.
+                assert!(
+                    kills >= cycles,
+                    "the workload finished after only {kills} kills (wanted {cycles})"
+                );
+                eprintln!("workload finished after {kills} kills");
+                break;
+            }
+            kills += 1;
+            eprintln!("kill {kills} during the workload");
         } else {
             let done = rx.iter().any(|l| l.ends_with("DONE"));
             let status = child.wait().unwrap();

@@ -22,8 +22,8 @@ use super::intake::IntakeError;
 use crate::runtime::Shared;
 use crate::runtime::instance::pending_record;
 use crate::runtime::outbox::Outbox;
-use crate::state::records::{EntityOperationMsg, InstanceRecord, MessageBody, Target};
-use crate::state::{entities, history, instances, queues};
+use crate::state::records::{InstanceRecord, MessageBody, Target};
+use crate::state::{history, instances, queues};
 use crate::store::{StoreError, transact};
 
 fn store_err(e: StoreError) -> ManagementError {
@@ -34,7 +34,7 @@ fn store_err(e: StoreError) -> ManagementError {
     }
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = Vec::new();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -48,7 +48,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 type TxOut<T> = Result<(T, Outbox), ManagementError>;
 
 impl NodeHandle {
-    fn check_payload(&self, p: Option<&Payload>) -> ManagementResult<()> {
+    pub(super) fn check_payload(&self, p: Option<&Payload>) -> ManagementResult<()> {
         let limit = self.shared().opts.max_payload_bytes.get();
         match p {
             Some(p) if p.len() > limit => Err(ManagementError::PayloadTooLarge {
@@ -59,7 +59,7 @@ impl NodeHandle {
         }
     }
 
-    fn check_name(&self, kind: FunctionKind, name: &str) -> ManagementResult<()> {
+    pub(super) fn check_name(&self, kind: FunctionKind, name: &str) -> ManagementResult<()> {
         let names = self.shared().exec.names(kind);
         let found = match kind {
             FunctionKind::Entity => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
@@ -76,7 +76,7 @@ impl NodeHandle {
         }
     }
 
-    fn admit(&self, partition: u32) -> ManagementResult<()> {
+    pub(super) fn admit(&self, partition: u32) -> ManagementResult<()> {
         let sh = self.shared();
         let depth = sh
             .depth
@@ -99,7 +99,7 @@ impl NodeHandle {
     }
 
     /// Runs a transaction that may refuse (inner `Err`) or write messages, then delivers them.
-    async fn run<T, F>(&self, f: F) -> ManagementResult<T>
+    pub(super) async fn run<T, F>(&self, f: F) -> ManagementResult<T>
     where
         T: Send + 'static,
         F: for<'t> Fn(
@@ -124,7 +124,7 @@ impl NodeHandle {
         Ok(v)
     }
 
-    async fn read<T, F>(&self, f: F) -> ManagementResult<T>
+    pub(super) async fn read<T, F>(&self, f: F) -> ManagementResult<T>
     where
         T: Send + 'static,
         F: for<'t> Fn(
@@ -154,38 +154,27 @@ impl NodeHandle {
                 .map_err(|e| ManagementError::Internal(e.to_string()))?,
         };
         self.admit(sh.partition_of_instance(&id))?;
-        let req = Arc::new(req);
-        let rid = id.clone();
-        self.run(move |tx, sh| {
-            let (req, id) = (req.clone(), rid.clone());
-            Box::pin(async move {
-                let now = sh.clock.now();
-                let old = instances::load(tx, &id).await?;
-                if let Some(o) = &old {
-                    let live = !o.status.is_terminal();
-                    let refuse = match req.reuse_policy {
-                        IdReusePolicy::RejectExisting => true,
-                        IdReusePolicy::ReplaceFinished => live,
-                        IdReusePolicy::TerminateExisting => false,
-                    };
-                    if refuse {
-                        return Ok(Err(ManagementError::AlreadyExists {
-                            instance_id: id.clone(),
-                            status: o.status,
-                        }));
-                    }
-                }
-                let mut out = Outbox::default();
-                start_in_tx(tx, &sh, &mut out, old.as_ref(), &id, &req, now).await?;
-                Ok(Ok((id.clone(), out)))
-            })
-        })
-        .await?;
+        // Starts queued meanwhile are written in one transaction (see `intake`).
+        match self.intake().start_orchestration(id.clone(), req).await {
+            Ok(r) => r?,
+            Err(IntakeError::Full) => {
+                return Err(ManagementError::Overloaded(
+                    "the start queue is full; retry later".into(),
+                ));
+            }
+            Err(IntakeError::Closed) => {
+                return Err(ManagementError::Unavailable("the node is stopping".into()));
+            }
+            Err(IntakeError::Store(e)) => return Err(store_err_ref(&e)),
+        }
         self.shared().metrics.starts.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
 
-    async fn load_record(&self, id: &InstanceId) -> ManagementResult<Option<InstanceRecord>> {
+    pub(super) async fn load_record(
+        &self,
+        id: &InstanceId,
+    ) -> ManagementResult<Option<InstanceRecord>> {
         let id = id.clone();
         self.read(move |tx| {
             let id = id.clone();
@@ -275,8 +264,36 @@ impl NodeHandle {
     }
 }
 
+/// Applies the id-reuse policy to an existing record: the refusal, if any.
+pub(super) fn refuse_existing(
+    id: &InstanceId,
+    policy: IdReusePolicy,
+    old: Option<&InstanceRecord>,
+) -> Option<ManagementError> {
+    let o = old?;
+    let live = !o.status.is_terminal();
+    let refuse = match policy {
+        IdReusePolicy::RejectExisting => true,
+        IdReusePolicy::ReplaceFinished => live,
+        IdReusePolicy::TerminateExisting => false,
+    };
+    refuse.then(|| ManagementError::AlreadyExists {
+        instance_id: id.clone(),
+        status: o.status,
+    })
+}
+
+/// A store error as a management error.
+pub(super) fn store_err_ref(e: &StoreError) -> ManagementError {
+    if e.is_retryable() {
+        ManagementError::Unavailable(e.to_string())
+    } else {
+        ManagementError::Internal(format!("{e}: {}", source_chain(e)))
+    }
+}
+
 /// Writes an instance's Pending record and its start message.
-async fn start_in_tx(
+pub(super) async fn start_in_tx(
     tx: &mut dyn crate::store::Transaction,
     sh: &Shared,
     out: &mut Outbox,
@@ -319,11 +336,11 @@ async fn start_in_tx(
     }
 }
 
-fn token(key: &[u8]) -> String {
+pub(super) fn token(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn untoken(t: &str) -> Option<Vec<u8>> {
+pub(super) fn untoken(t: &str) -> Option<Vec<u8>> {
     if !t.len().is_multiple_of(2) {
         return None;
     }
@@ -614,158 +631,23 @@ impl ManagementApi for NodeHandle {
         input: Option<Payload>,
         scheduled_time: Option<Timestamp>,
     ) -> BoxFuture<'_, ManagementResult<()>> {
-        Box::pin(async move {
-            self.check_name(FunctionKind::Entity, entity.name())?;
-            self.check_payload(input.as_ref())?;
-            let target = Target::Entity(entity);
-            self.admit(self.shared().partition_of(&target))?;
-            let body = MessageBody::EntityOperation(EntityOperationMsg {
-                operation,
-                input,
-                caller: None,
-                critical_section_id: None,
-                sender: None,
-            });
-            match self.intake().send(target, scheduled_time, body).await {
-                Ok(()) => Ok(()),
-                Err(IntakeError::Full) => Err(ManagementError::Overloaded(
-                    "the signal queue is full; retry later".into(),
-                )),
-                Err(IntakeError::Closed) => {
-                    Err(ManagementError::Unavailable("the node is stopping".into()))
-                }
-                Err(IntakeError::Store(e)) => Err(if e.is_retryable() {
-                    ManagementError::Unavailable(e.to_string())
-                } else {
-                    ManagementError::Internal(format!("{e}: {}", source_chain(e.as_ref())))
-                }),
-            }
-        })
+        self.signal_entity_op(entity, operation, input, scheduled_time)
     }
 
     fn get_entity(&self, entity: EntityId) -> BoxFuture<'_, ManagementResult<Option<EntityState>>> {
-        Box::pin(async move {
-            let id = entity.clone();
-            let rec = self
-                .read(move |tx| {
-                    let id = id.clone();
-                    Box::pin(async move { entities::load(tx, &id).await })
-                })
-                .await?;
-            Ok(rec.map(|r| EntityState {
-                id: entity,
-                state: r.state,
-                last_modified: r.last_modified,
-                locked_by: r.lock.map(|l| l.critical_section_id),
-                backlog: 0,
-            }))
-        })
+        self.get_entity_op(entity)
     }
 
     fn query_entities(&self, query: EntityQuery) -> BoxFuture<'_, ManagementResult<EntityPage>> {
-        Box::pin(async move {
-            let page = match query.page_size {
-                0 => 100,
-                n => (n as usize).min(1000),
-            };
-            let q = Arc::new(query);
-            let q2 = q.clone();
-            let rows = self
-                .read(move |tx| {
-                    let q = q2.clone();
-                    Box::pin(async move {
-                        let after = q.continuation.as_deref().and_then(untoken);
-                        let name = q.name.as_ref().map(|n| n.to_lowercase());
-                        entities::scan(
-                            tx,
-                            name.as_deref(),
-                            q.key_prefix.as_deref(),
-                            after.as_deref(),
-                            page,
-                        )
-                        .await
-                    })
-                })
-                .await?;
-            let continuation = if rows.len() >= page {
-                rows.last().map(|(k, _, _)| token(k))
-            } else {
-                None
-            };
-            let entities = rows
-                .into_iter()
-                .filter(|(_, _, r)| {
-                    q.last_modified_from.is_none_or(|t| r.last_modified >= t)
-                        && q.last_modified_to.is_none_or(|t| r.last_modified <= t)
-                })
-                .map(|(_, id, r)| EntityState {
-                    id,
-                    state: if q.fetch_state { r.state } else { None },
-                    last_modified: r.last_modified,
-                    locked_by: r.lock.map(|l| l.critical_section_id),
-                    backlog: 0,
-                })
-                .collect();
-            Ok(EntityPage {
-                entities,
-                continuation,
-            })
-        })
+        self.query_entities_op(query)
     }
 
     fn clean_entity_storage(
         &self,
-        _remove_empty: bool,
+        remove_empty: bool,
         release_orphaned_locks: bool,
     ) -> BoxFuture<'_, ManagementResult<CleanEntityStorageResult>> {
-        Box::pin(async move {
-            // Entities without state or lock are never stored (see `state::entities::save`),
-            // so only orphaned locks need work: an Unlock from the finished holder is sent
-            // through the entity's inbox, so its actor releases the lock and runs the
-            // operations that waited.
-            let mut result = CleanEntityStorageResult::default();
-            if !release_orphaned_locks {
-                return Ok(result);
-            }
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let a = after.clone();
-                let rows = self
-                    .read(move |tx| {
-                        let a = a.clone();
-                        Box::pin(
-                            async move { entities::scan(tx, None, None, a.as_deref(), 500).await },
-                        )
-                    })
-                    .await?;
-                let n = rows.len();
-                after = rows.last().map(|(k, _, _)| k.clone());
-                for (_, id, r) in rows {
-                    let Some(lock) = r.lock else { continue };
-                    let holder = self.load_record(&lock.holder).await?;
-                    if holder.is_some_and(|h| !h.status.is_terminal()) {
-                        continue;
-                    }
-                    let body = Arc::new(MessageBody::Unlock {
-                        critical_section_id: lock.critical_section_id,
-                        holder: lock.holder,
-                    });
-                    self.run(move |tx, sh| {
-                        let (id, body) = (id.clone(), body.clone());
-                        Box::pin(async move {
-                            let mut out = Outbox::default();
-                            out.send(tx, &sh, Target::Entity(id), (*body).clone())?;
-                            Ok(Ok(((), out)))
-                        })
-                    })
-                    .await?;
-                    result.orphaned_locks_released += 1;
-                }
-                if n < 500 {
-                    return Ok(result);
-                }
-            }
-        })
+        self.clean_entity_storage_op(remove_empty, release_orphaned_locks)
     }
 
     fn registered_names(&self, kind: FunctionKind) -> Vec<String> {

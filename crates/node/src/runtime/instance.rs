@@ -7,8 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use perdure_core::{
-    EventKind, ExecutionId, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus,
-    OrchestratorAction, ParentInstance, Payload, Timestamp,
+    EventKind, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus, Timestamp,
 };
 use tokio::time::Instant;
 
@@ -16,12 +15,16 @@ use super::Shared;
 use super::executor::{EpisodeOutcome, EpisodeResult, OrchestrationSession};
 use super::outbox::Outbox;
 use super::partition::{Keyed, Partition};
-use crate::state::records::{
-    ActivityTask, EntityCaller, EntityOperationMsg, InstanceRecord, LockRequestMsg, MessageBody,
-    Target,
-};
+use crate::state::records::{ActivityTask, InstanceRecord, MessageBody, Target};
 use crate::state::{history, instances};
 use crate::store::{StoreError, Transaction, transact};
+
+mod actions;
+mod control;
+
+use actions::action_effects;
+pub(crate) use actions::pending_record;
+use control::control_message;
 
 /// An instance held in memory by its partition actor.
 pub struct InstanceSlot {
@@ -87,7 +90,10 @@ async fn load_record(
     .await
 }
 
-async fn load_history(shared: &Shared, id: &InstanceId) -> Result<Vec<HistoryEvent>, StoreError> {
+pub(super) async fn load_history(
+    shared: &Shared,
+    id: &InstanceId,
+) -> Result<Vec<HistoryEvent>, StoreError> {
     let id = id.clone();
     transact(shared.store.as_ref(), &shared.retry, move |tx| {
         let id = id.clone();
@@ -96,7 +102,11 @@ async fn load_history(shared: &Shared, id: &InstanceId) -> Result<Vec<HistoryEve
     .await
 }
 
-fn failed_record(rec: &InstanceRecord, failure: &FailureDetails, now: Timestamp) -> InstanceRecord {
+pub(super) fn failed_record(
+    rec: &InstanceRecord,
+    failure: &FailureDetails,
+    now: Timestamp,
+) -> InstanceRecord {
     let mut r = rec.clone();
     r.status = OrchestrationStatus::Failed;
     r.failure = Some(failure.clone());
@@ -291,7 +301,7 @@ fn failed_event(f: &FailureDetails, now: Timestamp) -> HistoryEvent {
     )
 }
 
-fn finish_plan(
+pub(super) fn finish_plan(
     shared: &Shared,
     id: InstanceId,
     consumed: Vec<Keyed>,
@@ -418,7 +428,7 @@ fn new_execution(
     episode_plan(shared, id, rec, consumed, result, true, now)
 }
 
-fn episode_plan(
+pub(super) fn episode_plan(
     shared: &Shared,
     id: &InstanceId,
     rec: InstanceRecord,
@@ -500,374 +510,6 @@ fn episode_plan(
         effects,
         finished,
     }
-}
-
-fn action_effects(
-    shared: &Shared,
-    rec: &InstanceRecord,
-    action: OrchestratorAction,
-    now: Timestamp,
-    effects: &mut Vec<Effect>,
-) {
-    let me = rec.instance_id.clone();
-    let exec = rec.execution_id.clone();
-    match action {
-        OrchestratorAction::ScheduleTask {
-            id,
-            name,
-            version,
-            input,
-        } => effects.push(Effect::Task(ActivityTask {
-            instance_id: me,
-            execution_id: exec,
-            seq: id,
-            name,
-            version,
-            input,
-            attempt: 1,
-            lease_until: now.add(shared.opts.activity_lease),
-        })),
-        OrchestratorAction::CreateTimer { id, fire_at } => effects.push(Effect::SendAt(
-            Target::Instance(me),
-            fire_at,
-            MessageBody::Event {
-                execution_id: Some(exec),
-                event: HistoryEvent::new(
-                    fire_at,
-                    EventKind::TimerFired {
-                        timer_id: id,
-                        fire_at,
-                    },
-                ),
-            },
-        )),
-        OrchestratorAction::CreateSubOrchestration {
-            id,
-            name,
-            version,
-            instance_id,
-            input,
-        } => {
-            let execution_id = shared.new_execution_id();
-            let parent = ParentInstance {
-                name: rec.name.clone(),
-                instance_id: me,
-                execution_id: exec,
-                task_scheduled_id: id,
-            };
-            effects.push(Effect::CreateInstance(pending_record(
-                &instance_id,
-                &name,
-                version.clone(),
-                execution_id.clone(),
-                input.clone(),
-                Some(parent.clone()),
-                now,
-            )));
-            let started = HistoryEvent::new(
-                now,
-                EventKind::ExecutionStarted {
-                    name,
-                    version,
-                    input,
-                    execution_id,
-                    parent: Some(parent),
-                    scheduled_start: None,
-                },
-            );
-            effects.push(Effect::Send(
-                Target::Instance(instance_id),
-                MessageBody::NewExecution {
-                    started,
-                    carried: Vec::new(),
-                },
-            ));
-        }
-        OrchestratorAction::SendEvent {
-            instance_id,
-            name,
-            input,
-            ..
-        } => effects.push(Effect::Send(
-            Target::Instance(instance_id),
-            MessageBody::Event {
-                execution_id: None,
-                event: HistoryEvent::new(now, EventKind::EventRaised { name, input }),
-            },
-        )),
-        OrchestratorAction::SignalEntity {
-            entity,
-            operation,
-            input,
-            scheduled_time,
-            ..
-        } => {
-            let body = MessageBody::EntityOperation(EntityOperationMsg {
-                operation,
-                input,
-                caller: None,
-                critical_section_id: None,
-                sender: Some(me),
-            });
-            match scheduled_time {
-                Some(t) if t > now => effects.push(Effect::SendAt(Target::Entity(entity), t, body)),
-                _ => effects.push(Effect::Send(Target::Entity(entity), body)),
-            }
-        }
-        OrchestratorAction::CallEntity {
-            id,
-            entity,
-            operation,
-            input,
-        } => effects.push(Effect::Send(
-            Target::Entity(entity),
-            MessageBody::EntityOperation(EntityOperationMsg {
-                operation,
-                input,
-                caller: Some(EntityCaller {
-                    instance_id: me.clone(),
-                    execution_id: exec,
-                    request_id: id,
-                }),
-                critical_section_id: None,
-                sender: Some(me),
-            }),
-        )),
-        OrchestratorAction::LockEntities {
-            critical_section_id,
-            entities,
-            ..
-        } => match entities.first() {
-            Some(first) => effects.push(Effect::Send(
-                Target::Entity(first.clone()),
-                MessageBody::LockRequest(LockRequestMsg {
-                    critical_section_id,
-                    holder: me,
-                    execution_id: exec,
-                    lock_set: entities,
-                    position: 0,
-                }),
-            )),
-            None => effects.push(Effect::Send(
-                Target::Instance(me),
-                MessageBody::Event {
-                    execution_id: Some(exec),
-                    event: HistoryEvent::new(
-                        now,
-                        EventKind::EntityLockGranted {
-                            critical_section_id,
-                        },
-                    ),
-                },
-            )),
-        },
-        OrchestratorAction::UnlockEntity {
-            critical_section_id,
-            entity,
-            ..
-        } => effects.push(Effect::Send(
-            Target::Entity(entity),
-            MessageBody::Unlock {
-                critical_section_id,
-                holder: me,
-            },
-        )),
-    }
-}
-
-/// A record for an instance that has been asked to start.
-pub(crate) fn pending_record(
-    id: &InstanceId,
-    name: &str,
-    version: Option<String>,
-    execution_id: ExecutionId,
-    input: Option<Payload>,
-    parent: Option<ParentInstance>,
-    now: Timestamp,
-) -> InstanceRecord {
-    InstanceRecord {
-        instance_id: id.clone(),
-        name: name.to_string(),
-        version,
-        execution_id,
-        status: OrchestrationStatus::Pending,
-        input: input.clone(),
-        output: None,
-        custom_status: None,
-        failure: None,
-        created_at: now,
-        updated_at: now,
-        parent,
-        history_len: 0,
-        original_input: input,
-    }
-}
-
-async fn control_message(
-    shared: &Shared,
-    part: &mut Partition,
-    id: &InstanceId,
-    mut consumed: Vec<Keyed>,
-    (k, m): Keyed,
-    now: Timestamp,
-) -> Result<InstancePlan, StoreError> {
-    let body = m.body.clone();
-    consumed.push((k, m));
-    let Some(slot) = part.instances.get_mut(id) else {
-        return Ok(InstancePlan::drop_only(id.clone(), consumed));
-    };
-    let Some(rec) = slot.record.clone() else {
-        return Ok(InstancePlan::drop_only(id.clone(), consumed));
-    };
-    let live = !rec.status.is_terminal();
-    let mut new = rec.clone();
-    new.updated_at = now;
-    let seq = rec.history_len;
-    let (event, finished) = match body {
-        MessageBody::Terminate { reason, recursive } if live => {
-            new.status = OrchestrationStatus::Terminated;
-            new.output = reason.as_ref().and_then(|r| Payload::json(r).ok());
-            slot.session = None;
-            let mut plan = finish_plan(
-                shared,
-                id.clone(),
-                consumed,
-                seq,
-                new,
-                vec![HistoryEvent::new(
-                    now,
-                    EventKind::ExecutionTerminated {
-                        reason: reason.clone(),
-                    },
-                )],
-                false,
-            );
-            if recursive {
-                for child in running_children(&load_history(shared, id).await?) {
-                    plan.effects.push(Effect::Send(
-                        Target::Instance(child),
-                        MessageBody::Terminate {
-                            reason: reason.clone(),
-                            recursive: true,
-                        },
-                    ));
-                }
-            }
-            return Ok(plan);
-        }
-        MessageBody::Suspend { reason } if rec.status == OrchestrationStatus::Running => {
-            new.status = OrchestrationStatus::Suspended;
-            (EventKind::ExecutionSuspended { reason }, false)
-        }
-        MessageBody::Resume { reason } if rec.status == OrchestrationStatus::Suspended => {
-            new.status = OrchestrationStatus::Running;
-            (EventKind::ExecutionResumed { reason }, false)
-        }
-        MessageBody::Rewind { reason }
-            if matches!(
-                rec.status,
-                OrchestrationStatus::Failed | OrchestrationStatus::Pending
-            ) =>
-        {
-            let hist = load_history(shared, id).await?;
-            let rewound = match shared.exec.rewind(hist, reason, now) {
-                Ok(h) => h,
-                Err(f) => {
-                    tracing::warn!(instance = %id, failure = %f, "rewind refused");
-                    return Ok(InstancePlan::drop_only(id.clone(), consumed));
-                }
-            };
-            new.status = OrchestrationStatus::Running;
-            new.failure = None;
-            new.output = None;
-            slot.session = None;
-            let mut session = match shared.exec.load_orchestration(id, rewound.clone()) {
-                Ok(s) => s,
-                Err(f) => {
-                    let r = failed_record(&new, &f, now);
-                    return Ok(finish_plan(
-                        shared,
-                        id.clone(),
-                        consumed,
-                        0,
-                        r,
-                        rewound,
-                        true,
-                    ));
-                }
-            };
-            let result = session.execute(now, Vec::new());
-            slot.session = Some(session);
-            // The work the cut history leaves pending is issued again.
-            let pending = super::rewind::pending_work(&rewound);
-            let mut redo = Vec::new();
-            for (seq, name, version, input) in pending.tasks {
-                redo.push(OrchestratorAction::ScheduleTask {
-                    id: seq,
-                    name,
-                    version,
-                    input,
-                });
-            }
-            for (seq, fire_at) in pending.timers {
-                redo.push(OrchestratorAction::CreateTimer { id: seq, fire_at });
-            }
-            for (seq, name, version, instance_id, input) in pending.children {
-                redo.push(OrchestratorAction::CreateSubOrchestration {
-                    id: seq,
-                    name,
-                    version,
-                    instance_id,
-                    input,
-                });
-            }
-            let mut history = rewound;
-            history.extend(result.history.iter().cloned());
-            let mut actions = redo;
-            actions.extend(result.actions.iter().cloned());
-            let result = EpisodeResult {
-                history,
-                actions,
-                ..result
-            };
-            new.history_len = 0;
-            return Ok(episode_plan(shared, id, new, consumed, result, true, now));
-        }
-        _ => return Ok(InstancePlan::drop_only(id.clone(), consumed)),
-    };
-    new.history_len = seq + 1;
-    Ok(InstancePlan {
-        id: id.clone(),
-        consumed,
-        record: Some(new),
-        cut_history: false,
-        first_seq: seq,
-        events: vec![HistoryEvent::new(now, event)],
-        effects: Vec::new(),
-        finished,
-    })
-}
-
-/// Sub-orchestrations created and not yet finished, from a history.
-fn running_children(history: &[HistoryEvent]) -> Vec<InstanceId> {
-    let mut created = std::collections::BTreeMap::new();
-    for e in history {
-        match &e.kind {
-            EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
-                created.insert(e.event_id, instance_id.clone());
-            }
-            EventKind::SubOrchestrationInstanceCompleted {
-                task_scheduled_id, ..
-            }
-            | EventKind::SubOrchestrationInstanceFailed {
-                task_scheduled_id, ..
-            } => {
-                created.remove(task_scheduled_id);
-            }
-            _ => {}
-        }
-    }
-    created.into_values().collect()
 }
 
 /// Writes a prepared episode into the transaction (after the caller checked the lease and

@@ -347,10 +347,7 @@ impl Partition {
     /// in flight, and starts their commits. Commits of different targets overlap, and a
     /// target's next episode starts as soon as its previous commit is done (pipelining), so
     /// the store's group commit sees many transactions at once.
-    pub(crate) async fn launch(
-        &mut self,
-        done: &DoneFn,
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn launch(&mut self, done: &DoneFn) -> Result<(), StoreError> {
         while !self.dirty.is_empty() && self.busy.len() < MAX_PLANS_PER_ROUND {
             let n = self.dirty.len().min(MAX_PLANS_PER_ROUND - self.busy.len());
             let targets: Vec<Target> = self.dirty.drain(..n).collect();

@@ -11,8 +11,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::partition::{Done, DoneFn, Partition};
 use super::PartitionMsg;
+use super::partition::{Done, DoneFn, Partition};
 use crate::store::StoreError;
 
 /// The messages of a partition actor.

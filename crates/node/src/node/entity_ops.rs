@@ -1,0 +1,187 @@
+//! Entity operations of `ManagementApi` for [`NodeHandle`]: signals (through the batched
+//! intake), state reads, paged queries and storage cleaning.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use perdure_core::management::{
+    CleanEntityStorageResult, EntityPage, EntityQuery, EntityState, FunctionKind, ManagementError,
+    ManagementResult,
+};
+use perdure_core::{EntityId, Payload, Timestamp};
+
+use super::NodeHandle;
+use super::intake::IntakeError;
+use super::management::{source_chain, token, untoken};
+use crate::runtime::outbox::Outbox;
+use crate::state::entities;
+use crate::state::records::{EntityOperationMsg, MessageBody, Target};
+
+impl NodeHandle {
+    pub(super) fn signal_entity_op(
+        &self,
+        entity: EntityId,
+        operation: String,
+        input: Option<Payload>,
+        scheduled_time: Option<Timestamp>,
+    ) -> BoxFuture<'_, ManagementResult<()>> {
+        Box::pin(async move {
+            self.check_name(FunctionKind::Entity, entity.name())?;
+            self.check_payload(input.as_ref())?;
+            let target = Target::Entity(entity);
+            self.admit(self.shared().partition_of(&target))?;
+            let body = MessageBody::EntityOperation(EntityOperationMsg {
+                operation,
+                input,
+                caller: None,
+                critical_section_id: None,
+                sender: None,
+            });
+            match self.intake().send(target, scheduled_time, body).await {
+                Ok(()) => Ok(()),
+                Err(IntakeError::Full) => Err(ManagementError::Overloaded(
+                    "the signal queue is full; retry later".into(),
+                )),
+                Err(IntakeError::Closed) => {
+                    Err(ManagementError::Unavailable("the node is stopping".into()))
+                }
+                Err(IntakeError::Store(e)) => Err(if e.is_retryable() {
+                    ManagementError::Unavailable(e.to_string())
+                } else {
+                    ManagementError::Internal(format!("{e}: {}", source_chain(e.as_ref())))
+                }),
+            }
+        })
+    }
+
+    pub(super) fn get_entity_op(
+        &self,
+        entity: EntityId,
+    ) -> BoxFuture<'_, ManagementResult<Option<EntityState>>> {
+        Box::pin(async move {
+            let id = entity.clone();
+            let rec = self
+                .read(move |tx| {
+                    let id = id.clone();
+                    Box::pin(async move { entities::load(tx, &id).await })
+                })
+                .await?;
+            Ok(rec.map(|r| EntityState {
+                id: entity,
+                state: r.state,
+                last_modified: r.last_modified,
+                locked_by: r.lock.map(|l| l.critical_section_id),
+                backlog: 0,
+            }))
+        })
+    }
+
+    pub(super) fn query_entities_op(
+        &self,
+        query: EntityQuery,
+    ) -> BoxFuture<'_, ManagementResult<EntityPage>> {
+        Box::pin(async move {
+            let page = match query.page_size {
+                0 => 100,
+                n => (n as usize).min(1000),
+            };
+            let q = Arc::new(query);
+            let q2 = q.clone();
+            let rows = self
+                .read(move |tx| {
+                    let q = q2.clone();
+                    Box::pin(async move {
+                        let after = q.continuation.as_deref().and_then(untoken);
+                        let name = q.name.as_ref().map(|n| n.to_lowercase());
+                        entities::scan(
+                            tx,
+                            name.as_deref(),
+                            q.key_prefix.as_deref(),
+                            after.as_deref(),
+                            page,
+                        )
+                        .await
+                    })
+                })
+                .await?;
+            let continuation = if rows.len() >= page {
+                rows.last().map(|(k, _, _)| token(k))
+            } else {
+                None
+            };
+            let entities = rows
+                .into_iter()
+                .filter(|(_, _, r)| {
+                    q.last_modified_from.is_none_or(|t| r.last_modified >= t)
+                        && q.last_modified_to.is_none_or(|t| r.last_modified <= t)
+                })
+                .map(|(_, id, r)| EntityState {
+                    id,
+                    state: if q.fetch_state { r.state } else { None },
+                    last_modified: r.last_modified,
+                    locked_by: r.lock.map(|l| l.critical_section_id),
+                    backlog: 0,
+                })
+                .collect();
+            Ok(EntityPage {
+                entities,
+                continuation,
+            })
+        })
+    }
+
+    pub(super) fn clean_entity_storage_op(
+        &self,
+        _remove_empty: bool,
+        release_orphaned_locks: bool,
+    ) -> BoxFuture<'_, ManagementResult<CleanEntityStorageResult>> {
+        Box::pin(async move {
+            // Entities without state or lock are never stored (see `state::entities::save`),
+            // so only orphaned locks need work: an Unlock from the finished holder is sent
+            // through the entity's inbox, so its actor releases the lock and runs the
+            // operations that waited.
+            let mut result = CleanEntityStorageResult::default();
+            if !release_orphaned_locks {
+                return Ok(result);
+            }
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let a = after.clone();
+                let rows = self
+                    .read(move |tx| {
+                        let a = a.clone();
+                        Box::pin(
+                            async move { entities::scan(tx, None, None, a.as_deref(), 500).await },
+                        )
+                    })
+                    .await?;
+                let n = rows.len();
+                after = rows.last().map(|(k, _, _)| k.clone());
+                for (_, id, r) in rows {
+                    let Some(lock) = r.lock else { continue };
+                    let holder = self.load_record(&lock.holder).await?;
+                    if holder.is_some_and(|h| !h.status.is_terminal()) {
+                        continue;
+                    }
+                    let body = Arc::new(MessageBody::Unlock {
+                        critical_section_id: lock.critical_section_id,
+                        holder: lock.holder,
+                    });
+                    self.run(move |tx, sh| {
+                        let (id, body) = (id.clone(), body.clone());
+                        Box::pin(async move {
+                            let mut out = Outbox::default();
+                            out.send(tx, &sh, Target::Entity(id), (*body).clone())?;
+                            Ok(Ok(((), out)))
+                        })
+                    })
+                    .await?;
+                    result.orphaned_locks_released += 1;
+                }
+                if n < 500 {
+                    return Ok(result);
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! Control messages of an instance: terminate (optionally recursive), suspend, resume and
+//! rewind.
+
+use perdure_core::{
+    EventKind, HistoryEvent, InstanceId, OrchestrationStatus, OrchestratorAction, Payload,
+    Timestamp,
+};
+
+use super::{Effect, InstancePlan, episode_plan, failed_record, finish_plan, load_history};
+use crate::runtime::Shared;
+use crate::runtime::executor::EpisodeResult;
+use crate::runtime::partition::{Keyed, Partition};
+use crate::state::records::{MessageBody, Target};
+use crate::store::StoreError;
+
+pub(super) async fn control_message(
+    shared: &Shared,
+    part: &mut Partition,
+    id: &InstanceId,
+    mut consumed: Vec<Keyed>,
+    (k, m): Keyed,
+    now: Timestamp,
+) -> Result<InstancePlan, StoreError> {
+    let body = m.body.clone();
+    consumed.push((k, m));
+    let Some(slot) = part.instances.get_mut(id) else {
+        return Ok(InstancePlan::drop_only(id.clone(), consumed));
+    };
+    let Some(rec) = slot.record.clone() else {
+        return Ok(InstancePlan::drop_only(id.clone(), consumed));
+    };
+    let live = !rec.status.is_terminal();
+    let mut new = rec.clone();
+    new.updated_at = now;
+    let seq = rec.history_len;
+    let (event, finished) = match body {
+        MessageBody::Terminate { reason, recursive } if live => {
+            new.status = OrchestrationStatus::Terminated;
+            new.output = reason.as_ref().and_then(|r| Payload::json(r).ok());
+            slot.session = None;
+            let mut plan = finish_plan(
+                shared,
+                id.clone(),
+                consumed,
+                seq,
+                new,
+                vec![HistoryEvent::new(
+                    now,
+                    EventKind::ExecutionTerminated {
+                        reason: reason.clone(),
+                    },
+                )],
+                false,
+            );
+            if recursive {
+                for child in running_children(&load_history(shared, id).await?) {
+                    plan.effects.push(Effect::Send(
+                        Target::Instance(child),
+                        MessageBody::Terminate {
+                            reason: reason.clone(),
+                            recursive: true,
+                        },
+                    ));
+                }
+            }
+            return Ok(plan);
+        }
+        MessageBody::Suspend { reason } if rec.status == OrchestrationStatus::Running => {
+            new.status = OrchestrationStatus::Suspended;
+            (EventKind::ExecutionSuspended { reason }, false)
+        }
+        MessageBody::Resume { reason } if rec.status == OrchestrationStatus::Suspended => {
+            new.status = OrchestrationStatus::Running;
+            (EventKind::ExecutionResumed { reason }, false)
+        }
+        MessageBody::Rewind { reason }
+            if matches!(
+                rec.status,
+                OrchestrationStatus::Failed | OrchestrationStatus::Pending
+            ) =>
+        {
+            let hist = load_history(shared, id).await?;
+            let rewound = match shared.exec.rewind(hist, reason, now) {
+                Ok(h) => h,
+                Err(f) => {
+                    tracing::warn!(instance = %id, failure = %f, "rewind refused");
+                    return Ok(InstancePlan::drop_only(id.clone(), consumed));
+                }
+            };
+            new.status = OrchestrationStatus::Running;
+            new.failure = None;
+            new.output = None;
+            slot.session = None;
+            let mut session = match shared.exec.load_orchestration(id, rewound.clone()) {
+                Ok(s) => s,
+                Err(f) => {
+                    let r = failed_record(&new, &f, now);
+                    return Ok(finish_plan(
+                        shared,
+                        id.clone(),
+                        consumed,
+                        0,
+                        r,
+                        rewound,
+                        true,
+                    ));
+                }
+            };
+            let result = session.execute(now, Vec::new());
+            slot.session = Some(session);
+            // The work the cut history leaves pending is issued again.
+            let pending = crate::runtime::rewind::pending_work(&rewound);
+            let mut redo = Vec::new();
+            for (seq, name, version, input) in pending.tasks {
+                redo.push(OrchestratorAction::ScheduleTask {
+                    id: seq,
+                    name,
+                    version,
+                    input,
+                });
+            }
+            for (seq, fire_at) in pending.timers {
+                redo.push(OrchestratorAction::CreateTimer { id: seq, fire_at });
+            }
+            for (seq, name, version, instance_id, input) in pending.children {
+                redo.push(OrchestratorAction::CreateSubOrchestration {
+                    id: seq,
+                    name,
+                    version,
+                    instance_id,
+                    input,
+                });
+            }
+            let mut history = rewound;
+            history.extend(result.history.iter().cloned());
+            let mut actions = redo;
+            actions.extend(result.actions.iter().cloned());
+            let result = EpisodeResult {
+                history,
+                actions,
+                ..result
+            };
+            new.history_len = 0;
+            return Ok(episode_plan(shared, id, new, consumed, result, true, now));
+        }
+        _ => return Ok(InstancePlan::drop_only(id.clone(), consumed)),
+    };
+    new.history_len = seq + 1;
+    Ok(InstancePlan {
+        id: id.clone(),
+        consumed,
+        record: Some(new),
+        cut_history: false,
+        first_seq: seq,
+        events: vec![HistoryEvent::new(now, event)],
+        effects: Vec::new(),
+        finished,
+    })
+}
+
+/// Sub-orchestrations created and not yet finished, from a history.
+fn running_children(history: &[HistoryEvent]) -> Vec<InstanceId> {
+    let mut created = std::collections::BTreeMap::new();
+    for e in history {
+        match &e.kind {
+            EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
+                created.insert(e.event_id, instance_id.clone());
+            }
+            EventKind::SubOrchestrationInstanceCompleted {
+                task_scheduled_id, ..
+            }
+            | EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id, ..
+            } => {
+                created.remove(task_scheduled_id);
+            }
+            _ => {}
+        }
+    }
+    created.into_values().collect()
+}
