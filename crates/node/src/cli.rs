@@ -194,6 +194,7 @@ pub fn main(registry: Registry) -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -215,8 +216,45 @@ pub fn main(registry: Registry) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("perdure-node: {e}");
+            eprintln!("perdure-node: {}", error_chain(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated, so the cause is never hidden.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// How long a starting node waits for a store that is not reachable yet (a PostgreSQL
+/// container still starting, for example) before giving up.
+const STORE_STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opens the store, retrying with backoff while it is unavailable (not on other errors).
+async fn open_store_with_retry(
+    opts: &StoreOptions,
+) -> Result<Arc<dyn crate::store::Store>, StoreError> {
+    let deadline = tokio::time::Instant::now() + STORE_STARTUP_PATIENCE;
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match open_store(opts).await {
+            Err(e) if e.is_retryable() && tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %error_chain(&e), "store not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
         }
     }
 }
@@ -301,7 +339,7 @@ pub async fn serve(
     on_ready: impl FnOnce(ServeInfo),
 ) -> Result<(), ServeError> {
     let orchestrations = registry.orchestration_names();
-    let store = open_store(&cfg.store).await?;
+    let store = open_store_with_retry(&cfg.store).await?;
     let node = Node::builder()
         .registry(registry)
         .store(store)
