@@ -87,10 +87,16 @@ impl Partition {
         })
         .await?;
         let Some(epoch) = epoch else {
+            // Another node holds an unexpired lease: report its epoch.
+            let current = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+                Box::pin(async move { leases::read(tx, partition).await })
+            })
+            .await?
+            .map_or(0, |l| l.epoch);
             return Err(StoreError::Fenced {
                 partition,
                 held: 0,
-                current: 0,
+                current,
             });
         };
         if let Some(e) = shared.epochs.get(partition as usize) {
