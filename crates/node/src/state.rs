@@ -51,6 +51,8 @@ pub mod space {
     pub const TIMER: &str = "t";
     /// Activity tasks.
     pub const TASK: &str = "a";
+    /// Per-instance index of the inbox messages and timers addressed to an instance.
+    pub const MESSAGES_OF: &str = "y";
     /// Entity records.
     pub const ENTITY: &str = "e";
     /// Chunks of large values.

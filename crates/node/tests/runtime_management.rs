@@ -207,3 +207,140 @@ async fn restart_purge_and_id_reuse() {
     assert!(node.get_instance(live, false).await.unwrap().is_some());
     node.shutdown().await;
 }
+
+/// Every (key, value) pair in the store.
+async fn dump(store: &MemoryStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use perdure_node::store::{KeyRange, RangeOptions, Store};
+    let mut tx = store.begin().await.unwrap();
+    tx.get_range(
+        &KeyRange::new(Vec::new(), vec![0xFF]),
+        RangeOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn mentions(kv: &(Vec<u8>, Vec<u8>), needle: &str) -> bool {
+    let n = needle.as_bytes();
+    kv.0.windows(n.len()).any(|w| w == n) || kv.1.windows(n.len()).any(|w| w == n)
+}
+
+#[tokio::test]
+async fn purge_removes_pending_timers_messages_and_tasks_and_nothing_else() {
+    use perdure_core::{EventKind, ExecutionId, HistoryEvent, Timestamp};
+    use perdure_node::state::queues;
+    use perdure_node::state::records::{ActivityTask, InboxMessage, MessageBody, Target};
+    use perdure_node::store::Store;
+
+    let store = Arc::new(MemoryStore::new());
+    let node = common::start_with(store.clone(), registry()).await;
+    let parts = common::options().partitions.get();
+    let gone_id = "purged-approval";
+    let p = perdure_node::state::partition_of(gone_id, parts);
+    // A live instance in the same partition (its id does not contain the purged one's).
+    let live_id = (0..)
+        .map(|n| format!("kept-approval-{n}"))
+        .find(|s| perdure_node::state::partition_of(s, parts) == p)
+        .unwrap();
+    let gone = common::start(&node, "Approval", gone_id, approval_input()).await;
+    let live = common::start(&node, "Approval", &live_id, approval_input()).await;
+    node.raise_event(
+        gone.clone(),
+        "Approval".into(),
+        Some(Payload::json(&true).unwrap()),
+    )
+    .await
+    .unwrap();
+    let done: String = common::output(&node, &gone).await;
+    assert_eq!(done, "approved");
+    common::until_status(&node, &live, OrchestrationStatus::Running).await;
+    // The approved instance's timeout timer is still pending. Add a late event and a queued
+    // activity task for it straight into the store (the node does not see them in memory).
+    {
+        let mut tx = store.begin().await.unwrap();
+        let ids = queues::MessageIds::new(u64::MAX);
+        let late = InboxMessage {
+            target: Target::Instance(gone.clone()),
+            body: MessageBody::Event {
+                execution_id: None,
+                event: HistoryEvent::new(
+                    Timestamp(1),
+                    EventKind::EventRaised {
+                        name: "Late".into(),
+                        input: None,
+                    },
+                ),
+            },
+        };
+        queues::send(tx.as_mut(), &ids, p, Timestamp(1), &late).unwrap();
+        let task = ActivityTask {
+            instance_id: gone.clone(),
+            execution_id: ExecutionId("old".into()),
+            seq: 7,
+            name: "SayHello".into(),
+            version: None,
+            input: None,
+            attempt: 1,
+            lease_until: Timestamp(u64::MAX),
+        };
+        queues::put_task(tx.as_mut(), p, &task).unwrap();
+        tx.commit().await.unwrap();
+    }
+    let before = dump(&store).await;
+    let gone_before: Vec<_> = before.iter().filter(|kv| mentions(kv, gone_id)).collect();
+    let timers_of_gone = gone_before
+        .iter()
+        .filter(|(k, _)| k.starts_with(queues::timer_prefix(p).as_bytes()))
+        .count();
+    assert_eq!(timers_of_gone, 1, "the timeout timer is pending");
+    assert!(
+        gone_before
+            .iter()
+            .any(|(k, _)| k.starts_with(queues::inbox_prefix(p).as_bytes()))
+    );
+    assert!(
+        gone_before
+            .iter()
+            .any(|(k, _)| k.starts_with(queues::task_prefix(p).as_bytes()))
+    );
+    let live_before: Vec<_> = before
+        .iter()
+        .filter(|kv| mentions(kv, &live_id))
+        .cloned()
+        .collect();
+    assert!(
+        live_before
+            .iter()
+            .any(|(k, _)| k.starts_with(queues::timer_prefix(p).as_bytes())),
+        "the live instance's timer is pending"
+    );
+
+    node.purge_instance(gone.clone()).await.unwrap();
+
+    let after = dump(&store).await;
+    let left: Vec<_> = after.iter().filter(|kv| mentions(kv, gone_id)).collect();
+    assert!(
+        left.is_empty(),
+        "keys of the purged instance remain: {left:?}"
+    );
+    let live_after: Vec<_> = after
+        .iter()
+        .filter(|kv| mentions(kv, &live_id))
+        .cloned()
+        .collect();
+    assert_eq!(
+        live_after, live_before,
+        "the live instance keeps all its keys"
+    );
+    // The live instance still works.
+    node.raise_event(
+        live.clone(),
+        "Approval".into(),
+        Some(Payload::json(&true).unwrap()),
+    )
+    .await
+    .unwrap();
+    let out: String = common::output(&node, &live).await;
+    assert_eq!(out, "approved");
+    node.shutdown().await;
+}

@@ -232,37 +232,57 @@ impl NodeHandle {
         .await
     }
 
+    /// Purges one instance, incrementally: each transaction removes at most
+    /// [`PURGE_BATCH`] pending messages and timers of the instance; the last one also
+    /// removes its record, indexes, history and activity tasks. Every step re-reads the
+    /// record, so a purge that stops half-way is resumed by purging again.
     async fn purge_one(&self, id: InstanceId, require_terminal: bool) -> ManagementResult<bool> {
-        let rid = id.clone();
-        let done = self
-            .run(move |tx, sh| {
-                let id = rid.clone();
-                Box::pin(async move {
-                    let Some(rec) = instances::load(tx, &id).await? else {
-                        return Ok(Err(ManagementError::NotFound(id.to_string())));
-                    };
-                    if require_terminal && !rec.status.is_terminal() {
-                        return Ok(Err(ManagementError::InvalidState {
-                            instance_id: id.clone(),
-                            status: rec.status,
-                            operation: "purge".into(),
-                        }));
-                    }
-                    instances::remove(tx, &rec);
-                    history::cut(tx, &id);
-                    queues::clear_tasks_of(tx, sh.partition_of_instance(&id), &id);
-                    Ok(Ok((true, Outbox::default())))
+        let mut first = true;
+        loop {
+            let rid = id.clone();
+            let step = self
+                .run(move |tx, sh| {
+                    let id = rid.clone();
+                    Box::pin(async move {
+                        let Some(rec) = instances::load(tx, &id).await? else {
+                            return Ok(Err(ManagementError::NotFound(id.to_string())));
+                        };
+                        if require_terminal && !rec.status.is_terminal() {
+                            return Ok(Err(ManagementError::InvalidState {
+                                instance_id: id.clone(),
+                                status: rec.status,
+                                operation: "purge".into(),
+                            }));
+                        }
+                        if queues::purge_messages(tx, &id, PURGE_BATCH).await? {
+                            return Ok(Ok((false, Outbox::default())));
+                        }
+                        instances::remove(tx, &rec);
+                        history::cut(tx, &id);
+                        queues::clear_tasks_of(tx, sh.partition_of_instance(&id), &id);
+                        Ok(Ok((true, Outbox::default())))
+                    })
                 })
-            })
-            .await?;
+                .await;
+            match step {
+                Ok(true) => break,
+                Ok(false) => first = false,
+                // Purged concurrently by someone else after our first step.
+                Err(ManagementError::NotFound(_)) if !first => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
         let sh = self.shared();
         sh.route(
             sh.partition_of_instance(&id),
             crate::runtime::PartitionMsg::Forget(id),
         );
-        Ok(done)
+        Ok(true)
     }
 }
+
+/// Most pending messages and timers one purge transaction removes.
+pub(super) const PURGE_BATCH: usize = 500;
 
 /// Applies the id-reuse policy to an existing record: the refusal, if any.
 pub(super) fn refuse_existing(

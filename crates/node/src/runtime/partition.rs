@@ -568,8 +568,8 @@ async fn commit(
                     return Ok(Committed::Stale);
                 }
             }
-            for (k, _) in consumed {
-                crate::state::clear(tx, k);
+            for (k, m) in consumed {
+                queues::remove(tx, k, m);
             }
             let out = match plan.as_ref() {
                 Plan::Instance(p) => instance::write(tx, &sh, partition, p).await?,

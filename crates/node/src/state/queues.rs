@@ -3,13 +3,18 @@
 //!
 //! Inbox and timer keys are `(time, node id, local counter)`: unique without a shared
 //! counter, so concurrent senders never conflict with each other.
+//!
+//! A message or timer addressed to an instance also writes an empty index key
+//! `("y", instance id, <message key>)` in the same transaction; consuming the message clears
+//! it, and purge finds every pending message of an instance by that prefix
+//! ([`purge_messages`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use perdure_core::{ExecutionId, InstanceId, Timestamp};
 
 use super::keys::{Elem, Key};
-use super::records::{ActivityTask, InboxMessage};
+use super::records::{ActivityTask, InboxMessage, Target};
 use super::{clear, decode_value, put, space};
 use crate::store::{KeyRange, RangeOptions, StoreError, Transaction};
 
@@ -64,6 +69,7 @@ pub fn send(
         .uint(n)
         .into_bytes();
     put(tx, &key, msg)?;
+    index(tx, &key, msg)?;
     Ok(key)
 }
 
@@ -82,7 +88,65 @@ pub fn add_timer(
         .uint(n)
         .into_bytes();
     put(tx, &key, msg)?;
+    index(tx, &key, msg)?;
     Ok(key)
+}
+
+/// The prefix of the per-instance message index of `id`: one key per pending inbox message or
+/// timer addressed to the instance, `("y", id, <message key bytes>)`.
+pub fn messages_of_prefix(id: &InstanceId) -> Key {
+    Key::new().str(space::MESSAGES_OF).str(id.as_str())
+}
+
+/// The index key of a message, if it is an inbox message or timer addressed to an instance.
+fn index_key(key: &[u8], msg: &InboxMessage) -> Option<Vec<u8>> {
+    let Target::Instance(id) = &msg.target else {
+        return None;
+    };
+    let queued = key.starts_with(Key::new().str(space::INBOX).as_bytes())
+        || key.starts_with(Key::new().str(space::TIMER).as_bytes());
+    queued.then(|| messages_of_prefix(id).raw(key).into_bytes())
+}
+
+fn index(tx: &mut dyn Transaction, key: &[u8], msg: &InboxMessage) -> Result<(), StoreError> {
+    match index_key(key, msg) {
+        Some(k) => tx.set(&k, &[]),
+        None => Ok(()),
+    }
+}
+
+/// Removes a consumed message (inbox message, timer or activity task key) and its index
+/// entry. The caller has read `key` in the same transaction.
+pub fn remove(tx: &mut dyn Transaction, key: &[u8], msg: &InboxMessage) {
+    clear(tx, key);
+    if let Some(k) = index_key(key, msg) {
+        tx.clear(&k);
+    }
+}
+
+/// Removes up to `limit` pending inbox messages and timers addressed to `id`, with their index
+/// entries; returns whether more may remain (call again in a new transaction). Reading the
+/// index range makes a concurrent send to the instance conflict with this transaction.
+pub async fn purge_messages(
+    tx: &mut dyn Transaction,
+    id: &InstanceId,
+    limit: usize,
+) -> Result<bool, StoreError> {
+    let pre = messages_of_prefix(id);
+    let rows = tx
+        .get_range(
+            &KeyRange::prefix(pre.as_bytes()),
+            RangeOptions::limit(limit),
+        )
+        .await?;
+    let more = rows.len() >= limit;
+    for (k, _) in rows {
+        if let Some(msg_key) = k.get(pre.as_bytes().len()..) {
+            clear(tx, msg_key);
+        }
+        tx.clear(&k);
+    }
+    Ok(more)
 }
 
 /// The due time in a timer key.
@@ -162,8 +226,9 @@ pub async fn read_timers_after(
     read(tx, KeyRange::new(begin, end), limit).await
 }
 
-/// Consumes a message (inbox or timer) if it is still there; returns whether it was. Reading
-/// it makes two consumers of the same message conflict, so exactly one commits.
+/// Consumes a key that has no index entry (an activity task) if it is still there; returns
+/// whether it was. Reading it makes two consumers conflict, so exactly one commits. Inbox
+/// messages and timers are removed with [`remove`], which also clears their index entry.
 pub async fn consume(tx: &mut dyn Transaction, key: &[u8]) -> Result<bool, StoreError> {
     if tx.get(key).await?.is_none() {
         return Ok(false);

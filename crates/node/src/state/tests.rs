@@ -277,3 +277,143 @@ async fn records_indexes_history_and_removal() {
     .unwrap();
     assert!(h.is_empty());
 }
+
+fn msg_to(id: &str, n: i64) -> InboxMessage {
+    let mut m = msg(n);
+    m.target = Target::Instance(InstanceId::new(id).unwrap());
+    m
+}
+
+/// Every key of the store, in order.
+async fn all_keys(store: &MemoryStore) -> Vec<Vec<u8>> {
+    tx(store, |t| {
+        Box::pin(async move {
+            let rows = t
+                .get_range(
+                    &crate::store::KeyRange::new(Vec::new(), vec![0xFF]),
+                    crate::store::RangeOptions::default(),
+                )
+                .await?;
+            Ok(rows.into_iter().map(|(k, _)| k).collect())
+        })
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn purge_messages_removes_only_the_instances_messages_in_batches() {
+    let store = MemoryStore::new();
+    let ids = std::sync::Arc::new(queues::MessageIds::new(3));
+    // "a" (the purged one) and "ab" (an id it prefixes) share partition 2.
+    let ids2 = ids.clone();
+    tx(&store, move |t| {
+        let ids = ids2.clone();
+        Box::pin(async move {
+            for n in 0..7 {
+                queues::send(t, &ids, 2, Timestamp(n as u64), &msg_to("a", n))?;
+                queues::add_timer(t, &ids, 2, Timestamp(1000 + n as u64), &msg_to("a", n))?;
+            }
+            queues::send(t, &ids, 2, Timestamp(1), &msg_to("ab", 0))?;
+            queues::add_timer(t, &ids, 2, Timestamp(5), &msg_to("ab", 1))?;
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    let before = all_keys(&store).await;
+    // 14 messages of "a", 2 of "ab", one index key each.
+    assert_eq!(before.len(), 32);
+    // Batches of 4: 14 entries take four transactions, the last one finds fewer than 4.
+    let a = InstanceId::new("a").unwrap();
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        let a = a.clone();
+        let more = tx(&store, move |t| {
+            let a = a.clone();
+            Box::pin(async move { queues::purge_messages(t, &a, 4).await })
+        })
+        .await
+        .unwrap();
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(steps, 4);
+    let after = all_keys(&store).await;
+    assert_eq!(
+        after.len(),
+        4,
+        "only ab's two messages and their index entries remain"
+    );
+    let ab_index = queues::messages_of_prefix(&InstanceId::new("ab").unwrap());
+    let inbox = tx(&store, |t| Box::pin(queues::read_inbox(t, 2, 100)))
+        .await
+        .unwrap();
+    let timers = tx(&store, |t| Box::pin(queues::read_timers(t, 2, 100)))
+        .await
+        .unwrap();
+    assert_eq!(inbox.len() + timers.len(), 2);
+    for (k, m) in inbox.iter().chain(timers.iter()) {
+        assert_eq!(m.target, Target::Instance(InstanceId::new("ab").unwrap()));
+        let idx = ab_index.clone().raw(k).into_bytes();
+        assert!(after.contains(&idx), "index entry of a surviving message");
+    }
+    // Consuming a message with `remove` clears its index entry too.
+    let consumed: Vec<(Vec<u8>, InboxMessage)> = inbox.into_iter().chain(timers).collect();
+    let consumed = std::sync::Arc::new(consumed);
+    tx(&store, move |t| {
+        let consumed = consumed.clone();
+        Box::pin(async move {
+            for (k, m) in consumed.iter() {
+                assert!(t.get(k).await?.is_some());
+                queues::remove(t, k, m);
+            }
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    assert!(all_keys(&store).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_send_racing_with_purge_conflicts() {
+    // The embedded store runs transactions concurrently and detects read conflicts (the
+    // memory store serializes them).
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    let ids = queues::MessageIds::new(9);
+    let a = InstanceId::new("a").unwrap();
+    // The purge reads the (empty) index range; a send to the instance commits in between:
+    // the purge's commit fails with a conflict, so its retry sees and removes the message.
+    let mut purge = store.begin().await.unwrap();
+    assert!(
+        !queues::purge_messages(purge.as_mut(), &a, 10)
+            .await
+            .unwrap()
+    );
+    // The last purge step also removes the record (a read-only transaction never conflicts).
+    clear(purge.as_mut(), &instances::record_key(&a));
+    let mut send = store.begin().await.unwrap();
+    queues::send(send.as_mut(), &ids, 0, Timestamp(1), &msg_to("a", 1)).unwrap();
+    send.commit().await.unwrap();
+    assert!(matches!(purge.commit().await, Err(StoreError::Conflict)));
+    let mut retry = store.begin().await.unwrap();
+    assert!(
+        !queues::purge_messages(retry.as_mut(), &a, 10)
+            .await
+            .unwrap()
+    );
+    retry.commit().await.unwrap();
+    let mut check = store.begin().await.unwrap();
+    let left = check
+        .get_range(
+            &crate::store::KeyRange::new(vec![0x02, b'q'], vec![0x02, b'z']),
+            crate::store::RangeOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "no inbox message or index entry is left");
+}
