@@ -126,10 +126,13 @@ impl NodeBuilder {
             node_id,
             metrics,
         ));
-        let _ = shared.activities.set(ActivityPool::new(
+        let pool = ActivityPool::start(
             Arc::downgrade(&shared),
             self.options.max_concurrent_activities.get(),
-        ));
+        )
+        .await
+        .map_err(|e| NodeError::Spawn(e.to_string()))?;
+        let _ = shared.activities.set(pool);
         // Acquire every partition, spawn its actor, publish the routes, then let each actor
         // recover (recovery may already send messages to other partitions).
         let started =

@@ -1,17 +1,25 @@
-//! The activity pool: a bounded pool of workers over tokio tasks (a semaphore caps how many
-//! run at once). A task is durably queued by the episode that scheduled it; the pool runs it
-//! at once, without re-reading the store. When this node owns the orchestration's partition
-//! (always, on a single node), the result goes to the partition actor in memory and the
-//! episode that records it removes the task in the same transaction; otherwise the result
-//! commits to the orchestration's inbox together with the task's removal. Either way a task
-//! is removed exactly when its result is durable, and recovery re-runs tasks left in the
-//! queue (at least once).
+//! The activity pool: a ractor `factory` of `max_concurrent_activities` stateless worker
+//! actors behind the factory's shared queue (`QueuerRouting`: a job goes to the first idle
+//! worker; the others wait in the queue, unbounded, as the tasks are already durable). A task
+//! is durably queued by the episode that scheduled it; the pool runs it at once, without
+//! re-reading the store. When this node owns the orchestration's partition (always, on a
+//! single node), the result goes to the partition actor in memory and the episode that
+//! records it removes the task in the same transaction; otherwise the result commits to the
+//! orchestration's inbox together with the task's removal. Either way a task is removed
+//! exactly when its result is durable, and recovery re-runs tasks left in the queue (at least
+//! once).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use perdure_core::{EventKind, HistoryEvent};
-use tokio::sync::Semaphore;
+use ractor::factory::queues::DefaultQueue;
+use ractor::factory::routing::QueuerRouting;
+use ractor::factory::{
+    DiscardSettings, Factory, FactoryArguments, FactoryMessage, Job, Worker, WorkerId,
+    worker_builder,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SpawnErr};
 use tracing::Instrument;
 
 use super::outbox::Outbox;
@@ -20,20 +28,96 @@ use crate::state::records::{MessageBody, Target};
 use crate::state::{leases, queues};
 use crate::store::transact;
 
-/// Runs activity tasks with bounded concurrency.
+/// One job of the pool: a durably queued task and the span it runs in.
+struct ActivityJob {
+    item: TaskItem,
+    span: tracing::Span,
+}
+
+type PoolMsg = FactoryMessage<(), ActivityJob>;
+
+/// Runs activity tasks with bounded concurrency on a ractor factory.
 #[derive(Debug, Clone)]
 pub struct ActivityPool {
     shared: Weak<Shared>,
-    permits: Arc<Semaphore>,
+    factory: Arc<FactoryHandle>,
+}
+
+/// Stops the factory (and its workers) when the last pool handle is dropped, i.e. when the
+/// node's shared state goes away (running activities hold it, so they finish first).
+#[derive(Debug)]
+struct FactoryHandle(ActorRef<PoolMsg>);
+
+impl Drop for FactoryHandle {
+    fn drop(&mut self) {
+        self.0.stop(None);
+    }
+}
+
+/// A worker of the pool: runs one activity at a time.
+struct ActivityWorker {
+    shared: Weak<Shared>,
+}
+
+impl Worker for ActivityWorker {
+    type Key = ();
+    type Message = ActivityJob;
+    type Arguments = ();
+    type State = ();
+
+    async fn pre_start(
+        &self,
+        _wid: WorkerId,
+        _factory: &ActorRef<PoolMsg>,
+        _args: (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _wid: WorkerId,
+        _factory: &ActorRef<PoolMsg>,
+        job: Job<(), ActivityJob>,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        shared
+            .metrics
+            .activity_queue_depth
+            .fetch_sub(1, Ordering::Relaxed);
+        let ActivityJob { item, span } = job.msg;
+        run(shared, item).instrument(span).await;
+        Ok(())
+    }
 }
 
 impl ActivityPool {
-    /// A pool running at most `concurrency` activities at once.
-    pub fn new(shared: Weak<Shared>, concurrency: usize) -> Self {
-        Self {
+    /// Starts a pool running at most `concurrency` activities at once (one worker each).
+    pub async fn start(shared: Weak<Shared>, concurrency: usize) -> Result<Self, SpawnErr> {
+        let workers = shared.clone();
+        let args = FactoryArguments::builder()
+            .worker_builder(Box::new(worker_builder(move |_wid| {
+                (
+                    ActivityWorker {
+                        shared: workers.clone(),
+                    },
+                    (),
+                )
+            })))
+            .num_initial_workers(concurrency.max(1))
+            .router(QueuerRouting::default())
+            .queue(DefaultQueue::default())
+            .discard_settings(DiscardSettings::None)
+            .build();
+        let factory = Factory::<(), ActivityJob, (), ActivityWorker, _, _>::default();
+        let (factory, _) = Actor::spawn(None, factory, args).await?;
+        Ok(Self {
             shared,
-            permits: Arc::new(Semaphore::new(concurrency)),
-        }
+            factory: Arc::new(FactoryHandle(factory)),
+        })
     }
 
     /// Hands a durably queued task to a worker.
@@ -46,25 +130,26 @@ impl ActivityPool {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let permits = self.permits.clone();
+        let span = tracing::info_span!("activity", name = %task.name, instance = %task.instance_id, seq = task.seq, attempt = task.attempt);
         shared
             .metrics
             .activity_queue_depth
             .fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("activity", name = %task.name, instance = %task.instance_id, seq = task.seq, attempt = task.attempt);
-        tokio::spawn(
-            async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
-                };
-                shared
-                    .metrics
-                    .activity_queue_depth
-                    .fetch_sub(1, Ordering::Relaxed);
-                run(shared, (partition, key, task)).await;
-            }
-            .instrument(span),
+        let job = Job::new(
+            (),
+            ActivityJob {
+                item: (partition, key, task),
+                span,
+            },
         );
+        if self.factory.0.cast(FactoryMessage::Dispatch(job)).is_err() {
+            // The pool is stopping (the node shuts down): the task stays queued and the next
+            // start runs it again.
+            shared
+                .metrics
+                .activity_queue_depth
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
