@@ -115,3 +115,19 @@ async fn registered_names_and_metrics() {
     assert!(text.contains("perdure_activities_total 3"), "{text}");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_accepted_start_is_counted_once() {
+    let node = common::start_memory().await;
+    for i in 0..3 {
+        let id = common::start(&node, "HelloSequence", &format!("count-{i}"), None).await;
+        common::wait(&node, &id).await;
+    }
+    let text = node.metrics().render_prometheus();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("perdure_starts_total "))
+        .expect("perdure_starts_total is exported");
+    assert_eq!(line, "perdure_starts_total 3");
+    node.shutdown().await;
+}

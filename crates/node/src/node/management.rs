@@ -167,7 +167,7 @@ impl NodeHandle {
             }
             Err(IntakeError::Store(e)) => return Err(store_err_ref(&e)),
         }
-        self.shared().metrics.starts.fetch_add(1, Ordering::Relaxed);
+        // Counted once per committed batch by the intake.
         Ok(id)
     }
 
@@ -333,8 +333,12 @@ pub(super) async fn start_in_tx(
         now,
     );
     instances::save(tx, old, &rec)?;
-    // The new execution's history starts when the partition processes the start.
-    history::cut(tx, id);
+    // The new execution's history starts when the partition processes the start. History is
+    // only ever written together with the instance record and purged with it, so an id
+    // without a record has none: a fresh start skips the clear (a range scan at commit).
+    if old.is_some() {
+        history::cut(tx, id);
+    }
     let started = HistoryEvent::new(
         now,
         EventKind::ExecutionStarted {
