@@ -127,12 +127,7 @@ impl Partition {
             let a = after.clone();
             let msgs = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
                 let a = a.clone();
-                Box::pin(async move {
-                    match a {
-                        Some(a) => queues::read_inbox_after(tx, p, &a, batch).await,
-                        None => queues::read_inbox(tx, p, batch).await,
-                    }
-                })
+                Box::pin(async move { queues::read_inbox(tx, p, a.as_deref(), batch).await })
             })
             .await?;
             let n = msgs.len();
@@ -147,12 +142,7 @@ impl Partition {
             let a = after.clone();
             let ts = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
                 let a = a.clone();
-                Box::pin(async move {
-                    match a {
-                        Some(a) => queues::read_timers_after(tx, p, &a, batch).await,
-                        None => queues::read_timers(tx, p, batch).await,
-                    }
-                })
+                Box::pin(async move { queues::read_timers(tx, p, a.as_deref(), batch).await })
             })
             .await?;
             let n = ts.len();

@@ -172,58 +172,49 @@ async fn read(
     Ok(out)
 }
 
-/// The first `limit` inbox messages of a partition, oldest first.
+/// The range of keys under `prefix` that sort after `after` (exclusive), or all of them.
+fn page_range(prefix: &[u8], after: Option<&[u8]>) -> KeyRange {
+    let begin = match after {
+        Some(a) => {
+            let mut b = a.to_vec();
+            b.push(0);
+            b
+        }
+        None => prefix.to_vec(),
+    };
+    KeyRange::new(begin, crate::store::prefix_end(prefix))
+}
+
+/// Up to `limit` inbox messages of a partition after `after` (exclusive; `None`: from the
+/// start), oldest first.
 pub async fn read_inbox(
     tx: &mut dyn Transaction,
     partition: u32,
+    after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
     read(
         tx,
-        KeyRange::prefix(inbox_prefix(partition).as_bytes()),
+        page_range(inbox_prefix(partition).as_bytes(), after),
         limit,
     )
     .await
 }
 
-/// Inbox messages after `after` (exclusive).
-pub async fn read_inbox_after(
-    tx: &mut dyn Transaction,
-    partition: u32,
-    after: &[u8],
-    limit: usize,
-) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
-    let mut begin = after.to_vec();
-    begin.push(0);
-    let end = crate::store::prefix_end(inbox_prefix(partition).as_bytes());
-    read(tx, KeyRange::new(begin, end), limit).await
-}
-
-/// The first `limit` timers of a partition, earliest first.
+/// Up to `limit` timers of a partition after `after` (exclusive; `None`: from the start),
+/// earliest first.
 pub async fn read_timers(
     tx: &mut dyn Transaction,
     partition: u32,
+    after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
     read(
         tx,
-        KeyRange::prefix(timer_prefix(partition).as_bytes()),
+        page_range(timer_prefix(partition).as_bytes(), after),
         limit,
     )
     .await
-}
-
-/// Timers after `after` (exclusive), earliest first.
-pub async fn read_timers_after(
-    tx: &mut dyn Transaction,
-    partition: u32,
-    after: &[u8],
-    limit: usize,
-) -> Result<Vec<(Vec<u8>, InboxMessage)>, StoreError> {
-    let mut begin = after.to_vec();
-    begin.push(0);
-    let end = crate::store::prefix_end(timer_prefix(partition).as_bytes());
-    read(tx, KeyRange::new(begin, end), limit).await
 }
 
 /// Consumes a key that has no index entry (an activity task) if it is still there; returns
@@ -272,16 +263,7 @@ pub async fn read_tasks(
     after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, ActivityTask)>, StoreError> {
-    let pre = task_prefix(partition);
-    let begin = match after {
-        Some(a) => {
-            let mut b = a.to_vec();
-            b.push(0);
-            b
-        }
-        None => pre.as_bytes().to_vec(),
-    };
-    let range = KeyRange::new(begin, crate::store::prefix_end(pre.as_bytes()));
+    let range = page_range(task_prefix(partition).as_bytes(), after);
     let rows = tx.get_range(&range, RangeOptions::limit(limit)).await?;
     let mut out = Vec::with_capacity(rows.len());
     for (k, v) in rows {

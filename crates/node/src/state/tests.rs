@@ -105,7 +105,7 @@ async fn inbox_is_ordered_and_consumed_once() {
         .await
         .unwrap();
     }
-    let read = tx(&store, |t| Box::pin(queues::read_inbox(t, 1, 100)))
+    let read = tx(&store, |t| Box::pin(queues::read_inbox(t, 1, None, 100)))
         .await
         .unwrap();
     let names: Vec<String> = read
@@ -147,7 +147,7 @@ async fn inbox_is_ordered_and_consumed_once() {
     }
     assert_eq!(total, 20);
     assert!(
-        tx(&store, |t| Box::pin(queues::read_inbox(t, 1, 100)))
+        tx(&store, |t| Box::pin(queues::read_inbox(t, 1, None, 100)))
             .await
             .unwrap()
             .is_empty()
@@ -169,7 +169,7 @@ async fn timers_come_back_in_due_order() {
         .await
         .unwrap();
     }
-    let read = tx(&store, |t| Box::pin(queues::read_timers(t, 0, 10)))
+    let read = tx(&store, |t| Box::pin(queues::read_timers(t, 0, None, 10)))
         .await
         .unwrap();
     let dues: Vec<u64> = read
@@ -348,10 +348,10 @@ async fn purge_messages_removes_only_the_instances_messages_in_batches() {
         "only ab's two messages and their index entries remain"
     );
     let ab_index = queues::messages_of_prefix(&InstanceId::new("ab").unwrap());
-    let inbox = tx(&store, |t| Box::pin(queues::read_inbox(t, 2, 100)))
+    let inbox = tx(&store, |t| Box::pin(queues::read_inbox(t, 2, None, 100)))
         .await
         .unwrap();
-    let timers = tx(&store, |t| Box::pin(queues::read_timers(t, 2, 100)))
+    let timers = tx(&store, |t| Box::pin(queues::read_timers(t, 2, None, 100)))
         .await
         .unwrap();
     assert_eq!(inbox.len() + timers.len(), 2);
