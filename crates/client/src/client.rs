@@ -255,24 +255,17 @@ impl DurableClient {
         query: InstanceQuery,
     ) -> impl Stream<Item = ClientResult<InstanceState>> + Send + 'static {
         let client = self.clone();
-        futures::stream::try_unfold(Some(query), move |q| {
+        paged(query, move |q: InstanceQuery| {
             let client = client.clone();
             async move {
-                let Some(q) = q else {
-                    return Ok::<_, ClientError>(None);
-                };
                 let page = client.query_instances_page(q.clone()).await?;
                 let next = page.continuation.map(|c| InstanceQuery {
                     continuation: Some(c),
                     ..q
                 });
-                Ok(Some((
-                    futures::stream::iter(page.instances.into_iter().map(Ok::<_, ClientError>)),
-                    next,
-                )))
+                Ok((page.instances, next))
             }
         })
-        .try_flatten()
     }
 
     /// Counts of instances per status.
@@ -492,24 +485,17 @@ impl DurableClient {
         query: EntityQuery,
     ) -> impl Stream<Item = ClientResult<EntityState>> + Send + 'static {
         let client = self.clone();
-        futures::stream::try_unfold(Some(query), move |q| {
+        paged(query, move |q: EntityQuery| {
             let client = client.clone();
             async move {
-                let Some(q) = q else {
-                    return Ok::<_, ClientError>(None);
-                };
                 let page = client.query_entities_page(q.clone()).await?;
                 let next = page.continuation.map(|c| EntityQuery {
                     continuation: Some(c),
                     ..q
                 });
-                Ok(Some((
-                    futures::stream::iter(page.entities.into_iter().map(Ok::<_, ClientError>)),
-                    next,
-                )))
+                Ok((page.entities, next))
             }
         })
-        .try_flatten()
     }
 
     /// Removes empty entities and releases orphaned locks.
@@ -572,4 +558,30 @@ impl DurableClient {
             body,
         }
     }
+}
+
+/// A stream over every item of a paged query: `fetch` returns one page and the query for the
+/// next page, if any.
+fn paged<Q, T, F, Fut>(first: Q, fetch: F) -> impl Stream<Item = ClientResult<T>> + Send + 'static
+where
+    Q: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Q) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ClientResult<(Vec<T>, Option<Q>)>> + Send + 'static,
+{
+    let fetch = Arc::new(fetch);
+    futures::stream::try_unfold(Some(first), move |q| {
+        let fetch = fetch.clone();
+        async move {
+            let Some(q) = q else {
+                return Ok::<_, ClientError>(None);
+            };
+            let (items, next) = fetch(q).await?;
+            Ok(Some((
+                futures::stream::iter(items.into_iter().map(Ok::<_, ClientError>)),
+                next,
+            )))
+        }
+    })
+    .try_flatten()
 }
