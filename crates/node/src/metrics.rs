@@ -72,8 +72,13 @@ pub struct Metrics {
     pub completions: AtomicU64,
     /// Activity tasks waiting for a worker.
     pub activity_queue_depth: AtomicI64,
-    /// Instances held in memory.
+    /// Instance actors alive (instances held in memory).
     pub active_instances: AtomicI64,
+    /// Entity actors alive (entities held in memory).
+    pub active_entities: AtomicI64,
+    /// Instance activations that replayed a stored history (after a passivation, a restart
+    /// or a failed commit).
+    pub replays: AtomicU64,
     /// Timers armed in memory.
     pub armed_timers: AtomicI64,
     /// Episode latency (execute + commit).
@@ -93,7 +98,7 @@ impl Metrics {
     /// ```
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "perdure_episodes_total",
                 "Episodes committed.",
@@ -134,6 +139,11 @@ impl Metrics {
                 "Orchestrations started.",
                 &self.starts,
             ),
+            (
+                "perdure_replays_total",
+                "Instance activations that replayed a stored history.",
+                &self.replays,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -147,7 +157,7 @@ impl Metrics {
             "# HELP perdure_completions_total Orchestrations finished.\n# TYPE perdure_completions_total counter\nperdure_completions_total {}",
             self.completions.load(Ordering::Relaxed)
         );
-        let gauges: [(&str, &str, &AtomicI64); 3] = [
+        let gauges: [(&str, &str, &AtomicI64); 4] = [
             (
                 "perdure_activity_queue_depth",
                 "Activity tasks waiting for a worker.",
@@ -155,8 +165,13 @@ impl Metrics {
             ),
             (
                 "perdure_active_instances",
-                "Instances held in memory.",
+                "Instance actors alive (instances held in memory).",
                 &self.active_instances,
+            ),
+            (
+                "perdure_active_entities",
+                "Entity actors alive (entities held in memory).",
+                &self.active_entities,
             ),
             (
                 "perdure_armed_timers",

@@ -1,4 +1,4 @@
-//! The runtime: partition actors that own instance and entity state, the activity pool,
+//! The runtime: partition actors that own instance and entity actors, the activity pool,
 //! timers, and the shared context they run in. See `docs/runtime.md`.
 
 use std::collections::HashMap;
@@ -16,6 +16,7 @@ use crate::store::{RetryOptions, Store};
 
 pub mod activity;
 pub mod clock;
+pub(crate) mod commit;
 pub mod core_executor;
 pub mod entity;
 pub mod executor;
@@ -24,6 +25,7 @@ pub(crate) mod outbox;
 pub mod partition;
 pub(crate) mod partition_actor;
 pub mod rewind;
+pub(crate) mod target_actor;
 
 pub use clock::Clock;
 pub use executor::Executors;

@@ -1,4 +1,4 @@
-//! Entities inside a partition actor: operations are batched per commit (one transaction per
+//! Entities, each run by its entity actor (see `target_actor`): operations are batched per commit (one transaction per
 //! batch: the new state, the responses to callers, the signals sent and the removal of the
 //! consumed messages), and the lock protocol of critical sections.
 //!
@@ -11,13 +11,12 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use perdure_core::{EntityId, EventKind, HistoryEvent, InstanceId, Timestamp};
-use tokio::time::Instant;
 
 use super::Shared;
 use super::executor::{EntityOp, EntitySend};
 use super::instance::{Effect, pending_record, write_effects};
 use super::outbox::Outbox;
-use super::partition::{Keyed, Partition};
+use super::partition::Keyed;
 use crate::state::entities;
 use crate::state::records::{
     EntityCaller, EntityLock, EntityRecord, LockRequestMsg, MessageBody, Target,
@@ -27,10 +26,9 @@ use crate::store::{StoreError, Transaction, transact};
 /// Operations executed per batch at most.
 const MAX_BATCH: usize = 10_000;
 
-/// An entity held in memory by its partition actor.
+/// An entity held in memory by its entity actor.
 pub struct EntitySlot {
     pub(crate) record: EntityRecord,
-    pub(crate) last_used: Instant,
 }
 
 /// One entity batch's transaction, prepared.
@@ -57,34 +55,28 @@ fn from_holder(lock: &EntityLock, body: &MessageBody) -> bool {
     }
 }
 
-/// Prepares the next batch of an entity from its pending messages.
+/// Prepares the next batch of an entity from its pending messages (activating it: loading
+/// its record, on first use).
 pub(crate) async fn prepare(
-    part: &mut Partition,
+    shared: &Shared,
+    slot: &mut Option<EntitySlot>,
     id: EntityId,
     msgs: VecDeque<Keyed>,
 ) -> Result<(Option<EntityPlan>, VecDeque<Keyed>), StoreError> {
-    let shared = part.shared.clone();
     let now = shared.clock.now();
-    if !part.entities.contains_key(&id) {
-        let eid = id.clone();
-        let record = transact(shared.store.as_ref(), &shared.retry, move |tx| {
-            let eid = eid.clone();
-            Box::pin(async move { entities::load(tx, &eid).await })
-        })
-        .await?
-        .unwrap_or_default();
-        part.entities.insert(
-            id.clone(),
-            EntitySlot {
-                record,
-                last_used: Instant::now(),
-            },
-        );
-    }
-    let Some(slot) = part.entities.get_mut(&id) else {
-        return Ok((None, msgs));
+    let slot = match slot {
+        Some(s) => s,
+        None => {
+            let eid = id.clone();
+            let record = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+                let eid = eid.clone();
+                Box::pin(async move { entities::load(tx, &eid).await })
+            })
+            .await?
+            .unwrap_or_default();
+            slot.insert(EntitySlot { record })
+        }
     };
-    slot.last_used = Instant::now();
     let mut rec = slot.record.clone();
     let mut consumed: Vec<Keyed> = Vec::new();
     let mut effects: Vec<Effect> = Vec::new();
@@ -117,7 +109,7 @@ pub(crate) async fn prepare(
                 ));
             }
             MessageBody::LockRequest(req) => {
-                operations += flush(&shared, &id, &mut rec, &mut run, &mut effects, now);
+                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now);
                 if rec.lock.is_none() {
                     rec.lock = Some(EntityLock {
                         critical_section_id: req.critical_section_id.clone(),
@@ -130,7 +122,7 @@ pub(crate) async fn prepare(
                 critical_section_id,
                 holder,
             } => {
-                operations += flush(&shared, &id, &mut rec, &mut run, &mut effects, now);
+                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now);
                 if rec.lock.as_ref().is_some_and(|l| {
                     l.holder == *holder && l.critical_section_id == *critical_section_id
                 }) {
@@ -149,7 +141,7 @@ pub(crate) async fn prepare(
         }
         consumed.push((k, m));
     }
-    operations += flush(&shared, &id, &mut rec, &mut run, &mut effects, now);
+    operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now);
     while let Some(d) = deferred.pop_back() {
         rest.push_front(d);
     }
@@ -329,12 +321,12 @@ pub(crate) async fn write(
 }
 
 /// Applies a committed batch to the in-memory state.
-pub(crate) fn applied(part: &mut Partition, plan: EntityPlan) {
-    let m = &part.shared.metrics;
+pub(crate) fn applied(shared: &Shared, slot: &mut Option<EntitySlot>, plan: EntityPlan) {
+    let m = &shared.metrics;
     m.entity_batches.fetch_add(1, Ordering::Relaxed);
     m.entity_operations
         .fetch_add(plan.operations as u64, Ordering::Relaxed);
-    if let Some(slot) = part.entities.get_mut(&plan.id) {
+    if let Some(slot) = slot {
         slot.record = plan.record;
     }
 }
@@ -342,16 +334,13 @@ pub(crate) fn applied(part: &mut Partition, plan: EntityPlan) {
 /// A plan that drops a batch whose transaction was over the store's limits: its messages are
 /// consumed, the entity keeps its previous state, and every caller gets a failure.
 pub(crate) fn too_large_plan(
-    part: &mut Partition,
+    shared: &Shared,
+    slot: &Option<EntitySlot>,
     plan: EntityPlan,
     error: &StoreError,
 ) -> Option<EntityPlan> {
-    let record = part
-        .entities
-        .get(&plan.id)
-        .map(|s| s.record.clone())
-        .unwrap_or_default();
-    let now = part.shared.clock.now();
+    let record = slot.as_ref().map(|s| s.record.clone()).unwrap_or_default();
+    let now = shared.clock.now();
     let failure = perdure_core::FailureDetails::new(
         "TransactionTooLarge",
         format!("the entity batch could not be stored: {error}"),

@@ -1,4 +1,4 @@
-//! Orchestration instances inside a partition actor: activation (load the history, replay
+//! Orchestration instances, each run by its instance actor (see `target_actor`): activation (load the history, replay
 //! once), episodes (new events in, history events and actions out), and the transaction that
 //! commits an episode: history, instance record and indexes, every message it sends, and the
 //! removal of the messages it consumed.
@@ -9,12 +9,11 @@ use std::sync::atomic::Ordering;
 use perdure_core::{
     EventKind, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus, Timestamp,
 };
-use tokio::time::Instant;
 
 use super::Shared;
 use super::executor::{EpisodeOutcome, EpisodeResult, OrchestrationSession};
 use super::outbox::Outbox;
-use super::partition::{Keyed, Partition};
+use super::partition::Keyed;
 use crate::state::records::{ActivityTask, InstanceRecord, MessageBody, Target};
 use crate::state::{history, instances};
 use crate::store::{StoreError, Transaction, transact};
@@ -26,14 +25,12 @@ use actions::action_effects;
 pub(crate) use actions::pending_record;
 use control::control_message;
 
-/// An instance held in memory by its partition actor.
+/// An instance held in memory by its instance actor.
 pub struct InstanceSlot {
     /// The record as last committed (None: no such instance).
     pub(crate) record: Option<InstanceRecord>,
     /// The live orchestrator (None: replay on next use).
     pub(crate) session: Option<Box<dyn OrchestrationSession>>,
-    /// Last activity, for passivation.
-    pub(crate) last_used: Instant,
 }
 
 /// Something an episode's transaction writes besides history and record.
@@ -117,40 +114,31 @@ pub(super) fn failed_record(
 /// Prepares the next episode of an instance from its pending messages. Returns the plan (if
 /// there is anything to commit) and the messages left for later, in order.
 pub(crate) async fn prepare(
-    part: &mut Partition,
+    shared: &Shared,
+    slot: &mut Option<InstanceSlot>,
     id: InstanceId,
     mut msgs: VecDeque<Keyed>,
 ) -> Result<(Option<InstancePlan>, VecDeque<Keyed>), StoreError> {
-    let shared = part.shared.clone();
     let now = shared.clock.now();
-    if !part.instances.contains_key(&id) {
-        // A start needs no read: the new execution brings everything (and the commit reads
-        // the stored record it replaces, for the indexes).
-        let starts_fresh = msgs
-            .front()
-            .is_some_and(|(_, m)| matches!(m.body, MessageBody::NewExecution { .. }));
-        let record = if starts_fresh {
-            None
-        } else {
-            load_record(&shared, &id).await?
-        };
-        part.instances.insert(
-            id.clone(),
-            InstanceSlot {
+    let slot = match slot {
+        Some(s) => s,
+        None => {
+            // A start needs no read: the new execution brings everything (and the commit
+            // reads the stored record it replaces, for the indexes).
+            let starts_fresh = msgs
+                .front()
+                .is_some_and(|(_, m)| matches!(m.body, MessageBody::NewExecution { .. }));
+            let record = if starts_fresh {
+                None
+            } else {
+                load_record(shared, &id).await?
+            };
+            slot.insert(InstanceSlot {
                 record,
                 session: None,
-                last_used: Instant::now(),
-            },
-        );
-        shared
-            .metrics
-            .active_instances
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    let Some(slot) = part.instances.get_mut(&id) else {
-        return Ok((None, msgs));
+            })
+        }
     };
-    slot.last_used = Instant::now();
 
     // A new execution is processed alone. While the instance waits for its (next) execution
     // to start, that start goes before any event that arrived earlier.
@@ -173,7 +161,7 @@ pub(crate) async fn prepare(
         && let MessageBody::NewExecution { started, carried } = m.body.clone()
     {
         let consumed = vec![(k, m)];
-        let plan = new_execution(&shared, slot, &id, consumed, started, carried, now);
+        let plan = new_execution(shared, slot, &id, consumed, started, carried, now);
         return Ok((Some(plan), msgs));
     }
 
@@ -240,7 +228,7 @@ pub(crate) async fn prepare(
     }
 
     if let Some((k, m)) = control {
-        let plan = control_message(&shared, part, &id, consumed, (k, m), now).await?;
+        let plan = control_message(shared, slot, &id, consumed, (k, m), now).await?;
         return Ok((Some(plan), msgs));
     }
     if batch.is_empty() {
@@ -249,23 +237,18 @@ pub(crate) async fn prepare(
         }
         return Ok((Some(InstancePlan::drop_only(id, consumed)), msgs));
     }
-    let Some(slot) = part.instances.get_mut(&id) else {
-        return Ok((None, msgs));
-    };
     let Some(rec) = slot.record.clone() else {
         return Ok((Some(InstancePlan::drop_only(id, consumed)), msgs));
     };
     if slot.session.is_none() {
-        let hist = load_history(&shared, &id).await?;
-        let Some(slot) = part.instances.get_mut(&id) else {
-            return Ok((None, msgs));
-        };
+        let hist = load_history(shared, &id).await?;
+        shared.metrics.replays.fetch_add(1, Ordering::Relaxed);
         match shared.exec.load_orchestration(&id, hist) {
             Ok(s) => slot.session = Some(s),
             Err(f) => {
                 let r = failed_record(&rec, &f, now);
                 let plan = finish_plan(
-                    &shared,
+                    shared,
                     id,
                     consumed,
                     rec.history_len,
@@ -277,16 +260,13 @@ pub(crate) async fn prepare(
             }
         }
     }
-    let Some(slot) = part.instances.get_mut(&id) else {
-        return Ok((None, msgs));
-    };
     let Some(session) = slot.session.as_mut() else {
         return Ok((None, msgs));
     };
     let span =
         tracing::info_span!("episode", instance = %id, name = %rec.name, events = batch.len());
     let result = span.in_scope(|| session.execute(now, batch));
-    let plan = episode_plan(&shared, &id, rec, consumed, result, false, now);
+    let plan = episode_plan(shared, &id, rec, consumed, result, false, now);
     Ok((Some(plan), msgs))
 }
 
@@ -560,11 +540,10 @@ pub(crate) async fn write_effects(
 }
 
 /// Applies a committed plan to the in-memory state.
-pub(crate) fn applied(part: &mut Partition, plan: InstancePlan) {
-    let shared = part.shared.clone();
+pub(crate) fn applied(shared: &Shared, slot: &mut Option<InstanceSlot>, plan: InstancePlan) {
     shared.metrics.episodes.fetch_add(1, Ordering::Relaxed);
     if let Some(rec) = plan.record
-        && let Some(slot) = part.instances.get_mut(&plan.id)
+        && let Some(slot) = slot
     {
         if plan.finished {
             slot.session = None;
@@ -581,13 +560,13 @@ pub(crate) fn applied(part: &mut Partition, plan: InstancePlan) {
 /// limits (for example a huge output or too many actions): the same messages are consumed,
 /// the instance fails with `TransactionTooLarge`, nothing else is written.
 pub(crate) fn too_large_plan(
-    part: &mut Partition,
+    shared: &Shared,
+    slot: &mut Option<InstanceSlot>,
     plan: InstancePlan,
     error: &StoreError,
 ) -> InstancePlan {
-    let shared = part.shared.clone();
     let now = shared.clock.now();
-    let cached = part.instances.get_mut(&plan.id).and_then(|slot| {
+    let cached = slot.as_mut().and_then(|slot| {
         slot.session = None;
         slot.record.clone()
     });
@@ -607,7 +586,7 @@ pub(crate) fn too_large_plan(
     };
     let r = failed_record(&base, &f, now);
     finish_plan(
-        &shared,
+        shared,
         plan.id,
         plan.consumed,
         first_seq,

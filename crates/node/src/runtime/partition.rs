@@ -1,49 +1,36 @@
-//! The partition actor: owns one partition's lease, its pending inbox messages, its timers and
-//! the in-memory instance and entity state of its ids. It processes messages in rounds: every
-//! instance and entity with new messages runs one episode (or one operation batch), and the
-//! round's transactions commit concurrently (one transaction per episode), so the store's
-//! group commit batches them. Nothing here polls: the actor sleeps until a message arrives or
-//! its earliest timer is due.
+//! The partition actor's state: the partition's lease, its pending inbox messages, its timers
+//! and the instance and entity actors of its ids. It processes messages in rounds: every
+//! instance and entity with new messages gets one run (one episode, or one operation batch)
+//! in its own actor, and the runs' transactions commit concurrently (one transaction per
+//! episode), so the store's group commit batches them. Nothing here polls: the actor sleeps
+//! until a message arrives or its earliest timer is due.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use perdure_core::{EntityId, InstanceId, Timestamp};
+use perdure_core::Timestamp;
+use ractor::ActorRef;
 use tokio::time::Instant;
 
-use super::entity::{self, EntityPlan, EntitySlot};
-use super::instance::{self, InstancePlan, InstanceSlot};
-use super::outbox::Outbox;
+use super::partition_actor::ActorMsg;
+use super::target_actor::{self, Ran, TargetArgs, TargetMsg};
 use super::{PartitionMsg, Shared};
 use crate::state::records::{InboxMessage, Target};
 use crate::state::{leases, queues};
 use crate::store::{StoreError, transact};
 
-/// Commits in flight per partition at most.
-const MAX_PLANS_PER_ROUND: usize = 512;
-
-/// A finished commit: its target, its plan and the outcome.
-pub(crate) type Done = (Target, Arc<Plan>, Result<Committed, StoreError>);
-
-/// Where a finished commit is reported (the partition actor's mailbox).
-pub(crate) type DoneFn = Arc<dyn Fn(Done) + Send + Sync>;
+/// Runs in flight per partition at most.
+const MAX_RUNS_IN_FLIGHT: usize = 512;
 
 /// A message with its store key.
 pub(crate) type Keyed = (Vec<u8>, InboxMessage);
 
-/// One prepared transaction.
-pub(crate) enum Plan {
-    Instance(Box<InstancePlan>),
-    Entity(EntityPlan),
-}
-
-/// The outcome of a commit attempt.
-pub(crate) enum Committed {
-    /// Committed; deliver the outbox.
-    Done(Outbox),
-    /// A consumed message was already gone: nothing was written.
-    Stale,
+/// The partition's handle on one instance or entity actor.
+struct Resident {
+    actor: ActorRef<TargetMsg>,
+    /// Last run, for passivation.
+    last_used: Instant,
 }
 
 /// The state of one partition actor.
@@ -55,11 +42,11 @@ pub struct Partition {
     known: HashSet<Vec<u8>>,
     dirty: VecDeque<Target>,
     dirty_set: HashSet<Target>,
-    /// Targets with a commit in flight.
+    /// Targets with a run in flight.
     busy: HashSet<Target>,
     timers: BTreeMap<(Timestamp, Vec<u8>), InboxMessage>,
-    pub(crate) instances: HashMap<InstanceId, InstanceSlot>,
-    pub(crate) entities: HashMap<EntityId, EntitySlot>,
+    /// The live instance and entity actors.
+    residents: HashMap<Target, Resident>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -112,8 +99,7 @@ impl Partition {
             dirty_set: HashSet::new(),
             busy: HashSet::new(),
             timers: BTreeMap::new(),
-            instances: HashMap::new(),
-            entities: HashMap::new(),
+            residents: HashMap::new(),
         };
         Ok(me)
     }
@@ -196,7 +182,7 @@ impl Partition {
         Ok(())
     }
 
-    /// Commits in flight.
+    /// Runs in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.busy.len()
     }
@@ -252,12 +238,8 @@ impl Partition {
                 }
             }
             PartitionMsg::Forget(id) => {
-                if self.instances.remove(&id).is_some() {
-                    self.shared
-                        .metrics
-                        .active_instances
-                        .fetch_sub(1, Ordering::Relaxed);
-                }
+                // A run in flight still reports; the next one starts a fresh actor.
+                self.passivate(&Target::Instance(id));
             }
             PartitionMsg::Shutdown(s) => return Some(s),
         }
@@ -291,282 +273,162 @@ impl Partition {
         .await
     }
 
+    /// Stops the actor of a target (its queued run, if any, finishes first).
+    fn passivate(&mut self, t: &Target) {
+        if let Some(r) = self.residents.remove(t) {
+            let _ = r.actor.cast(TargetMsg::Passivate);
+            self.gauge(t).fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The gauge that counts the live actors of a target's kind.
+    fn gauge(&self, t: &Target) -> &std::sync::atomic::AtomicI64 {
+        match t {
+            Target::Instance(_) => &self.shared.metrics.active_instances,
+            Target::Entity(_) => &self.shared.metrics.active_entities,
+        }
+    }
+
+    /// Whether a target's actor can be stopped now: no run in flight, nothing pending.
+    fn idle(&self, t: &Target) -> bool {
+        !self.busy.contains(t) && !self.pending.contains_key(t)
+    }
+
+    /// Passivates the actors unused for the configured idle time.
     pub(crate) fn passivate_idle(&mut self) {
         let idle = self.shared.opts.idle_passivation;
-        let before = self.instances.len();
-        let pending = &self.pending;
-        self.instances.retain(|id, s| {
-            s.last_used.elapsed() < idle || pending.contains_key(&Target::Instance(id.clone()))
-        });
-        let removed = before - self.instances.len();
-        self.shared
-            .metrics
-            .active_instances
-            .fetch_sub(removed as i64, Ordering::Relaxed);
-        self.entities.retain(|id, s| {
-            s.last_used.elapsed() < idle || pending.contains_key(&Target::Entity(id.clone()))
-        });
+        let stale: Vec<Target> = self
+            .residents
+            .iter()
+            .filter(|(t, r)| r.last_used.elapsed() >= idle && self.idle(t))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in stale {
+            self.passivate(&t);
+        }
     }
 
-    /// Keeps the number of live instances under the bound by passivating the least recently
-    /// used ones without pending messages.
+    /// Stops every actor (the partition stops).
+    pub(crate) fn passivate_all(&mut self) {
+        let all: Vec<Target> = self.residents.keys().cloned().collect();
+        for t in all {
+            self.passivate(&t);
+        }
+    }
+
+    /// Keeps the number of live actors under the bound by passivating the least recently used
+    /// ones that are idle.
     fn enforce_bound(&mut self) {
         let max = self.shared.opts.max_active_per_partition.get();
-        if self.instances.len() <= max {
+        if self.residents.len() <= max {
             return;
         }
-        let mut by_age: Vec<(Instant, InstanceId)> = self
-            .instances
+        let mut by_age: Vec<(Instant, Target)> = self
+            .residents
             .iter()
-            .map(|(id, s)| (s.last_used, id.clone()))
+            .filter(|(t, _)| self.idle(t))
+            .map(|(t, r)| (r.last_used, t.clone()))
             .collect();
         by_age.sort();
-        let excess = self.instances.len() - max;
-        let mut removed = 0;
-        for (_, id) in by_age {
-            if removed >= excess {
-                break;
-            }
-            if self.pending.contains_key(&Target::Instance(id.clone())) {
-                continue;
-            }
-            self.instances.remove(&id);
-            removed += 1;
+        let excess = self.residents.len() - max;
+        for (_, t) in by_age.into_iter().take(excess) {
+            self.passivate(&t);
         }
-        self.shared
-            .metrics
-            .active_instances
-            .fetch_sub(removed as i64, Ordering::Relaxed);
     }
 
-    /// Prepares the next episode (or entity batch) of every dirty target that has no commit
-    /// in flight, and starts their commits. Commits of different targets overlap, and a
-    /// target's next episode starts as soon as its previous commit is done (pipelining), so
-    /// the store's group commit sees many transactions at once.
-    pub(crate) async fn launch(&mut self, done: &DoneFn) -> Result<(), StoreError> {
-        while !self.dirty.is_empty() && self.busy.len() < MAX_PLANS_PER_ROUND {
-            let n = self.dirty.len().min(MAX_PLANS_PER_ROUND - self.busy.len());
+    /// Hands the pending messages of every dirty target that has no run in flight to its
+    /// actor (spawning it if needed). Runs of different targets overlap, and a target's next
+    /// run starts as soon as its previous one reported (pipelining), so the store's group
+    /// commit sees many transactions at once.
+    pub(crate) fn launch(&mut self, myself: &ActorRef<ActorMsg>) -> Result<(), StoreError> {
+        while !self.dirty.is_empty() && self.busy.len() < MAX_RUNS_IN_FLIGHT {
+            let n = self.dirty.len().min(MAX_RUNS_IN_FLIGHT - self.busy.len());
             let targets: Vec<Target> = self.dirty.drain(..n).collect();
             for t in targets {
                 self.dirty_set.remove(&t);
                 if self.busy.contains(&t) {
-                    // Marked dirty again when its commit completes.
+                    // Marked dirty again when its run reports.
                     continue;
                 }
                 let Some(msgs) = self.pending.remove(&t) else {
                     continue;
                 };
-                let (plan, leftover) = match &t {
-                    Target::Instance(id) => {
-                        let (p, l) = instance::prepare(self, id.clone(), msgs).await?;
-                        (p.map(|p| Plan::Instance(Box::new(p))), l)
+                let mut msgs = Some(msgs);
+                // A send fails only if the actor stopped by itself; one fresh actor is tried.
+                for _ in 0..2 {
+                    let Some(m) = msgs.take() else { break };
+                    let actor = self.resident(&t, myself)?;
+                    match actor.send_message(TargetMsg::Run(m)) {
+                        Ok(()) => {}
+                        Err(ractor::MessagingErr::SendErr(TargetMsg::Run(m))) => {
+                            self.passivate(&t);
+                            msgs = Some(m);
+                        }
+                        Err(_) => {}
                     }
-                    Target::Entity(id) => {
-                        let (p, l) = entity::prepare(self, id.clone(), msgs).await?;
-                        (p.map(Plan::Entity), l)
-                    }
-                };
-                self.requeue_front(&t, leftover);
-                let Some(plan) = plan else { continue };
-                self.busy.insert(t.clone());
-                let shared = self.shared.clone();
-                let (p, epoch) = (self.partition, self.epoch);
-                let commit_done = done.clone();
-                tokio::spawn(async move {
-                    let started = std::time::Instant::now();
-                    let plan = Arc::new(plan);
-                    let r = commit(shared.clone(), p, epoch, plan.clone()).await;
-                    shared.metrics.commit_latency.observe(started.elapsed());
-                    commit_done((t, plan, r));
-                });
+                }
+                if let Some(m) = msgs {
+                    tracing::error!(partition = self.partition, target = ?t, "actor refuses messages");
+                    self.pending.insert(t, m);
+                    return Err(StoreError::Unavailable(
+                        "an instance or entity actor refused its messages".into(),
+                    ));
+                }
+                self.busy.insert(t);
             }
         }
         self.enforce_bound();
         Ok(())
     }
 
-    /// Applies the outcome of one commit.
-    pub(crate) async fn complete(
-        &mut self,
-        t: Target,
-        plan: Arc<Plan>,
-        r: Result<Committed, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.busy.remove(&t);
-        let p = self.partition;
-        let plan = Arc::try_unwrap(plan).map_err(|_| StoreError::Conflict)?;
-        match r {
-            Ok(Committed::Done(out)) => {
-                self.shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                match plan {
-                    Plan::Instance(ip) => {
-                        for (k, _) in &ip.consumed {
-                            self.known.remove(k);
-                        }
-                        instance::applied(self, *ip);
-                    }
-                    Plan::Entity(ep) => {
-                        for (k, _) in &ep.consumed {
-                            self.known.remove(k);
-                        }
-                        entity::applied(self, ep);
-                    }
-                }
-                self.shared.dispatch(out);
-            }
-            Err(e @ StoreError::LimitExceeded { .. }) => {
-                // Rerunning cannot help: only this instance (or entity batch) fails.
-                tracing::error!(partition = p, target = ?t, error = %e, "episode over the store's limits");
-                self.fail_too_large(&t, plan, &e).await?;
-            }
-            Ok(Committed::Stale) | Err(_) => {
-                if let Err(e) = &r {
-                    if matches!(e, StoreError::Fenced { .. } | StoreError::Corrupt { .. }) {
-                        return r.map(|_| ());
-                    }
-                    tracing::warn!(partition = p, error = %e, "commit failed; rerunning");
-                    self.shared
-                        .metrics
-                        .episode_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                // Forget the in-memory state (the store is the truth) and rerun with the
-                // messages that are still in the store.
-                let consumed = match plan {
-                    Plan::Instance(ip) => {
-                        if self.instances.remove(&ip.id).is_some() {
-                            self.shared
-                                .metrics
-                                .active_instances
-                                .fetch_sub(1, Ordering::Relaxed);
-                        }
-                        ip.consumed
-                    }
-                    Plan::Entity(ep) => {
-                        self.entities.remove(&ep.id);
-                        ep.consumed
-                    }
-                };
-                let mut keep: VecDeque<Keyed> = consumed.into_iter().collect();
-                if matches!(r, Ok(Committed::Stale)) {
-                    keep = self.drop_missing(keep).await?;
-                }
-                self.requeue_front(&t, keep);
-            }
-        }
-        if self.pending.contains_key(&t) {
-            self.mark_dirty(t);
-        }
-        Ok(())
-    }
-
-    /// Commits the failure of an instance whose episode was over the store's limits; for an
-    /// entity batch, drops its messages (callers get a failure).
-    async fn fail_too_large(
+    /// The actor of a target, spawned if it has none.
+    fn resident(
         &mut self,
         t: &Target,
-        plan: Plan,
-        e: &StoreError,
-    ) -> Result<(), StoreError> {
-        let replacement = match plan {
-            Plan::Instance(ip) => Some(Plan::Instance(Box::new(instance::too_large_plan(
-                self, *ip, e,
-            )))),
-            Plan::Entity(ep) => entity::too_large_plan(self, ep, e).map(Plan::Entity),
-        };
-        let Some(plan) = replacement else {
-            return Ok(());
-        };
-        let plan = Arc::new(plan);
-        match commit(
-            self.shared.clone(),
-            self.partition,
-            self.epoch,
-            plan.clone(),
-        )
-        .await?
-        {
-            Committed::Done(out) => {
-                let plan = Arc::try_unwrap(plan).map_err(|_| StoreError::Conflict)?;
-                match plan {
-                    Plan::Instance(ip) => {
-                        for (k, _) in &ip.consumed {
-                            self.known.remove(k);
-                        }
-                        instance::applied(self, *ip);
-                    }
-                    Plan::Entity(ep) => {
-                        for (k, _) in &ep.consumed {
-                            self.known.remove(k);
-                        }
-                        entity::applied(self, ep);
-                    }
-                }
-                self.shared.dispatch(out);
-            }
-            Committed::Stale => {
-                self.instances
-                    .retain(|id, _| Target::Instance(id.clone()) != *t);
-            }
+        myself: &ActorRef<ActorMsg>,
+    ) -> Result<ActorRef<TargetMsg>, StoreError> {
+        if let Some(r) = self.residents.get_mut(t) {
+            r.last_used = Instant::now();
+            return Ok(r.actor.clone());
+        }
+        let actor = target_actor::spawn(TargetArgs {
+            shared: self.shared.clone(),
+            partition: self.partition,
+            epoch: self.epoch,
+            target: t.clone(),
+            report: myself.clone(),
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start an actor: {e}").into()))?;
+        self.gauge(t).fetch_add(1, Ordering::Relaxed);
+        self.residents.insert(
+            t.clone(),
+            Resident {
+                actor: actor.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(actor)
+    }
+
+    /// Takes the report of one run.
+    pub(crate) fn complete(&mut self, ran: Ran) -> Result<(), StoreError> {
+        let Ran {
+            target,
+            gone,
+            requeue,
+            fatal,
+        } = ran;
+        self.busy.remove(&target);
+        for k in &gone {
+            self.known.remove(k);
+        }
+        self.requeue_front(&target, requeue);
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if self.pending.contains_key(&target) {
+            self.mark_dirty(target);
         }
         Ok(())
     }
-
-    async fn drop_missing(&mut self, msgs: VecDeque<Keyed>) -> Result<VecDeque<Keyed>, StoreError> {
-        let keys: Vec<Vec<u8>> = msgs.iter().map(|(k, _)| k.clone()).collect();
-        let present = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-            let keys = keys.clone();
-            Box::pin(async move {
-                let mut out = Vec::with_capacity(keys.len());
-                for k in &keys {
-                    out.push(tx.get(k).await?.is_some());
-                }
-                Ok(out)
-            })
-        })
-        .await?;
-        let mut keep = VecDeque::new();
-        for ((k, m), here) in msgs.into_iter().zip(present) {
-            if here {
-                keep.push_back((k, m));
-            } else {
-                self.known.remove(&k);
-            }
-        }
-        Ok(keep)
-    }
-}
-
-async fn commit(
-    shared: Arc<Shared>,
-    partition: u32,
-    epoch: u64,
-    plan: Arc<Plan>,
-) -> Result<Committed, StoreError> {
-    let sh = shared.clone();
-    transact(shared.store.as_ref(), &shared.retry, move |tx| {
-        let (sh, plan) = (sh.clone(), plan.clone());
-        Box::pin(async move {
-            leases::check(tx, partition, epoch).await?;
-            let consumed = match plan.as_ref() {
-                Plan::Instance(p) => &p.consumed,
-                Plan::Entity(p) => &p.consumed,
-            };
-            for (k, _) in consumed {
-                if tx.get(k).await?.is_none() {
-                    return Ok(Committed::Stale);
-                }
-            }
-            for (k, m) in consumed {
-                queues::remove(tx, k, m);
-            }
-            let out = match plan.as_ref() {
-                Plan::Instance(p) => instance::write(tx, &sh, partition, p).await?,
-                Plan::Entity(p) => entity::write(tx, &sh, p).await?,
-            };
-            Ok(Committed::Done(out))
-        })
-    })
-    .await
 }

@@ -1,9 +1,9 @@
 //! The partition actor (ractor): owns one partition's [`Partition`] state and processes its
-//! mailbox one message at a time. Commits run as tasks and report back to the mailbox, so
-//! the actor keeps preparing other episodes while they wait for the store (pipelining). The
-//! earliest timer is armed as one sleeping task that sends `TimerDue`; nothing polls.
+//! mailbox one message at a time. Episodes run in the instance and entity actors it owns,
+//! which report back to its mailbox, so the partition keeps handing out work while they wait
+//! for the store (pipelining). The earliest timer is armed as one sleeping task that sends
+//! `TimerDue`; nothing polls.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use perdure_core::Timestamp;
@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::PartitionMsg;
-use super::partition::{Done, DoneFn, Partition};
+use super::partition::Partition;
+use super::target_actor::Ran;
 use crate::store::StoreError;
 
 /// The messages of a partition actor.
@@ -21,8 +22,8 @@ pub(crate) enum ActorMsg {
     External(PartitionMsg),
     /// Recover the inbox, timers and activity queue, then answer.
     Recover(oneshot::Sender<Result<(), StoreError>>),
-    /// A commit finished.
-    Committed(Done),
+    /// An instance or entity actor finished a run.
+    Ran(Ran),
     /// The armed timer is due.
     TimerDue(u64),
     /// Renew the lease.
@@ -36,7 +37,7 @@ impl std::fmt::Debug for ActorMsg {
         f.write_str(match self {
             Self::External(_) => "External",
             Self::Recover(_) => "Recover",
-            Self::Committed(_) => "Committed",
+            Self::Ran(_) => "Ran",
             Self::TimerDue(_) => "TimerDue",
             Self::Renew => "Renew",
             Self::Sweep => "Sweep",
@@ -47,7 +48,6 @@ impl std::fmt::Debug for ActorMsg {
 /// The actor's state: the partition plus the actor's own bookkeeping.
 pub(crate) struct ActorState {
     part: Partition,
-    done: DoneFn,
     /// The armed wake-up: its due time, generation and sleeping task.
     wake: Option<(Timestamp, u64, JoinHandle<()>)>,
     generation: u64,
@@ -71,17 +71,12 @@ impl Actor for PartitionActor {
     ) -> Result<ActorState, ActorProcessingErr> {
         let renew = part.shared.opts.partition_lease / 3;
         let sweep = part.shared.opts.idle_passivation;
-        let me = myself.clone();
-        let done: DoneFn = Arc::new(move |d| {
-            let _ = me.cast(ActorMsg::Committed(d));
-        });
         let intervals = vec![
             myself.send_interval(renew, || ActorMsg::Renew),
             myself.send_interval(sweep, || ActorMsg::Sweep),
         ];
         Ok(ActorState {
             part,
-            done,
             wake: None,
             generation: 0,
             shutdown: None,
@@ -100,6 +95,7 @@ impl Actor for PartitionActor {
         if let Some((_, _, h)) = state.wake.take() {
             h.abort();
         }
+        state.part.passivate_all();
         let p = state.part.partition;
         if let Some(e) = state.part.shared.epochs.get(p as usize) {
             e.store(0, Ordering::Release);
@@ -136,7 +132,7 @@ impl Actor for PartitionActor {
                     None => Ok(()),
                 }
             }
-            ActorMsg::Committed((t, plan, r)) => st.part.complete(t, plan, r).await,
+            ActorMsg::Ran(ran) => st.part.complete(ran),
             ActorMsg::TimerDue(g) => {
                 if st.wake.as_ref().is_some_and(|(_, wg, _)| *wg == g) {
                     st.wake = None;
@@ -156,8 +152,7 @@ impl Actor for PartitionActor {
             return Ok(());
         }
         if st.shutdown.is_none() {
-            let done = st.done.clone();
-            if let Err(e) = st.part.launch(&done).await {
+            if let Err(e) = st.part.launch(&myself) {
                 tracing::error!(partition = st.part.partition, error = %e, "partition stops");
                 myself.stop(None);
                 return Ok(());

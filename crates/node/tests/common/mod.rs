@@ -83,3 +83,14 @@ pub async fn until_status(node: &NodeHandle, id: &InstanceId, want: Orchestratio
     }
     panic!("instance {id} never reached {want}");
 }
+
+/// Raises the `Approval` event with a bool.
+pub async fn approve(node: &NodeHandle, id: &InstanceId, approved: bool) {
+    node.raise_event(
+        id.clone(),
+        "Approval".into(),
+        Some(Payload::json(&approved).unwrap()),
+    )
+    .await
+    .expect("event accepted");
+}

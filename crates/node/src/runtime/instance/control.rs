@@ -6,16 +6,18 @@ use perdure_core::{
     Timestamp,
 };
 
-use super::{Effect, InstancePlan, episode_plan, failed_record, finish_plan, load_history};
+use super::{
+    Effect, InstancePlan, InstanceSlot, episode_plan, failed_record, finish_plan, load_history,
+};
 use crate::runtime::Shared;
 use crate::runtime::executor::EpisodeResult;
-use crate::runtime::partition::{Keyed, Partition};
+use crate::runtime::partition::Keyed;
 use crate::state::records::{MessageBody, Target};
 use crate::store::StoreError;
 
 pub(super) async fn control_message(
     shared: &Shared,
-    part: &mut Partition,
+    slot: &mut InstanceSlot,
     id: &InstanceId,
     mut consumed: Vec<Keyed>,
     (k, m): Keyed,
@@ -23,9 +25,6 @@ pub(super) async fn control_message(
 ) -> Result<InstancePlan, StoreError> {
     let body = m.body.clone();
     consumed.push((k, m));
-    let Some(slot) = part.instances.get_mut(id) else {
-        return Ok(InstancePlan::drop_only(id.clone(), consumed));
-    };
     let Some(rec) = slot.record.clone() else {
         return Ok(InstancePlan::drop_only(id.clone(), consumed));
     };

@@ -1,0 +1,92 @@
+//! The transaction of one episode (or entity batch): it checks the partition's lease, checks
+//! that every consumed message is still there, removes them, and writes the plan (history,
+//! record, indexes, the messages it sends) — all or nothing.
+
+use std::sync::Arc;
+
+use super::Shared;
+use super::entity::{self, EntityPlan};
+use super::instance::{self, InstancePlan};
+use super::outbox::Outbox;
+use super::partition::Keyed;
+use crate::state::{leases, queues};
+use crate::store::{StoreError, transact};
+
+/// One prepared transaction.
+pub(crate) enum Plan {
+    Instance(Box<InstancePlan>),
+    Entity(EntityPlan),
+}
+
+impl Plan {
+    /// The inbox messages the transaction consumes.
+    pub(crate) fn consumed(&self) -> &[Keyed] {
+        match self {
+            Self::Instance(p) => &p.consumed,
+            Self::Entity(p) => &p.consumed,
+        }
+    }
+
+    /// Takes the consumed messages out of the plan.
+    pub(crate) fn into_consumed(self) -> Vec<Keyed> {
+        match self {
+            Self::Instance(p) => p.consumed,
+            Self::Entity(p) => p.consumed,
+        }
+    }
+}
+
+/// The outcome of a commit attempt.
+pub(crate) enum Committed {
+    /// Committed; deliver the outbox.
+    Done(Outbox),
+    /// A consumed message was already gone: nothing was written.
+    Stale,
+}
+
+/// Commits a plan under the partition's lease epoch.
+pub(crate) async fn commit(
+    shared: &Arc<Shared>,
+    partition: u32,
+    epoch: u64,
+    plan: Arc<Plan>,
+) -> Result<Committed, StoreError> {
+    let sh = shared.clone();
+    transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let (sh, plan) = (sh.clone(), plan.clone());
+        Box::pin(async move {
+            leases::check(tx, partition, epoch).await?;
+            let consumed = plan.consumed();
+            for (k, _) in consumed {
+                if tx.get(k).await?.is_none() {
+                    return Ok(Committed::Stale);
+                }
+            }
+            for (k, m) in consumed {
+                queues::remove(tx, k, m);
+            }
+            let out = match plan.as_ref() {
+                Plan::Instance(p) => instance::write(tx, &sh, partition, p).await?,
+                Plan::Entity(p) => entity::write(tx, &sh, p).await?,
+            };
+            Ok(Committed::Done(out))
+        })
+    })
+    .await
+}
+
+/// Which of these messages are still in the store.
+pub(crate) async fn still_stored(shared: &Shared, msgs: &[Keyed]) -> Result<Vec<bool>, StoreError> {
+    let keys: Vec<Vec<u8>> = msgs.iter().map(|(k, _)| k.clone()).collect();
+    transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let keys = keys.clone();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in &keys {
+                out.push(tx.get(k).await?.is_some());
+            }
+            Ok(out)
+        })
+    })
+    .await
+}
