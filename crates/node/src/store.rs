@@ -56,6 +56,15 @@ impl KeyRange {
         }
     }
 
+    /// The range as bounds over byte slices, to look it up in ordered maps keyed by any
+    /// type that borrows as `[u8]`.
+    pub fn bounds(&self) -> (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) {
+        (
+            std::ops::Bound::Included(self.begin.as_slice()),
+            std::ops::Bound::Excluded(self.end.as_slice()),
+        )
+    }
+
     /// Whether `key` is inside the range.
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.begin.as_slice() && key < self.end.as_slice()

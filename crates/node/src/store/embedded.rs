@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Slice, Snapshot};
 
 use self::committer::{Changes, Committer, ReadSet};
 use self::versions::{ReadVersion, Versions};
@@ -159,8 +159,9 @@ struct EmbeddedTransaction {
     reads: ReadSet,
     /// Ranges cleared by this transaction (before the writes in `writes`).
     cleared: Vec<KeyRange>,
-    /// This transaction's key writes; `None` clears.
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// This transaction's key writes; `None` clears. Kept as fjall slices so the committer
+    /// hands them to the memtable and its conflict table without copying.
+    writes: BTreeMap<Slice, Option<Slice>>,
     tx_bytes: usize,
 }
 
@@ -188,7 +189,7 @@ impl EmbeddedTransaction {
         } else {
             Box::new(stored)
         };
-        let own = self.writes.range(range.begin.clone()..range.end.clone());
+        let own = self.writes.range::<[u8], _>(range.bounds());
         let own: OwnWrites<'_> = if reverse {
             Box::new(own.rev())
         } else {
@@ -225,7 +226,7 @@ impl EmbeddedTransaction {
             };
             if take_own {
                 if let Some((k, Some(v))) = own.next() {
-                    out.push((k.clone(), v.clone()));
+                    out.push((k.to_vec(), v.to_vec()));
                 }
             } else if let Some(pair) = pending.take() {
                 out.push(pair);
@@ -237,7 +238,7 @@ impl EmbeddedTransaction {
 }
 
 /// This transaction's writes in a range, in read order.
-type OwnWrites<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a>;
+type OwnWrites<'a> = Box<dyn Iterator<Item = (&'a Slice, &'a Option<Slice>)> + 'a>;
 
 /// The smallest key after `key`.
 fn key_after(key: &[u8]) -> Vec<u8> {
@@ -251,7 +252,7 @@ fn key_after(key: &[u8]) -> Vec<u8> {
 impl Transaction for EmbeddedTransaction {
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(own) = self.writes.get(key) {
-            return Ok(own.clone());
+            return Ok(own.as_ref().map(|v| v.to_vec()));
         }
         if self.cleared.iter().any(|r| r.contains(key)) {
             return Ok(None);
@@ -289,21 +290,22 @@ impl Transaction for EmbeddedTransaction {
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         check_write(key, value, &mut self.tx_bytes)?;
-        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+        self.writes
+            .insert(Slice::from(key), Some(Slice::from(value)));
         Ok(())
     }
 
     fn clear(&mut self, key: &[u8]) {
-        self.writes.insert(key.to_vec(), None);
+        self.writes.insert(Slice::from(key), None);
     }
 
     fn clear_range(&mut self, range: &KeyRange) {
         if range.begin >= range.end {
             return;
         }
-        let inside: Vec<Vec<u8>> = self
+        let inside: Vec<Slice> = self
             .writes
-            .range(range.begin.clone()..range.end.clone())
+            .range::<[u8], _>(range.bounds())
             .map(|(k, _)| k.clone())
             .collect();
         for key in inside {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use fjall::{Database, Keyspace, PersistMode};
+use fjall::{Database, Keyspace, PersistMode, Slice};
 use tokio::sync::{oneshot, watch};
 
 use super::fjall_error;
@@ -48,7 +48,7 @@ pub(super) struct Changes {
     /// Range clears, applied before `writes`, to the data as of commit time.
     pub(super) cleared: Vec<KeyRange>,
     /// Key writes (`None` clears the key).
-    pub(super) writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(super) writes: BTreeMap<Slice, Option<Slice>>,
 }
 
 /// A transaction handed to the committer, and where to send its outcome.
@@ -163,14 +163,18 @@ struct State {
     versions: Arc<Versions>,
     /// The last commit version assigned.
     version: u64,
-    /// Recently written keys and the version that last wrote each.
-    recent: BTreeMap<Vec<u8>, u64>,
+    /// Recently written keys and the version that last wrote each. The keys share their
+    /// bytes with the memtable entries (fjall slices are reference counted).
+    recent: BTreeMap<Slice, u64>,
     /// The keys each recent version wrote, oldest first, to forget them in order.
-    by_version: VecDeque<(u64, Vec<Vec<u8>>)>,
+    by_version: VecDeque<(u64, Vec<Slice>)>,
     /// Write versions at or below this have been forgotten.
     floor: u64,
     durable: watch::Sender<Option<u64>>,
 }
+
+/// Accepted writes waiting to be applied: key and new value (`None` removes).
+type Pending = Vec<(Slice, Option<Slice>)>;
 
 /// Where a transaction's outcome goes.
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -227,8 +231,9 @@ impl State {
             unapplied: 0,
             applied_any: false,
         };
-        let mut combined: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let mut combined_bytes = 0usize;
+        // The writes of the accepted transactions not yet applied, in commit order.
+        let mut pending: Pending = Vec::new();
+        let mut pending_bytes = 0usize;
         for request in batch {
             let CommitRequest {
                 changes:
@@ -247,11 +252,11 @@ impl State {
             drop(read);
             // A range clear applies to the data as of commit time, which must include the
             // transactions before it in this batch: write those first.
-            if !cleared.is_empty() && !combined.is_empty() {
-                self.apply(&mut combined, &mut outcomes);
-                combined_bytes = 0;
+            if !cleared.is_empty() && !pending.is_empty() {
+                self.apply(&mut pending, &mut outcomes);
+                pending_bytes = 0;
             }
-            let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            let mut cleared_keys: Vec<Slice> = Vec::new();
             let mut failed = None;
             'ranges: for range in &cleared {
                 for guard in self
@@ -259,7 +264,7 @@ impl State {
                     .range(range.begin.as_slice()..range.end.as_slice())
                 {
                     match guard.key() {
-                        Ok(key) => changes.push((key.to_vec(), None)),
+                        Ok(key) => cleared_keys.push(key),
                         Err(e) => {
                             failed = Some(fjall_error(e));
                             break 'ranges;
@@ -271,23 +276,26 @@ impl State {
                 outcomes.list.push((reply, Err(e)));
                 continue;
             }
-            changes.extend(writes);
             self.version += 1;
-            let mut written = Vec::with_capacity(changes.len());
+            let mut written = Vec::with_capacity(cleared_keys.len() + writes.len());
+            let changes = cleared_keys
+                .into_iter()
+                .map(|key| (key, None))
+                .chain(writes);
             for (key, value) in changes {
-                combined_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+                pending_bytes += key.len() + value.as_ref().map_or(0, |v| v.len());
                 self.recent.insert(key.clone(), self.version);
                 written.push(key.clone());
-                combined.insert(key, value);
+                pending.push((key, value));
             }
             self.by_version.push_back((self.version, written));
             outcomes.list.push((reply, Ok(())));
-            if combined_bytes > MAX_APPLY_BYTES {
-                self.apply(&mut combined, &mut outcomes);
-                combined_bytes = 0;
+            if pending_bytes > MAX_APPLY_BYTES {
+                self.apply(&mut pending, &mut outcomes);
+                pending_bytes = 0;
             }
         }
-        self.apply(&mut combined, &mut outcomes);
+        self.apply(&mut pending, &mut outcomes);
         if outcomes.applied_any {
             let synced = self.version;
             match self.db.persist(PersistMode::SyncData) {
@@ -306,24 +314,29 @@ impl State {
         outcomes
     }
 
-    /// Writes the combined changes as one atomic fjall batch and publishes the version.
-    fn apply(
-        &mut self,
-        combined: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-        outcomes: &mut Outcomes,
-    ) {
+    /// Writes the pending changes as one atomic fjall batch and publishes the version.
+    /// A key written by several transactions of the batch gets the last one's write: one
+    /// fjall batch has one sequence number, so it may hold each key once.
+    fn apply(&mut self, pending: &mut Pending, outcomes: &mut Outcomes) {
         let from = outcomes.unapplied;
         outcomes.unapplied = outcomes.list.len();
-        if combined.is_empty() {
+        if pending.is_empty() {
             return;
         }
-        let mut batch = self.db.batch();
-        for (key, value) in std::mem::take(combined) {
+        // Stable: equal keys stay in commit order, and the last of each run wins.
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), pending.len());
+        let mut changes = pending.drain(..).peekable();
+        while let Some((key, value)) = changes.next() {
+            if changes.peek().is_some_and(|(next, _)| *next == key) {
+                continue;
+            }
             match value {
                 Some(value) => batch.insert(&self.keyspace, key, value),
                 None => batch.remove(&self.keyspace, key),
             }
         }
+        drop(changes);
         match batch.commit() {
             Ok(()) => {
                 self.versions.publish(self.version);
@@ -349,12 +362,12 @@ impl State {
         reads
             .keys
             .iter()
-            .any(|k| self.recent.get(k).is_some_and(newer))
+            .any(|k| self.recent.get(k.as_slice()).is_some_and(newer))
             || reads.ranges.iter().any(|r| {
                 r.begin < r.end
                     && self
                         .recent
-                        .range(r.begin.clone()..r.end.clone())
+                        .range::<[u8], _>(r.bounds())
                         .any(|(_, v)| newer(v))
             })
     }
@@ -379,5 +392,83 @@ impl State {
             }
         }
         self.floor = self.floor.max(floor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fjall::{KeyspaceCreateOptions, Readable};
+
+    use super::*;
+
+    /// A committer state on a fresh database, driven directly (no thread), so a test
+    /// decides exactly which transactions share a batch.
+    fn state(dir: &std::path::Path) -> anyhow::Result<State> {
+        let db = Database::builder(dir).manual_journal_persist(true).open()?;
+        let keyspace = db.keyspace("test", KeyspaceCreateOptions::default)?;
+        let (durable, _) = watch::channel(Some(0));
+        Ok(State {
+            db,
+            keyspace,
+            versions: Arc::new(Versions::default()),
+            version: 0,
+            recent: BTreeMap::new(),
+            by_version: VecDeque::new(),
+            floor: 0,
+            durable,
+        })
+    }
+
+    /// A blind write of `writes` (`None` removes), with its outcome's receiver.
+    fn request(
+        state: &State,
+        writes: &[(&[u8], Option<&[u8]>)],
+    ) -> (CommitRequest, oneshot::Receiver<Result<(), StoreError>>) {
+        let (reply, outcome) = oneshot::channel();
+        let writes = writes
+            .iter()
+            .map(|(k, v)| (Slice::from(*k), v.map(Slice::from)))
+            .collect();
+        let changes = Changes {
+            read: state.versions.open_reader(),
+            reads: ReadSet::default(),
+            cleared: Vec::new(),
+            writes,
+        };
+        (CommitRequest { changes, reply }, outcome)
+    }
+
+    #[test]
+    fn a_key_written_twice_in_one_batch_keeps_the_last_write() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut state = state(dir.path())?;
+        let (first, first_outcome) = request(
+            &state,
+            &[(b"a", Some(b"1")), (b"b", Some(b"1")), (b"c", None)],
+        );
+        let (second, second_outcome) = request(&state, &[(b"a", None), (b"c", Some(b"2"))]);
+        let (third, third_outcome) = request(&state, &[(b"a", Some(b"3"))]);
+        let outcomes = state.process([first, second, third].into_iter());
+        for (reply, outcome) in outcomes.list {
+            let _ = reply.send(outcome);
+        }
+        for mut outcome in [first_outcome, second_outcome, third_outcome] {
+            assert!(matches!(outcome.try_recv(), Ok(Ok(()))));
+        }
+        let read = |key: &[u8]| -> anyhow::Result<Option<Vec<u8>>> {
+            Ok(state
+                .db
+                .snapshot()
+                .get(&state.keyspace, key)?
+                .map(|v| v.to_vec()))
+        };
+        assert_eq!(read(b"a")?.as_deref(), Some(&b"3"[..]));
+        assert_eq!(read(b"b")?.as_deref(), Some(&b"1"[..]));
+        assert_eq!(read(b"c")?.as_deref(), Some(&b"2"[..]));
+        // Each transaction got its own version, and the conflict table has the last one.
+        assert_eq!(state.version, 3);
+        assert_eq!(state.recent.get(&b"a"[..]), Some(&3));
+        assert_eq!(state.recent.get(&b"c"[..]), Some(&2));
+        Ok(())
     }
 }
