@@ -1,5 +1,9 @@
 //! perdure-bench: runs a benchmark scenario by name and prints one JSON summary line last.
 
+// The same allocator as the `perdure-node` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod http;
 mod http_noop;
 mod replay;

@@ -141,6 +141,9 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
+    /// A write with an empty key (no backend keyspace in Perdure has one).
+    #[error("an empty key cannot be written")]
+    EmptyKey,
     /// Stored bytes could not be decoded. Stops loudly: never retried.
     #[error("corrupt record at key {key}: {source}")]
     Corrupt {
@@ -221,6 +224,9 @@ pub fn escape_key(key: &[u8]) -> String {
 /// Checks a write against the size limits; `tx_bytes` is the running total of the
 /// transaction's writes and is increased.
 pub fn check_write(key: &[u8], value: &[u8], tx_bytes: &mut usize) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
     if key.len() > MAX_KEY_BYTES {
         return Err(StoreError::LimitExceeded {
             kind: LimitKind::Key,

@@ -344,6 +344,14 @@ fn assert_limit(result: Result<(), StoreError>, want: LimitKind) {
 /// sizes at the limits are accepted.
 pub async fn size_limits(store: Arc<dyn Store>) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
+    // An empty key is refused by every backend, and clearing one is a no-op.
+    assert!(matches!(tx.set(b"", b"v"), Err(StoreError::EmptyKey)));
+    tx.clear(b"");
+    tx.set(b"after-empty", b"v")?;
+    tx.commit().await?;
+    assert_eq!(read(&*store, b"after-empty").await?, Some(b"v".to_vec()));
+
+    let mut tx = store.begin().await?;
     assert_limit(tx.set(&vec![b'k'; MAX_KEY_BYTES + 1], b"v"), LimitKind::Key);
     assert_limit(
         tx.set(b"k", &vec![0; MAX_VALUE_BYTES + 1]),
