@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use perdure_core::management::*;
 use perdure_core::{HistoryEvent, InstanceId, OrchestrationStatus, Payload, Timestamp, iso8601};
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
-use reqwest::{Method, StatusCode};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
 
 use crate::error::{ClientError, ClientResult};
 use crate::wire::{ErrorWire, IdWire, PurgeWire, StatusWire};
@@ -54,13 +55,25 @@ impl HttpClientOptions {
     }
 }
 
-/// A response: status, headers, body.
+/// A response: status, continuation header, body.
 struct Answer {
     status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
+    /// The `x-ms-continuation-token` header, if any.
+    continuation: Option<String>,
+    body: Bytes,
     url: String,
 }
+
+/// A request body: shared bytes, so that a retry on another node does not copy it.
+type Body = Option<Bytes>;
+
+/// A payload as a request body.
+fn body(p: Option<&Payload>) -> Body {
+    p.map(|p| Bytes::copy_from_slice(&p.data))
+}
+
+/// The `content-type` of request bodies.
+const JSON_TYPE: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Percent-encodes a path segment or query value.
 pub(crate) fn enc(s: &str) -> String {
@@ -105,6 +118,9 @@ fn statuses(s: &[OrchestrationStatus]) -> Option<String> {
 pub struct HttpTransport {
     client: reqwest::Client,
     nodes: Vec<String>,
+    /// `nodes`, parsed once: a request's URL is a copy with its path and query set, which
+    /// spares parsing the scheme and host (with IDNA mapping) on every request.
+    urls: Vec<Url>,
     preferred: AtomicUsize,
     opts: HttpClientOptions,
 }
@@ -116,6 +132,7 @@ impl HttpTransport {
             return Err(ClientError::Config("no node URL given".into()));
         }
         let mut nodes = Vec::new();
+        let mut urls = Vec::new();
         for u in &opts.urls {
             let u = u.trim().trim_end_matches('/');
             if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -124,7 +141,11 @@ impl HttpTransport {
                 )));
             }
             let base = u.strip_suffix(BASE_PATH).unwrap_or(u);
-            nodes.push(format!("{base}{BASE_PATH}"));
+            let node = format!("{base}{BASE_PATH}");
+            let url = Url::parse(&node)
+                .map_err(|e| ClientError::Config(format!("node URL {u:?}: {e}")))?;
+            urls.push(url);
+            nodes.push(node);
         }
         let client = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
@@ -135,6 +156,7 @@ impl HttpTransport {
         Ok(Self {
             client,
             nodes,
+            urls,
             preferred: AtomicUsize::new(0),
             opts,
         })
@@ -145,11 +167,27 @@ impl HttpTransport {
         &self.nodes
     }
 
+    /// The URL of `path` (with its query, if any) on a node: what parsing `{node}{path}`
+    /// gives.
+    fn url_on(node: &Url, path: &str) -> Url {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let mut url = node.clone();
+        let mut full = String::with_capacity(node.path().len() + path.len());
+        full.push_str(node.path());
+        full.push_str(path);
+        url.set_path(&full);
+        url.set_query(query);
+        url
+    }
+
     async fn send(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Payload>,
+        body: Body,
         continuation: Option<&str>,
         extra_timeout: Duration,
     ) -> ClientResult<Answer> {
@@ -160,19 +198,17 @@ impl HttpTransport {
         let mut last_err: Option<reqwest::Error> = None;
         for attempt in 0..attempts {
             let idx = (start + attempt) % n;
-            let Some(node) = self.nodes.get(idx) else {
+            let (Some(node), Some(node_url)) = (self.nodes.get(idx), self.urls.get(idx)) else {
                 continue;
             };
             let url = format!("{node}{path}");
             let mut req = self
                 .client
-                .request(method.clone(), &url)
+                .request(method.clone(), Self::url_on(node_url, path))
                 .timeout(self.opts.request_timeout + extra_timeout);
-            req = match body {
-                Some(p) => req
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(p.data.clone()),
-                None if method == Method::POST => req.header(CONTENT_TYPE, "application/json"),
+            req = match &body {
+                Some(b) => req.header(CONTENT_TYPE, JSON_TYPE).body(b.clone()),
+                None if method == Method::POST => req.header(CONTENT_TYPE, JSON_TYPE),
                 None => req,
             };
             if let Some(c) = continuation {
@@ -203,9 +239,13 @@ impl HttpTransport {
                         continue;
                     }
                     self.preferred.store(idx, Ordering::Relaxed);
-                    let headers = resp.headers().clone();
+                    let continuation = resp
+                        .headers()
+                        .get(CONTINUATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     let body = match resp.bytes().await {
-                        Ok(b) => b.to_vec(),
+                        Ok(b) => b,
                         Err(e) if safe && attempt + 1 < attempts => {
                             last_err = Some(e);
                             continue;
@@ -220,7 +260,7 @@ impl HttpTransport {
                     };
                     return Ok(Answer {
                         status,
-                        headers,
+                        continuation,
                         body,
                         url,
                     });
@@ -284,18 +324,16 @@ impl HttpTransport {
             path.push('/');
             path.push_str(&enc(id.as_str()));
         }
-        path.push_str(&query(&[
-            ("version", req.version.clone()),
-            ("scheduledStartTime", time(req.scheduled_start)),
-        ]));
+        if req.version.is_some() || req.scheduled_start.is_some() {
+            path.push_str(&query(&[
+                ("version", req.version.clone()),
+                ("scheduledStartTime", time(req.scheduled_start)),
+            ]));
+        }
+        // The request is ours: its payload becomes the body without a copy.
+        let input = req.input.map(|p| Bytes::from(p.data));
         let a = self
-            .send(
-                Method::POST,
-                &path,
-                req.input.as_ref(),
-                None,
-                Duration::ZERO,
-            )
+            .send(Method::POST, &path, input, None, Duration::ZERO)
             .await?;
         let a = Self::expect(a, &[StatusCode::ACCEPTED, StatusCode::OK])?;
         let id: IdWire = Self::decode(&a)?;
@@ -433,14 +471,9 @@ impl HttpTransport {
             }
             instances.push(st);
         }
-        let continuation = a
-            .headers
-            .get(CONTINUATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         Ok(InstancePage {
             instances,
-            continuation,
+            continuation: a.continuation,
         })
     }
 
@@ -461,7 +494,7 @@ impl HttpTransport {
             .collect())
     }
 
-    async fn post_op(&self, path: String, body: Option<&Payload>) -> ClientResult<Answer> {
+    async fn post_op(&self, path: String, body: Body) -> ClientResult<Answer> {
         let a = self
             .send(Method::POST, &path, body, None, Duration::ZERO)
             .await?;
@@ -476,7 +509,7 @@ impl HttpTransport {
         data: Option<&Payload>,
     ) -> ClientResult<()> {
         let path = format!("/instances/{}/raiseEvent/{}", enc(id.as_str()), enc(name));
-        self.post_op(path, data).await.map(drop)
+        self.post_op(path, self::body(data)).await.map(drop)
     }
 
     /// Terminates an instance.
@@ -624,6 +657,29 @@ mod tests {
             HttpTransport::new(HttpClientOptions::new(Vec::<String>::new())),
             Err(ClientError::Config(_))
         ));
+    }
+
+    #[test]
+    fn request_urls_are_what_parsing_the_joined_text_gives() {
+        let t = HttpTransport::new(HttpClientOptions::new([
+            "http://127.0.0.1:8080",
+            "https://Example.COM/runtime/webhooks/durabletask/",
+            "http://[::1]:9",
+        ]))
+        .unwrap();
+        for (node, url) in t.nodes().iter().zip(&t.urls) {
+            for path in [
+                "/orchestrators/Approval",
+                "/orchestrators/A/my%20id%C3%BC?version=1&scheduledStartTime=2026-01-01T00%3A00%3A00Z",
+                "/instances?showInput=true",
+                "/instances/x%2Fy/raiseEvent/E",
+                "/functions",
+                "/entities/Counter/c1?op=add",
+            ] {
+                let expected = Url::parse(&format!("{node}{path}")).unwrap();
+                assert_eq!(HttpTransport::url_on(url, path), expected, "{node} {path}");
+            }
+        }
     }
 
     #[test]

@@ -105,6 +105,56 @@ pub(crate) struct AppState {
 /// The state handed to every handler.
 pub(crate) type St = axum::extract::State<Arc<AppState>>;
 
+/// The Durable Functions routes under `prefix`. Registered with their full paths rather than
+/// nested: a nested router rewrites every request's URI to strip the prefix, which costs an
+/// allocation and a layer per request and which no handler needs.
+fn durable_routes(router: Router<Arc<AppState>>, prefix: &str) -> Router<Arc<AppState>> {
+    let at = |path: &str| format!("{prefix}{path}");
+    router
+        .route(&at("/orchestrators/{name}"), post(instances::start))
+        .route(&at("/orchestrators/{name}/"), post(instances::start))
+        .route(
+            &at("/orchestrators/{name}/{id}"),
+            post(instances::start_with_id),
+        )
+        .route(
+            &at("/instances"),
+            get(instances::list).delete(instances::purge_by_filter),
+        )
+        .route(
+            &at("/instances/"),
+            get(instances::list).delete(instances::purge_by_filter),
+        )
+        .route(
+            &at("/instances/{id}"),
+            get(instances::status).delete(instances::purge_one),
+        )
+        .route(&at("/instances/{id}/history"), get(instances::history))
+        .route(
+            &at("/instances/{id}/raiseEvent/{event}"),
+            post(instances::raise_event),
+        )
+        .route(&at("/instances/{id}/terminate"), post(instances::terminate))
+        .route(&at("/instances/{id}/suspend"), post(instances::suspend))
+        .route(&at("/instances/{id}/resume"), post(instances::resume))
+        .route(&at("/instances/{id}/rewind"), post(instances::rewind))
+        .route(&at("/instances/{id}/restart"), post(instances::restart))
+        .route(&at("/instanceCounts"), get(instances::counts))
+        .route(&at("/functions"), get(instances::functions))
+        .route(&at("/entities"), get(entities::list))
+        .route(&at("/entities/"), get(entities::list))
+        .route(&at("/entities/{name}"), get(entities::list_by_name))
+        .route(&at("/entities/{name}/"), get(entities::list_by_name))
+        .route(
+            &at("/entities/{name}/{key}"),
+            get(entities::get_state).post(entities::signal),
+        )
+        .route(
+            &at("/maintenance/cleanEntityStorage"),
+            post(entities::clean).delete(entities::clean),
+        )
+}
+
 /// Builds the HTTP API over a management implementation.
 pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
     let limit = opts.max_payload_bytes;
@@ -113,51 +163,10 @@ pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
         opts,
         counters: Arc::new(HttpCounters::default()),
     });
-    let df = Router::new()
-        .route("/orchestrators/{name}", post(instances::start))
-        .route("/orchestrators/{name}/", post(instances::start))
-        .route("/orchestrators/{name}/{id}", post(instances::start_with_id))
-        .route(
-            "/instances",
-            get(instances::list).delete(instances::purge_by_filter),
-        )
-        .route(
-            "/instances/",
-            get(instances::list).delete(instances::purge_by_filter),
-        )
-        .route(
-            "/instances/{id}",
-            get(instances::status).delete(instances::purge_one),
-        )
-        .route("/instances/{id}/history", get(instances::history))
-        .route(
-            "/instances/{id}/raiseEvent/{event}",
-            post(instances::raise_event),
-        )
-        .route("/instances/{id}/terminate", post(instances::terminate))
-        .route("/instances/{id}/suspend", post(instances::suspend))
-        .route("/instances/{id}/resume", post(instances::resume))
-        .route("/instances/{id}/rewind", post(instances::rewind))
-        .route("/instances/{id}/restart", post(instances::restart))
-        .route("/instanceCounts", get(instances::counts))
-        .route("/functions", get(instances::functions))
-        .route("/entities", get(entities::list))
-        .route("/entities/", get(entities::list))
-        .route("/entities/{name}", get(entities::list_by_name))
-        .route("/entities/{name}/", get(entities::list_by_name))
-        .route(
-            "/entities/{name}/{key}",
-            get(entities::get_state).post(entities::signal),
-        )
-        .route(
-            "/maintenance/cleanEntityStorage",
-            post(entities::clean).delete(entities::clean),
-        );
-    Router::new()
-        .nest(BASE_PATH, df.clone())
-        // The same routes where the Durable Functions host's loopback listener serves them
-        // (its `rpcBaseUrl` is `http://127.0.0.1:port/durabletask/`).
-        .nest(RPC_BASE_PATH, df)
+    // The same routes where the Durable Functions host's loopback listener serves them (its
+    // `rpcBaseUrl` is `http://127.0.0.1:port/durabletask/`).
+    let routes = durable_routes(durable_routes(Router::new(), BASE_PATH), RPC_BASE_PATH);
+    routes
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -6,7 +6,7 @@ use perdure_core::management::{CleanEntityStorageResult, EntityPage, EntityQuery
 use perdure_core::{EntityId, Payload, Timestamp};
 use reqwest::{Method, StatusCode};
 
-use super::{CONTINUATION, HttpTransport, enc, query, time};
+use super::{HttpTransport, body, enc, query, time};
 use crate::error::ClientResult;
 use crate::wire::EntityWire;
 
@@ -28,7 +28,7 @@ impl HttpTransport {
                 ("scheduledTime", time(scheduled_time)),
             ])
         );
-        self.post_op(path, input).await.map(drop)
+        self.post_op(path, body(input)).await.map(drop)
     }
 
     /// An entity (with its state).
@@ -77,14 +77,9 @@ impl HttpTransport {
             .into_iter()
             .map(EntityWire::into_state)
             .collect::<ClientResult<Vec<_>>>()?;
-        let continuation = a
-            .headers
-            .get(CONTINUATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         Ok(EntityPage {
             entities,
-            continuation,
+            continuation: a.continuation,
         })
     }
 

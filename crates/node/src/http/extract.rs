@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use perdure_core::{EntityId, InstanceId, OrchestrationStatus, Payload, Timestamp, iso8601};
 use serde::de::DeserializeOwned;
 
@@ -142,7 +143,24 @@ impl Params {
 
 /// Validates an instance id from a path (a JSON 400 naming the rule otherwise).
 pub(crate) fn instance_id(raw: &str) -> Result<InstanceId, ApiError> {
+    instance_id_owned(raw.to_string())
+}
+
+/// Like [`instance_id`], keeping the string it is given.
+pub(crate) fn instance_id_owned(raw: String) -> Result<InstanceId, ApiError> {
     InstanceId::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The request's `Host` header (all a handler needs of the headers to build management
+/// URIs), without copying the header map.
+pub(crate) struct Host(pub(crate) Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Host {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Host(parts.headers.get(header::HOST).cloned()))
+    }
 }
 
 /// Validates an entity id from a path.

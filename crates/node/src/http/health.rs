@@ -67,13 +67,16 @@ pub(crate) async fn log_requests(
 ) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // A clone of the URI shares its bytes (no copy of the path per request).
+    let uri = req.uri().clone();
     if state.opts.log_payloads {
+        let path = uri.path();
         tracing::trace!(%method, %path, content_length = ?req.headers().get(header::CONTENT_LENGTH), "request");
     }
     let resp = next.run(req).await;
     let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     state.counters.record(resp.status(), micros);
+    let path = uri.path();
     tracing::debug!(%method, %path, status = resp.status().as_u16(), micros, "http");
     resp
 }

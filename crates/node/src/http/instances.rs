@@ -13,8 +13,10 @@ use perdure_core::{InstanceId, OrchestrationStatus};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::extract::{P, Params, body_payload, instance_id};
-use super::render::{ManagementPayload, StatusJson, base_url, history_event};
+use super::extract::{Host, P, Params, body_payload, instance_id, instance_id_owned};
+use super::render::{
+    StatusJson, base_url, base_url_of, history_event, instance_uri, management_payload,
+};
 use super::{AppState, St};
 
 /// Header carrying the paging continuation token, both ways.
@@ -29,15 +31,18 @@ const MAX_PURGE_BATCHES: usize = 1_000_000;
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The content type of every JSON answer.
+const JSON_TYPE: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
+
+/// A JSON response from encoded bytes.
+pub(crate) fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, JSON_TYPE)], bytes).into_response()
+}
+
 /// A JSON response.
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => (
-            status,
-            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => json_bytes(status, bytes),
         Err(e) => ApiError::plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal",
@@ -53,10 +58,11 @@ fn accepted() -> Response {
 }
 
 /// 202 + `Location` + `Retry-After` + the management payload.
-fn accepted_with_payload(state: &AppState, headers: &HeaderMap, id: &InstanceId) -> Response {
-    let payload = ManagementPayload::new(&base_url(state, headers), id.as_str());
-    let mut resp = json(StatusCode::ACCEPTED, &payload);
-    if let Ok(loc) = HeaderValue::from_str(&payload.status_query_get_uri) {
+fn accepted_with_payload(state: &AppState, host: &Host, id: &InstanceId) -> Response {
+    let base = base_url_of(state, host.0.as_ref());
+    let (body, status_uri) = management_payload(&base, id.as_str());
+    let mut resp = json_bytes(StatusCode::ACCEPTED, body);
+    if let Ok(loc) = HeaderValue::from_maybe_shared(Bytes::from(status_uri)) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     resp.headers_mut()
@@ -69,10 +75,10 @@ pub(crate) async fn start(
     st: St,
     P(name): P<String>,
     params: Params,
-    headers: HeaderMap,
+    host: Host,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    start_inner(st, name, None, params, headers, body).await
+    start_inner(st, name, None, params, host, body).await
 }
 
 /// `POST orchestrators/{name}/{id}`.
@@ -80,10 +86,10 @@ pub(crate) async fn start_with_id(
     st: St,
     P((name, id)): P<(String, String)>,
     params: Params,
-    headers: HeaderMap,
+    host: Host,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    start_inner(st, name, Some(id), params, headers, body).await
+    start_inner(st, name, Some(id), params, host, body).await
 }
 
 async fn start_inner(
@@ -91,10 +97,10 @@ async fn start_inner(
     name: String,
     id: Option<String>,
     params: Params,
-    headers: HeaderMap,
+    host: Host,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let instance_id = id.as_deref().map(instance_id).transpose()?;
+    let instance_id = id.map(instance_id_owned).transpose()?;
     let input = body_payload(body)?;
     // Unknown names are the runtime's to refuse (404 with what is registered).
     let mut req = StartRequest::new(name);
@@ -103,7 +109,7 @@ async fn start_inner(
     req.version = params.get("version").map(str::to_string);
     req.scheduled_start = params.time("scheduledStartTime")?;
     let id = state.api.start(req).await?;
-    Ok(accepted_with_payload(&state, &headers, &id))
+    Ok(accepted_with_payload(&state, &host, &id))
 }
 
 /// `GET instances/{id}`: 200 when finished, 202 (with `Location`) while not, 404 unknown.
@@ -156,8 +162,8 @@ pub(crate) async fn status(
     };
     let mut resp = json(code, &body);
     if code == StatusCode::ACCEPTED {
-        let uri = ManagementPayload::new(&base_url(&state, &headers), id.as_str());
-        if let Ok(loc) = HeaderValue::from_str(&uri.status_query_get_uri) {
+        let uri = instance_uri(&base_url(&state, &headers), id.as_str());
+        if let Ok(loc) = HeaderValue::from_maybe_shared(Bytes::from(uri)) {
             resp.headers_mut().insert(header::LOCATION, loc);
         }
         resp.headers_mut()
@@ -388,9 +394,9 @@ pub(crate) async fn restart(
     axum::extract::State(state): St,
     P(raw): P<String>,
     params: Params,
-    headers: HeaderMap,
+    host: Host,
 ) -> ApiResult {
     let new_id = params.bool("restartWithNewInstanceId", true)?;
     let id = state.api.restart(instance_id(&raw)?, new_id).await?;
-    Ok(accepted_with_payload(&state, &headers, &id))
+    Ok(accepted_with_payload(&state, &host, &id))
 }

@@ -1,7 +1,7 @@
 //! JSON shapes of the Durable Functions HTTP API: the status object, the management payload,
 //! history events and entity entries.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use perdure_core::management::{EntityState, InstanceState};
 use perdure_core::{EventKind, FailureDetails, HistoryEvent, Payload, iso8601};
 use serde::{Serialize, Serializer};
@@ -153,48 +153,75 @@ pub(crate) fn encode(s: &str) -> String {
 
 /// The base URL of the Durable Functions routes, for management URIs.
 pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    base_url_of(state, headers.get(axum::http::header::HOST))
+}
+
+/// The base URL of the Durable Functions routes for a request with this `Host` header.
+pub(crate) fn base_url_of(state: &AppState, host: Option<&HeaderValue>) -> String {
     if let Some(url) = &state.opts.public_url {
         return format!("{}{BASE_PATH}", url.trim_end_matches('/'));
     }
-    let host = headers
-        .get(axum::http::header::HOST)
+    let host = host
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("localhost");
     format!("http://{host}{BASE_PATH}")
 }
 
-/// The management payload: the URIs to drive one instance.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ManagementPayload {
-    pub(crate) id: String,
-    pub(crate) status_query_get_uri: String,
-    pub(crate) send_event_post_uri: String,
-    pub(crate) terminate_post_uri: String,
-    pub(crate) rewind_post_uri: String,
-    pub(crate) purge_history_delete_uri: String,
-    pub(crate) restart_post_uri: String,
-    pub(crate) suspend_post_uri: String,
-    pub(crate) resume_post_uri: String,
+/// The status query URI of an instance under a base URL.
+pub(crate) fn instance_uri(base: &str, id: &str) -> String {
+    let id = encode(id);
+    let mut uri = String::with_capacity(base.len() + "/instances/".len() + id.len());
+    uri.push_str(base);
+    uri.push_str("/instances/");
+    uri.push_str(&id);
+    uri
 }
 
-impl ManagementPayload {
-    /// The payload for an instance id under a base URL.
-    pub(crate) fn new(base: &str, id: &str) -> Self {
-        let inst = format!("{base}/instances/{}", encode(id));
-        Self {
-            id: id.to_string(),
-            status_query_get_uri: inst.clone(),
-            send_event_post_uri: format!("{inst}/raiseEvent/{{eventName}}"),
-            terminate_post_uri: format!("{inst}/terminate?reason={{text}}"),
-            rewind_post_uri: format!("{inst}/rewind?reason={{text}}"),
-            purge_history_delete_uri: inst.clone(),
-            restart_post_uri: format!("{inst}/restart"),
-            suspend_post_uri: format!("{inst}/suspend?reason={{text}}"),
-            resume_post_uri: format!("{inst}/resume?reason={{text}}"),
-        }
+/// Writes `s` as the inside of a JSON string (escaped as `serde_json` escapes it).
+fn push_json_str_inner(out: &mut Vec<u8>, s: &str) {
+    let start = out.len();
+    // Cannot fail: writing a string into a Vec.
+    if serde_json::to_writer(&mut *out, s).is_ok() {
+        // Drop the quotes serde_json wrote around it.
+        out.remove(start);
+        out.pop();
     }
+}
+
+/// The management payload: the URIs to drive one instance, as JSON
+/// (`{"id":..,"statusQueryGetUri":..,"sendEventPostUri":..,...}`, the field names and order
+/// of Durable Functions), written straight into one buffer; and the status query URI, for
+/// the `Location` header.
+pub(crate) fn management_payload(base: &str, id: &str) -> (Vec<u8>, String) {
+    /// (field, suffix after the instance URI), in Durable Functions' order.
+    const URIS: [(&str, &str); 8] = [
+        ("statusQueryGetUri", ""),
+        ("sendEventPostUri", "/raiseEvent/{eventName}"),
+        ("terminatePostUri", "/terminate?reason={text}"),
+        ("rewindPostUri", "/rewind?reason={text}"),
+        ("purgeHistoryDeleteUri", ""),
+        ("restartPostUri", "/restart"),
+        ("suspendPostUri", "/suspend?reason={text}"),
+        ("resumePostUri", "/resume?reason={text}"),
+    ];
+    let inst = instance_uri(base, id);
+    let mut escaped = Vec::with_capacity(inst.len() + 8);
+    push_json_str_inner(&mut escaped, &inst);
+    let mut out = Vec::with_capacity(16 + id.len() + 8 * (escaped.len() + 48));
+    out.extend_from_slice(b"{\"id\":\"");
+    push_json_str_inner(&mut out, id);
+    out.push(b'"');
+    for (field, suffix) in URIS {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        out.extend_from_slice(&escaped);
+        out.extend_from_slice(suffix.as_bytes());
+        out.push(b'"');
+    }
+    out.push(b'}');
+    (out, inst)
 }
 
 /// One history event in the Durable Functions shape (`EventType`, `Timestamp`, ...).
@@ -400,6 +427,67 @@ impl<'a> EntityJson<'a> {
             state: e.state.as_ref().map(PayloadJson),
             locked_by: e.locked_by.as_deref(),
             backlog_queue_size: e.backlog,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The payload as a serde struct, as it was rendered before `management_payload`.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ManagementPayload {
+        id: String,
+        status_query_get_uri: String,
+        send_event_post_uri: String,
+        terminate_post_uri: String,
+        rewind_post_uri: String,
+        purge_history_delete_uri: String,
+        restart_post_uri: String,
+        suspend_post_uri: String,
+        resume_post_uri: String,
+    }
+
+    impl ManagementPayload {
+        fn new(base: &str, id: &str) -> Self {
+            let inst = format!("{base}/instances/{}", encode(id));
+            Self {
+                id: id.to_string(),
+                status_query_get_uri: inst.clone(),
+                send_event_post_uri: format!("{inst}/raiseEvent/{{eventName}}"),
+                terminate_post_uri: format!("{inst}/terminate?reason={{text}}"),
+                rewind_post_uri: format!("{inst}/rewind?reason={{text}}"),
+                purge_history_delete_uri: inst.clone(),
+                restart_post_uri: format!("{inst}/restart"),
+                suspend_post_uri: format!("{inst}/suspend?reason={{text}}"),
+                resume_post_uri: format!("{inst}/resume?reason={{text}}"),
+            }
+        }
+    }
+
+    #[test]
+    fn management_payload_is_the_serialized_struct() {
+        for (base, id) in [
+            (
+                "http://127.0.0.1:8080/runtime/webhooks/durabletask",
+                "abc-1",
+            ),
+            (
+                "http://h/runtime/webhooks/durabletask",
+                "my id \"ü\" \\ \u{7}\t",
+            ),
+            ("http://we\"ird\\host/x", "a"),
+            ("", ""),
+        ] {
+            let (body, uri) = management_payload(base, id);
+            let expected = serde_json::to_vec(&ManagementPayload::new(base, id)).unwrap();
+            assert_eq!(
+                String::from_utf8(body).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            assert_eq!(uri, ManagementPayload::new(base, id).status_query_get_uri);
         }
     }
 }
