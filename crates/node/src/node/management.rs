@@ -60,18 +60,14 @@ impl NodeHandle {
     }
 
     pub(super) fn check_name(&self, kind: FunctionKind, name: &str) -> ManagementResult<()> {
-        let names = self.shared().exec.names(kind);
-        let found = match kind {
-            FunctionKind::Entity => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
-            _ => names.iter().any(|n| n == name),
-        };
-        if found {
+        let exec = &self.shared().exec;
+        if exec.knows(kind, name) {
             Ok(())
         } else {
             Err(ManagementError::UnknownName {
                 kind,
                 name: name.to_string(),
-                registered: names,
+                registered: exec.names(kind),
             })
         }
     }

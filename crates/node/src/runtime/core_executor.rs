@@ -167,4 +167,12 @@ impl Executors for CoreExecutor {
             FunctionKind::Entity => self.registry.entity_names(),
         }
     }
+
+    fn knows(&self, kind: FunctionKind, name: &str) -> bool {
+        match kind {
+            FunctionKind::Orchestration => self.registry.orchestration(name, None).is_ok(),
+            FunctionKind::Activity => self.registry.activity(name).is_some(),
+            FunctionKind::Entity => self.registry.entity(name).is_some(),
+        }
+    }
 }

@@ -127,6 +127,15 @@ pub trait Executors: Send + Sync + 'static {
     ) -> EntityBatchOutput;
     /// Registered names of a kind, sorted.
     fn names(&self, kind: FunctionKind) -> Vec<String>;
+    /// Whether a name of a kind is registered (entity names ignore case). Checked on every
+    /// start and signal; the default searches [`Executors::names`].
+    fn knows(&self, kind: FunctionKind, name: &str) -> bool {
+        let names = self.names(kind);
+        match kind {
+            FunctionKind::Entity => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+            _ => names.iter().any(|n| n == name),
+        }
+    }
     /// Rewinds a failed execution's history so that it resumes from its last successful
     /// step; returns the history to replay. The runtime re-queues the activities and timers
     /// that the returned history leaves pending. The default cuts the history just before
