@@ -27,7 +27,7 @@ const MAX_RUNS_IN_FLIGHT: usize = 512;
 pub(crate) type Keyed = (Vec<u8>, InboxMessage);
 
 /// The partition's handle on one instance or entity actor.
-struct Resident {
+struct ActorHandle {
     actor: ActorRef<TargetMsg>,
     /// Last run, for passivation.
     last_used: Instant,
@@ -46,7 +46,7 @@ pub struct Partition {
     busy: HashSet<Target>,
     timers: BTreeMap<(Timestamp, Vec<u8>), InboxMessage>,
     /// The live instance and entity actors.
-    residents: HashMap<Target, Resident>,
+    residents: HashMap<Target, ActorHandle>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -402,7 +402,7 @@ impl Partition {
         self.gauge(t).fetch_add(1, Ordering::Relaxed);
         self.residents.insert(
             t.clone(),
-            Resident {
+            ActorHandle {
                 actor: actor.clone(),
                 last_used: Instant::now(),
             },
