@@ -15,20 +15,7 @@ use perdure_node::node::{Node, NodeHandle};
 use perdure_node::store::embedded::EmbeddedStore;
 use serde_json::json;
 
-fn arg(rest: &[String], name: &str, default: u64) -> u64 {
-    rest.windows(2)
-        .find(|w| w.first().is_some_and(|a| a == name))
-        .and_then(|w| w.get(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn arg_str(rest: &[String], name: &str, default: &str) -> String {
-    rest.windows(2)
-        .find(|w| w.first().is_some_and(|a| a == name))
-        .and_then(|w| w.get(1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
+use crate::measure::{Memory, arg, arg_str, percentile_ms};
 
 struct Server {
     node: Option<NodeHandle>,
@@ -78,8 +65,28 @@ impl Server {
     }
 }
 
-/// Runs `total` operations over `callers` tasks; returns (ops/s, errors).
-async fn drive<F, Fut>(total: u64, callers: u64, op: F) -> (f64, u64)
+/// What one phase of `total` operations measured.
+struct Phase {
+    /// Operations per second.
+    rate: f64,
+    /// Operations that failed.
+    errors: u64,
+    /// Per-operation latency, sorted.
+    latencies: Vec<Duration>,
+}
+
+impl Phase {
+    fn p50_ms(&self) -> f64 {
+        percentile_ms(&self.latencies, 0.50)
+    }
+
+    fn p99_ms(&self) -> f64 {
+        percentile_ms(&self.latencies, 0.99)
+    }
+}
+
+/// Runs `total` operations over `callers` tasks, timing each.
+async fn drive<F, Fut>(total: u64, callers: u64, op: F) -> Phase
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -92,27 +99,51 @@ where
     for _ in 0..callers {
         let (next, errors, op) = (next.clone(), errors.clone(), op.clone());
         tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     break;
                 }
+                let t = Instant::now();
                 if !op(i).await {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
+                latencies.push(t.elapsed());
             }
+            latencies
         }));
     }
+    let mut latencies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     for t in tasks {
-        let _ = t.await;
+        if let Ok(l) = t.await {
+            latencies.extend(l);
+        }
     }
     let secs = start.elapsed().as_secs_f64().max(1e-9);
-    (total as f64 / secs, errors.load(Ordering::Relaxed))
+    latencies.sort_unstable();
+    Phase {
+        rate: total as f64 / secs,
+        errors: errors.load(Ordering::Relaxed),
+        latencies,
+    }
 }
 
-/// `http-starts [--n 20000] [--callers 64] [--orchestration Approval] [--noop]`.
+/// The stderr line of one phase.
+fn report(label: &str, what: &str, phase: &Phase) {
+    eprintln!(
+        "  {label}: {:.0} {what}/s ({} errors)  p50={:.2} ms  p99={:.2} ms  {}",
+        phase.rate,
+        phase.errors,
+        phase.p50_ms(),
+        phase.p99_ms(),
+        Memory::now().describe()
+    );
+}
+
+/// `http-starts [--n 50000] [--callers 64] [--orchestration Approval] [--noop]`.
 pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
-    let n = arg(rest, "--n", 20_000);
+    let n = arg(rest, "--n", 50_000);
     let callers = arg(rest, "--callers", 64);
     let name = arg_str(rest, "--orchestration", "Approval");
     let noop = rest.iter().any(|a| a == "--noop");
@@ -138,7 +169,7 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
         // generator then spends its time on HTTP, not on parsing the same origin again).
         let base = reqwest::Url::parse(&url)?;
         eprintln!("http-starts: {n} starts of {name} over raw HTTP, {callers} callers");
-        let (raw_rate, raw_err) = {
+        let raw = {
             let http = http.clone();
             drive(n, callers, move |i| {
                 let mut url = base.clone();
@@ -154,7 +185,7 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
             })
             .await
         };
-        eprintln!("  raw HTTP: {raw_rate:.0} accepted starts/s ({raw_err} errors)");
+        report("raw HTTP", "accepted starts", &raw);
         server.shutdown().await;
         drop(server);
         let server = serve(noop).await?;
@@ -165,7 +196,7 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
             serde_json::from_str(body)?
         };
         eprintln!("http-starts: {n} starts through perdure-client, {callers} callers");
-        let (client_rate, client_err) = {
+        let client_phase = {
             let (client, name, input) = (client.clone(), name.clone(), input.clone());
             drive(n, callers, move |i| {
                 let (client, name, input) = (client.clone(), name.clone(), input.clone());
@@ -182,8 +213,9 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
             })
             .await
         };
-        eprintln!("  client:   {client_rate:.0} accepted starts/s ({client_err} errors)");
+        report("client  ", "accepted starts", &client_phase);
         server.shutdown().await;
+        let memory = Memory::now();
         println!(
             "{}",
             json!({
@@ -192,10 +224,16 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
                 "orchestration": name,
                 "starts": n,
                 "callers": callers,
-                "http_starts_per_sec": raw_rate.round(),
-                "http_errors": raw_err,
-                "client_starts_per_sec": client_rate.round(),
-                "client_errors": client_err,
+                "http_starts_per_sec": raw.rate.round(),
+                "http_errors": raw.errors,
+                "http_ms_p50": raw.p50_ms(),
+                "http_ms_p99": raw.p99_ms(),
+                "client_starts_per_sec": client_phase.rate.round(),
+                "client_errors": client_phase.errors,
+                "client_ms_p50": client_phase.p50_ms(),
+                "client_ms_p99": client_phase.p99_ms(),
+                "rss_bytes": memory.rss,
+                "peak_rss_bytes": memory.peak,
             })
         );
         anyhow::Ok(())
@@ -230,7 +268,7 @@ pub(crate) fn status(rest: &[String]) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
         let base = format!("{}/runtime/webhooks/durabletask/instances", server.origin);
         eprintln!("http-status: {n} status reads over raw HTTP, {callers} callers");
-        let (raw_rate, raw_err) = {
+        let raw = {
             let (http, base) = (http.clone(), base.clone());
             drive(n, callers, move |i| {
                 let req = http.get(format!("{base}/s-{}", i % instances));
@@ -243,9 +281,9 @@ pub(crate) fn status(rest: &[String]) -> anyhow::Result<()> {
             })
             .await
         };
-        eprintln!("  raw HTTP: {raw_rate:.0} status reads/s ({raw_err} errors)");
+        report("raw HTTP", "status reads", &raw);
         eprintln!("http-status: {n} reads through perdure-client, {callers} callers");
-        let (client_rate, client_err) = {
+        let client_phase = {
             let client = client.clone();
             drive(n, callers, move |i| {
                 let client = client.clone();
@@ -259,8 +297,9 @@ pub(crate) fn status(rest: &[String]) -> anyhow::Result<()> {
             })
             .await
         };
-        eprintln!("  client:   {client_rate:.0} status reads/s ({client_err} errors)");
+        report("client  ", "status reads", &client_phase);
         server.shutdown().await;
+        let memory = Memory::now();
         println!(
             "{}",
             json!({
@@ -268,10 +307,16 @@ pub(crate) fn status(rest: &[String]) -> anyhow::Result<()> {
                 "instances": instances,
                 "reads": n,
                 "callers": callers,
-                "http_reads_per_sec": raw_rate.round(),
-                "http_errors": raw_err,
-                "client_reads_per_sec": client_rate.round(),
-                "client_errors": client_err,
+                "http_reads_per_sec": raw.rate.round(),
+                "http_errors": raw.errors,
+                "http_ms_p50": raw.p50_ms(),
+                "http_ms_p99": raw.p99_ms(),
+                "client_reads_per_sec": client_phase.rate.round(),
+                "client_errors": client_phase.errors,
+                "client_ms_p50": client_phase.p50_ms(),
+                "client_ms_p99": client_phase.p99_ms(),
+                "rss_bytes": memory.rss,
+                "peak_rss_bytes": memory.peak,
             })
         );
         anyhow::Ok(())

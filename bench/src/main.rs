@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod http;
 mod http_noop;
+mod measure;
 mod replay;
 mod runtime;
 mod store;

@@ -14,12 +14,7 @@ use perdure_node::options::NodeOptions;
 use perdure_node::store::embedded::EmbeddedStore;
 use serde_json::json;
 
-fn arg(rest: &[String], name: &str, default: u64) -> u64 {
-    rest.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
+use crate::measure::{Memory, arg, percentile_ms};
 
 async fn start_node(dir: &std::path::Path) -> anyhow::Result<NodeHandle> {
     let store = Arc::new(EmbeddedStore::open(dir).context("open embedded store")?);
@@ -39,14 +34,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
 /// Starts with retries while the node reports overload.
@@ -110,17 +97,21 @@ pub(crate) fn hello3(rest: &[String]) -> anyhow::Result<()> {
         }
         unloaded.sort();
         node.shutdown().await;
+        let memory = Memory::now();
+        eprintln!("hello3: {}", memory.describe());
         println!(
             "{}",
             json!({
                 "scenario": "hello3",
+                "rss_bytes": memory.rss,
+                "peak_rss_bytes": memory.peak,
                 "instances": n,
                 "seconds": elapsed.as_secs_f64(),
                 "orchestrations_per_sec": n as f64 / elapsed.as_secs_f64(),
-                "latency_ms_p50": percentile(&lat, 0.5),
-                "latency_ms_p99": percentile(&lat, 0.99),
-                "unloaded_ms_p50": percentile(&unloaded, 0.5),
-                "unloaded_ms_p99": percentile(&unloaded, 0.99),
+                "latency_ms_p50": percentile_ms(&lat, 0.5),
+                "latency_ms_p99": percentile_ms(&lat, 0.99),
+                "unloaded_ms_p50": percentile_ms(&unloaded, 0.5),
+                "unloaded_ms_p99": percentile_ms(&unloaded, 0.99),
             })
         );
         Ok(())
@@ -149,10 +140,14 @@ pub(crate) fn fanout(rest: &[String]) -> anyhow::Result<()> {
         );
         eprintln!("fanout: {n} activities in {elapsed:.2?}");
         node.shutdown().await;
+        let memory = Memory::now();
+        eprintln!("fanout: {}", memory.describe());
         println!(
             "{}",
             json!({
                 "scenario": "fanout",
+                "rss_bytes": memory.rss,
+                "peak_rss_bytes": memory.peak,
                 "activities": n,
                 "seconds": elapsed.as_secs_f64(),
                 "activities_per_sec": n as f64 / elapsed.as_secs_f64(),
@@ -214,10 +209,14 @@ pub(crate) fn entity(rest: &[String]) -> anyhow::Result<()> {
         anyhow::ensure!(value == n, "counter is {value}, expected {n}");
         let batches = m.entity_batches.load(Ordering::Relaxed);
         node.shutdown().await;
+        let memory = Memory::now();
+        eprintln!("entity: {}", memory.describe());
         println!(
             "{}",
             json!({
                 "scenario": "entity",
+                "rss_bytes": memory.rss,
+                "peak_rss_bytes": memory.peak,
                 "signals": n,
                 "seconds": elapsed.as_secs_f64(),
                 "signals_per_sec": n as f64 / elapsed.as_secs_f64(),
@@ -229,19 +228,6 @@ pub(crate) fn entity(rest: &[String]) -> anyhow::Result<()> {
     })
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// `waiting`: N `Approval` orchestrations waiting for an event; RSS and bytes per instance.
 pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
     let n = arg(rest, "--n", 100_000);
@@ -249,7 +235,7 @@ pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     runtime()?.block_on(async {
         let node = start_node(dir.path()).await?;
-        let before = rss_bytes();
+        let before = Memory::now().rss;
         let input = Payload::json(&json!({"timeoutSeconds": 864_000}))?;
         let t0 = Instant::now();
         let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
@@ -287,7 +273,8 @@ pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
             .get(&OrchestrationStatus::Running)
             .copied()
             .unwrap_or(0);
-        let after = rss_bytes();
+        let memory = Memory::now();
+        let after = memory.rss;
         eprintln!("waiting: {running} running; RSS {} MiB", after >> 20);
         node.shutdown().await;
         println!(
@@ -298,6 +285,7 @@ pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
                 "running": running,
                 "rss_bytes": after,
                 "rss_before_bytes": before,
+                "peak_rss_bytes": memory.peak,
                 "bytes_per_waiting_instance": (after.saturating_sub(before)) as f64 / n as f64,
                 "seconds_to_start": t0.elapsed().as_secs_f64(),
             })

@@ -245,6 +245,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             .drop_table(&table)
             .await?;
     }
+    let memory = crate::measure::Memory::now();
+    eprintln!("store: {}", memory.describe());
     println!(
         "{}",
         serde_json::json!({
@@ -252,6 +254,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             "backend": store.backend_name(),
             "step": "read record + 2 history appends + 1 inbox write + 1 inbox delete",
             "results": results,
+            "rss_bytes": memory.rss,
+            "peak_rss_bytes": memory.peak,
         })
     );
     Ok(())
