@@ -197,22 +197,6 @@ impl StoreError {
     }
 }
 
-/// Decodes a stored record with [`perdure_core::codec::decode`]; bytes that do not decode
-/// become [`StoreError::Corrupt`] naming `key`.
-///
-/// ```
-/// use perdure_node::store::{StoreError, decode_record};
-/// let err = decode_record::<u32>(b"instance/abc", &[0xEE, 1, 2]).unwrap_err();
-/// assert!(matches!(err, StoreError::Corrupt { .. }));
-/// assert!(err.to_string().contains("instance/abc"));
-/// ```
-pub fn decode_record<T: serde::de::DeserializeOwned>(
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    perdure_core::codec::decode(bytes).map_err(|e| StoreError::corrupt(key, e))
-}
-
 /// Prints a key with non-printable bytes escaped, as FoundationDB does.
 pub fn escape_key(key: &[u8]) -> String {
     key.iter()
