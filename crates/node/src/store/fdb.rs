@@ -2,9 +2,9 @@
 //! onto FoundationDB's transactions, which it was shaped after.
 //!
 //! Not tested on Perdure's own machines: no FoundationDB server or client library can be
-//! installed there. CI compile-checks it (`cargo check -p perdure-node --features
-//! foundationdb`, with bundled headers), and the conformance suite runs against it wherever
-//! `FDB_CLUSTER_FILE` points at a cluster.
+//! installed there. CI compile-checks it and its tests (`cargo check -p perdure-node
+//! --features foundationdb --all-targets`, with bundled headers), and the conformance suite
+//! runs against it wherever `FDB_CLUSTER_FILE` points at a cluster.
 //!
 //! The FoundationDB client runs one network thread per process. [`boot_network`] starts it
 //! (the store's `open` calls it); call [`stop_network`] before the process exits.
