@@ -197,22 +197,6 @@ impl StoreError {
     }
 }
 
-/// Decodes a stored record with [`perdure_core::codec::decode`]; bytes that do not decode
-/// become [`StoreError::Corrupt`] naming `key`.
-///
-/// ```
-/// use perdure_node::store::{StoreError, decode_record};
-/// let err = decode_record::<u32>(b"instance/abc", &[0xEE, 1, 2]).unwrap_err();
-/// assert!(matches!(err, StoreError::Corrupt { .. }));
-/// assert!(err.to_string().contains("instance/abc"));
-/// ```
-pub fn decode_record<T: serde::de::DeserializeOwned>(
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    perdure_core::codec::decode(bytes).map_err(|e| StoreError::corrupt(key, e))
-}
-
 /// Prints a key with non-printable bytes escaped, as FoundationDB does.
 pub fn escape_key(key: &[u8]) -> String {
     key.iter()
@@ -224,14 +208,41 @@ pub fn escape_key(key: &[u8]) -> String {
 /// Checks a write against the size limits; `tx_bytes` is the running total of the
 /// transaction's writes and is increased.
 pub fn check_write(key: &[u8], value: &[u8], tx_bytes: &mut usize) -> Result<(), StoreError> {
+    check_prefixed_write(0, key, value, tx_bytes)
+}
+
+/// [`check_write`] for a backend that stores every key under a prefix of `prefix_len` bytes
+/// ([`Store::key_prefix_len`]): the prefix counts towards the key and transaction limits,
+/// so a write is refused here, with [`StoreError::LimitExceeded`], rather than by the
+/// server. The key limit reported is the one left for the caller's key.
+///
+/// ```
+/// use perdure_node::store::{LimitKind, MAX_KEY_BYTES, StoreError, check_prefixed_write};
+/// let mut tx_bytes = 0;
+/// let prefix = 30;
+/// assert!(check_prefixed_write(prefix, &vec![b'k'; MAX_KEY_BYTES - prefix], b"", &mut tx_bytes).is_ok());
+/// assert_eq!(tx_bytes, MAX_KEY_BYTES, "the prefix counts towards the transaction");
+/// let err = check_prefixed_write(prefix, &vec![b'k'; MAX_KEY_BYTES - prefix + 1], b"", &mut tx_bytes);
+/// assert!(matches!(
+///     err,
+///     Err(StoreError::LimitExceeded { kind: LimitKind::Key, limit, .. }) if limit == MAX_KEY_BYTES - prefix
+/// ));
+/// ```
+pub fn check_prefixed_write(
+    prefix_len: usize,
+    key: &[u8],
+    value: &[u8],
+    tx_bytes: &mut usize,
+) -> Result<(), StoreError> {
     if key.is_empty() {
         return Err(StoreError::EmptyKey);
     }
-    if key.len() > MAX_KEY_BYTES {
+    let key_limit = MAX_KEY_BYTES.saturating_sub(prefix_len);
+    if key.len() > key_limit {
         return Err(StoreError::LimitExceeded {
             kind: LimitKind::Key,
             size: key.len(),
-            limit: MAX_KEY_BYTES,
+            limit: key_limit,
         });
     }
     if value.len() > MAX_VALUE_BYTES {
@@ -241,7 +252,7 @@ pub fn check_write(key: &[u8], value: &[u8], tx_bytes: &mut usize) -> Result<(),
             limit: MAX_VALUE_BYTES,
         });
     }
-    *tx_bytes += key.len() + value.len();
+    *tx_bytes += prefix_len + key.len() + value.len();
     if *tx_bytes > MAX_TRANSACTION_BYTES {
         return Err(StoreError::LimitExceeded {
             kind: LimitKind::Transaction,
@@ -282,6 +293,12 @@ pub trait Store: Send + Sync + 'static {
     async fn begin(&self) -> Result<Box<dyn Transaction>, StoreError>;
     /// The backend's name (`"embedded"`, `"postgres"`, ...).
     fn backend_name(&self) -> &'static str;
+    /// Bytes the backend stores in front of every key (a FoundationDB store's prefix). They
+    /// count towards [`MAX_KEY_BYTES`]: a caller's key may be at most
+    /// `MAX_KEY_BYTES - key_prefix_len()` bytes long.
+    fn key_prefix_len(&self) -> usize {
+        0
+    }
 }
 
 /// How [`transact`] retries.

@@ -167,3 +167,150 @@ async fn bad_input_is_refused_or_fails_one_instance() {
     assert_eq!(out.len(), 3);
     node.shutdown().await;
 }
+
+/// Collects the node's log lines (a `tracing` writer) and wakes whoever waits for one.
+#[derive(Clone, Default)]
+struct Logs {
+    text: Arc<std::sync::Mutex<String>>,
+    written: Arc<tokio::sync::Notify>,
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        self.text.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until a log line contains every one of `parts`; returns that line.
+    async fn wait_for(&self, parts: &[&str]) -> String {
+        let wait = async {
+            loop {
+                let written = self.written.notified();
+                if let Some(line) = self
+                    .text()
+                    .lines()
+                    .find(|l| parts.iter().all(|p| l.contains(p)))
+                {
+                    return line.to_owned();
+                }
+                written.await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no log line with {parts:?}; logs:\n{}", self.text()))
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.text
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_str(&String::from_utf8_lossy(buf));
+        self.written.notify_waiters();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_instance_record_stops_its_partition_and_nothing_else() {
+    use perdure_core::Timestamp;
+    use perdure_core::history::{EventKind, HistoryEvent};
+    use perdure_node::state::records::{InboxMessage, MessageBody, Target};
+    use perdure_node::state::{instances, partition_of, queues};
+    use perdure_node::store::{Store, escape_key};
+
+    // The node logs to `logs` (this runtime has one thread: every node task logs here).
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+
+    // A store holding garbage where an instance record should be, and a message for that
+    // instance in its partition's inbox, as if the record had rotted on disk.
+    let store = Arc::new(MemoryStore::new());
+    let partitions = common::options().partitions.get();
+    let bad = InstanceId::new("rotten").unwrap();
+    let bad_partition = partition_of(bad.as_str(), partitions);
+    let key = instances::record_key(&bad);
+    let mut tx = store.begin().await.unwrap();
+    tx.set(&key, &[0, 0xEE, 0xEE]).unwrap();
+    let event = HistoryEvent::new(
+        Timestamp::from_millis(1),
+        EventKind::EventRaised {
+            name: "Approval".into(),
+            input: None,
+        },
+    );
+    let msg = InboxMessage {
+        target: Target::Instance(bad.clone()),
+        body: MessageBody::Event {
+            execution_id: None,
+            event,
+        },
+    };
+    queues::send(
+        tx.as_mut(),
+        &queues::MessageIds::new(7),
+        bad_partition,
+        Timestamp::from_millis(1),
+        &msg,
+    )
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let node = common::start_with(store, registry()).await;
+    // The partition meets the record, logs the typed error naming the key, and stops:
+    // nothing panics, and nothing of that instance is guessed.
+    let line = logs
+        .wait_for(&[
+            "partition stops",
+            "corrupt record at key",
+            &escape_key(&key),
+        ])
+        .await;
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains(&format!("partition={bad_partition}")),
+        "{line}"
+    );
+
+    // Asked for it, the node answers with the same error, not a panic.
+    match node.get_instance(bad.clone(), false).await {
+        Err(ManagementError::Internal(text)) => {
+            assert!(text.contains("corrupt record at key"), "{text}");
+            assert!(text.contains(&escape_key(&key)), "{text}");
+        }
+        other => panic!("expected the corrupt record's error, got {other:?}"),
+    }
+
+    // Every other partition keeps working.
+    let mut others: Vec<u32> = (0..partitions).filter(|p| *p != bad_partition).collect();
+    for n in 0.. {
+        if others.is_empty() {
+            break;
+        }
+        let id = format!("healthy-{n}");
+        let p = partition_of(&id, partitions);
+        if let Some(i) = others.iter().position(|o| *o == p) {
+            others.swap_remove(i);
+            let id = common::start(&node, "HelloSequence", &id, None).await;
+            let st = common::wait(&node, &id).await;
+            assert_eq!(st.runtime_status, OrchestrationStatus::Completed, "{st:?}");
+        }
+    }
+    assert!(
+        !logs.text().contains("panicked"),
+        "nothing panicked:\n{}",
+        logs.text()
+    );
+    node.shutdown().await;
+}

@@ -1,10 +1,11 @@
 //! The embedded backend's own behaviour beyond the conformance suite: persistence across
-//! reopen, one owner per data directory, unusable data directories, corrupt records.
+//! reopen, one owner per data directory, unusable data directories, corrupt records, group
+//! commit.
 
 use std::error::Error as _;
 
 use perdure_node::store::embedded::{DataDirError, EmbeddedStore};
-use perdure_node::store::{KeyRange, RangeOptions, Store, StoreError, decode_record};
+use perdure_node::store::{KeyRange, RangeOptions, Store, StoreError, Transaction, escape_key};
 
 /// The error and its sources, joined, as an operator would read them.
 fn chain(e: &StoreError) -> String {
@@ -108,24 +109,81 @@ async fn a_data_directory_without_permissions_is_a_clear_error() -> anyhow::Resu
 }
 
 #[tokio::test]
-async fn corrupt_record_bytes_name_the_key() -> anyhow::Result<()> {
+async fn corrupt_instance_records_are_a_typed_error_naming_the_key() -> anyhow::Result<()> {
+    use perdure_core::InstanceId;
+    use perdure_node::state::{self, instances};
     let dir = tempfile::tempdir()?;
     let store = EmbeddedStore::open(dir.path())?;
-    let key = b"instance/\x01abc";
+    let id = InstanceId::new("order-7")?;
+    let key = instances::record_key(&id);
+    // The record's bytes as the state layer reads them: a tag (0 = inline), then the
+    // encoded record. Each of these is garbage in a different place.
+    let tagged_garbage = [0u8, perdure_core::codec::FORMAT_VERSION, 0xFF, 0xFF, 0xFF];
+    for garbage in [&tagged_garbage[..], &[0x7F, 1, 2], &[1, 0, 0], &[]] {
+        put(&store, &key, garbage).await?;
+        let mut tx = store.begin().await?;
+        let err = instances::load(tx.as_mut(), &id)
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("{garbage:?} loaded as an instance record"))?;
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(!err.is_retryable(), "a corrupt record is not retried");
+        // The key is named as stored, escaped: `\x02i\x00\x02order-7\x00`.
+        assert_eq!(escape_key(&key), "\\x02i\\x00\\x02order-7\\x00");
+        assert!(err.to_string().contains(&escape_key(&key)), "{err}");
+        // The generic reader fails the same way.
+        let err = state::get::<u32>(tx.as_mut(), &key).await.err();
+        assert!(matches!(err, Some(StoreError::Corrupt { .. })), "{err:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_share_syncs_and_return_only_once_synced() -> anyhow::Result<()> {
+    const WRITERS: u64 = 64;
+    const EACH: u64 = 40;
+    // On the target directory's disk, where a sync costs what it costs in production.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let before = store.stats();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let start = start.clone();
+        writers.spawn(async move {
+            start.wait().await;
+            for i in 0..EACH {
+                let mut tx = store.begin_transaction();
+                tx.set(format!("w/{w:02}/{i:03}").as_bytes(), &i.to_be_bytes())?;
+                let version = tx.commit_version().await?;
+                let synced = store.stats().synced_version;
+                assert!(
+                    synced >= version,
+                    "commit {version} returned before a sync covered it (synced: {synced})"
+                );
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done??;
+    }
+    let after = store.stats();
+    let commits = after.commits - before.commits;
+    let syncs = after.syncs - before.syncs;
+    eprintln!("{commits} commits, {syncs} syncs");
+    assert_eq!(commits, WRITERS * EACH, "every commit is counted once");
+    assert!(syncs >= 1);
+    assert!(
+        syncs < commits / 2,
+        "group commit: {syncs} syncs for {commits} commits"
+    );
     let mut tx = store.begin().await?;
-    tx.set(
-        key,
-        &[perdure_core::codec::FORMAT_VERSION, 0xFF, 0xFF, 0xFF],
-    )?;
-    tx.commit().await?;
-    let mut tx = store.begin().await?;
-    let bytes = tx.get(key).await?.unwrap_or_default();
-    let err = decode_record::<(String, u64)>(key, &bytes)
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("garbage decoded"))?;
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-    assert!(err.to_string().contains("instance/\\x01abc"), "{err}");
-    assert!(!err.is_retryable());
+    let all = tx
+        .get_range(&KeyRange::prefix(b"w/"), RangeOptions::default())
+        .await?;
+    assert_eq!(all.len() as u64, WRITERS * EACH);
     Ok(())
 }
 

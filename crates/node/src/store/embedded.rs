@@ -32,6 +32,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Slice, Snapshot};
 
+pub use self::committer::CommitStats;
 use self::committer::{Changes, Committer, ReadSet};
 use self::versions::{ReadVersion, Versions};
 use super::{KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction, check_write};
@@ -111,6 +112,31 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Begins a transaction; [`Store::begin`] boxes the same. The concrete type offers
+    /// [`EmbeddedTransaction::commit_version`].
+    pub fn begin_transaction(&self) -> EmbeddedTransaction {
+        // Register the read version first: the snapshot then holds every write up to it.
+        let read = self.inner.versions.open_reader();
+        let snapshot = self.inner.db.snapshot();
+        EmbeddedTransaction {
+            inner: self.inner.clone(),
+            snapshot,
+            read,
+            reads: ReadSet::default(),
+            cleared: Vec::new(),
+            writes: BTreeMap::new(),
+            tx_bytes: 0,
+        }
+    }
+
+    /// Commits and journal syncs since the store opened, and the last synced commit
+    /// version: shows group commit at work (many commits per sync under concurrency).
+    pub fn stats(&self) -> CommitStats {
+        self.inner.committer.stats()
+    }
+}
+
 fn open_error(path: &Path, e: fjall::Error) -> StoreError {
     match e {
         fjall::Error::Locked => StoreError::Locked {
@@ -133,18 +159,7 @@ fn fjall_error(e: fjall::Error) -> StoreError {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn begin(&self) -> Result<Box<dyn Transaction>, StoreError> {
-        // Register the read version first: the snapshot then holds every write up to it.
-        let read = self.inner.versions.open_reader();
-        let snapshot = self.inner.db.snapshot();
-        Ok(Box::new(EmbeddedTransaction {
-            inner: self.inner.clone(),
-            snapshot,
-            read,
-            reads: ReadSet::default(),
-            cleared: Vec::new(),
-            writes: BTreeMap::new(),
-            tx_bytes: 0,
-        }))
+        Ok(Box::new(self.begin_transaction()))
     }
 
     fn backend_name(&self) -> &'static str {
@@ -152,7 +167,8 @@ impl Store for EmbeddedStore {
     }
 }
 
-struct EmbeddedTransaction {
+/// A transaction of the embedded store (see [`EmbeddedStore::begin_transaction`]).
+pub struct EmbeddedTransaction {
     inner: Arc<Inner>,
     snapshot: Snapshot,
     read: ReadVersion,
@@ -166,6 +182,35 @@ struct EmbeddedTransaction {
 }
 
 impl EmbeddedTransaction {
+    /// Commits, like [`Transaction::commit`], and returns the commit version: once this
+    /// returns, [`EmbeddedStore::stats`] shows a `synced_version` at least as high. A
+    /// read-only transaction returns the version it waited to be synced.
+    pub async fn commit_version(self) -> Result<u64, StoreError> {
+        let EmbeddedTransaction {
+            inner,
+            snapshot,
+            read,
+            reads,
+            cleared,
+            writes,
+            ..
+        } = self;
+        drop(snapshot);
+        if writes.is_empty() && cleared.is_empty() {
+            drop(read);
+            return inner.committer.wait_visible_durable().await;
+        }
+        inner
+            .committer
+            .commit(Changes {
+                read,
+                reads,
+                cleared,
+                writes,
+            })
+            .await
+    }
+
     /// Whether the stored value of `key` is hidden by this transaction's writes or clears.
     fn shadowed(&self, key: &[u8]) -> bool {
         self.writes.contains_key(key) || self.cleared.iter().any(|r| r.contains(key))
@@ -319,28 +364,6 @@ impl Transaction for EmbeddedTransaction {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        let EmbeddedTransaction {
-            inner,
-            snapshot,
-            read,
-            reads,
-            cleared,
-            writes,
-            ..
-        } = *self;
-        drop(snapshot);
-        if writes.is_empty() && cleared.is_empty() {
-            drop(read);
-            return inner.committer.wait_visible_durable().await;
-        }
-        inner
-            .committer
-            .commit(Changes {
-                read,
-                reads,
-                cleared,
-                writes,
-            })
-            .await
+        self.commit_version().await.map(|_| ())
     }
 }

@@ -2,9 +2,9 @@
 //! onto FoundationDB's transactions, which it was shaped after.
 //!
 //! Not tested on Perdure's own machines: no FoundationDB server or client library can be
-//! installed there. CI compile-checks it (`cargo check -p perdure-node --features
-//! foundationdb`, with bundled headers), and the conformance suite runs against it wherever
-//! `FDB_CLUSTER_FILE` points at a cluster.
+//! installed there. CI compile-checks it and its tests (`cargo check -p perdure-node
+//! --features foundationdb --all-targets`, with bundled headers), and the conformance suite
+//! runs against it wherever `FDB_CLUSTER_FILE` points at a cluster.
 //!
 //! The FoundationDB client runs one network thread per process. [`boot_network`] starts it
 //! (the store's `open` calls it); call [`stop_network`] before the process exits.
@@ -17,7 +17,9 @@ use foundationdb::options::StreamingMode;
 use foundationdb::{FdbError, RangeOption};
 use futures::TryStreamExt;
 
-use super::{KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction, check_write};
+use super::{
+    KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction, check_prefixed_write,
+};
 
 /// FoundationDB's `not_committed` error: a read conflict.
 const NOT_COMMITTED: i32 = 1020;
@@ -58,7 +60,9 @@ pub fn stop_network() {
 #[derive(Clone)]
 pub struct FdbStore {
     db: Arc<foundationdb::Database>,
-    /// Prepended to every key: lets tests (and several task hubs) share one cluster.
+    /// Prepended to every key: lets tests (and several task hubs) share one cluster. It
+    /// counts towards FoundationDB's key and transaction limits, and so towards the limits
+    /// every write is checked against here.
     prefix: Arc<[u8]>,
 }
 
@@ -110,6 +114,10 @@ impl Store for FdbStore {
 
     fn backend_name(&self) -> &'static str {
         "foundationdb"
+    }
+
+    fn key_prefix_len(&self) -> usize {
+        self.prefix.len()
     }
 }
 
@@ -168,7 +176,7 @@ impl Transaction for FdbTransaction {
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        check_write(key, value, &mut self.tx_bytes)?;
+        check_prefixed_write(self.prefix.len(), key, value, &mut self.tx_bytes)?;
         self.tx.set(&self.key(key), value);
         Ok(())
     }

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -80,6 +81,25 @@ pub(super) struct SyncFailedEarlier;
 #[error("the embedded store's committer has stopped")]
 pub(super) struct CommitterStopped;
 
+/// What the committer has done since the store opened (see [`Committer::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions with writes acknowledged as committed (each after its sync).
+    pub commits: u64,
+    /// Journal syncs (`fdatasync`) that succeeded. Group commit makes this far smaller
+    /// than `commits` under concurrent writers.
+    pub syncs: u64,
+    /// The last commit version known to be synced to disk (0: none yet, or a sync failed).
+    pub synced_version: u64,
+}
+
+/// The counters behind [`CommitStats`], updated by the syncer thread.
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    syncs: AtomicU64,
+}
+
 /// Handle to the committer thread. Dropping it stops the thread and waits for it.
 pub(super) struct Committer {
     sender: Option<mpsc::Sender<CommitRequest>>,
@@ -87,6 +107,7 @@ pub(super) struct Committer {
     versions: Arc<Versions>,
     /// The last commit version known to be synced to disk; `None` once a sync failed.
     durable: watch::Receiver<Option<u64>>,
+    counters: Arc<Counters>,
 }
 
 impl Committer {
@@ -100,9 +121,13 @@ impl Committer {
         let (durable_tx, durable) = watch::channel(Some(0));
         let (sync_sender, sync_receiver) = mpsc::channel();
         let syncer_db = db.clone();
+        let counters = Arc::new(Counters::default());
+        let syncer_counters = counters.clone();
         let syncer = std::thread::Builder::new()
             .name("perdure-store-sync".into())
-            .spawn(move || sync_loop(&syncer_db, &durable_tx, &sync_receiver))?;
+            .spawn(move || {
+                sync_loop(&syncer_db, &durable_tx, &syncer_counters, &sync_receiver);
+            })?;
         let mut state = State {
             db,
             keyspace,
@@ -125,11 +150,22 @@ impl Committer {
             thread: Some(thread),
             versions,
             durable,
+            counters,
         })
     }
 
-    /// Commits a transaction; returns once it is synced to disk (or failed).
-    pub(super) async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+    /// Commits and syncs, syncs and the last synced version so far.
+    pub(super) fn stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.counters.commits.load(Ordering::Acquire),
+            syncs: self.counters.syncs.load(Ordering::Acquire),
+            synced_version: self.durable.borrow().unwrap_or(0),
+        }
+    }
+
+    /// Commits a transaction; returns its commit version once it is synced to disk (or
+    /// the failure).
+    pub(super) async fn commit(&self, changes: Changes) -> Result<u64, StoreError> {
         let (reply, outcome) = oneshot::channel();
         let sender = self
             .sender
@@ -145,9 +181,10 @@ impl Committer {
         }
     }
 
-    /// Waits until every write visible now is synced. A read-only transaction calls this
-    /// before it reports success, so it never acts on data a crash could still take back.
-    pub(super) async fn wait_visible_durable(&self) -> Result<(), StoreError> {
+    /// Waits until every write visible now is synced, and returns the version that was
+    /// visible. A read-only transaction calls this before it reports success, so it never
+    /// acts on data a crash could still take back.
+    pub(super) async fn wait_visible_durable(&self) -> Result<u64, StoreError> {
         let target = self.versions.committed();
         let mut durable = self.durable.clone();
         let state = *durable
@@ -155,7 +192,7 @@ impl Committer {
             .await
             .map_err(|_| StoreError::Fatal(Box::new(CommitterStopped)))?;
         match state {
-            Some(_) => Ok(()),
+            Some(_) => Ok(target),
             None => Err(StoreError::Fatal(Box::new(SyncFailedEarlier))),
         }
     }
@@ -191,12 +228,12 @@ struct State {
 /// Accepted writes waiting to be applied: key and new value (`None` removes).
 type Pending = Vec<(Slice, Option<Slice>)>;
 
-/// Where a transaction's outcome goes.
-type Reply = oneshot::Sender<Result<(), StoreError>>;
+/// Where a transaction's outcome goes: its commit version, or why it failed.
+type Reply = oneshot::Sender<Result<u64, StoreError>>;
 
 /// Outcomes of a batch, and which of them are applied to storage yet.
 struct Outcomes {
-    list: Vec<(Reply, Result<(), StoreError>)>,
+    list: Vec<(Reply, Result<u64, StoreError>)>,
     /// Index of the first outcome not yet written to storage.
     unapplied: usize,
     /// Whether anything was written to storage in this batch.
@@ -222,6 +259,7 @@ impl Outcomes {
 fn sync_loop(
     db: &Database,
     durable: &watch::Sender<Option<u64>>,
+    counters: &Counters,
     receiver: &mpsc::Receiver<Outcomes>,
 ) {
     let mut batches = Vec::new();
@@ -233,6 +271,7 @@ fn sync_loop(
         if let Some(synced) = batches.iter().filter_map(|b| b.synced).max() {
             match db.persist(PersistMode::SyncData) {
                 Ok(()) => {
+                    counters.syncs.fetch_add(1, Ordering::Release);
                     durable.send_replace(Some(synced));
                 }
                 Err(e) => {
@@ -246,6 +285,14 @@ fn sync_loop(
                 }
             }
         }
+        let acknowledged = batches
+            .iter()
+            .flat_map(|b| &b.list)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .count();
+        counters
+            .commits
+            .fetch_add(acknowledged as u64, Ordering::Release);
         for batch in batches.drain(..) {
             for (reply, outcome) in batch.list {
                 // The committing task may have been cancelled: nobody to tell.
@@ -345,7 +392,7 @@ impl State {
                 pending.push((key, value));
             }
             self.by_version.push_back((self.version, written));
-            outcomes.list.push((reply, Ok(())));
+            outcomes.list.push((reply, Ok(self.version)));
             if pending_bytes > MAX_APPLY_BYTES {
                 self.apply(&mut pending, &mut outcomes);
                 pending_bytes = 0;
@@ -465,7 +512,7 @@ mod tests {
     fn request(
         state: &State,
         writes: &[(&[u8], Option<&[u8]>)],
-    ) -> (CommitRequest, oneshot::Receiver<Result<(), StoreError>>) {
+    ) -> (CommitRequest, oneshot::Receiver<Result<u64, StoreError>>) {
         let (reply, outcome) = oneshot::channel();
         let writes = writes
             .iter()
@@ -494,8 +541,9 @@ mod tests {
         for (reply, outcome) in outcomes.list {
             let _ = reply.send(outcome);
         }
-        for mut outcome in [first_outcome, second_outcome, third_outcome] {
-            assert!(matches!(outcome.try_recv(), Ok(Ok(()))));
+        for (mut outcome, version) in [(first_outcome, 1), (second_outcome, 2), (third_outcome, 3)]
+        {
+            assert_eq!(outcome.try_recv().ok().and_then(Result::ok), Some(version));
         }
         let read = |key: &[u8]| -> anyhow::Result<Option<Vec<u8>>> {
             Ok(state
