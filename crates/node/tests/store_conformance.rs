@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 
+use perdure_node::store::Store;
 use perdure_node::store::conformance::{self, Case};
 use perdure_node::store::embedded::EmbeddedStore;
 use perdure_node::store::memory::MemoryStore;
-use perdure_node::store::Store;
 
 async fn on_memory(cases: Vec<Case>) {
-    conformance::run_cases(&cases, || async { Arc::new(MemoryStore::new()) as Arc<dyn Store> })
-        .await;
+    conformance::run_cases(&cases, || async {
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>
+    })
+    .await;
 }
 
 async fn on_embedded(cases: Vec<Case>) {
