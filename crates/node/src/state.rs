@@ -16,6 +16,7 @@ pub mod history;
 pub mod instances;
 pub mod keys;
 pub mod leases;
+pub mod purge;
 pub mod queues;
 pub mod records;
 #[cfg(test)]
@@ -76,6 +77,14 @@ fn chunk_key(key: &[u8], i: u64) -> Vec<u8> {
 /// The range holding the chunks of every value whose key starts with `key_prefix`.
 pub fn chunk_range(key_prefix: &[u8]) -> KeyRange {
     KeyRange::prefix(Key::new().str(space::CHUNK).raw(key_prefix).as_bytes())
+}
+
+/// The range holding the chunks of every value whose key is in `begin..end` (when no such
+/// key is a prefix of `end`): a chunk key is its value's key behind the chunk space's tag,
+/// so it sorts with that key.
+pub fn chunk_span(begin: &[u8], end: &[u8]) -> KeyRange {
+    let at = |k: &[u8]| Key::new().str(space::CHUNK).raw(k).into_bytes();
+    KeyRange::new(at(begin), at(end))
 }
 
 /// Encodes `value` and writes it at `key`, split into chunks if it is large.

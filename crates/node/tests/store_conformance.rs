@@ -1,22 +1,25 @@
 //! The store conformance suite against every reachable backend: memory and embedded always,
 //! PostgreSQL when `PERDURE_TEST_POSTGRES_URL` is set, FoundationDB when `FDB_CLUSTER_FILE`
-//! is set (and the `foundationdb` feature is on).
+//! is set (and the `foundationdb` feature is on). Each backend runs the key-value cases and
+//! the state-layer cases (fencing, inbox, timers, activity leases, purge) as two tests.
 
 use std::sync::Arc;
 
+use perdure_node::store::Store;
+use perdure_node::store::conformance::{self, Case};
 use perdure_node::store::embedded::EmbeddedStore;
 use perdure_node::store::memory::MemoryStore;
-use perdure_node::store::{Store, conformance};
 
-#[tokio::test]
-async fn memory_passes_the_kv_suite() {
-    conformance::run_kv_suite(|| async { Arc::new(MemoryStore::new()) as Arc<dyn Store> }).await;
+async fn on_memory(cases: Vec<Case>) {
+    conformance::run_cases(&cases, || async {
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>
+    })
+    .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_passes_the_kv_suite() {
+async fn on_embedded(cases: Vec<Case>) {
     let dirs = std::sync::Mutex::new(Vec::new());
-    conformance::run_kv_suite(|| {
+    conformance::run_cases(&cases, || {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
         dirs.lock().expect("lock").push(dir);
@@ -25,31 +28,25 @@ async fn embedded_passes_the_kv_suite() {
     .await;
 }
 
-/// The PostgreSQL connection string for tests, or `None` (with a loud skip message).
-fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("PERDURE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+/// Runs `cases` on PostgreSQL, one fresh table per case (dropped afterwards), or skips
+/// loudly when `PERDURE_TEST_POSTGRES_URL` is not set.
+async fn on_postgres(test: &str, cases: Vec<Case>) {
+    use perdure_node::store::postgres::PostgresStore;
+    let url = match std::env::var("PERDURE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
         _ => {
             eprintln!(
                 "\n*** SKIPPED {test}: PERDURE_TEST_POSTGRES_URL is not set; \
                  run `eval \"$(bash .ci/postgres.sh | tail -n 1)\"` to test PostgreSQL ***\n"
             );
-            None
+            return;
         }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_passes_the_kv_suite() {
-    use perdure_node::store::postgres::PostgresStore;
-    let Some(url) = postgres_url("postgres_passes_the_kv_suite") else {
-        return;
     };
     let tables = std::sync::Mutex::new(Vec::new());
     let counter = std::sync::atomic::AtomicU32::new(0);
-    conformance::run_kv_suite(|| {
+    conformance::run_cases(&cases, || {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let table = format!("kv_conformance_{}_{n}", std::process::id());
+        let table = format!("{test}_{}_{n}", std::process::id());
         tables.lock().expect("lock").push(table.clone());
         let url = url.clone();
         async move {
@@ -66,13 +63,44 @@ async fn postgres_passes_the_kv_suite() {
     }
 }
 
+#[tokio::test]
+async fn memory_passes_the_kv_suite() {
+    on_memory(conformance::kv_cases()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_passes_the_state_suite() {
+    on_memory(conformance::state_cases()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_passes_the_kv_suite() {
+    on_embedded(conformance::kv_cases()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_passes_the_state_suite() {
+    on_embedded(conformance::state_cases()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_the_kv_suite() {
+    on_postgres("kv_conformance", conformance::kv_cases()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_the_state_suite() {
+    on_postgres("state_conformance", conformance::state_cases()).await;
+}
+
+/// Runs `cases` on FoundationDB, each under a fresh key prefix, or skips loudly when
+/// `FDB_CLUSTER_FILE` is not set.
 #[cfg(feature = "foundationdb")]
-#[test]
-fn foundationdb_passes_the_kv_suite() {
+fn on_foundationdb(test: &str, cases: Vec<Case>) {
     use perdure_node::store::fdb::FdbStore;
     let Some(cluster_file) = std::env::var_os("FDB_CLUSTER_FILE") else {
         eprintln!(
-            "\n*** SKIPPED foundationdb_passes_the_kv_suite: FDB_CLUSTER_FILE is not set \
+            "\n*** SKIPPED {test}: FDB_CLUSTER_FILE is not set \
              (no FoundationDB cluster to test against) ***\n"
         );
         return;
@@ -84,14 +112,24 @@ fn foundationdb_passes_the_kv_suite() {
         .expect("runtime");
     runtime.block_on(async {
         let counter = std::sync::atomic::AtomicU32::new(0);
-        conformance::run_kv_suite(|| {
+        conformance::run_cases(&cases, || {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let prefix = format!("perdure-conformance/{}/{n}/", std::process::id()).into_bytes();
+            let prefix =
+                format!("perdure-conformance/{test}/{}/{n}/", std::process::id()).into_bytes();
             let store = FdbStore::open_with_prefix(Some(cluster_file.clone().into()), prefix)
                 .expect("open FoundationDB");
             async move { Arc::new(store) as Arc<dyn Store> }
         })
         .await;
     });
+}
+
+/// Both suites in one test: the FoundationDB client's network thread starts once per process
+/// and stops for good.
+#[cfg(feature = "foundationdb")]
+#[test]
+fn foundationdb_passes_the_kv_and_state_suites() {
+    on_foundationdb("kv", conformance::kv_cases());
+    on_foundationdb("state", conformance::state_cases());
     perdure_node::store::fdb::stop_network();
 }

@@ -23,7 +23,7 @@ use crate::runtime::Shared;
 use crate::runtime::instance::pending_record;
 use crate::runtime::outbox::Outbox;
 use crate::state::records::{InstanceRecord, MessageBody, Target};
-use crate::state::{history, instances, queues};
+use crate::state::{history, instances, purge};
 use crate::store::{StoreError, transact};
 
 fn store_err(e: StoreError) -> ManagementError {
@@ -228,10 +228,10 @@ impl NodeHandle {
         .await
     }
 
-    /// Purges one instance, incrementally: each transaction removes at most
-    /// [`PURGE_BATCH`] pending messages and timers of the instance; the last one also
-    /// removes its record, indexes, history and activity tasks. Every step re-reads the
-    /// record, so a purge that stops half-way is resumed by purging again.
+    /// Purges one instance, incrementally: each transaction is one [`purge::step`] of at
+    /// most [`PURGE_BATCH`] messages, history events and activity tasks; the last one
+    /// removes the record. Every step re-reads the record, so a purge that stops half-way is
+    /// resumed by purging again.
     async fn purge_one(&self, id: InstanceId, require_terminal: bool) -> ManagementResult<bool> {
         let mut first = true;
         loop {
@@ -250,13 +250,9 @@ impl NodeHandle {
                                 operation: "purge".into(),
                             }));
                         }
-                        if queues::purge_messages(tx, &id, PURGE_BATCH).await? {
-                            return Ok(Ok((false, Outbox::default())));
-                        }
-                        instances::remove(tx, &rec);
-                        history::cut(tx, &id);
-                        queues::clear_tasks_of(tx, sh.partition_of_instance(&id), &id);
-                        Ok(Ok((true, Outbox::default())))
+                        let partition = sh.partition_of_instance(&id);
+                        let progress = purge::step(tx, &rec, partition, PURGE_BATCH).await?;
+                        Ok(Ok((progress == purge::Progress::Done, Outbox::default())))
                     })
                 })
                 .await;
@@ -277,7 +273,8 @@ impl NodeHandle {
     }
 }
 
-/// Most pending messages and timers one purge transaction removes.
+/// Most pending messages, history events and activity tasks (each) one purge transaction
+/// removes.
 pub(super) const PURGE_BATCH: usize = 500;
 
 /// Applies the id-reuse policy to an existing record: the refusal, if any.

@@ -258,8 +258,9 @@ async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
     }
 }
 
-/// Starts another attempt of a task whose lease expired, if it is still queued: its attempt
-/// count and lease are raised in the store first.
+/// Starts another attempt of a task whose lease expired, if it is still queued and its
+/// lease in the store has expired too: its attempt count and lease are raised in the store
+/// first (`queues::redeliver`).
 async fn redeliver(
     shared: &Arc<Shared>,
     partition: u32,
@@ -276,23 +277,17 @@ async fn redeliver(
         let k = k.clone();
         Box::pin(async move {
             leases::check(tx, partition, epoch).await?;
-            let Some(mut t) = queues::get_task(tx, &k).await? else {
-                return Ok(None);
-            };
-            t.attempt += 1;
-            t.lease_until = now.add(lease);
-            queues::put_task(tx, partition, &t)?;
-            Ok(Some(t))
+            queues::redeliver(tx, partition, &k, now, lease).await
         })
     })
     .await;
     match again {
-        Ok(Some(t)) => {
+        Ok(queues::Redelivery::Again(t)) => {
             if let Some(pool) = shared.activities.get() {
                 pool.submit(partition, (*key).clone(), t);
             }
         }
-        Ok(None) => {}
+        Ok(queues::Redelivery::Gone | queues::Redelivery::Leased(_)) => {}
         Err(e) => tracing::warn!(error = %e, "activity lease not renewed"),
     }
 }

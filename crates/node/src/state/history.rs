@@ -3,8 +3,8 @@
 use perdure_core::{HistoryEvent, InstanceId};
 
 use super::keys::Key;
-use super::{clear_prefix, decode_value, put, space};
-use crate::store::{KeyRange, RangeOptions, StoreError, Transaction};
+use super::{chunk_span, clear_prefix, decode_value, put, space};
+use crate::store::{KeyRange, RangeOptions, StoreError, Transaction, prefix_end};
 
 fn prefix(id: &InstanceId) -> Key {
     Key::new().str(space::HISTORY).str(id.as_str())
@@ -32,7 +32,7 @@ pub async fn load_page(
     limit: Option<usize>,
 ) -> Result<Vec<HistoryEvent>, StoreError> {
     let begin = prefix(id).uint(from).into_bytes();
-    let end = crate::store::prefix_end(prefix(id).as_bytes());
+    let end = prefix_end(prefix(id).as_bytes());
     let rows = tx
         .get_range(
             &KeyRange::new(begin, end),
@@ -57,7 +57,42 @@ pub async fn load(
     load_page(tx, id, 0, None).await
 }
 
-/// Removes the whole history (continue-as-new cuts it; purge removes it).
+/// Removes the whole history in one range clear (continue-as-new and restart cut it; purge
+/// removes it in batches with [`purge_batch`]).
 pub fn cut(tx: &mut dyn Transaction, id: &InstanceId) {
     clear_prefix(tx, prefix(id).as_bytes());
+}
+
+/// Removes the first `limit` sequence numbers of the history (with their chunks), reading
+/// only the first remaining event and the one after the cleared span: bounded work whatever
+/// the history's length. Returns whether events remain (call again in a new transaction).
+pub async fn purge_batch(
+    tx: &mut dyn Transaction,
+    id: &InstanceId,
+    limit: usize,
+) -> Result<bool, StoreError> {
+    let pre = prefix(id);
+    let all = KeyRange::prefix(pre.as_bytes());
+    let Some((first, _)) = tx
+        .get_range(&all, RangeOptions::limit(1))
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(false);
+    };
+    let seq = Key::decode(&first)
+        .ok()
+        .and_then(|elems| elems.get(2).and_then(|e| e.as_uint(2).ok()))
+        .ok_or_else(|| StoreError::corrupt(&first, perdure_core::codec::CodecError::Empty))?;
+    let end = match seq.checked_add(limit.max(1) as u64) {
+        Some(next) => pre.uint(next).into_bytes(),
+        None => all.end.clone(),
+    };
+    let rest = tx
+        .get_range(&KeyRange::new(end.clone(), all.end), RangeOptions::limit(1))
+        .await?;
+    tx.clear_range(&KeyRange::new(first.clone(), end.clone()));
+    tx.clear_range(&chunk_span(&first, &end));
+    Ok(!rest.is_empty())
 }

@@ -125,13 +125,14 @@ pub fn remove(tx: &mut dyn Transaction, key: &[u8], msg: &InboxMessage) {
 }
 
 /// Removes up to `limit` pending inbox messages and timers addressed to `id`, with their index
-/// entries; returns whether more may remain (call again in a new transaction). Reading the
+/// entries (reading only the empty index entries, not the messages); returns whether more may remain (call again in a new transaction). Reading the
 /// index range makes a concurrent send to the instance conflict with this transaction.
 pub async fn purge_messages(
     tx: &mut dyn Transaction,
     id: &InstanceId,
     limit: usize,
 ) -> Result<bool, StoreError> {
+    let limit = limit.max(1);
     let pre = messages_of_prefix(id);
     let rows = tx
         .get_range(
@@ -273,7 +274,54 @@ pub async fn read_tasks(
     Ok(out)
 }
 
-/// Removes every task of an instance in a partition.
-pub fn clear_tasks_of(tx: &mut dyn Transaction, partition: u32, id: &InstanceId) {
-    super::clear_prefix(tx, task_prefix(partition).str(id.as_str()).as_bytes());
+/// Removes up to `limit` activity tasks of an instance in a partition (with their chunks);
+/// returns whether more may remain (call again in a new transaction).
+pub async fn purge_tasks(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    id: &InstanceId,
+    limit: usize,
+) -> Result<bool, StoreError> {
+    let limit = limit.max(1);
+    let range = KeyRange::prefix(task_prefix(partition).str(id.as_str()).as_bytes());
+    let rows = tx.get_range(&range, RangeOptions::limit(limit)).await?;
+    let more = rows.len() >= limit;
+    for (k, _) in rows {
+        clear(tx, &k);
+    }
+    Ok(more)
+}
+
+/// What [`redeliver`] found at a task's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redelivery {
+    /// The task is gone: its result was recorded (or its instance purged).
+    Gone,
+    /// Its lease runs until this time: the attempt holding it may still report.
+    Leased(Timestamp),
+    /// The lease had expired: the task with its attempt count raised and a new lease, now
+    /// written back, to run again.
+    Again(ActivityTask),
+}
+
+/// Starts another attempt of a task whose lease (visibility timeout) has expired at `now`:
+/// raises its attempt count and leases it until `now + lease`. Reading the task makes two
+/// concurrent redeliveries conflict, so one lease expiry gives exactly one new attempt.
+pub async fn redeliver(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    key: &[u8],
+    now: Timestamp,
+    lease: std::time::Duration,
+) -> Result<Redelivery, StoreError> {
+    let Some(mut task) = get_task(tx, key).await? else {
+        return Ok(Redelivery::Gone);
+    };
+    if task.lease_until > now {
+        return Ok(Redelivery::Leased(task.lease_until));
+    }
+    task.attempt += 1;
+    task.lease_until = now.add(lease);
+    put_task(tx, partition, &task)?;
+    Ok(Redelivery::Again(task))
 }
