@@ -214,6 +214,8 @@ fn rewind_entity_list_and_failover() {
     .unwrap();
     assert!(success && out.contains("via-failover"), "{out} / {err}");
     wait_status(&node, "via-failover", "Completed");
+    let (success, out, err) = perdure_cli(&format!("{urls},"), &["functions"]).unwrap();
+    assert!(success && out.contains("FailsOnce"), "{out} / {err}");
 }
 
 #[test]
