@@ -22,6 +22,8 @@ import azure.functions as func
 from azure.durable_functions import DurableOrchestrationClient, EntityId, OrchestrationRuntimeStatus
 
 PASSED = 0
+PUBLIC = set()  # the client's public methods
+CALLED = set()  # those the run called
 
 
 def check(name, cond, detail=""):
@@ -51,7 +53,21 @@ def make_client(origin):
         },
         "rpcBaseUrl": base + "/",
     }
-    return DurableOrchestrationClient(json.dumps(binding), function_invocation_id="perdure-test")
+    client = DurableOrchestrationClient(json.dumps(binding), function_invocation_id="perdure-test")
+    # Record every public method called, to check at the end that none was left out (a newer
+    # client version with a new method fails the run until the method is covered here).
+    for name in dir(client):
+        method = getattr(client, name)
+        if name.startswith("_") or not callable(method):
+            continue
+        PUBLIC.add(name)
+
+        def recording(*args, _name=name, _method=method, **kwargs):
+            CALLED.add(_name)
+            return _method(*args, **kwargs)
+
+        setattr(client, name, recording)
+    return client
 
 
 async def wait_status(client, iid, want, timeout=30.0):
@@ -317,6 +333,8 @@ async def main(origin):
     left = {s.instance_id for s in await client.get_status_all()}
     check("purge_instance_history_by leaves the others", not (left & before) and "py-keep" in left, left)
     await client.terminate("py-keep", "done")
+
+    check("every public method was called", PUBLIC and not (PUBLIC - CALLED), sorted(PUBLIC - CALLED))
 
     try:  # the client keeps a module-global aiohttp session; close it before the loop ends
         from azure.durable_functions.models.utils import http_utils
