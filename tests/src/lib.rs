@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+pub mod app;
+
 /// The base path of the Durable Functions routes.
 pub const BASE: &str = "/runtime/webhooks/durabletask";
 
@@ -24,7 +26,7 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// Builds `perdure-node` and `perdure` once per test process (fast when up to date), so tests
+/// Builds `perdure-node`, `perdure-test-node` and `perdure` once per test process (fast when up to date), so tests
 /// never run a stale binary.
 pub fn ensure_built() -> anyhow::Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -41,6 +43,8 @@ pub fn ensure_built() -> anyhow::Result<PathBuf> {
                 "perdure-node",
                 "-p",
                 "perdure-client",
+                "-p",
+                "perdure-tests",
             ]);
             if profile_release {
                 cmd.arg("--release");
@@ -78,6 +82,16 @@ impl NodeProcess {
 
     /// Like [`NodeProcess::spawn_dev`] with extra flags.
     pub fn spawn_dev_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_bin_dev("perdure-node", extra)
+    }
+
+    /// Like [`NodeProcess::spawn_dev`], serving the test app ([`app`]) from
+    /// `perdure-test-node`.
+    pub fn spawn_test_app() -> anyhow::Result<Self> {
+        Self::spawn_bin_dev("perdure-test-node", &[])
+    }
+
+    fn spawn_bin_dev(bin: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut args: Vec<std::ffi::OsString> = vec![
             "dev".into(),
@@ -89,7 +103,7 @@ impl NodeProcess {
             data_dir.path().into(),
         ];
         args.extend(extra.iter().map(Into::into));
-        Self::spawn(&args, &[], data_dir)
+        Self::spawn_bin(bin, &args, &[], data_dir)
     }
 
     /// Spawns `perdure-node` with any arguments and environment variables; the process must
@@ -99,15 +113,24 @@ impl NodeProcess {
         envs: &[(&str, &str)],
         data_dir: tempfile::TempDir,
     ) -> anyhow::Result<Self> {
+        Self::spawn_bin("perdure-node", args, envs, data_dir)
+    }
+
+    fn spawn_bin(
+        bin: &str,
+        args: &[std::ffi::OsString],
+        envs: &[(&str, &str)],
+        data_dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
         let dir = ensure_built()?;
-        let mut child = Command::new(dir.join("perdure-node"))
+        let mut child = Command::new(dir.join(bin))
             .args(args)
             .envs(envs.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("spawning perdure-node")?;
+            .with_context(|| format!("spawning {bin}"))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -125,7 +148,7 @@ impl NodeProcess {
             Ok(o) => o,
             Err(_) => {
                 let _ = child.kill();
-                bail!("perdure-node did not report its address within 60 s");
+                bail!("{bin} did not report its address within 60 s");
             }
         };
         Ok(Self {

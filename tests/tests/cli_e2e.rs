@@ -139,3 +139,125 @@ fn every_command() {
     let (success, _, err) = perdure_cli("http://127.0.0.1:9", &["list"]).unwrap();
     assert!(!success && err.contains("no node answered"), "{err}");
 }
+
+/// Polls `perdure status ID` until it shows `want`.
+fn wait_status(node: &NodeProcess, id: &str, want: &str) -> Value {
+    let mut s = Value::Null;
+    for _ in 0..300 {
+        s = json(node, &["status", id]);
+        if s["runtimeStatus"] == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(s["runtimeStatus"], want, "{s}");
+    s
+}
+
+#[test]
+fn rewind_entity_list_and_failover() {
+    let node = NodeProcess::spawn_test_app().unwrap();
+    // FailsOnce fails on its first activity call; a rewind runs that call again.
+    let failed = json(&node, &["start", "FailsOnce", "--id", "f1", "--wait", "30"]);
+    assert_eq!(failed["runtimeStatus"], "Failed", "{failed}");
+    let out = ok(&node, &["rewind", "f1", "--reason", "fixed"]);
+    assert!(out.contains("f1"), "{out}");
+    let done = wait_status(&node, "f1", "Completed");
+    assert_eq!(done["output"], "Hello before! cured", "{done}");
+    let (success, _, err) = perdure_cli(&node.origin, &["rewind", "f1"]).unwrap();
+    assert!(!success && err.contains("Completed"), "{err}");
+
+    // `entity list NAME` lists only that entity's instances (names are case-insensitive).
+    for (name, key, op) in [
+        ("Counter", "c1", "add"),
+        ("Counter", "c2", "add"),
+        ("Account", "a1", "deposit"),
+    ] {
+        ok(&node, &["entity", "signal", name, key, op, "--input", "3"]);
+    }
+    let mut keys = Vec::new();
+    for _ in 0..300 {
+        let l = json(&node, &["entity", "list", "Counter", "--state"]);
+        keys = l
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(e["entityId"]["name"], "counter", "{e}");
+                assert_eq!(e["state"], 3, "{e}");
+                e["entityId"]["key"].as_str().unwrap().to_string()
+            })
+            .collect();
+        if keys.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    keys.sort();
+    assert_eq!(keys, ["c1", "c2"]);
+    let out = ok(&node, &["entity", "list", "account"]);
+    assert!(
+        out.starts_with("NAME") && out.contains("a1") && !out.contains("c1"),
+        "{out}"
+    );
+
+    // A comma-separated --url list: the first node is dead, the second answers.
+    let urls = format!("http://127.0.0.1:9,{}", node.origin);
+    let (success, out, err) = perdure_cli(&urls, &["--json", "status", "f1"]).unwrap();
+    assert!(success, "{err}");
+    let s: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(s["runtimeStatus"], "Completed");
+    let (success, out, err) = perdure_cli(
+        &urls,
+        &["--json", "start", "HelloSequence", "--id", "via-failover"],
+    )
+    .unwrap();
+    assert!(success && out.contains("via-failover"), "{out} / {err}");
+    wait_status(&node, "via-failover", "Completed");
+    let (success, out, err) = perdure_cli(&format!("{urls},"), &["functions"]).unwrap();
+    assert!(success && out.contains("FailsOnce"), "{out} / {err}");
+}
+
+#[test]
+fn bulk_purge_reports_each_batch() {
+    // The node purges at most 100 instances per batch (`incremental=true`); 130 take two.
+    const N: usize = 130;
+    let node = NodeProcess::spawn_dev().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = perdure_client::DurableClient::http([node.origin.clone()]).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..N {
+            let opts = perdure_client::StartOptions::with_id(format!("bulk-{i:03}"));
+            ids.push(
+                client
+                    .schedule_new_orchestration("HelloSequence", &(), opts)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for id in &ids {
+            let done = client
+                .wait_for_instance_completion(id, std::time::Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(
+                done.runtime_status(),
+                perdure_client::OrchestrationStatus::Completed
+            );
+        }
+    });
+    let (success, out, err) =
+        perdure_cli(&node.origin, &["purge", "--status", "Completed"]).unwrap();
+    assert!(success, "{err}");
+    // Not a terminal: one progress line per batch, with the running total.
+    let progress: Vec<&str> = err.lines().filter(|l| l.contains("so far")).collect();
+    assert_eq!(
+        progress,
+        ["purged 100 instances so far", "purged 130 instances so far"],
+        "{err}"
+    );
+    assert_eq!(out.trim(), format!("purged {N} instances"));
+    let l = json(&node, &["list", "--top", "0"]);
+    assert_eq!(l.as_array().unwrap().len(), 0, "{l}");
+}

@@ -1,10 +1,12 @@
 //! `perdure-client` over HTTP (against the spawned binary, with failover) and in process
-//! (against an embedded node): the same scenario through both transports.
+//! (against an embedded node): the same scenarios through both transports, on the test app
+//! (`perdure_tests::app`: the sample app plus `FailsOnce` for rewind).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use perdure_client::Timestamp;
 use perdure_client::{
     ClientError, DurableClient, EntityId, EntityQuery, InstanceQuery, OrchestrationStatus,
     PurgeFilter, StartOptions,
@@ -203,13 +205,96 @@ async fn scenario(client: &DurableClient, tag: &str) {
     client.clean_entity_storage(true, true).await.unwrap();
 }
 
+/// A start in the future stays Pending until its time; a version is kept on the instance; a
+/// rewind runs a failed instance again from its failed activity.
+async fn start_options_and_rewind(client: &DurableClient, tag: &str) {
+    let at = Timestamp::from_system_time(std::time::SystemTime::now() + Duration::from_secs(2));
+    let id = client
+        .schedule_new_orchestration(
+            "Versioned",
+            &(),
+            StartOptions {
+                instance_id: Some(format!("{tag}-later")),
+                scheduled_start: Some(at),
+                version: Some("2".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let m = client
+        .get_instance(&id, false, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.runtime_status(), OrchestrationStatus::Pending);
+    assert_eq!(m.state.version.as_deref(), Some("2"));
+    let done = client
+        .wait_for_instance_completion(&id, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(done.runtime_status(), OrchestrationStatus::Completed);
+    assert_eq!(done.state.version.as_deref(), Some("2"));
+    assert_eq!(
+        done.read_output::<String>().unwrap().unwrap(),
+        "Hello version 2!"
+    );
+    assert!(
+        done.state.last_updated_at >= at,
+        "finished at {:?}, before its scheduled start {at:?}",
+        done.state.last_updated_at
+    );
+    let history = client.get_history(&id).await.unwrap().unwrap();
+    let ran_at = history
+        .iter()
+        .find(|e| e.name() == "TaskScheduled")
+        .map(|e| e.timestamp)
+        .unwrap();
+    assert!(ran_at >= at, "ran at {ran_at:?}, before {at:?}");
+
+    // Rewind: FailsOnce's activity fails on its first call only.
+    let f = client
+        .schedule_new_orchestration(
+            "FailsOnce",
+            &(),
+            StartOptions::with_id(format!("{tag}-fail")),
+        )
+        .await
+        .unwrap();
+    let failed = client.wait_for_instance_completion(&f, WAIT).await.unwrap();
+    assert_eq!(failed.runtime_status(), OrchestrationStatus::Failed);
+    assert!(failed.state.failure.is_some());
+    client.rewind(&f, Some("fixed")).await.unwrap();
+    let done = client.wait_for_instance_completion(&f, WAIT).await.unwrap();
+    assert_eq!(done.runtime_status(), OrchestrationStatus::Completed);
+    assert_eq!(
+        done.read_output::<String>().unwrap().unwrap(),
+        "Hello before! cured"
+    );
+    // The history was kept: SayHello ran once, FailFirstCall twice (failed, then completed).
+    let history = client.get_history(&f).await.unwrap().unwrap();
+    let scheduled = history
+        .iter()
+        .filter(|e| e.name() == "TaskScheduled")
+        .count();
+    assert_eq!(scheduled, 2, "{history:?}");
+    let err = client.rewind(&f, None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Management(perdure_core::management::ManagementError::InvalidState { .. })
+        ),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_over_http_with_failover() {
-    let node = NodeProcess::spawn_dev().unwrap();
+    let node = NodeProcess::spawn_test_app().unwrap();
     // The first node does not exist: requests fail over to the second.
     let dead = "http://127.0.0.1:9".to_string();
     let client = DurableClient::http([dead, node.origin.clone()]).unwrap();
     scenario(&client, "http").await;
+    start_options_and_rewind(&client, "http").await;
 
     // The HTTP starter's answer.
     let id = perdure_client::InstanceId::new("x 1").unwrap();
@@ -235,12 +320,13 @@ async fn client_over_http_with_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_in_process() {
     let node = Node::builder()
-        .registry(Arc::new(perdure_node::sample::sample_registry()))
+        .registry(Arc::new(perdure_tests::app::test_registry()))
         .store(Arc::new(MemoryStore::new()))
         .start()
         .await
         .unwrap();
     let client = DurableClient::in_process(Arc::new(node.clone()));
     scenario(&client, "local").await;
+    start_options_and_rewind(&client, "local").await;
     node.shutdown().await;
 }

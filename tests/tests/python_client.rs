@@ -1,5 +1,6 @@
 //! The official Python Durable Functions client (`azure-functions-durable`) drives a spawned
-//! node through all its methods (`tests/python/drive_node.py`). Needs the virtual environment
+//! `perdure-test-node` (the sample app plus `perdure_tests::app`) through all its methods
+//! (`tests/python/drive_node.py`). Needs the virtual environment
 //! made by `.ci/python-client.sh`; without it the test is skipped with a loud message (and
 //! fails under CI, where the script always runs first).
 
@@ -30,7 +31,7 @@ fn python_durable_client_drives_a_node() {
         eprintln!("\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
         return;
     }
-    let node = NodeProcess::spawn_dev().unwrap();
+    let node = NodeProcess::spawn_test_app().unwrap();
     let out = Command::new(&python)
         .arg(root.join("tests/python/drive_node.py"))
         .arg(&node.origin)

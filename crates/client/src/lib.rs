@@ -17,7 +17,7 @@
 //! # async fn demo() -> Result<(), perdure_client::ClientError> {
 //! let client = DurableClient::http(["http://127.0.0.1:8080"])?;
 //! let id = client
-//!     .schedule_new_orchestration("HelloSequence", &"Tokyo", StartOptions::default())
+//!     .schedule_new_orchestration("HelloSequence", &(), StartOptions::default())
 //!     .await?;
 //! let done = client
 //!     .wait_for_instance_completion(&id, Duration::from_secs(30))
@@ -25,6 +25,40 @@
 //! let greetings: Vec<String> = done.read_output()?.unwrap_or_default();
 //! println!("{id}: {greetings:?}");
 //! # Ok(()) }
+//! ```
+//!
+//! ## In process
+//!
+//! An app that embeds a node hands its handle (a [`ManagementApi`]) to the client: the same
+//! calls, without serialization or network.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use perdure_client::{DurableClient, StartOptions};
+//! use perdure_node::node::Node;
+//! use perdure_node::store::memory::MemoryStore;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let node = Node::builder()
+//!     .registry(Arc::new(perdure_node::sample::sample_registry()))
+//!     .store(Arc::new(MemoryStore::new()))
+//!     .start()
+//!     .await?;
+//! let client = DurableClient::in_process(Arc::new(node.clone()));
+//! let id = client
+//!     .schedule_new_orchestration("HelloSequence", &(), StartOptions::with_id("h1"))
+//!     .await?;
+//! let done = client
+//!     .wait_for_instance_completion(&id, Duration::from_secs(30))
+//!     .await?;
+//! let greetings: Vec<String> = done.read_output()?.unwrap_or_default();
+//! assert_eq!(greetings, ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]);
+//! node.shutdown().await;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })
+//! # }
 //! ```
 //!
 //! ## The Durable Client binding, in Rust

@@ -280,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|u| u.trim().to_string())
         .filter(|u| !u.is_empty())
         .collect();
-    let client = DurableClient::http_with(HttpClientOptions::new(urls))?;
+    let client = DurableClient::http_with(HttpClientOptions::new(urls.clone()))?;
     let as_json = cli.json;
     match cli.command {
         Cmd::Start {
@@ -446,9 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Purge(p) => purge(&client, p, as_json).await?,
         Cmd::Entity(e) => entity(&client, e, as_json).await?,
         Cmd::Functions => {
-            let api = perdure_client::HttpTransport::new(HttpClientOptions::new(
-                cli.url.split(',').map(|u| u.trim().to_string()),
-            ))?;
+            let api = perdure_client::HttpTransport::new(HttpClientOptions::new(urls))?;
             let f = api.registered_functions().await?;
             if as_json {
                 println!("{}", serde_json::to_string(&f)?);
