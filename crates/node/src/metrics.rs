@@ -79,6 +79,8 @@ pub struct Metrics {
     /// Instance activations that replayed a stored history (after a passivation, a restart
     /// or a failed commit).
     pub replays: AtomicU64,
+    /// Instances and entities quarantined because a stored record of theirs does not decode.
+    pub quarantined: AtomicU64,
     /// Timers armed in memory.
     pub armed_timers: AtomicI64,
     /// Episode latency (execute + commit).
@@ -98,7 +100,7 @@ impl Metrics {
     /// ```
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "perdure_episodes_total",
                 "Episodes committed.",
@@ -143,6 +145,11 @@ impl Metrics {
                 "perdure_replays_total",
                 "Instance activations that replayed a stored history.",
                 &self.replays,
+            ),
+            (
+                "perdure_quarantined_total",
+                "Instances and entities set aside because a stored record does not decode.",
+                &self.quarantined,
             ),
         ];
         for (name, help, v) in counters {

@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use perdure_core::activity::ActivityContext;
 use perdure_core::management::{FunctionKind, ManagementApi, ManagementError, StartRequest};
@@ -217,7 +218,7 @@ impl std::io::Write for Logs {
 }
 
 #[tokio::test]
-async fn a_corrupt_instance_record_stops_its_partition_and_nothing_else() {
+async fn a_corrupt_instance_record_quarantines_that_instance_and_nothing_else() {
     use perdure_core::Timestamp;
     use perdure_core::history::{EventKind, HistoryEvent};
     use perdure_node::state::records::{InboxMessage, MessageBody, Target};
@@ -267,15 +268,11 @@ async fn a_corrupt_instance_record_stops_its_partition_and_nothing_else() {
     .unwrap();
     tx.commit().await.unwrap();
 
-    let node = common::start_with(store, registry()).await;
-    // The partition meets the record, logs the typed error naming the key, and stops:
-    // nothing panics, and nothing of that instance is guessed.
+    let node = common::start_with(store.clone(), registry()).await;
+    // The partition meets the record, logs the typed error naming the key, and sets that
+    // instance aside: nothing panics, and nothing of that instance is guessed.
     let line = logs
-        .wait_for(&[
-            "partition stops",
-            "corrupt record at key",
-            &escape_key(&key),
-        ])
+        .wait_for(&["quarantined", "corrupt record at key", &escape_key(&key)])
         .await;
     assert!(line.contains("ERROR"), "{line}");
     assert!(
@@ -292,8 +289,10 @@ async fn a_corrupt_instance_record_stops_its_partition_and_nothing_else() {
         other => panic!("expected the corrupt record's error, got {other:?}"),
     }
 
-    // Every other partition keeps working.
-    let mut others: Vec<u32> = (0..partitions).filter(|p| *p != bad_partition).collect();
+    assert_eq!(node.metrics().quarantined.load(Ordering::Relaxed), 1);
+
+    // Every partition keeps working, the rotten instance's own included.
+    let mut others: Vec<u32> = (0..partitions).collect();
     for n in 0.. {
         if others.is_empty() {
             break;
@@ -307,10 +306,21 @@ async fn a_corrupt_instance_record_stops_its_partition_and_nothing_else() {
             assert_eq!(st.runtime_status, OrchestrationStatus::Completed, "{st:?}");
         }
     }
+    let text = logs.text();
+    assert!(!text.contains("panicked"), "nothing panicked:\n{text}");
     assert!(
-        !logs.text().contains("panicked"),
-        "nothing panicked:\n{}",
-        logs.text()
+        !text.contains("partition stops"),
+        "no partition stopped:\n{text}"
+    );
+    // The rotten instance's message is still in the store: nothing was dropped.
+    let mut tx = store.begin().await.unwrap();
+    let left = queues::read_inbox(tx.as_mut(), bad_partition, None, 100)
+        .await
+        .unwrap();
+    assert!(
+        left.iter()
+            .any(|(_, m)| m.target == Target::Instance(bad.clone())),
+        "the message for the quarantined instance is kept"
     );
     node.shutdown().await;
 }

@@ -47,6 +47,9 @@ pub struct Partition {
     timers: BTreeMap<(Timestamp, Vec<u8>), InboxMessage>,
     /// The live instance and entity actors.
     residents: HashMap<Target, ActorHandle>,
+    /// Targets whose stored records do not decode: they are not run again until the node
+    /// restarts; their messages stay queued (in memory and in the store), nothing is dropped.
+    quarantined: HashSet<Target>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -100,6 +103,7 @@ impl Partition {
             busy: HashSet::new(),
             timers: BTreeMap::new(),
             residents: HashMap::new(),
+            quarantined: HashSet::new(),
         };
         Ok(me)
     }
@@ -204,6 +208,9 @@ impl Partition {
     }
 
     fn mark_dirty(&mut self, t: Target) {
+        if self.quarantined.contains(&t) {
+            return;
+        }
         if self.dirty_set.insert(t.clone()) {
             self.dirty.push_back(t);
         }
@@ -423,8 +430,25 @@ impl Partition {
             self.known.remove(k);
         }
         self.requeue_front(&target, requeue);
-        if let Some(e) = fatal {
-            return Err(e);
+        match fatal {
+            Some(e @ StoreError::Corrupt { .. }) => {
+                // One rotten record costs its own instance or entity, not the partition.
+                tracing::error!(
+                    partition = self.partition,
+                    target = ?target,
+                    error = %e,
+                    "quarantined until the node restarts: a stored record does not decode; its messages are kept"
+                );
+                self.shared
+                    .metrics
+                    .quarantined
+                    .fetch_add(1, Ordering::Relaxed);
+                self.passivate(&target);
+                self.quarantined.insert(target);
+                return Ok(());
+            }
+            Some(e) => return Err(e),
+            None => {}
         }
         if self.pending.contains_key(&target) {
             self.mark_dirty(target);
