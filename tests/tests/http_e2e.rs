@@ -347,10 +347,145 @@ async fn entities_signal_read_list_clean() {
     assert_eq!(list[0]["state"], json!(7));
     let all = body(api.get("/entities/").await).await;
     assert_eq!(all.as_array().unwrap().len(), 1);
-    let r = api.post("/maintenance/cleanEntityStorage", None).await;
+    let all = body(api.get("/entities").await).await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let by_name = body(api.get("/entities/Counter/").await).await;
+    assert_eq!(by_name.as_array().unwrap().len(), 1);
+    assert!(
+        body(api.get("/entities/Account").await)
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // An unknown entity name: 404 naming the registered ones.
+    let r = api.post("/entities/Gauge/g1?op=add", Some("1")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let msg = body(r).await["ExceptionMessage"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        msg.contains("gauge") && msg.contains("counter") && msg.contains("account"),
+        "{msg}"
+    );
+
+    // Deleting an entity's state removes the entity at once: nothing is left to clean.
+    api.post("/entities/Counter/gone?op=add", Some("1")).await;
+    eventually("Counter gone to hold 1", || async {
+        let r = api.get("/entities/Counter/gone").await;
+        r.status() == StatusCode::OK && body(r).await == json!(1)
+    })
+    .await;
+    api.post("/entities/Counter/gone?op=delete", None).await;
+    eventually("Counter gone to be removed", || async {
+        api.get("/entities/Counter/gone?metadata=true")
+            .await
+            .status()
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert_eq!(
+        body(api.get("/entities/Counter").await)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Polls `check` until it holds (a spawned node offers no event to wait on).
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The critical section holding an entity, if any (`metadata=true` shows the lock).
+async fn locked_by(api: &Api, entity: &str) -> Option<String> {
+    let r = api.get(&format!("/entities/{entity}?metadata=true")).await;
+    if r.status() != StatusCode::OK {
+        return None;
+    }
+    body(r).await["lockedBy"].as_str().map(str::to_string)
+}
+
+/// Orphaned locks: `t-hold` locks accounts a and b in a critical section and waits there for
+/// its `Confirm` event; terminating it ends the instance without unlocking (the node writes
+/// the termination without running the orchestration, as Durable Functions does), so both
+/// locks are orphaned. Cleaning releases them, and the deposit that waited behind a lock runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleaning_entity_storage_releases_orphaned_locks() {
+    let node = NodeProcess::spawn_dev().unwrap();
+    let api = Api::new(&node);
+    let hold = r#"{"from": "a", "to": "b", "amount": 1, "confirm": true}"#;
+    assert_eq!(
+        api.post("/orchestrators/Transfer/t-hold", Some(hold))
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    eventually("t-hold to lock account b", || async {
+        locked_by(&api, "Account/b").await.is_some()
+    })
+    .await;
+    api.post("/instances/t-hold/terminate?reason=gone", None)
+        .await;
+    assert_eq!(api.wait("t-hold").await["runtimeStatus"], "Terminated");
+    assert!(locked_by(&api, "Account/a").await.is_some());
+
+    // A deposit waits behind the lock; cleaning without releasing locks changes nothing.
+    api.post("/entities/Account/b?op=deposit", Some("10")).await;
+    let r = api
+        .post(
+            "/maintenance/cleanEntityStorage?releaseOrphanedLocks=false",
+            None,
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let j = body(r).await;
-    assert!(j["emptyEntitiesRemoved"].is_u64() && j["orphanedLocksReleased"].is_u64());
+    assert_eq!(
+        body(r).await,
+        json!({"numberOfEmptyEntitiesRemoved": 0, "numberOfOrphanedLocksRemoved": 0})
+    );
+    assert!(locked_by(&api, "Account/b").await.is_some());
+    assert_eq!(
+        api.get("/entities/Account/b").await.status(),
+        StatusCode::NOT_FOUND,
+        "the deposit ran behind the lock"
+    );
+
+    let r = api.delete("/maintenance/cleanEntityStorage").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        body(r).await,
+        json!({"numberOfEmptyEntitiesRemoved": 0, "numberOfOrphanedLocksRemoved": 2})
+    );
+    eventually("the deposit behind the lock to run", || async {
+        let r = api.get("/entities/Account/b").await;
+        r.status() == StatusCode::OK && body(r).await == json!(10)
+    })
+    .await;
+    assert_eq!(locked_by(&api, "Account/b").await, None);
+    // Account a had neither state nor a waiting operation: releasing its lock removed it.
+    eventually("account a to be removed", || async {
+        api.get("/entities/Account/a?metadata=true").await.status() == StatusCode::NOT_FOUND
+    })
+    .await;
+    let r = api.post("/maintenance/cleanEntityStorage", None).await;
+    assert_eq!(
+        body(r).await,
+        json!({"numberOfEmptyEntitiesRemoved": 0, "numberOfOrphanedLocksRemoved": 0})
+    );
 }
 
 async fn start_many(api: &Api, prefix: &str, n: usize) {

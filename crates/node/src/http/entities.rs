@@ -109,15 +109,16 @@ async fn list_inner(
     Ok(resp)
 }
 
+/// The counts under the field names of Durable Functions' `CleanEntityStorageResult`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CleanJson {
-    empty_entities_removed: u64,
-    orphaned_locks_released: u64,
+    number_of_empty_entities_removed: u64,
+    number_of_orphaned_locks_removed: u64,
 }
 
-/// `POST maintenance/cleanEntityStorage` (Perdure addition; Durable Functions offers it only
-/// in its client SDKs): removes empty entities and releases orphaned locks.
+/// `POST` or `DELETE maintenance/cleanEntityStorage` (Perdure addition; Durable Functions
+/// offers it only in its client SDKs): removes empty entities and releases orphaned locks.
 pub(crate) async fn clean(axum::extract::State(state): St, params: Params) -> ApiResult {
     let remove_empty = params.bool("removeEmptyEntities", true)?;
     let release = params.bool("releaseOrphanedLocks", true)?;
@@ -128,8 +129,8 @@ pub(crate) async fn clean(axum::extract::State(state): St, params: Params) -> Ap
     Ok(json(
         StatusCode::OK,
         &CleanJson {
-            empty_entities_removed: r.empty_entities_removed,
-            orphaned_locks_released: r.orphaned_locks_released,
+            number_of_empty_entities_removed: r.empty_entities_removed,
+            number_of_orphaned_locks_removed: r.orphaned_locks_released,
         },
     ))
 }

@@ -15,7 +15,10 @@ use super::intake::IntakeError;
 use super::management::{source_chain, token, untoken};
 use crate::runtime::outbox::Outbox;
 use crate::state::entities;
-use crate::state::records::{EntityOperationMsg, MessageBody, Target};
+use crate::state::records::{EntityLock, EntityOperationMsg, MessageBody, Target};
+
+/// Entity records read per transaction while cleaning entity storage.
+const CLEAN_PAGE: usize = 500;
 
 impl NodeHandle {
     pub(super) fn signal_entity_op(
@@ -132,16 +135,12 @@ impl NodeHandle {
 
     pub(super) fn clean_entity_storage_op(
         &self,
-        _remove_empty: bool,
+        remove_empty: bool,
         release_orphaned_locks: bool,
     ) -> BoxFuture<'_, ManagementResult<CleanEntityStorageResult>> {
         Box::pin(async move {
-            // Entities without state or lock are never stored (see `state::entities::save`),
-            // so only orphaned locks need work: an Unlock from the finished holder is sent
-            // through the entity's inbox, so its actor releases the lock and runs the
-            // operations that waited.
             let mut result = CleanEntityStorageResult::default();
-            if !release_orphaned_locks {
+            if !remove_empty && !release_orphaned_locks {
                 return Ok(result);
             }
             let mut after: Option<Vec<u8>> = None;
@@ -150,38 +149,76 @@ impl NodeHandle {
                 let rows = self
                     .read(move |tx| {
                         let a = a.clone();
-                        Box::pin(
-                            async move { entities::scan(tx, None, None, a.as_deref(), 500).await },
-                        )
+                        Box::pin(async move {
+                            entities::scan(tx, None, None, a.as_deref(), CLEAN_PAGE).await
+                        })
                     })
                     .await?;
                 let n = rows.len();
                 after = rows.last().map(|(k, _, _)| k.clone());
                 for (_, id, r) in rows {
-                    let Some(lock) = r.lock else { continue };
-                    let holder = self.load_record(&lock.holder).await?;
-                    if holder.is_some_and(|h| !h.status.is_terminal()) {
-                        continue;
+                    match r.lock {
+                        Some(lock) if release_orphaned_locks => {
+                            if self.release_if_orphaned(id, lock).await? {
+                                result.orphaned_locks_released += 1;
+                            }
+                        }
+                        None if remove_empty && r.state.is_none() => {
+                            if self.remove_if_empty(id).await? {
+                                result.empty_entities_removed += 1;
+                            }
+                        }
+                        _ => {}
                     }
-                    let body = Arc::new(MessageBody::Unlock {
-                        critical_section_id: lock.critical_section_id,
-                        holder: lock.holder,
-                    });
-                    self.run(move |tx, sh| {
-                        let (id, body) = (id.clone(), body.clone());
-                        Box::pin(async move {
-                            let mut out = Outbox::default();
-                            out.send(tx, &sh, Target::Entity(id), (*body).clone())?;
-                            Ok(Ok(((), out)))
-                        })
-                    })
-                    .await?;
-                    result.orphaned_locks_released += 1;
                 }
-                if n < 500 {
+                if n < CLEAN_PAGE {
                     return Ok(result);
                 }
             }
         })
+    }
+
+    /// Releases a lock whose holder has finished or is gone: an Unlock from the holder goes
+    /// through the entity's inbox, so its actor releases the lock and then runs the
+    /// operations that waited behind it.
+    async fn release_if_orphaned(&self, id: EntityId, lock: EntityLock) -> ManagementResult<bool> {
+        let holder = self.load_record(&lock.holder).await?;
+        if holder.is_some_and(|h| !h.status.is_terminal()) {
+            return Ok(false);
+        }
+        let body = Arc::new(MessageBody::Unlock {
+            critical_section_id: lock.critical_section_id,
+            holder: lock.holder,
+        });
+        self.run(move |tx, sh| {
+            let (id, body) = (id.clone(), body.clone());
+            Box::pin(async move {
+                let mut out = Outbox::default();
+                out.send(tx, &sh, Target::Entity(id), (*body).clone())?;
+                Ok(Ok(((), out)))
+            })
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Removes the record of an entity that has neither state nor lock. The runtime never
+    /// writes one (`state::entities::save` removes it instead), so this only repairs records
+    /// left by other writers; the check is repeated inside the transaction, so a batch that
+    /// gave the entity state meanwhile keeps it.
+    async fn remove_if_empty(&self, id: EntityId) -> ManagementResult<bool> {
+        self.run(move |tx, _| {
+            let id = id.clone();
+            Box::pin(async move {
+                let empty = entities::load(tx, &id)
+                    .await?
+                    .is_some_and(|r| r.state.is_none() && r.lock.is_none());
+                if empty {
+                    entities::remove(tx, &id);
+                }
+                Ok(Ok((empty, Outbox::default())))
+            })
+        })
+        .await
     }
 }
