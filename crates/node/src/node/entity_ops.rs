@@ -157,19 +157,17 @@ impl NodeHandle {
                 let n = rows.len();
                 after = rows.last().map(|(k, _, _)| k.clone());
                 for (_, id, r) in rows {
-                    match r.lock {
+                    let (released, removed) = match r.lock {
                         Some(lock) if release_orphaned_locks => {
-                            if self.release_if_orphaned(id, lock).await? {
-                                result.orphaned_locks_released += 1;
-                            }
+                            (self.release_if_orphaned(id, lock).await?, false)
                         }
                         None if remove_empty && r.state.is_none() => {
-                            if self.remove_if_empty(id).await? {
-                                result.empty_entities_removed += 1;
-                            }
+                            (false, self.remove_if_empty(id).await?)
                         }
-                        _ => {}
-                    }
+                        _ => (false, false),
+                    };
+                    result.orphaned_locks_released += u64::from(released);
+                    result.empty_entities_removed += u64::from(removed);
                 }
                 if n < CLEAN_PAGE {
                     return Ok(result);

@@ -27,6 +27,15 @@ async fn tx<T: Send + 'static>(
     .await
 }
 
+/// Acquires partition 3's lease for `owner` with a 30 s lease.
+async fn acquire(store: &MemoryStore, owner: &'static str, now: Timestamp) -> Option<u64> {
+    tx(store, move |t| {
+        Box::pin(leases::acquire(t, 3, owner, now, Duration::from_secs(30)))
+    })
+    .await
+    .unwrap()
+}
+
 fn msg(n: i64) -> InboxMessage {
     InboxMessage {
         target: Target::Instance(InstanceId::new("i").unwrap()),
@@ -47,26 +56,13 @@ fn msg(n: i64) -> InboxMessage {
 async fn a_deposed_epoch_is_fenced() {
     let store = MemoryStore::new();
     let now = Timestamp(1000);
-    let lease = Duration::from_secs(30);
-    let e1 = tx(&store, move |t| {
-        Box::pin(leases::acquire(t, 3, "a", now, lease))
-    })
-    .await
-    .unwrap();
+    let e1 = acquire(&store, "a", now).await;
     assert_eq!(e1, Some(1));
     // Another owner waits for expiry.
-    let other = tx(&store, move |t| {
-        Box::pin(leases::acquire(t, 3, "b", now, lease))
-    })
-    .await
-    .unwrap();
+    let other = acquire(&store, "b", now).await;
     assert_eq!(other, None);
     // The same owner (a restart) takes it back with a new epoch; the old one is fenced.
-    let e2 = tx(&store, move |t| {
-        Box::pin(leases::acquire(t, 3, "a", now, lease))
-    })
-    .await
-    .unwrap();
+    let e2 = acquire(&store, "a", now).await;
     assert_eq!(e2, Some(2));
     let r = tx(&store, |t| {
         Box::pin(async move { leases::check(t, 3, 1).await.map(|_| ()) })
@@ -82,12 +78,38 @@ async fn a_deposed_epoch_is_fenced() {
     ));
     // After expiry another owner may acquire.
     let later = Timestamp(1000 + 31_000);
-    let e3 = tx(&store, move |t| {
-        Box::pin(leases::acquire(t, 3, "b", later, lease))
-    })
-    .await
-    .unwrap();
+    let e3 = acquire(&store, "b", later).await;
     assert_eq!(e3, Some(3));
+}
+
+#[tokio::test]
+async fn a_released_lease_is_taken_at_once_and_fences_the_old_epoch() {
+    let store = MemoryStore::new();
+    let now = Timestamp(1000);
+    let e1 = acquire(&store, "a", now).await;
+    assert_eq!(e1, Some(1));
+    let released = tx(&store, |t| Box::pin(leases::release(t, 3, 1)))
+        .await
+        .unwrap();
+    assert!(released);
+    // Long before the lease would have expired, another owner takes it.
+    let e2 = acquire(&store, "b", now).await;
+    assert_eq!(e2, Some(2));
+    // The old epoch is fenced, and releasing it again leaves the new owner's lease alone.
+    let r = tx(&store, |t| {
+        Box::pin(async move { leases::check(t, 3, 1).await.map(|_| ()) })
+    })
+    .await;
+    assert!(matches!(r, Err(StoreError::Fenced { current: 2, .. })));
+    let released = tx(&store, |t| Box::pin(leases::release(t, 3, 1)))
+        .await
+        .unwrap();
+    assert!(!released);
+    let held = tx(&store, |t| Box::pin(leases::read(t, 3))).await.unwrap();
+    assert_eq!(
+        held.map(|l| (l.owner, l.expires_at)),
+        Some(("b".to_string(), now.add(Duration::from_secs(30))))
+    );
 }
 
 #[tokio::test]
