@@ -312,6 +312,80 @@ async fn validation_errors_are_json() {
     );
 }
 
+/// A failed instance through HTTP: 500 on request, a rewind that completes it, restart and
+/// rewind of unknown ids, and a payload the node refuses although HTTP would carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_rewind_restart_and_payload_limit() {
+    let node = NodeProcess::spawn_dev().unwrap();
+    let api = Api::new(&node);
+    let input = r#"{"account": "shop", "amount": 30}"#;
+    let r = api.post("/orchestrators/Withdraw/w1", Some(input)).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let s = api.wait("w1").await;
+    assert_eq!(s["runtimeStatus"], "Failed");
+    assert!(s["output"].to_string().contains("InsufficientFunds"), "{s}");
+    let r = api
+        .get("/instances/w1?returnInternalServerErrorOnFailure=true")
+        .await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body(r).await["runtimeStatus"], "Failed");
+    let r = api
+        .get("/instances/w1?returnInternalServerErrorOnFailure=false")
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Fund the account, rewind: the failed withdrawal runs again and succeeds.
+    api.post("/entities/Account/shop?op=deposit", Some("50"))
+        .await;
+    eventually("the deposit", || async {
+        let r = api.get("/entities/Account/shop").await;
+        r.status() == StatusCode::OK && body(r).await == json!(50)
+    })
+    .await;
+    let r = api.post("/instances/w1/rewind?reason=funded", None).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    eventually("the rewound instance to complete", || async {
+        body(api.get("/instances/w1").await).await["runtimeStatus"] == "Completed"
+    })
+    .await;
+    let done = body(api.get("/instances/w1").await).await;
+    assert_eq!(done["output"], 20);
+
+    // Unknown ids: 404 JSON.
+    for r in [
+        api.post("/instances/ghost/restart", None).await,
+        api.post("/instances/ghost/rewind?reason=x", None).await,
+    ] {
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        body(r).await;
+    }
+
+    // Over the node's max payload (1 MiB) but under the HTTP body limit (2 MiB): 413 from the
+    // node's own check, for an input and for event data alike.
+    let big = format!("\"{}\"", "y".repeat(1536 * 1024));
+    let r = api
+        .post("/orchestrators/HelloSequence/big", Some(&big))
+        .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body(r).await["Message"].as_str().is_some());
+    let r = api
+        .post(
+            "/orchestrators/Approval/small",
+            Some(r#"{"timeoutSeconds": 300}"#),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = api
+        .post("/instances/small/raiseEvent/Approval", Some(&big))
+        .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    body(r).await;
+    assert_eq!(
+        api.get("/instances/big").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entities_signal_read_list_clean() {
     let node = NodeProcess::spawn_dev().unwrap();
@@ -589,6 +663,11 @@ async fn paging_over_250_instances_and_filters() {
     let c = body(api.get("/instanceCounts").await).await;
     assert_eq!(c["Completed"], 250);
     assert_eq!(c["Running"], 1);
+    let c = body(api.get("/instanceCounts?name=Approval").await).await;
+    assert_eq!(
+        (c["Completed"].as_u64(), c["Running"].as_u64()),
+        (Some(0), Some(1))
+    );
 
     // Purge one.
     let r = api.delete("/instances/page-0000").await;
@@ -599,6 +678,30 @@ async fn paging_over_250_instances_and_filters() {
     assert_eq!(
         api.get("/instances/page-0000").await.status(),
         StatusCode::NOT_FOUND
+    );
+
+    // Incremental purge by filter (no trailing slash): one batch per request until complete.
+    let mut deleted = 0;
+    let mut requests = 0;
+    loop {
+        let r = api
+            .delete("/instances?runtimeStatus=Completed&incremental=true")
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let j = body(r).await;
+        deleted += j["instancesDeleted"].as_u64().unwrap();
+        requests += 1;
+        if j["complete"] == true {
+            break;
+        }
+        assert!(requests < 10, "never complete: {j}");
+    }
+    assert_eq!(deleted, 249);
+    assert!(requests >= 3, "249 instances take more than one batch");
+    let c = body(api.get("/instanceCounts").await).await;
+    assert_eq!(
+        (c["Completed"].as_u64(), c["Running"].as_u64()),
+        (Some(0), Some(1))
     );
 }
 

@@ -12,6 +12,8 @@
 //!   (`{ "from", "to", "amount", "confirm" }`), which locks both accounts in a critical
 //!   section; with `"confirm": true` it holds the locks until the event `Confirm` (a bool)
 //!   says whether to move the money.
+//! - `Withdraw` (`{ "account", "amount" }`): withdraws from an account and returns the new
+//!   balance; it fails when the funds are short, and a rewind after a deposit completes it.
 //!
 //! ```
 //! let r = perdure_node::sample::sample_registry();
@@ -146,6 +148,23 @@ async fn transfer(ctx: OrchestrationContext, input: TransferInput) -> Result<boo
     Ok(ok)
 }
 
+/// Input of `Withdraw`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WithdrawInput {
+    /// Account key.
+    pub account: String,
+    /// Amount.
+    pub amount: i64,
+}
+
+async fn withdraw(ctx: OrchestrationContext, input: WithdrawInput) -> Result<i64, FailureDetails> {
+    let id = EntityId::new("Account", input.account)
+        .map_err(|e| FailureDetails::new("BadInput", e.to_string()))?;
+    ctx.call_entity(&id, "withdraw", input.amount)
+        .await
+        .map_err(|e| e.to_failure_details())
+}
+
 fn counter(ctx: &mut EntityContext<i64>) -> Result<i64, FailureDetails> {
     match ctx.operation_name() {
         "add" => {
@@ -212,7 +231,8 @@ pub fn register(r: &mut Registry) {
         })
         .add_entity("Counter", counter)
         .add_entity("Account", account)
-        .add_orchestration("Transfer", transfer);
+        .add_orchestration("Transfer", transfer)
+        .add_orchestration("Withdraw", withdraw);
 }
 
 /// A registry with the sample app.
