@@ -650,6 +650,52 @@ async fn paging_over_250_instances_and_filters() {
     assert_eq!(ids.len(), 250);
     assert!(pages >= 7);
 
+    // A token the node did not hand out for this listing is a 400, not the first page again
+    // (which would page a client forever).
+    let r = api.get("/instances?top=5&runtimeStatus=Completed").await;
+    let status_token = r.headers()["x-ms-continuation-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for (path, token) in [
+        ("/instances?top=40", "not-a-token"),
+        ("/instances/", "abc"),
+        ("/instances?instanceIdPrefix=page-", status_token.as_str()),
+        ("/entities", "zz"),
+        ("/entities/Counter", status_token.as_str()),
+    ] {
+        let r = api
+            .http
+            .get(api.url(path))
+            .header("x-ms-continuation-token", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path} with {token}");
+        let msg = body(r).await["Message"].as_str().unwrap().to_string();
+        assert!(msg.contains("continuation token"), "{msg}");
+    }
+    let r = api.get("/instances?continuationToken=0g").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // The token handed out still works, and an empty or "null" header means the first page.
+    let r = api
+        .http
+        .get(api.url("/instances?top=5&runtimeStatus=Completed"))
+        .header("x-ms-continuation-token", &status_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await.as_array().unwrap().len(), 5);
+    let r = api
+        .http
+        .get(api.url("/instances?top=5"))
+        .header("x-ms-continuation-token", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
     let running = body(api.get("/instances?runtimeStatus=Running,Pending").await).await;
     assert_eq!(running.as_array().unwrap().len(), 1);
     let by_name = body(api.get("/instances?name=Approval").await).await;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::St;
 use super::error::ApiError;
 use super::extract::{P, Params, body_payload, entity_id};
-use super::instances::{CONTINUATION, json};
+use super::instances::{CONTINUATION, continuation, json};
 use super::render::{EntityJson, PayloadJson};
 
 type ApiResult = Result<Response, ApiError>;
@@ -82,12 +82,7 @@ async fn list_inner(
     params: Params,
     headers: HeaderMap,
 ) -> ApiResult {
-    let continuation = headers
-        .get(CONTINUATION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && *v != "null")
-        .map(str::to_string)
-        .or_else(|| params.get("continuationToken").map(str::to_string));
+    let continuation = continuation(&params, &headers)?;
     let query = EntityQuery {
         name: name.map(|n| n.to_lowercase()),
         key_prefix: params.get("keyPrefix").map(str::to_string),

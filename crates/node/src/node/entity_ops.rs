@@ -12,9 +12,10 @@ use perdure_core::{EntityId, Payload, Timestamp};
 
 use super::NodeHandle;
 use super::intake::IntakeError;
-use super::management::{source_chain, token, untoken};
+use super::management::{bad_continuation, source_chain};
 use crate::runtime::outbox::Outbox;
 use crate::state::entities;
+use crate::state::instances::{decode_token, encode_token};
 use crate::state::records::{EntityLock, EntityOperationMsg, MessageBody, Target};
 
 /// Entity records read per transaction while cleaning entity storage.
@@ -88,18 +89,33 @@ impl NodeHandle {
                 0 => 100,
                 n => (n as usize).min(1000),
             };
-            let q = Arc::new(query);
+            let name = query.name.as_ref().map(|n| n.to_lowercase());
+            let after = match query.continuation.as_deref() {
+                None => None,
+                Some(t) => match decode_token(t) {
+                    Some(k)
+                        if entities::valid_after(
+                            name.as_deref(),
+                            query.key_prefix.as_deref(),
+                            &k,
+                        ) =>
+                    {
+                        Some(k)
+                    }
+                    _ => return Err(bad_continuation(t)),
+                },
+            };
+            let q = Arc::new((query, name, after));
             let q2 = q.clone();
             let rows = self
                 .read(move |tx| {
                     let q = q2.clone();
                     Box::pin(async move {
-                        let after = q.continuation.as_deref().and_then(untoken);
-                        let name = q.name.as_ref().map(|n| n.to_lowercase());
+                        let (query, name, after) = &*q;
                         entities::scan(
                             tx,
                             name.as_deref(),
-                            q.key_prefix.as_deref(),
+                            query.key_prefix.as_deref(),
                             after.as_deref(),
                             page,
                         )
@@ -108,10 +124,11 @@ impl NodeHandle {
                 })
                 .await?;
             let continuation = if rows.len() >= page {
-                rows.last().map(|(k, _, _)| token(k))
+                rows.last().map(|(k, _, _)| encode_token(k))
             } else {
                 None
             };
+            let q = &q.0;
             let entities = rows
                 .into_iter()
                 .filter(|(_, _, r)| {
