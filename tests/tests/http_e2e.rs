@@ -775,3 +775,85 @@ async fn bulk_purge_of_1000() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     body(r).await;
 }
+
+/// Payloads never reach the logs, even at trace level with `http.log_payloads` on (which adds
+/// body sizes only): a sentinel sent as an input, event data, an entity operation input and
+/// inside malformed JSON appears nowhere on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_hold_payloads() {
+    const SENTINEL: &str = "SENTINEL-7f3a9c";
+    let data = tempfile::tempdir().unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "dev".into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+        "--partitions".into(),
+        "4".into(),
+        "--data-dir".into(),
+        data.path().join("store").into(),
+    ];
+    let node = NodeProcess::spawn_logged(
+        &args,
+        &[("RUST_LOG", "trace"), ("PERDURE_LOG_PAYLOADS", "true")],
+        data,
+    )
+    .unwrap();
+    let api = Api::new(&node);
+    let input = format!(r#"{{"timeoutSeconds": 300, "note": "{SENTINEL}"}}"#);
+    let r = api
+        .post("/orchestrators/Approval/logged", Some(&input))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let event = format!(r#""{SENTINEL}""#);
+    let r = api
+        .post("/instances/logged/raiseEvent/Note", Some(&event))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = api
+        .post("/entities/Counter/logged?op=add", Some(&event))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    api.post("/entities/Counter/logged?op=add", Some("1")).await;
+    let r = api
+        .post(
+            "/orchestrators/Approval/broken",
+            Some(&format!(r#"{{"note": {SENTINEL}"#)),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // The entity has run both operations (the first failed on its input) and the event is in
+    // the history: everything has been through the runtime before the node stops.
+    eventually("the counter", || async {
+        let r = api.get("/entities/Counter/logged").await;
+        r.status() == StatusCode::OK && body(r).await == json!(1)
+    })
+    .await;
+    eventually("the event in the history", || async {
+        let h = body(api.get("/instances/logged?showHistory=true").await).await;
+        h["historyEvents"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["EventType"] == "EventRaised"))
+    })
+    .await;
+    let s = body(api.get("/instances/logged").await).await;
+    assert_eq!(
+        s["input"]["note"], SENTINEL,
+        "the payload was stored as sent"
+    );
+
+    let (clean, stderr) = node.stop_and_collect_stderr().unwrap();
+    assert!(clean);
+    assert!(
+        stderr.contains("content_length") && stderr.contains("raiseEvent"),
+        "request logging was on: {stderr}"
+    );
+    assert!(
+        !stderr.contains(SENTINEL),
+        "a payload reached the logs: {}",
+        stderr
+            .lines()
+            .filter(|l| l.contains(SENTINEL))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -212,3 +212,48 @@ async fn sigint_answers_a_long_poll_in_flight_and_keeps_the_data() {
     );
     assert!(again.interrupt().unwrap(), "clean exit on SIGINT");
 }
+
+#[test]
+fn a_misspelt_variable_is_named_in_a_warning() {
+    let args: Vec<OsString> = vec![
+        "run".into(),
+        "--store".into(),
+        "memory".into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let node = NodeProcess::spawn_logged(
+        &args,
+        &[
+            ("PERDURE_PARTITONS", "6"),
+            ("PERDURE_PARTITION_LEASE", "20s"),
+            ("PERDURE_TEST_SOMETHING", "x"),
+        ],
+        tempfile::tempdir().unwrap(),
+    )
+    .unwrap();
+    // The misspelt variable changed nothing: the default partition count.
+    assert!(node.banner.contains("64 partitions"), "{}", node.banner);
+    let (clean, stderr) = node.stop_and_collect_stderr().unwrap();
+    assert!(clean);
+    assert!(
+        stderr.contains("warning: ignoring unknown environment variable PERDURE_PARTITONS")
+            && stderr.contains("did you mean PERDURE_PARTITIONS?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PERDURE_PARTITION_LEASE"), "{stderr}");
+    assert!(!stderr.contains("PERDURE_TEST_SOMETHING"), "{stderr}");
+
+    // A variable for a field that had none before names the field and itself when wrong.
+    let out = Command::new(node_bin())
+        .args(["run", "--store", "memory"])
+        .env("PERDURE_PARTITION_LEASE", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node.partition_lease") && err.contains("PERDURE_PARTITION_LEASE"),
+        "{err}"
+    );
+}
