@@ -387,7 +387,7 @@ async fn failure_rewind_restart_and_payload_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entities_signal_read_list_clean() {
+async fn entities_signal_read_list_and_delete() {
     let node = NodeProcess::spawn_dev().unwrap();
     let api = Api::new(&node);
     let r = api.post("/entities/Counter/c1?op=add", Some("5")).await;
