@@ -65,6 +65,8 @@ pub fn ensure_built() -> anyhow::Result<PathBuf> {
 /// A `perdure-node dev` process on a free port with its own data directory; killed on drop.
 pub struct NodeProcess {
     child: Child,
+    /// Lines the process wrote to stderr, when spawned with [`NodeProcess::spawn_logged`].
+    stderr: Option<mpsc::Receiver<String>>,
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
     /// The first line the node printed (`perdure-node listening on ... (store: ..., N partitions)`).
@@ -103,7 +105,7 @@ impl NodeProcess {
             data_dir.path().into(),
         ];
         args.extend(extra.iter().map(Into::into));
-        Self::spawn_bin(bin, &args, &[], data_dir)
+        Self::spawn_bin(bin, &args, &[], data_dir, false)
     }
 
     /// Spawns `perdure-node` with any arguments and environment variables; the process must
@@ -113,7 +115,17 @@ impl NodeProcess {
         envs: &[(&str, &str)],
         data_dir: tempfile::TempDir,
     ) -> anyhow::Result<Self> {
-        Self::spawn_bin("perdure-node", args, envs, data_dir)
+        Self::spawn_bin("perdure-node", args, envs, data_dir, false)
+    }
+
+    /// Like [`NodeProcess::spawn`], capturing stderr (read it with
+    /// [`NodeProcess::stop_and_collect_stderr`]); `envs` may set `RUST_LOG` (default `warn`).
+    pub fn spawn_logged(
+        args: &[std::ffi::OsString],
+        envs: &[(&str, &str)],
+        data_dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_bin("perdure-node", args, envs, data_dir, true)
     }
 
     fn spawn_bin(
@@ -121,16 +133,36 @@ impl NodeProcess {
         args: &[std::ffi::OsString],
         envs: &[(&str, &str)],
         data_dir: tempfile::TempDir,
+        capture_stderr: bool,
     ) -> anyhow::Result<Self> {
         let dir = ensure_built()?;
         let mut child = Command::new(dir.join(bin))
             .args(args)
-            .envs(envs.iter().copied())
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .with_context(|| format!("spawning {bin}"))?;
+        let stderr = match child.stderr.take() {
+            Some(err) => {
+                let (tx, rx) = mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(err).lines() {
+                        let Ok(line) = line else { break };
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Some(rx)
+            }
+            None => None,
+        };
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -153,6 +185,7 @@ impl NodeProcess {
         };
         Ok(Self {
             child,
+            stderr,
             origin,
             banner,
             data_dir,
@@ -165,11 +198,49 @@ impl NodeProcess {
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
-    pub fn terminate(mut self) -> anyhow::Result<bool> {
+    pub fn terminate(self) -> anyhow::Result<bool> {
+        self.stop("TERM")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the process to exit; returns whether it exited
+    /// cleanly.
+    pub fn interrupt(self) -> anyhow::Result<bool> {
+        self.stop("INT")
+    }
+
+    /// Sends a signal (`TERM`, `INT`) without waiting; [`NodeProcess::wait_exit`] waits.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
-        let status = self.child.wait()?;
-        Ok(status.success())
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit; returns whether it exited cleanly.
+    pub fn wait_exit(mut self) -> anyhow::Result<bool> {
+        Ok(self.child.wait()?.success())
+    }
+
+    fn stop(self, signal: &str) -> anyhow::Result<bool> {
+        self.signal(signal)?;
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM, waits for the exit and returns everything the process wrote to stderr
+    /// (empty unless spawned with [`NodeProcess::spawn_logged`]).
+    pub fn stop_and_collect_stderr(mut self) -> anyhow::Result<(bool, String)> {
+        self.signal("TERM")?;
+        let ok = self.child.wait()?.success();
+        let lines: Vec<String> = self
+            .stderr
+            .take()
+            .map(|rx| rx.iter().collect())
+            .unwrap_or_default();
+        Ok((ok, lines.join("\n")))
     }
 }
 

@@ -1,5 +1,5 @@
 //! The `perdure-node` binary: `run` with a TOML file, `PERDURE_*` variables and flags;
-//! configuration errors that name the field; graceful shutdown on SIGTERM.
+//! configuration errors that name the field; graceful shutdown on SIGTERM and SIGINT.
 
 use std::ffi::OsString;
 use std::process::Command;
@@ -103,13 +103,7 @@ fn bad_configuration_names_the_field_and_exits_2() {
 #[test]
 fn dev_keeps_instances_across_a_restart() {
     let data = tempfile::tempdir().unwrap();
-    let args: Vec<OsString> = vec![
-        "dev".into(),
-        "--http".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        data.path().into(),
-    ];
+    let args = dev_args(data.path());
     let node = NodeProcess::spawn(&args, &[], tempfile::tempdir().unwrap()).unwrap();
     let r = post_json(
         &format!("{}/orchestrators/Approval/keep", node.base()),
@@ -126,6 +120,17 @@ fn dev_keeps_instances_across_a_restart() {
     );
 }
 
+/// `dev` on a free port with the given data directory (kept across restarts).
+fn dev_args(data: &std::path::Path) -> Vec<OsString> {
+    vec![
+        "dev".into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.into(),
+    ]
+}
+
 fn post_json(url: &str, body: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
@@ -140,4 +145,115 @@ fn post_json(url: &str, body: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// SIGINT shuts down as gracefully as SIGTERM: a long poll in flight is answered with the
+/// current status (not a dropped connection), the process exits 0, and the data is there
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_answers_a_long_poll_in_flight_and_keeps_the_data() {
+    let data = tempfile::tempdir().unwrap();
+    let args = dev_args(data.path());
+    let node = NodeProcess::spawn(&args, &[], tempfile::tempdir().unwrap()).unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/orchestrators/Approval/held", node.base()))
+        .header("content-type", "application/json")
+        .body(r#"{"timeoutSeconds": 3600}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+
+    let poll = tokio::spawn(
+        http.get(format!(
+            "{}/instances/held?waitForCompletion=60s",
+            node.base()
+        ))
+        .send(),
+    );
+    // The gauge counts the metrics request itself: 2 means the long poll is being answered.
+    let metrics = format!("{}/metrics", node.origin);
+    let mut waiting = false;
+    for _ in 0..500 {
+        let text = match http.get(&metrics).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => panic!("GET /metrics: {e}"),
+        };
+        if text
+            .lines()
+            .any(|l| l == "perdure_http_requests_in_flight 2")
+        {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(waiting, "the long poll never reached the node");
+
+    node.signal("INT").unwrap();
+    let answer = poll
+        .await
+        .unwrap()
+        .expect("an answer, not a dropped connection");
+    assert_eq!(answer.status(), reqwest::StatusCode::ACCEPTED);
+    let status: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(status["runtimeStatus"], "Running");
+    let exited_cleanly = tokio::task::spawn_blocking(move || node.wait_exit().unwrap())
+        .await
+        .unwrap();
+    assert!(exited_cleanly, "exit code 0 on SIGINT");
+
+    let again = NodeProcess::spawn(&args, &[], tempfile::tempdir().unwrap()).unwrap();
+    let r = http1::blocking_get(&format!("{}/instances/held", again.base()));
+    assert!(
+        r.starts_with("HTTP/1.1 202") && r.contains("\"Running\""),
+        "{r}"
+    );
+    assert!(again.interrupt().unwrap(), "clean exit on SIGINT");
+}
+
+#[test]
+fn a_misspelt_variable_is_named_in_a_warning() {
+    let args: Vec<OsString> = vec![
+        "run".into(),
+        "--store".into(),
+        "memory".into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let node = NodeProcess::spawn_logged(
+        &args,
+        &[
+            ("PERDURE_PARTITONS", "6"),
+            ("PERDURE_PARTITION_LEASE", "20s"),
+            ("PERDURE_TEST_SOMETHING", "x"),
+        ],
+        tempfile::tempdir().unwrap(),
+    )
+    .unwrap();
+    // The misspelt variable changed nothing: the default partition count.
+    assert!(node.banner.contains("64 partitions"), "{}", node.banner);
+    let (clean, stderr) = node.stop_and_collect_stderr().unwrap();
+    assert!(clean);
+    assert!(
+        stderr.contains("warning: ignoring unknown environment variable PERDURE_PARTITONS")
+            && stderr.contains("did you mean PERDURE_PARTITIONS?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PERDURE_PARTITION_LEASE"), "{stderr}");
+    assert!(!stderr.contains("PERDURE_TEST_SOMETHING"), "{stderr}");
+
+    // A variable for a field that had none before names the field and itself when wrong.
+    let out = Command::new(node_bin())
+        .args(["run", "--store", "memory"])
+        .env("PERDURE_PARTITION_LEASE", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node.partition_lease") && err.contains("PERDURE_PARTITION_LEASE"),
+        "{err}"
+    );
 }

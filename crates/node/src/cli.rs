@@ -131,7 +131,7 @@ pub enum ServeError {
 impl Cli {
     /// The resolved configuration of the command, reading the file and the environment.
     pub fn config(&self) -> Result<(NodeConfig, bool), ConfigError> {
-        let env = ConfigLayer::from_env(std::env::vars())?;
+        let env = ConfigLayer::from_env(env_vars())?;
         match &self.command {
             Command::Dev(d) => {
                 let mut flags = ConfigLayer::default();
@@ -178,10 +178,20 @@ impl Cli {
     }
 }
 
+/// The process's environment variables that are text (`std::env::vars` would panic on the
+/// others).
+fn env_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 /// Runs the command line with these functions: parses the arguments, loads the configuration,
 /// serves until SIGINT or SIGTERM, and returns the process exit code.
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
+    let names: Vec<String> = env_vars().map(|(k, _)| k).collect();
+    for warning in crate::config::unknown_env_vars(names.iter().map(String::as_str)) {
+        eprintln!("perdure-node: warning: {warning}");
+    }
     let (cfg, dev) = match cli.config() {
         Ok(c) => c,
         Err(e) => {

@@ -35,6 +35,10 @@ use crate::http::HttpOptions;
 use crate::options::NodeOptions;
 use crate::store::StoreOptions;
 
+mod env;
+
+pub use env::unknown_env_vars;
+
 /// A bad configuration value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration field {field} (from {source_name}): {reason}")]
@@ -75,7 +79,8 @@ pub struct HttpLayer {
     pub max_body_bytes: Option<u64>,
     /// Longest server-side wait of `waitForCompletion`.
     pub max_wait: Option<String>,
-    /// Log request bodies (off by default).
+    /// Log each request's body size as it arrives, at trace level (off by default; bodies
+    /// are never logged).
     pub log_payloads: Option<bool>,
 }
 
@@ -148,43 +153,6 @@ impl ConfigLayer {
             source_name: path.display().to_string(),
             reason: e.to_string(),
         })
-    }
-
-    /// The `PERDURE_*` environment variables present in `vars`.
-    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut l = Self::default();
-        for (k, v) in vars {
-            let Some(name) = k.strip_prefix("PERDURE_") else {
-                continue;
-            };
-            let num = |field: &str| -> Result<Option<u64>, ConfigError> {
-                v.trim().parse().map(Some).map_err(|_| ConfigError {
-                    field: field.to_string(),
-                    source_name: format!("environment {k}"),
-                    reason: format!("{v:?} is not a non-negative integer"),
-                })
-            };
-            match name {
-                "STORE" | "STORE_BACKEND" => l.store.backend = Some(v.clone()),
-                "DATA_DIR" | "STORE_PATH" => l.store.path = Some(PathBuf::from(&v)),
-                "STORE_URL" | "DATABASE_URL" => l.store.url = Some(v.clone()),
-                "STORE_POOL_SIZE" => l.store.pool_size = num("store.pool_size")?,
-                "FDB_CLUSTER_FILE" => l.store.cluster_file = Some(PathBuf::from(&v)),
-                "HTTP" | "HTTP_BIND" => l.http.bind = Some(v.clone()),
-                "PUBLIC_URL" => l.http.public_url = Some(v.clone()),
-                "MAX_BODY_BYTES" => l.http.max_body_bytes = num("http.max_body_bytes")?,
-                "NODE_NAME" => l.node.name = Some(v.clone()),
-                "PARTITIONS" => l.node.partitions = num("node.partitions")?,
-                "MAX_CONCURRENT_ACTIVITIES" => {
-                    l.node.max_concurrent_activities = num("node.max_concurrent_activities")?
-                }
-                "MAX_PAYLOAD_BYTES" => l.node.max_payload_bytes = num("node.max_payload_bytes")?,
-                "LOG" => l.log.filter = Some(v.clone()),
-                // Other PERDURE_* variables (PERDURE_URL for the CLI, ...) are not ours.
-                _ => {}
-            }
-        }
-        Ok(l)
     }
 }
 

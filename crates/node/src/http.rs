@@ -56,7 +56,9 @@ pub struct HttpOptions {
     /// Origin (`http://host:port`) used in management URIs; by default taken from the
     /// request's `Host` header.
     pub public_url: Option<String>,
-    /// Log request bodies' sizes and content at trace level (off: logs never hold payloads).
+    /// Also log each request as it arrives, with its body size (`Content-Length`), at trace
+    /// level. Bodies themselves are never logged, whatever this says: payloads can hold
+    /// personal data, so logs hold only their sizes.
     pub log_payloads: bool,
     /// Readiness probe for `/readyz` (none: ready whenever the server answers).
     pub readiness: Option<ReadinessFn>,

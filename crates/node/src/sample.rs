@@ -7,9 +7,13 @@
 //!   timeout; returns "approved", "rejected" or "timed out".
 //! - `Monitor`: input `{ "intervalSeconds": i, "maxChecks": m }`; polls `CheckStatus` on a
 //!   durable timer, eternal through continue-as-new; the custom status shows the check count.
-//! - `Counter` entity: `add` (i64), `reset`, `get`.
+//! - `Counter` entity: `add` (i64), `reset`, `get`, `delete` (removes its state).
 //! - `Account` entity (`deposit`, `withdraw`, `balance`) and `Transfer`
-//!   (`{ "from", "to", "amount" }`), which locks both accounts in a critical section.
+//!   (`{ "from", "to", "amount", "confirm" }`), which locks both accounts in a critical
+//!   section; with `"confirm": true` it holds the locks until the event `Confirm` (a bool)
+//!   says whether to move the money.
+//! - `Withdraw` (`{ "account", "amount" }`): withdraws from an account and returns the new
+//!   balance; it fails when the funds are short, and a rewind after a deposit completes it.
 //!
 //! ```
 //! let r = perdure_node::sample::sample_registry();
@@ -58,6 +62,9 @@ pub struct TransferInput {
     pub to: String,
     /// Amount.
     pub amount: i64,
+    /// Wait, holding both locks, for the event `Confirm` (true: transfer, false: cancel).
+    #[serde(default)]
+    pub confirm: bool,
 }
 
 async fn hello_sequence(ctx: OrchestrationContext, _input: ()) -> Result<Vec<String>, TaskError> {
@@ -123,7 +130,12 @@ async fn transfer(ctx: OrchestrationContext, input: TransferInput) -> Result<boo
         .call_entity(&from, "balance", ())
         .await
         .map_err(|e| e.to_failure_details())?;
-    let ok = balance >= input.amount;
+    let confirmed = !input.confirm
+        || ctx
+            .wait_for_external_event::<bool>("Confirm")
+            .await
+            .map_err(|e| e.to_failure_details())?;
+    let ok = confirmed && balance >= input.amount;
     if ok {
         ctx.call_entity::<i64>(&from, "withdraw", input.amount)
             .await
@@ -134,6 +146,23 @@ async fn transfer(ctx: OrchestrationContext, input: TransferInput) -> Result<boo
     }
     section.release();
     Ok(ok)
+}
+
+/// Input of `Withdraw`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WithdrawInput {
+    /// Account key.
+    pub account: String,
+    /// Amount.
+    pub amount: i64,
+}
+
+async fn withdraw(ctx: OrchestrationContext, input: WithdrawInput) -> Result<i64, FailureDetails> {
+    let id = EntityId::new("Account", input.account)
+        .map_err(|e| FailureDetails::new("BadInput", e.to_string()))?;
+    ctx.call_entity(&id, "withdraw", input.amount)
+        .await
+        .map_err(|e| e.to_failure_details())
 }
 
 fn counter(ctx: &mut EntityContext<i64>) -> Result<i64, FailureDetails> {
@@ -149,6 +178,10 @@ fn counter(ctx: &mut EntityContext<i64>) -> Result<i64, FailureDetails> {
             Ok(0)
         }
         "get" => Ok(ctx.state().copied().unwrap_or(0)),
+        "delete" => {
+            ctx.delete_state();
+            Ok(0)
+        }
         _ => Err(ctx.unknown_operation()),
     }
 }
@@ -198,7 +231,8 @@ pub fn register(r: &mut Registry) {
         })
         .add_entity("Counter", counter)
         .add_entity("Account", account)
-        .add_orchestration("Transfer", transfer);
+        .add_orchestration("Transfer", transfer)
+        .add_orchestration("Withdraw", withdraw);
 }
 
 /// A registry with the sample app.

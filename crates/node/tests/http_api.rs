@@ -514,7 +514,7 @@ async fn entities_signal_get_list_clean() {
         .await;
     assert_eq!(
         r.json(),
-        json!({"emptyEntitiesRemoved": 2, "orphanedLocksReleased": 1})
+        json!({"numberOfEmptyEntitiesRemoved": 2, "numberOfOrphanedLocksRemoved": 1})
     );
 }
 

@@ -201,6 +201,22 @@ async fn entities_start_orchestrations() {
     node.shutdown().await;
 }
 
+/// Signals `add n` to Counter `key`, then reads it through the `ReadCounter` orchestration.
+async fn add_then_read(node: &perdure_node::node::NodeHandle, key: &str, n: i64) -> i64 {
+    let c = EntityId::new("Counter", key).unwrap();
+    node.signal_entity(c, "add".into(), Some(Payload::json(&n).unwrap()), None)
+        .await
+        .unwrap();
+    let id = common::start(
+        node,
+        "ReadCounter",
+        &format!("read-{key}"),
+        Some(Payload::json(&key).unwrap()),
+    )
+    .await;
+    common::output(node, &id).await
+}
+
 #[tokio::test]
 async fn a_failing_holder_releases_its_locks() {
     let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
@@ -210,24 +226,54 @@ async fn a_failing_holder_releases_its_locks() {
         OrchestrationStatus::Failed
     );
     let c = EntityId::new("Counter", "locked").unwrap();
-    node.signal_entity(
-        c.clone(),
-        "add".into(),
-        Some(Payload::json(&7).unwrap()),
-        None,
-    )
-    .await
-    .unwrap();
-    let id = common::start(
-        &node,
-        "ReadCounter",
-        "read-locked",
-        Some(Payload::json(&"locked").unwrap()),
-    )
-    .await;
-    let n: i64 = common::output(&node, &id).await;
-    assert_eq!(n, 7);
+    assert_eq!(add_then_read(&node, "locked", 7).await, 7);
     let st = node.get_entity(c).await.unwrap().unwrap();
     assert_eq!(st.locked_by, None);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn cleaning_removes_records_without_state_or_lock() {
+    use perdure_node::state::entities::entity_key;
+    use perdure_node::state::records::EntityRecord;
+    use perdure_node::store::{RetryOptions, transact};
+
+    let store = Arc::new(MemoryStore::new());
+    let node = common::start_with(store.clone(), registry()).await;
+    // The runtime never stores an empty record (saving one removes it), so write it directly,
+    // as another writer could have left it.
+    let empty = EntityId::new("Counter", "empty").unwrap();
+    let key = entity_key(&empty);
+    transact(store.as_ref(), &RetryOptions::default(), move |tx| {
+        let key = key.clone();
+        Box::pin(async move { perdure_node::state::put(tx, &key, &EntityRecord::default()) })
+    })
+    .await
+    .unwrap();
+    let kept = EntityId::new("Counter", "kept").unwrap();
+    assert_eq!(add_then_read(&node, "kept", 3).await, 3);
+    assert!(node.get_entity(empty.clone()).await.unwrap().is_some());
+
+    let r = node.clean_entity_storage(false, true).await.unwrap();
+    assert_eq!(
+        (r.empty_entities_removed, r.orphaned_locks_released),
+        (0, 0)
+    );
+    assert!(node.get_entity(empty.clone()).await.unwrap().is_some());
+
+    let r = node.clean_entity_storage(true, true).await.unwrap();
+    assert_eq!(
+        (r.empty_entities_removed, r.orphaned_locks_released),
+        (1, 0)
+    );
+    assert!(node.get_entity(empty).await.unwrap().is_none());
+    let st = node.get_entity(kept).await.unwrap().unwrap();
+    assert_eq!(st.state, Some(Payload::json(&3).unwrap()));
+
+    let r = node.clean_entity_storage(true, true).await.unwrap();
+    assert_eq!(
+        (r.empty_entities_removed, r.orphaned_locks_released),
+        (0, 0)
+    );
     node.shutdown().await;
 }

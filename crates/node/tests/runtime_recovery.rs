@@ -79,3 +79,41 @@ async fn a_second_node_on_the_same_partitions_fences_the_first() {
     );
     third.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stopped_node_hands_its_partitions_over_at_once() {
+    use perdure_node::node::Node;
+    use perdure_node::options::NodeOptions;
+
+    let store = Arc::new(MemoryStore::new());
+    let start = |name: &str| {
+        let opts = NodeOptions {
+            node_name: name.to_string(),
+            // Far longer than the test: only the release lets the second node in.
+            partition_lease: std::time::Duration::from_secs(3600),
+            ..common::options()
+        };
+        Node::builder()
+            .registry(Arc::new(perdure_node::sample::sample_registry()))
+            .store(store.clone())
+            .options(opts)
+            .start()
+    };
+    let first = start("first").await.expect("first node starts");
+    let id = common::start(&first, "HelloSequence", "handed-over", None).await;
+    common::wait(&first, &id).await;
+    // While the first node runs, its leases keep another node out.
+    assert!(start("second").await.is_err());
+    first.shutdown().await;
+    drop(first);
+
+    let second = start("second")
+        .await
+        .expect("the released partitions are free");
+    let st = common::wait(&second, &id).await;
+    assert_eq!(
+        st.runtime_status,
+        perdure_core::OrchestrationStatus::Completed
+    );
+    second.shutdown().await;
+}

@@ -93,16 +93,19 @@ impl HttpTransport {
             "/maintenance/cleanEntityStorage?removeEmptyEntities={remove_empty}&releaseOrphanedLocks={release_orphaned_locks}"
         );
         let a = self.post_op(path, None).await?;
+        // Durable Functions' field names; the aliases read the names earlier nodes answered.
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct W {
-            empty_entities_removed: u64,
-            orphaned_locks_released: u64,
+            #[serde(alias = "emptyEntitiesRemoved")]
+            number_of_empty_entities_removed: u64,
+            #[serde(alias = "orphanedLocksReleased")]
+            number_of_orphaned_locks_removed: u64,
         }
         let w: W = Self::decode(&a)?;
         Ok(CleanEntityStorageResult {
-            empty_entities_removed: w.empty_entities_removed,
-            orphaned_locks_released: w.orphaned_locks_released,
+            empty_entities_removed: w.number_of_empty_entities_removed,
+            orphaned_locks_released: w.number_of_orphaned_locks_removed,
         })
     }
 }

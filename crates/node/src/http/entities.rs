@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::St;
 use super::error::ApiError;
 use super::extract::{P, Params, body_payload, entity_id};
-use super::instances::{CONTINUATION, json};
+use super::instances::{CONTINUATION, continuation, json};
 use super::render::{EntityJson, PayloadJson};
 
 type ApiResult = Result<Response, ApiError>;
@@ -82,12 +82,7 @@ async fn list_inner(
     params: Params,
     headers: HeaderMap,
 ) -> ApiResult {
-    let continuation = headers
-        .get(CONTINUATION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && *v != "null")
-        .map(str::to_string)
-        .or_else(|| params.get("continuationToken").map(str::to_string));
+    let continuation = continuation(&params, &headers)?;
     let query = EntityQuery {
         name: name.map(|n| n.to_lowercase()),
         key_prefix: params.get("keyPrefix").map(str::to_string),
@@ -109,15 +104,16 @@ async fn list_inner(
     Ok(resp)
 }
 
+/// The counts under the field names of Durable Functions' `CleanEntityStorageResult`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CleanJson {
-    empty_entities_removed: u64,
-    orphaned_locks_released: u64,
+    number_of_empty_entities_removed: u64,
+    number_of_orphaned_locks_removed: u64,
 }
 
-/// `POST maintenance/cleanEntityStorage` (Perdure addition; Durable Functions offers it only
-/// in its client SDKs): removes empty entities and releases orphaned locks.
+/// `POST` or `DELETE maintenance/cleanEntityStorage` (Perdure addition; Durable Functions
+/// offers it only in its client SDKs): removes empty entities and releases orphaned locks.
 pub(crate) async fn clean(axum::extract::State(state): St, params: Params) -> ApiResult {
     let remove_empty = params.bool("removeEmptyEntities", true)?;
     let release = params.bool("releaseOrphanedLocks", true)?;
@@ -128,8 +124,8 @@ pub(crate) async fn clean(axum::extract::State(state): St, params: Params) -> Ap
     Ok(json(
         StatusCode::OK,
         &CleanJson {
-            empty_entities_removed: r.empty_entities_removed,
-            orphaned_locks_released: r.orphaned_locks_released,
+            number_of_empty_entities_removed: r.empty_entities_removed,
+            number_of_orphaned_locks_removed: r.orphaned_locks_released,
         },
     ))
 }

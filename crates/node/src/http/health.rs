@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -19,6 +19,23 @@ use super::{AppState, St};
 pub struct HttpCounters {
     by_class: [AtomicU64; 5],
     latency_micros_total: AtomicU64,
+    in_flight: AtomicI64,
+}
+
+/// Counts a request as in flight until dropped (also when the client goes away mid-request).
+struct InFlight<'a>(&'a AtomicI64);
+
+impl<'a> InFlight<'a> {
+    fn enter(n: &'a AtomicI64) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl HttpCounters {
@@ -55,6 +72,15 @@ impl HttpCounters {
             "perdure_http_request_seconds_total {}",
             self.latency_micros_total.load(Ordering::Relaxed) as f64 / 1e6
         );
+        out.push_str(
+            "# HELP perdure_http_requests_in_flight HTTP requests being answered (this one included).\n",
+        );
+        out.push_str("# TYPE perdure_http_requests_in_flight gauge\n");
+        let _ = writeln!(
+            out,
+            "perdure_http_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -66,6 +92,7 @@ pub(crate) async fn log_requests(
     next: Next,
 ) -> Response {
     let start = Instant::now();
+    let _in_flight = InFlight::enter(&state.counters.in_flight);
     let method = req.method().clone();
     // A clone of the URI shares its bytes (no copy of the path per request).
     let uri = req.uri().clone();

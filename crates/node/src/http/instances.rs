@@ -182,13 +182,27 @@ pub(crate) async fn history(axum::extract::State(state): St, P(raw): P<String>) 
     }
 }
 
-fn instance_query(params: &Params, headers: &HeaderMap) -> Result<InstanceQuery, ApiError> {
-    let continuation = headers
-        .get(CONTINUATION)
-        .and_then(|v| v.to_str().ok())
+/// The continuation token of a listing request: the `x-ms-continuation-token` header (empty or
+/// `null`, as clients send on the first page, means none), else `continuationToken=`. A header
+/// that is not text is a 400, like a token the node did not hand out.
+pub(crate) fn continuation(
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let header = match headers.get(CONTINUATION) {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::bad_request("malformed continuation token: the header is not ASCII text")
+        })?),
+        None => None,
+    };
+    Ok(header
         .filter(|v| !v.is_empty() && *v != "null")
         .map(str::to_string)
-        .or_else(|| params.get("continuationToken").map(str::to_string));
+        .or_else(|| params.get("continuationToken").map(str::to_string)))
+}
+
+fn instance_query(params: &Params, headers: &HeaderMap) -> Result<InstanceQuery, ApiError> {
+    let continuation = continuation(params, headers)?;
     Ok(InstanceQuery {
         created_from: params.time("createdTimeFrom")?,
         created_to: params.time("createdTimeTo")?,

@@ -12,10 +12,14 @@ use perdure_core::{EntityId, Payload, Timestamp};
 
 use super::NodeHandle;
 use super::intake::IntakeError;
-use super::management::{source_chain, token, untoken};
+use super::management::{bad_continuation, source_chain};
 use crate::runtime::outbox::Outbox;
 use crate::state::entities;
-use crate::state::records::{EntityOperationMsg, MessageBody, Target};
+use crate::state::instances::{decode_token, encode_token};
+use crate::state::records::{EntityLock, EntityOperationMsg, MessageBody, Target};
+
+/// Entity records read per transaction while cleaning entity storage.
+const CLEAN_PAGE: usize = 500;
 
 impl NodeHandle {
     pub(super) fn signal_entity_op(
@@ -85,18 +89,33 @@ impl NodeHandle {
                 0 => 100,
                 n => (n as usize).min(1000),
             };
-            let q = Arc::new(query);
+            let name = query.name.as_ref().map(|n| n.to_lowercase());
+            let after = match query.continuation.as_deref() {
+                None => None,
+                Some(t) => match decode_token(t) {
+                    Some(k)
+                        if entities::valid_after(
+                            name.as_deref(),
+                            query.key_prefix.as_deref(),
+                            &k,
+                        ) =>
+                    {
+                        Some(k)
+                    }
+                    _ => return Err(bad_continuation(t)),
+                },
+            };
+            let q = Arc::new((query, name, after));
             let q2 = q.clone();
             let rows = self
                 .read(move |tx| {
                     let q = q2.clone();
                     Box::pin(async move {
-                        let after = q.continuation.as_deref().and_then(untoken);
-                        let name = q.name.as_ref().map(|n| n.to_lowercase());
+                        let (query, name, after) = &*q;
                         entities::scan(
                             tx,
                             name.as_deref(),
-                            q.key_prefix.as_deref(),
+                            query.key_prefix.as_deref(),
                             after.as_deref(),
                             page,
                         )
@@ -105,10 +124,11 @@ impl NodeHandle {
                 })
                 .await?;
             let continuation = if rows.len() >= page {
-                rows.last().map(|(k, _, _)| token(k))
+                rows.last().map(|(k, _, _)| encode_token(k))
             } else {
                 None
             };
+            let q = &q.0;
             let entities = rows
                 .into_iter()
                 .filter(|(_, _, r)| {
@@ -132,16 +152,12 @@ impl NodeHandle {
 
     pub(super) fn clean_entity_storage_op(
         &self,
-        _remove_empty: bool,
+        remove_empty: bool,
         release_orphaned_locks: bool,
     ) -> BoxFuture<'_, ManagementResult<CleanEntityStorageResult>> {
         Box::pin(async move {
-            // Entities without state or lock are never stored (see `state::entities::save`),
-            // so only orphaned locks need work: an Unlock from the finished holder is sent
-            // through the entity's inbox, so its actor releases the lock and runs the
-            // operations that waited.
             let mut result = CleanEntityStorageResult::default();
-            if !release_orphaned_locks {
+            if !remove_empty && !release_orphaned_locks {
                 return Ok(result);
             }
             let mut after: Option<Vec<u8>> = None;
@@ -150,38 +166,74 @@ impl NodeHandle {
                 let rows = self
                     .read(move |tx| {
                         let a = a.clone();
-                        Box::pin(
-                            async move { entities::scan(tx, None, None, a.as_deref(), 500).await },
-                        )
+                        Box::pin(async move {
+                            entities::scan(tx, None, None, a.as_deref(), CLEAN_PAGE).await
+                        })
                     })
                     .await?;
                 let n = rows.len();
                 after = rows.last().map(|(k, _, _)| k.clone());
                 for (_, id, r) in rows {
-                    let Some(lock) = r.lock else { continue };
-                    let holder = self.load_record(&lock.holder).await?;
-                    if holder.is_some_and(|h| !h.status.is_terminal()) {
-                        continue;
-                    }
-                    let body = Arc::new(MessageBody::Unlock {
-                        critical_section_id: lock.critical_section_id,
-                        holder: lock.holder,
-                    });
-                    self.run(move |tx, sh| {
-                        let (id, body) = (id.clone(), body.clone());
-                        Box::pin(async move {
-                            let mut out = Outbox::default();
-                            out.send(tx, &sh, Target::Entity(id), (*body).clone())?;
-                            Ok(Ok(((), out)))
-                        })
-                    })
-                    .await?;
-                    result.orphaned_locks_released += 1;
+                    let (released, removed) = match r.lock {
+                        Some(lock) if release_orphaned_locks => {
+                            (self.release_if_orphaned(id, lock).await?, false)
+                        }
+                        None if remove_empty && r.state.is_none() => {
+                            (false, self.remove_if_empty(id).await?)
+                        }
+                        _ => (false, false),
+                    };
+                    result.orphaned_locks_released += u64::from(released);
+                    result.empty_entities_removed += u64::from(removed);
                 }
-                if n < 500 {
+                if n < CLEAN_PAGE {
                     return Ok(result);
                 }
             }
         })
+    }
+
+    /// Releases a lock whose holder has finished or is gone: an Unlock from the holder goes
+    /// through the entity's inbox, so its actor releases the lock and then runs the
+    /// operations that waited behind it.
+    async fn release_if_orphaned(&self, id: EntityId, lock: EntityLock) -> ManagementResult<bool> {
+        let holder = self.load_record(&lock.holder).await?;
+        if holder.is_some_and(|h| !h.status.is_terminal()) {
+            return Ok(false);
+        }
+        let body = Arc::new(MessageBody::Unlock {
+            critical_section_id: lock.critical_section_id,
+            holder: lock.holder,
+        });
+        self.run(move |tx, sh| {
+            let (id, body) = (id.clone(), body.clone());
+            Box::pin(async move {
+                let mut out = Outbox::default();
+                out.send(tx, &sh, Target::Entity(id), (*body).clone())?;
+                Ok(Ok(((), out)))
+            })
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Removes the record of an entity that has neither state nor lock. The runtime never
+    /// writes one (`state::entities::save` removes it instead), so this only repairs records
+    /// left by other writers; the check is repeated inside the transaction, so a batch that
+    /// gave the entity state meanwhile keeps it.
+    async fn remove_if_empty(&self, id: EntityId) -> ManagementResult<bool> {
+        self.run(move |tx, _| {
+            let id = id.clone();
+            Box::pin(async move {
+                let empty = entities::load(tx, &id)
+                    .await?
+                    .is_some_and(|r| r.state.is_none() && r.lock.is_none());
+                if empty {
+                    entities::remove(tx, &id);
+                }
+                Ok(Ok((empty, Outbox::default())))
+            })
+        })
+        .await
     }
 }

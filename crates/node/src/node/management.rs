@@ -353,18 +353,13 @@ pub(super) async fn start_in_tx(
     }
 }
 
-pub(super) fn token(key: &[u8]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(super) fn untoken(t: &str) -> Option<Vec<u8>> {
-    if !t.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..t.len())
-        .step_by(2)
-        .map(|i| t.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
+/// The error for a continuation token that the query did not hand out (garbled, or from a
+/// listing with other filters): answering the first page again would loop a client forever.
+pub(super) fn bad_continuation(t: &str) -> ManagementError {
+    ManagementError::BadRequest(format!(
+        "malformed continuation token {t:?}: send back the token of the previous page unchanged, \
+         with the same filters"
+    ))
 }
 
 impl ManagementApi for NodeHandle {
@@ -434,6 +429,11 @@ impl ManagementApi for NodeHandle {
         query: InstanceQuery,
     ) -> BoxFuture<'_, ManagementResult<InstancePage>> {
         Box::pin(async move {
+            if !instances::valid_continuation(&query) {
+                return Err(bad_continuation(
+                    query.continuation.as_deref().unwrap_or_default(),
+                ));
+            }
             let fetch = query.fetch_payloads;
             let (recs, continuation) = self
                 .read(move |tx| {

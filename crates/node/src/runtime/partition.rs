@@ -280,6 +280,23 @@ impl Partition {
         .await
     }
 
+    /// Gives the partition's lease up (on stop), so that another node need not wait for it
+    /// to expire. A failure is only logged: the lease then expires as it would have.
+    pub(crate) async fn release_lease(&self) {
+        let (p, epoch) = (self.partition, self.epoch);
+        let r = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+            Box::pin(async move { leases::release(tx, p, epoch).await })
+        })
+        .await;
+        match r {
+            Ok(true) => tracing::debug!(partition = p, epoch, "partition lease released"),
+            Ok(false) => tracing::debug!(partition = p, epoch, "partition lease already lost"),
+            Err(e) => {
+                tracing::warn!(partition = p, epoch, error = %e, "partition lease not released")
+            }
+        }
+    }
+
     /// Stops the actor of a target (its queued run, if any, finishes first).
     fn passivate(&mut self, t: &Target) {
         if let Some(r) = self.residents.remove(t) {

@@ -100,6 +100,7 @@ impl Actor for PartitionActor {
         if let Some(e) = state.part.shared.epochs.get(p as usize) {
             e.store(0, Ordering::Release);
         }
+        state.part.release_lease().await;
         if let Some(s) = state.shutdown.take() {
             let _ = s.send(());
         }

@@ -3,13 +3,17 @@
 //! The history is cut just before its first failure event (TaskFailed,
 //! SubOrchestrationInstanceFailed, EntityOperationFailed) and everything after it is dropped,
 //! so the orchestrator replays up to the point where the failed work was pending. The runtime
-//! then re-queues every activity the cut history leaves pending, re-arms its pending timers
-//! and restarts its pending sub-orchestrations. With retried activities, the first failed
+//! then re-queues every activity the cut history leaves pending, re-arms its pending timers,
+//! restarts its pending sub-orchestrations and calls its pending entity operations again.
+//! (Locks held at the failure were released when the execution failed; a rewound call made
+//! inside a critical section runs without the lock.) With retried activities, the first failed
 //! attempt is the cut point: the whole retry sequence runs again.
 
 use std::collections::BTreeMap;
 
-use perdure_core::{EventKind, FailureDetails, HistoryEvent, InstanceId, Payload, Timestamp};
+use perdure_core::{
+    EntityId, EventKind, FailureDetails, HistoryEvent, InstanceId, Payload, Timestamp,
+};
 
 /// Cuts a failed history before its first failure event.
 pub fn cut_before_failure(
@@ -48,10 +52,16 @@ pub struct PendingWork {
     pub timers: Vec<(i64, Timestamp)>,
     /// Sub-orchestrations created and not finished: (seq, name, version, id, input).
     pub children: Vec<PendingChild>,
+    /// Entity operations called without an answer: (seq, entity, operation, input).
+    pub calls: Vec<PendingCall>,
 }
 
-/// The activities, timers and sub-orchestrations a history leaves pending.
+/// An entity operation called and not answered: (seq, entity, operation, input).
+pub type PendingCall = (i64, EntityId, String, Option<Payload>);
+
+/// The activities, timers, sub-orchestrations and entity calls a history leaves pending.
 pub fn pending_work(history: &[HistoryEvent]) -> PendingWork {
+    let mut calls = BTreeMap::new();
     let mut tasks = BTreeMap::new();
     let mut timers = BTreeMap::new();
     let mut children = BTreeMap::new();
@@ -102,6 +112,24 @@ pub fn pending_work(history: &[HistoryEvent]) -> PendingWork {
             } => {
                 children.remove(task_scheduled_id);
             }
+            EventKind::EntityOperationCalled {
+                entity,
+                operation,
+                input,
+            } => {
+                calls.insert(
+                    e.event_id,
+                    (entity.clone(), operation.clone(), input.clone()),
+                );
+            }
+            EventKind::EntityOperationCompleted {
+                task_scheduled_id, ..
+            }
+            | EventKind::EntityOperationFailed {
+                task_scheduled_id, ..
+            } => {
+                calls.remove(task_scheduled_id);
+            }
             _ => {}
         }
     }
@@ -114,6 +142,10 @@ pub fn pending_work(history: &[HistoryEvent]) -> PendingWork {
         children: children
             .into_iter()
             .map(|(s, (n, v, id, i))| (s, n, v, id, i))
+            .collect(),
+        calls: calls
+            .into_iter()
+            .map(|(s, (e, op, i))| (s, e, op, i))
             .collect(),
     }
 }
@@ -163,5 +195,43 @@ mod tests {
         let p = pending_work(&cut);
         assert_eq!(p.tasks.len(), 1);
         assert_eq!(p.tasks[0].1, "A");
+    }
+
+    #[test]
+    fn a_failed_entity_call_is_called_again() {
+        let account = EntityId::new("Account", "shop").unwrap();
+        let called = |id: i64, op: &str| {
+            ev(
+                id,
+                EventKind::EntityOperationCalled {
+                    entity: account.clone(),
+                    operation: op.into(),
+                    input: None,
+                },
+            )
+        };
+        let h = vec![
+            ev(-1, EventKind::OrchestratorStarted),
+            called(0, "balance"),
+            ev(
+                -1,
+                EventKind::EntityOperationCompleted {
+                    task_scheduled_id: 0,
+                    result: None,
+                },
+            ),
+            called(1, "withdraw"),
+            ev(
+                -1,
+                EventKind::EntityOperationFailed {
+                    task_scheduled_id: 1,
+                    failure: FailureDetails::new("InsufficientFunds", "short"),
+                },
+            ),
+        ];
+        let cut = cut_before_failure(h).unwrap();
+        let p = pending_work(&cut);
+        assert_eq!(p.calls, vec![(1, account, "withdraw".to_string(), None)]);
+        assert!(p.tasks.is_empty() && p.children.is_empty() && p.timers.is_empty());
     }
 }

@@ -38,6 +38,22 @@ pub fn remove(tx: &mut dyn Transaction, id: &EntityId) {
     clear(tx, &entity_key(id));
 }
 
+/// The key prefix a scan of `name` (all names when `None`) covers.
+fn scan_prefix(name: Option<&str>, key_prefix: Option<&str>) -> Vec<u8> {
+    match (name, key_prefix) {
+        (Some(n), Some(k)) => Key::new().str(space::ENTITY).str(n).str_prefix(k),
+        (Some(n), None) => Key::new().str(space::ENTITY).str(n),
+        _ => Key::new().str(space::ENTITY),
+    }
+    .into_bytes()
+}
+
+/// Whether `after` (a continuation key) lies under what a scan of `name` and `key_prefix`
+/// covers; any other key would silently restart the listing at its first page.
+pub fn valid_after(name: Option<&str>, key_prefix: Option<&str>, after: &[u8]) -> bool {
+    after.starts_with(&scan_prefix(name, key_prefix))
+}
+
 /// A page of entity records under a name (all names when `None`) and key prefix, after the
 /// continuation key.
 pub async fn scan(
@@ -47,12 +63,7 @@ pub async fn scan(
     after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, EntityId, EntityRecord)>, StoreError> {
-    let pre = match (name, key_prefix) {
-        (Some(n), Some(k)) => Key::new().str(space::ENTITY).str(n).str_prefix(k),
-        (Some(n), None) => Key::new().str(space::ENTITY).str(n),
-        _ => Key::new().str(space::ENTITY),
-    };
-    let mut range = KeyRange::prefix(pre.as_bytes());
+    let mut range = KeyRange::prefix(&scan_prefix(name, key_prefix));
     if let Some(a) = after {
         let mut b = a.to_vec();
         b.push(0);

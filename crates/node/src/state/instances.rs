@@ -132,11 +132,13 @@ fn id_from_key(key: &[u8], pos: usize) -> Result<InstanceId, StoreError> {
     }
 }
 
-fn encode_token(key: &[u8]) -> String {
+/// A continuation token: the key, hex-encoded.
+pub fn encode_token(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_token(t: &str) -> Option<Vec<u8>> {
+/// The key of a continuation token (`None` when it is not one).
+pub fn decode_token(t: &str) -> Option<Vec<u8>> {
     if !t.len().is_multiple_of(2) {
         return None;
     }
@@ -144,6 +146,17 @@ fn decode_token(t: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| t.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect()
+}
+
+/// Whether the query's continuation token, if any, is one that [`query`] hands out for these
+/// filters: a key inside the range the query scans. Any other token would silently restart
+/// the listing at its first page.
+pub fn valid_continuation(q: &InstanceQuery) -> bool {
+    let Some(t) = q.continuation.as_deref() else {
+        return true;
+    };
+    let (range, _) = driving_range(q);
+    decode_token(t).is_some_and(|k| k >= range.begin && k < range.end)
 }
 
 /// One page of records matching a query, and the continuation token (the last key scanned,

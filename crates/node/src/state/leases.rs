@@ -67,6 +67,26 @@ pub async fn renew(
     put(tx, &lease_key(partition), &l)
 }
 
+/// Gives up a held lease, so that another node acquires the partition at once instead of
+/// waiting for the lease to expire. The record keeps its epoch (the next owner's is higher,
+/// which fences anything still in flight under this one) and expires at time zero, so no
+/// clock skew between nodes delays the next owner. Returns whether the lease was still held
+/// at `epoch`; a deposed owner changes nothing.
+pub async fn release(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    epoch: u64,
+) -> Result<bool, StoreError> {
+    match read(tx, partition).await? {
+        Some(mut l) if l.epoch == epoch => {
+            l.expires_at = Timestamp::from_millis(0);
+            put(tx, &lease_key(partition), &l)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Checks that `epoch` is the partition's current epoch.
 pub async fn check(
     tx: &mut dyn Transaction,

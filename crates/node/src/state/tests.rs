@@ -27,6 +27,15 @@ async fn tx<T: Send + 'static>(
     .await
 }
 
+/// Acquires partition 3's lease for `owner` with a 30 s lease.
+async fn acquire(store: &MemoryStore, owner: &'static str, now: Timestamp) -> Option<u64> {
+    tx(store, move |t| {
+        Box::pin(leases::acquire(t, 3, owner, now, Duration::from_secs(30)))
+    })
+    .await
+    .unwrap()
+}
+
 fn msg(n: i64) -> InboxMessage {
     InboxMessage {
         target: Target::Instance(InstanceId::new("i").unwrap()),
@@ -41,6 +50,36 @@ fn msg(n: i64) -> InboxMessage {
             ),
         },
     }
+}
+
+#[tokio::test]
+async fn a_released_lease_is_taken_at_once_and_fences_the_old_epoch() {
+    let store = MemoryStore::new();
+    let now = Timestamp(1000);
+    let e1 = acquire(&store, "a", now).await;
+    assert_eq!(e1, Some(1));
+    let released = tx(&store, |t| Box::pin(leases::release(t, 3, 1)))
+        .await
+        .unwrap();
+    assert!(released);
+    // Long before the lease would have expired, another owner takes it.
+    let e2 = acquire(&store, "b", now).await;
+    assert_eq!(e2, Some(2));
+    // The old epoch is fenced, and releasing it again leaves the new owner's lease alone.
+    let r = tx(&store, |t| {
+        Box::pin(async move { leases::check(t, 3, 1).await.map(|_| ()) })
+    })
+    .await;
+    assert!(matches!(r, Err(StoreError::Fenced { current: 2, .. })));
+    let released = tx(&store, |t| Box::pin(leases::release(t, 3, 1)))
+        .await
+        .unwrap();
+    assert!(!released);
+    let held = tx(&store, |t| Box::pin(leases::read(t, 3))).await.unwrap();
+    assert_eq!(
+        held.map(|l| (l.owner, l.expires_at)),
+        Some(("b".to_string(), now.add(Duration::from_secs(30))))
+    );
 }
 
 fn record(id: &str, status: OrchestrationStatus, created: u64) -> InstanceRecord {

@@ -130,6 +130,14 @@ pub(super) async fn control_message(
                     input,
                 });
             }
+            for (seq, entity, operation, input) in pending.calls {
+                redo.push(OrchestratorAction::CallEntity {
+                    id: seq,
+                    entity,
+                    operation,
+                    input,
+                });
+            }
             let mut history = rewound;
             history.extend(result.history.iter().cloned());
             let mut actions = redo;
