@@ -2,6 +2,8 @@
 //! consumption, timer order, activity leases and purge run on every backend in the store
 //! conformance suite (`crate::store::conformance::state_cases`).
 
+use std::time::Duration;
+
 use perdure_core::management::InstanceQuery;
 use perdure_core::{
     EventKind, ExecutionId, HistoryEvent, InstanceId, OrchestrationStatus, Timestamp,
