@@ -39,6 +39,9 @@ pub enum PartitionMsg {
     Timers(Vec<(Vec<u8>, perdure_core::Timestamp, InboxMessage)>),
     /// Drop an instance's in-memory state (it was purged).
     Forget(InstanceId),
+    /// How many messages wait for a target (not counting a run in flight); answers 0 for a
+    /// target the partition holds nothing for.
+    Backlog(Target, oneshot::Sender<u64>),
     /// Stop after the current round.
     Shutdown(oneshot::Sender<()>),
 }
@@ -155,6 +158,14 @@ impl Shared {
             }
             let _ = tx.cast(partition_actor::ActorMsg::External(msg));
         }
+    }
+
+    /// How many messages wait in its partition for `target` (0 while the node stops).
+    pub(crate) async fn backlog(&self, target: Target) -> u64 {
+        let (tx, rx) = oneshot::channel();
+        let p = self.partition_of(&target);
+        self.route(p, PartitionMsg::Backlog(target, tx));
+        rx.await.unwrap_or(0)
     }
 
     /// Delivers everything in a committed transaction's outbox.

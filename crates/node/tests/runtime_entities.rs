@@ -277,3 +277,84 @@ async fn cleaning_removes_records_without_state_or_lock() {
     );
     node.shutdown().await;
 }
+
+/// Reads an entity until `done` holds for it (signals and lock grants arrive
+/// asynchronously); fails with the last state read after 30 s.
+async fn entity_until(
+    node: &perdure_node::node::NodeHandle,
+    id: &EntityId,
+    done: impl Fn(&perdure_core::management::EntityState) -> bool,
+) -> perdure_core::management::EntityState {
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        last = node.get_entity(id.clone()).await.unwrap();
+        if let Some(st) = &last
+            && done(st)
+        {
+            return st.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("the entity never reached the state asked for; last read: {last:?}")
+}
+
+#[tokio::test]
+async fn the_backlog_counts_operations_waiting_behind_a_lock() {
+    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
+    let account = EntityId::new("Account", "held").unwrap();
+    let deposit = |n: i64| {
+        node.signal_entity(
+            account.clone(),
+            "deposit".into(),
+            Some(Payload::json(&n).unwrap()),
+            None,
+        )
+    };
+    deposit(100).await.unwrap();
+    entity_until(&node, &account, |st| st.state.is_some()).await;
+    // A transfer that holds both accounts' locks until it gets `Confirm`.
+    let input = json!({"from": "held", "to": "other", "amount": 10, "confirm": true});
+    let id = common::start(
+        &node,
+        "Transfer",
+        "t-held",
+        Some(Payload::json(&input).unwrap()),
+    )
+    .await;
+    let st = entity_until(&node, &account, |st| st.locked_by.is_some()).await;
+    assert_eq!(st.backlog, 0, "nothing waits yet");
+    for n in 1..=3 {
+        deposit(n).await.unwrap();
+    }
+    // The three deposits wait behind the lock, and the listing says so too.
+    let st = entity_until(&node, &account, |st| st.backlog == 3).await;
+    assert!(st.locked_by.is_some());
+    let page = node
+        .query_entities(EntityQuery {
+            name: Some("Account".into()),
+            key_prefix: Some("held".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.entities.len(), 1);
+    assert_eq!(page.entities[0].backlog, 3);
+    // Confirmed, the transfer runs and releases the locks; the deposits then run.
+    node.raise_event(
+        id.clone(),
+        "Confirm".into(),
+        Some(Payload::json(&true).unwrap()),
+    )
+    .await
+    .unwrap();
+    let ok: bool = common::output(&node, &id).await;
+    assert!(ok);
+    let st = entity_until(&node, &account, |st| {
+        st.backlog == 0 && st.locked_by.is_none()
+    })
+    .await;
+    let balance: i64 = st.state.unwrap().decode().unwrap();
+    assert_eq!(balance, 100 - 10 + 1 + 2 + 3);
+    node.shutdown().await;
+}

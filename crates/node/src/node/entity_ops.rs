@@ -70,12 +70,16 @@ impl NodeHandle {
                     Box::pin(async move { entities::load(tx, &id).await })
                 })
                 .await?;
-            Ok(rec.map(|r| EntityState {
+            let Some(r) = rec else {
+                return Ok(None);
+            };
+            let backlog = self.shared().backlog(Target::Entity(entity.clone())).await;
+            Ok(Some(EntityState {
                 id: entity,
                 state: r.state,
                 last_modified: r.last_modified,
                 locked_by: r.lock.map(|l| l.critical_section_id),
-                backlog: 0,
+                backlog,
             }))
         })
     }
@@ -129,20 +133,21 @@ impl NodeHandle {
                 None
             };
             let q = &q.0;
-            let entities = rows
-                .into_iter()
-                .filter(|(_, _, r)| {
-                    q.last_modified_from.is_none_or(|t| r.last_modified >= t)
-                        && q.last_modified_to.is_none_or(|t| r.last_modified <= t)
-                })
-                .map(|(_, id, r)| EntityState {
+            let sh = self.shared();
+            let mut entities = Vec::with_capacity(rows.len());
+            for (_, id, r) in rows.into_iter().filter(|(_, _, r)| {
+                q.last_modified_from.is_none_or(|t| r.last_modified >= t)
+                    && q.last_modified_to.is_none_or(|t| r.last_modified <= t)
+            }) {
+                let backlog = sh.backlog(Target::Entity(id.clone())).await;
+                entities.push(EntityState {
                     id,
                     state: if q.fetch_state { r.state } else { None },
                     last_modified: r.last_modified,
                     locked_by: r.lock.map(|l| l.critical_section_id),
-                    backlog: 0,
-                })
-                .collect();
+                    backlog,
+                });
+            }
             Ok(EntityPage {
                 entities,
                 continuation,

@@ -44,6 +44,9 @@ pub struct Partition {
     dirty_set: HashSet<Target>,
     /// Targets with a run in flight.
     busy: HashSet<Target>,
+    /// Busy targets that got new messages during their run (they run again when it reports,
+    /// even if it stalled).
+    woken: HashSet<Target>,
     timers: BTreeMap<(Timestamp, Vec<u8>), InboxMessage>,
     /// The live instance and entity actors.
     residents: HashMap<Target, ActorHandle>,
@@ -101,6 +104,7 @@ impl Partition {
             dirty: VecDeque::new(),
             dirty_set: HashSet::new(),
             busy: HashSet::new(),
+            woken: HashSet::new(),
             timers: BTreeMap::new(),
             residents: HashMap::new(),
             quarantined: HashSet::new(),
@@ -248,6 +252,10 @@ impl Partition {
                 // A run in flight still reports; the next one starts a fresh actor.
                 self.passivate(&Target::Instance(id));
             }
+            PartitionMsg::Backlog(t, reply) => {
+                let n = self.pending.get(&t).map_or(0, |q| q.len() as u64);
+                let _ = reply.send(n);
+            }
             PartitionMsg::Shutdown(s) => return Some(s),
         }
         None
@@ -372,6 +380,7 @@ impl Partition {
                 self.dirty_set.remove(&t);
                 if self.busy.contains(&t) {
                     // Marked dirty again when its run reports.
+                    self.woken.insert(t);
                     continue;
                 }
                 let Some(msgs) = self.pending.remove(&t) else {
@@ -441,8 +450,10 @@ impl Partition {
             gone,
             requeue,
             fatal,
+            stalled,
         } = ran;
         self.busy.remove(&target);
+        let woken = self.woken.remove(&target);
         for k in &gone {
             self.known.remove(k);
         }
@@ -467,7 +478,8 @@ impl Partition {
             Some(e) => return Err(e),
             None => {}
         }
-        if self.pending.contains_key(&target) {
+        // A stalled run waits for a new message; one that came during the run wakes it.
+        if self.pending.contains_key(&target) && (!stalled || woken) {
             self.mark_dirty(target);
         }
         Ok(())

@@ -89,6 +89,10 @@ pub(crate) struct Ran {
     /// A failure that stops the partition (its lease is lost, its data corrupt, or the store
     /// unreachable past the retries).
     pub(crate) fatal: Option<StoreError>,
+    /// The run consumed nothing: every message waits for another one (an entity locked by a
+    /// critical section holds the others' operations until its holder's next message). The
+    /// target runs again only when a new message arrives, not in a loop.
+    pub(crate) stalled: bool,
 }
 
 /// What an instance or entity actor starts with.
@@ -174,6 +178,7 @@ async fn run(st: &mut TargetState, msgs: VecDeque<Keyed>) -> Ran {
         gone: Vec::new(),
         requeue: VecDeque::new(),
         fatal: None,
+        stalled: false,
     };
     let (plan, leftover) = match prepared {
         Ok(x) => x,
@@ -185,6 +190,7 @@ async fn run(st: &mut TargetState, msgs: VecDeque<Keyed>) -> Ran {
     };
     ran.requeue = leftover;
     let Some(plan) = plan else {
+        ran.stalled = !ran.requeue.is_empty();
         return ran;
     };
     let started = std::time::Instant::now();
