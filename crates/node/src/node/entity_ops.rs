@@ -134,20 +134,28 @@ impl NodeHandle {
             };
             let q = &q.0;
             let sh = self.shared();
-            let mut entities = Vec::with_capacity(rows.len());
-            for (_, id, r) in rows.into_iter().filter(|(_, _, r)| {
-                q.last_modified_from.is_none_or(|t| r.last_modified >= t)
-                    && q.last_modified_to.is_none_or(|t| r.last_modified <= t)
-            }) {
-                let backlog = sh.backlog(Target::Entity(id.clone())).await;
-                entities.push(EntityState {
-                    id,
-                    state: if q.fetch_state { r.state } else { None },
-                    last_modified: r.last_modified,
-                    locked_by: r.lock.map(|l| l.critical_section_id),
-                    backlog,
-                });
-            }
+            // One question per entity to its partition actor, asked all at once.
+            let entities = futures::future::join_all(
+                rows.into_iter()
+                    .filter(|(_, _, r)| {
+                        q.last_modified_from.is_none_or(|t| r.last_modified >= t)
+                            && q.last_modified_to.is_none_or(|t| r.last_modified <= t)
+                    })
+                    .map(|(_, id, r)| {
+                        let sh = &sh;
+                        async move {
+                            let backlog = sh.backlog(Target::Entity(id.clone())).await;
+                            EntityState {
+                                id,
+                                state: if q.fetch_state { r.state } else { None },
+                                last_modified: r.last_modified,
+                                locked_by: r.lock.map(|l| l.critical_section_id),
+                                backlog,
+                            }
+                        }
+                    }),
+            )
+            .await;
             Ok(EntityPage {
                 entities,
                 continuation,

@@ -157,17 +157,15 @@ where
     }
 }
 
+/// Splits a batch into its requests' reply channels and their shared contents (the
+/// transaction closure may run more than once, so the contents are behind an `Arc`).
+fn split_batch<R, D, T>(batch: Vec<R>, split: impl Fn(R) -> (D, T)) -> (Vec<D>, Arc<Vec<T>>) {
+    let (dones, reqs): (Vec<D>, Vec<T>) = batch.into_iter().map(split).unzip();
+    (dones, Arc::new(reqs))
+}
+
 async fn run(shared: Arc<Shared>, batch: Vec<Request>) {
-    let mut dones = Vec::with_capacity(batch.len());
-    let reqs: Arc<Vec<(Target, Option<Timestamp>, MessageBody)>> = Arc::new(
-        batch
-            .into_iter()
-            .map(|r| {
-                dones.push(r.done);
-                (r.target, r.due, r.body)
-            })
-            .collect(),
-    );
+    let (dones, reqs) = split_batch(batch, |r| (r.done, (r.target, r.due, r.body)));
     let sh = shared.clone();
     let r = crate::store::transact(shared.store.as_ref(), &shared.retry, move |tx| {
         let (sh, reqs) = (sh.clone(), reqs.clone());
@@ -199,16 +197,7 @@ async fn run(shared: Arc<Shared>, batch: Vec<Request>) {
 }
 
 async fn run_starts(shared: Arc<Shared>, batch: Vec<StartRequestMsg>) {
-    let mut dones = Vec::with_capacity(batch.len());
-    let reqs: Arc<Vec<(InstanceId, StartRequest)>> = Arc::new(
-        batch
-            .into_iter()
-            .map(|r| {
-                dones.push(r.done);
-                (r.id, r.req)
-            })
-            .collect(),
-    );
+    let (dones, reqs) = split_batch(batch, |r| (r.done, (r.id, r.req)));
     let sh = shared.clone();
     let r = crate::store::transact(shared.store.as_ref(), &shared.retry, move |tx| {
         let (sh, reqs) = (sh.clone(), reqs.clone());
