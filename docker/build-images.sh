@@ -13,7 +13,8 @@
 # Environment: PERDURE_NODE_IMAGE, PERDURE_POSTGRES_IMAGE (image names),
 #              PG_VERSION (default 15), BUSYBOX (default /bin/busybox),
 #              CARGO_TARGET_DIR (default <repo>/target), PERDURE_NODE_BIN (stage this
-#              binary instead of building perdure-node: your own node binary).
+#              binary instead of building perdure-node: your own node binary),
+#              PERDURE_DOCKER_STAGE (staging folder, default <repo>/target/docker).
 # Idempotent: every run restages the build contexts under target/docker/ from scratch and
 # re-tags the images.
 set -euo pipefail
@@ -30,7 +31,7 @@ PG_LIB="/usr/lib/postgresql/${PG_VERSION}/lib"
 PG_SHARE="/usr/share/postgresql/${PG_VERSION}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-STAGE="$ROOT/target/docker"
+STAGE="${PERDURE_DOCKER_STAGE:-$ROOT/target/docker}"
 # Fixed ids inside the images (the data volumes are owned by them).
 NODE_UID=10001
 PG_UID=999
