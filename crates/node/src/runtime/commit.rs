@@ -40,8 +40,12 @@ impl Plan {
 pub(crate) enum Committed {
     /// Committed; deliver the outbox.
     Done(Outbox),
-    /// A consumed message was already gone: nothing was written.
+    /// A consumed message was already gone, or the instance record changed since the plan
+    /// was prepared: nothing was written.
     Stale,
+    /// The plan starts an execution that another start replaced meanwhile: its message was
+    /// removed, nothing else was written.
+    Superseded,
 }
 
 /// Commits a plan under the partition's lease epoch.
@@ -62,11 +66,28 @@ pub(crate) async fn commit(
                     return Ok(Committed::Stale);
                 }
             }
+            // An instance record changed outside the episode (a start replacing the
+            // execution, suspend, resume, rewind) makes the plan stale: nothing is written,
+            // and the actor reloads the record and runs the messages again.
+            let old = match plan.as_ref() {
+                Plan::Instance(p) => match instance::check_base(tx, p).await? {
+                    Some(old) => old,
+                    // No reload can revive a replaced execution: its start is dropped.
+                    None if matches!(p.base, instance::Base::Execution(_)) => {
+                        for (k, m) in consumed {
+                            queues::remove(tx, k, m);
+                        }
+                        return Ok(Committed::Superseded);
+                    }
+                    None => return Ok(Committed::Stale),
+                },
+                Plan::Entity(_) => None,
+            };
             for (k, m) in consumed {
                 queues::remove(tx, k, m);
             }
             let out = match plan.as_ref() {
-                Plan::Instance(p) => instance::write(tx, &sh, partition, p).await?,
+                Plan::Instance(p) => instance::write(tx, &sh, partition, p, old).await?,
                 Plan::Entity(p) => entity::write(tx, &sh, p).await?,
             };
             Ok(Committed::Done(out))

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use perdure_core::{
-    EventKind, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus, Timestamp,
+    EventKind, ExecutionId, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus,
+    Timestamp,
 };
 
 use super::Shared;
@@ -46,11 +47,68 @@ pub(crate) enum Effect {
     CreateInstance(InstanceRecord),
 }
 
+/// What an episode expects the stored instance record to be when it commits. Starts with
+/// `TerminateExisting`, suspend, resume and rewind change the record outside the instance's
+/// episodes; an episode prepared from the record as it was before is stale and must not
+/// overwrite the new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Base {
+    /// The plan writes no record: anything may be stored.
+    Any,
+    /// The record the episode was prepared from, by its [`Stamp`] (None: no record).
+    Record(Option<Stamp>),
+    /// A new execution: the record its start wrote (this execution) or the record of the
+    /// execution that continued as new; no record at all is accepted too.
+    Execution(ExecutionId),
+}
+
+/// The fields of an instance record that every change moves: the record's version. The
+/// execution id changes with a start, the status with suspend, resume, rewind and every
+/// finish, the history length with every episode, the update time with every change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    execution_id: ExecutionId,
+    status: OrchestrationStatus,
+    history_len: u64,
+    updated_at: Timestamp,
+}
+
+impl Stamp {
+    pub(crate) fn of(r: &InstanceRecord) -> Self {
+        Self {
+            execution_id: r.execution_id.clone(),
+            status: r.status,
+            history_len: r.history_len,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl Base {
+    /// The base of an episode prepared from a slot's record.
+    pub(crate) fn of(record: Option<&InstanceRecord>) -> Self {
+        Self::Record(record.map(Stamp::of))
+    }
+
+    /// Whether a plan prepared on this base may overwrite `stored`.
+    pub(crate) fn holds(&self, stored: Option<&InstanceRecord>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Record(base) => base.as_ref() == stored.map(Stamp::of).as_ref(),
+            Self::Execution(e) => stored.is_none_or(|s| {
+                s.execution_id == *e || s.status == OrchestrationStatus::ContinuedAsNew
+            }),
+        }
+    }
+}
+
 /// One episode's transaction, prepared.
 #[derive(Debug)]
 pub(crate) struct InstancePlan {
     pub(crate) id: InstanceId,
     pub(crate) consumed: Vec<Keyed>,
+    /// What the stored record must be for the plan to commit (see [`Base`]).
+    pub(crate) base: Base,
     /// The new record (None: the messages are only dropped).
     pub(crate) record: Option<InstanceRecord>,
     pub(crate) cut_history: bool,
@@ -65,6 +123,7 @@ impl InstancePlan {
         Self {
             id,
             consumed,
+            base: Base::Any,
             record: None,
             cut_history: false,
             first_seq: 0,
@@ -114,6 +173,24 @@ pub(super) fn failed_record(
 /// Prepares the next episode of an instance from its pending messages. Returns the plan (if
 /// there is anything to commit) and the messages left for later, in order.
 pub(crate) async fn prepare(
+    shared: &Shared,
+    slot: &mut Option<InstanceSlot>,
+    id: InstanceId,
+    msgs: VecDeque<Keyed>,
+) -> Result<(Option<InstancePlan>, VecDeque<Keyed>), StoreError> {
+    let (mut plan, left) = prepare_plan(shared, slot, id, msgs).await?;
+    // Every plan that writes the record was prepared from the slot's record, except a new
+    // execution's (which sets its own base).
+    if let Some(p) = plan.as_mut()
+        && p.record.is_some()
+        && p.base == Base::Any
+    {
+        p.base = Base::of(slot.as_ref().and_then(|s| s.record.as_ref()));
+    }
+    Ok((plan, left))
+}
+
+async fn prepare_plan(
     shared: &Shared,
     slot: &mut Option<InstanceSlot>,
     id: InstanceId,
@@ -296,6 +373,7 @@ pub(super) fn finish_plan(
     InstancePlan {
         id,
         consumed,
+        base: Base::Any,
         record: Some(record),
         cut_history,
         first_seq,
@@ -359,6 +437,7 @@ fn new_execution(
     else {
         return InstancePlan::drop_only(id.clone(), consumed);
     };
+    let base = Base::Execution(execution_id.clone());
     let old = slot.record.clone();
     let rec = InstanceRecord {
         instance_id: id.clone(),
@@ -388,7 +467,7 @@ fn new_execution(
         Ok(s) => s,
         Err(f) => {
             let r = failed_record(&rec, &f, now);
-            return finish_plan(
+            let mut plan = finish_plan(
                 shared,
                 id.clone(),
                 consumed,
@@ -397,6 +476,8 @@ fn new_execution(
                 vec![started, failed_event(&f, now)],
                 true,
             );
+            plan.base = base;
+            return plan;
         }
     };
     let mut events = vec![started];
@@ -405,7 +486,9 @@ fn new_execution(
         tracing::info_span!("episode", instance = %id, name = %rec.name, events = events.len());
     let result = span.in_scope(|| session.execute(now, events));
     slot.session = Some(session);
-    episode_plan(shared, id, rec, consumed, result, true, now)
+    let mut plan = episode_plan(shared, id, rec, consumed, result, true, now);
+    plan.base = base;
+    plan
 }
 
 pub(super) fn episode_plan(
@@ -483,6 +566,7 @@ pub(super) fn episode_plan(
     InstancePlan {
         id: id.clone(),
         consumed,
+        base: Base::Any,
         record: Some(new),
         cut_history,
         first_seq,
@@ -492,17 +576,30 @@ pub(super) fn episode_plan(
     }
 }
 
+/// Reads the stored record a plan replaces and checks it against the plan's [`Base`]:
+/// `Ok(None)` when the plan is stale (the record changed since the episode was prepared).
+pub(crate) async fn check_base(
+    tx: &mut dyn Transaction,
+    plan: &InstancePlan,
+) -> Result<Option<Option<InstanceRecord>>, StoreError> {
+    if plan.record.is_none() {
+        return Ok(Some(None));
+    }
+    let old = instances::load(tx, &plan.id).await?;
+    Ok(plan.base.holds(old.as_ref()).then_some(old))
+}
+
 /// Writes a prepared episode into the transaction (after the caller checked the lease and
-/// consumed the messages).
+/// the base, see [`check_base`], and consumed the messages); `old` is the stored record.
 pub(crate) async fn write(
     tx: &mut dyn Transaction,
     shared: &Shared,
     partition: u32,
     plan: &InstancePlan,
+    old: Option<InstanceRecord>,
 ) -> Result<Outbox, StoreError> {
     let mut out = Outbox::default();
     if let Some(rec) = &plan.record {
-        let old = instances::load(tx, &plan.id).await?;
         if plan.cut_history {
             history::cut(tx, &plan.id);
         }

@@ -207,6 +207,11 @@ async fn run(st: &mut TargetState, msgs: VecDeque<Keyed>) -> Ran {
             ran.gone = plan.consumed().iter().map(|(k, _)| k.clone()).collect();
             applied(st, plan, out);
         }
+        Ok(Committed::Superseded) => {
+            tracing::debug!(target = ?ran.target, "start of a replaced execution dropped");
+            ran.gone = plan.consumed().iter().map(|(k, _)| k.clone()).collect();
+            st.resident.forget();
+        }
         Err(e @ StoreError::LimitExceeded { .. }) => {
             // Rerunning cannot help: only this instance (or entity batch) fails.
             tracing::error!(partition = st.partition, target = ?ran.target, error = %e, "episode over the store's limits");
@@ -309,6 +314,10 @@ async fn fail_too_large(
             let gone = plan.consumed().iter().map(|(k, _)| k.clone()).collect();
             applied(st, plan, out);
             Ok(Ok(gone))
+        }
+        Committed::Superseded => {
+            st.resident.forget();
+            Ok(Ok(plan.consumed().iter().map(|(k, _)| k.clone()).collect()))
         }
         Committed::Stale => Ok(Err(plan.into_consumed())),
     }

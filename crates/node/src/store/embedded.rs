@@ -76,7 +76,17 @@ impl EmbeddedStore {
     /// the directory cannot be created or written; [`StoreError::Fatal`] if the stored data
     /// cannot be recovered.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
+        Self::open_with(
+            path.as_ref(),
+            #[cfg(test)]
+            None,
+        )
+    }
+
+    fn open_with(
+        path: &Path,
+        #[cfg(test)] between_apply_and_publish: Option<Box<dyn FnMut() + Send>>,
+    ) -> Result<Self, StoreError> {
         let dir_error = |source| {
             StoreError::Fatal(Box::new(DataDirError {
                 path: path.to_path_buf(),
@@ -99,8 +109,14 @@ impl EmbeddedStore {
             .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(|e| open_error(path, e))?;
         let versions = Arc::new(Versions::default());
-        let committer = Committer::start(db.clone(), keyspace.clone(), versions.clone())
-            .map_err(|e| StoreError::Fatal(Box::new(e)))?;
+        let committer = Committer::start(
+            db.clone(),
+            keyspace.clone(),
+            versions.clone(),
+            #[cfg(test)]
+            between_apply_and_publish,
+        )
+        .map_err(|e| StoreError::Fatal(Box::new(e)))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 committer,
@@ -119,9 +135,12 @@ impl EmbeddedStore {
         // Register the read version first: the snapshot then holds every write up to it.
         let read = self.inner.versions.open_reader();
         let snapshot = self.inner.db.snapshot();
+        // Read after the snapshot: no write the snapshot holds is above it.
+        let visible = self.inner.versions.applied();
         EmbeddedTransaction {
             inner: self.inner.clone(),
             snapshot,
+            visible,
             read,
             reads: ReadSet::default(),
             cleared: Vec::new(),
@@ -171,6 +190,9 @@ impl Store for EmbeddedStore {
 pub struct EmbeddedTransaction {
     inner: Arc<Inner>,
     snapshot: Snapshot,
+    /// The last version whose writes the snapshot may hold (what a read-only commit waits
+    /// to be durable).
+    visible: u64,
     read: ReadVersion,
     reads: ReadSet,
     /// Ranges cleared by this transaction (before the writes in `writes`).
@@ -189,6 +211,7 @@ impl EmbeddedTransaction {
         let EmbeddedTransaction {
             inner,
             snapshot,
+            visible,
             read,
             reads,
             cleared,
@@ -198,7 +221,7 @@ impl EmbeddedTransaction {
         drop(snapshot);
         if writes.is_empty() && cleared.is_empty() {
             drop(read);
-            return inner.committer.wait_visible_durable().await;
+            return inner.committer.wait_durable(visible).await;
         }
         inner
             .committer
@@ -365,5 +388,53 @@ impl Transaction for EmbeddedTransaction {
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.commit_version().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod visibility_tests {
+    use super::*;
+
+    /// A read-only transaction whose snapshot is taken after fjall made a batch visible but
+    /// before the committer published its version must not return before that batch is
+    /// synced. The seam holds the committer between the two while the test reads. Before
+    /// the fix the read-only commit returned at once (the published version, 0, was
+    /// "durable") although it had read the write of version 1.
+    #[tokio::test]
+    async fn a_read_only_transaction_waits_for_the_sync_of_what_it_read() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let mut fired = false;
+        let hook = Box::new(move || {
+            if !std::mem::replace(&mut fired, true) {
+                let _ = seen_tx.send(());
+                let _ = go_rx.recv();
+            }
+        });
+        let store = EmbeddedStore::open_with(dir.path(), Some(hook))?;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin_transaction();
+                tx.set(b"a", b"1")?;
+                tx.commit_version().await
+            })
+        };
+        seen.recv().await.expect("the batch is applied");
+        let mut reader = store.begin_transaction();
+        assert_eq!(reader.get(b"a").await?.as_deref(), Some(&b"1"[..]));
+        let mut commit = Box::pin(reader.commit_version());
+        let early = futures::poll!(&mut commit);
+        go.send(())?;
+        let written = writer.await??;
+        assert!(
+            early.is_pending(),
+            "the read-only transaction returned {early:?} before version {written}, whose \
+             write it read, was synced"
+        );
+        assert!(commit.await? >= written);
+        assert!(store.stats().synced_version >= written);
+        Ok(())
     }
 }

@@ -64,11 +64,23 @@ pub(super) async fn control_message(
             }
             return Ok(plan);
         }
-        MessageBody::Suspend { reason } if rec.status == OrchestrationStatus::Running => {
+        // Suspend and resume set the stored status at once (see `control_as`); the message
+        // then finds the status it set (or, read from an older record, the one before).
+        MessageBody::Suspend { reason }
+            if matches!(
+                rec.status,
+                OrchestrationStatus::Running | OrchestrationStatus::Suspended
+            ) =>
+        {
             new.status = OrchestrationStatus::Suspended;
             (EventKind::ExecutionSuspended { reason }, false)
         }
-        MessageBody::Resume { reason } if rec.status == OrchestrationStatus::Suspended => {
+        MessageBody::Resume { reason }
+            if matches!(
+                rec.status,
+                OrchestrationStatus::Suspended | OrchestrationStatus::Running
+            ) =>
+        {
             new.status = OrchestrationStatus::Running;
             (EventKind::ExecutionResumed { reason }, false)
         }
@@ -156,6 +168,7 @@ pub(super) async fn control_message(
     Ok(InstancePlan {
         id: id.clone(),
         consumed,
+        base: super::Base::Any,
         record: Some(new),
         cut_history: false,
         first_seq: seq,

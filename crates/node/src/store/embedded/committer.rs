@@ -11,12 +11,18 @@
 //! next batch: their writes are applied as one fjall write batch (one journal append) and
 //! made durable by one `fdatasync`. A commit is acknowledged only after that sync.
 //!
-//! The sync runs on a second thread (the syncer), so the committer checks and applies the
-//! next batch while the previous one is being synced: the disk's sync time and the
-//! committer's CPU time overlap instead of adding up. A sync covers everything appended to
-//! the journal before it, so the syncer coalesces the batches queued meanwhile into one
+//! The sync runs on a second thread (the syncer), so the committer checks conflicts and
+//! builds the next batch while the previous one is being synced. fjall's journal has one
+//! writer mutex, held by `persist` for the whole sync and by a batch's commit for its journal
+//! append and memtable insert: applying the next batch waits for the sync in progress (see
+//! docs/storage-backends.md). A sync covers everything appended to the journal before it,
+//! so the syncer coalesces the batches queued meanwhile into one
 //! sync. Readers are unaffected: a read-only transaction waits until what it saw is durable
-//! (`wait_visible_durable`).
+//! (`wait_durable`). fjall makes a write batch visible inside its commit call, so the
+//! committer announces the batch's last version as *applied* before that call
+//! ([`Versions::applying`]); a reader waits for the applied version it read after taking its
+//! snapshot, never only for the last *published* version (which a snapshot may already be
+//! past).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -104,7 +110,6 @@ struct Counters {
 pub(super) struct Committer {
     sender: Option<mpsc::Sender<CommitRequest>>,
     thread: Option<JoinHandle<()>>,
-    versions: Arc<Versions>,
     /// The last commit version known to be synced to disk; `None` once a sync failed.
     durable: watch::Receiver<Option<u64>>,
     counters: Arc<Counters>,
@@ -116,6 +121,7 @@ impl Committer {
         db: Database,
         keyspace: Keyspace,
         versions: Arc<Versions>,
+        #[cfg(test)] between_apply_and_publish: Option<Box<dyn FnMut() + Send>>,
     ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel();
         let (durable_tx, durable) = watch::channel(Some(0));
@@ -131,11 +137,13 @@ impl Committer {
         let mut state = State {
             db,
             keyspace,
-            versions: versions.clone(),
+            versions,
             version: 0,
             recent: BTreeMap::new(),
             by_version: VecDeque::new(),
             floor: 0,
+            #[cfg(test)]
+            between_apply_and_publish,
         };
         let thread = std::thread::Builder::new()
             .name("perdure-store-commit".into())
@@ -148,7 +156,6 @@ impl Committer {
         Ok(Self {
             sender: Some(sender),
             thread: Some(thread),
-            versions,
             durable,
             counters,
         })
@@ -181,11 +188,11 @@ impl Committer {
         }
     }
 
-    /// Waits until every write visible now is synced, and returns the version that was
-    /// visible. A read-only transaction calls this before it reports success, so it never
-    /// acts on data a crash could still take back.
-    pub(super) async fn wait_visible_durable(&self) -> Result<u64, StoreError> {
-        let target = self.versions.committed();
+    /// Waits until every write up to `target` is synced (a read-only transaction passes the
+    /// applied version it read after taking its snapshot, see [`Versions::applied`]), and
+    /// returns `target`. A read-only transaction calls this before it reports success, so it
+    /// never acts on data a crash could still take back.
+    pub(super) async fn wait_durable(&self, target: u64) -> Result<u64, StoreError> {
         let mut durable = self.durable.clone();
         let state = *durable
             .wait_for(|synced| synced.is_none_or(|v| v >= target))
@@ -223,6 +230,10 @@ struct State {
     by_version: VecDeque<(u64, Vec<Slice>)>,
     /// Write versions at or below this have been forgotten.
     floor: u64,
+    /// Test seam: runs right after a write batch is committed to fjall (visible), before
+    /// its version is published.
+    #[cfg(test)]
+    between_apply_and_publish: Option<Box<dyn FnMut() + Send>>,
 }
 
 /// Accepted writes waiting to be applied: key and new value (`None` removes).
@@ -238,8 +249,12 @@ struct Outcomes {
     unapplied: usize,
     /// Whether anything was written to storage in this batch.
     applied_any: bool,
-    /// The last version of the batch, if anything was written: what its sync makes durable.
+    /// The last version of the batch, if it accepted any transaction: what its sync makes
+    /// durable. A transaction whose range clears matched no key writes nothing, yet it may
+    /// have read writes not yet synced: it waits for the sync like any other.
     synced: Option<u64>,
+    /// Applying a write batch failed: nothing after it can be made durable.
+    failed: bool,
 }
 
 impl Outcomes {
@@ -268,7 +283,10 @@ fn sync_loop(
         while let Ok(more) = receiver.try_recv() {
             batches.push(more);
         }
-        if let Some(synced) = batches.iter().filter_map(|b| b.synced).max() {
+        if batches.iter().any(|b| b.failed) {
+            // Readers may wait for a version announced as applied that never will be.
+            durable.send_replace(None);
+        } else if let Some(synced) = batches.iter().filter_map(|b| b.synced).max() {
             match db.persist(PersistMode::SyncData) {
                 Ok(()) => {
                     counters.syncs.fetch_add(1, Ordering::Release);
@@ -333,6 +351,7 @@ impl State {
             unapplied: 0,
             applied_any: false,
             synced: None,
+            failed: false,
         };
         // The writes of the accepted transactions not yet applied, in commit order.
         let mut pending: Pending = Vec::new();
@@ -399,7 +418,9 @@ impl State {
             }
         }
         self.apply(&mut pending, &mut outcomes);
-        if outcomes.applied_any {
+        if outcomes.list.iter().any(|(_, o)| o.is_ok()) {
+            // Versions without writes (empty range clears) are "applied" at once.
+            self.versions.applying(self.version);
             outcomes.synced = Some(self.version);
         }
         outcomes
@@ -428,12 +449,19 @@ impl State {
             }
         }
         drop(changes);
+        // Announced before the commit: fjall makes the batch visible inside it.
+        self.versions.applying(self.version);
         match batch.commit() {
             Ok(()) => {
+                #[cfg(test)]
+                if let Some(hook) = self.between_apply_and_publish.as_mut() {
+                    hook();
+                }
                 self.versions.publish(self.version);
                 outcomes.applied_any = true;
             }
             Err(e) => {
+                outcomes.failed = true;
                 // The journal append failed: fjall is poisoned and nothing of this batch
                 // is visible. Fatal for these transactions and every later one.
                 let e = Arc::new(e);
@@ -505,6 +533,7 @@ mod tests {
             recent: BTreeMap::new(),
             by_version: VecDeque::new(),
             floor: 0,
+            between_apply_and_publish: None,
         })
     }
 
@@ -525,6 +554,26 @@ mod tests {
             writes,
         };
         (CommitRequest { changes, reply }, outcome)
+    }
+
+    /// A transaction whose only writes are range clears that match no key writes nothing to
+    /// the journal, yet it may have read writes not synced yet: its batch must be synced
+    /// before it is acknowledged. Before the fix the batch had no sync (`synced: None`).
+    #[test]
+    fn a_transaction_of_empty_range_clears_waits_for_a_sync() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut state = state(dir.path())?;
+        let (reply, _outcome) = oneshot::channel();
+        let changes = Changes {
+            read: state.versions.open_reader(),
+            reads: ReadSet::default(),
+            cleared: vec![KeyRange::new(b"x".to_vec(), b"y".to_vec())],
+            writes: BTreeMap::new(),
+        };
+        let outcomes = state.process([CommitRequest { changes, reply }].into_iter());
+        assert!(outcomes.list.iter().all(|(_, o)| o.is_ok()));
+        assert_eq!(outcomes.synced, Some(1), "the batch must be synced");
+        Ok(())
     }
 
     #[test]

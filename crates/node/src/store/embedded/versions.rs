@@ -14,6 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(super) struct Versions {
     /// The last commit version whose writes are visible to new snapshots.
     committed: AtomicU64,
+    /// The last commit version whose writes are applied or being applied to storage: set
+    /// *before* a write batch is committed to fjall (which makes it visible inside that
+    /// call), so a snapshot never holds writes of a version above it. A read-only
+    /// transaction waits until this version, read after its snapshot was taken, is durable.
+    applied: AtomicU64,
     /// Open read versions and how many transactions read at each.
     open: Mutex<BTreeMap<u64, usize>>,
 }
@@ -38,9 +43,15 @@ impl Versions {
         }
     }
 
-    /// The last commit version visible to new snapshots.
-    pub(super) fn committed(&self) -> u64 {
-        self.committed.load(Ordering::Acquire)
+    /// Announces that the writes up to `version` are about to become visible (before the
+    /// write batch is committed to storage).
+    pub(super) fn applying(&self, version: u64) {
+        self.applied.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// The last version whose writes may be visible in a snapshot taken before this call.
+    pub(super) fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
     }
 
     /// Publishes `version` as committed: its writes are visible in storage.

@@ -1,0 +1,283 @@
+//! Races between an instance's episode and writes to its record from outside the episode
+//! (a start with `TerminateExisting`, suspend), made deterministic by a store wrapper that
+//! holds the episode's transaction at its commit while the test writes.
+//!
+//! The embedded store and PostgreSQL (when `PERDURE_TEST_POSTGRES_URL` is set) run them; the
+//! memory store cannot: its transactions hold one global lock from begin to commit, so the
+//! outside write would wait for the held commit.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use perdure_core::management::{IdReusePolicy, ManagementApi, StartRequest};
+use perdure_core::{InstanceId, OrchestrationStatus, Payload, Timestamp};
+use perdure_node::node::NodeHandle;
+use perdure_node::sample::ApprovalInput;
+use perdure_node::state::instances;
+use perdure_node::store::embedded::EmbeddedStore;
+use perdure_node::store::{KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction};
+use tokio::sync::{Notify, mpsc};
+
+/// What the gate reports to the test.
+#[derive(Debug, PartialEq)]
+enum Event {
+    /// An episode's transaction of the watched instance is held at its commit.
+    Held,
+    /// After the release, a transaction that read the watched record committed.
+    Settled,
+}
+
+/// Holds the first committing transaction that writes the watched record and removes a
+/// message (an episode's), until released.
+struct Gate {
+    key: Mutex<Option<Vec<u8>>>,
+    armed: Mutex<bool>,
+    released: Mutex<bool>,
+    release: Notify,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+struct GateStore {
+    inner: Arc<dyn Store>,
+    gate: Arc<Gate>,
+}
+
+struct GateTx {
+    inner: Box<dyn Transaction>,
+    gate: Arc<Gate>,
+    key: Option<Vec<u8>>,
+    read_key: bool,
+    set_key: bool,
+    cleared: bool,
+}
+
+#[async_trait]
+impl Store for GateStore {
+    async fn begin(&self) -> Result<Box<dyn Transaction>, StoreError> {
+        let key = self.gate.key.lock().unwrap().clone();
+        Ok(Box::new(GateTx {
+            inner: self.inner.begin().await?,
+            gate: self.gate.clone(),
+            key,
+            read_key: false,
+            set_key: false,
+            cleared: false,
+        }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+}
+
+#[async_trait]
+impl Transaction for GateTx {
+    async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.key.as_deref() == Some(key) {
+            self.read_key = true;
+        }
+        self.inner.get(key).await
+    }
+
+    async fn get_range(
+        &mut self,
+        range: &KeyRange,
+        opts: RangeOptions,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.inner.get_range(range, opts).await
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if self.key.as_deref() == Some(key) {
+            self.set_key = true;
+        }
+        self.inner.set(key, value)
+    }
+
+    fn clear(&mut self, key: &[u8]) {
+        self.cleared = true;
+        self.inner.clear(key)
+    }
+
+    fn clear_range(&mut self, range: &KeyRange) {
+        self.inner.clear_range(range)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let gate = self.gate.clone();
+        let hold = self.set_key && self.cleared && std::mem::take(&mut *gate.armed.lock().unwrap());
+        if hold {
+            let _ = gate.events.send(Event::Held);
+            gate.release.notified().await;
+        }
+        let watched = self.read_key && !hold && *gate.released.lock().unwrap();
+        let r = self.inner.commit().await;
+        if watched && r.is_ok() {
+            let _ = gate.events.send(Event::Settled);
+        }
+        r
+    }
+}
+
+impl Gate {
+    fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let gate = Arc::new(Self {
+            key: Mutex::new(None),
+            armed: Mutex::new(false),
+            released: Mutex::new(false),
+            release: Notify::new(),
+            events,
+        });
+        (gate, rx)
+    }
+
+    fn arm(&self, id: &InstanceId) {
+        *self.key.lock().unwrap() = Some(instances::record_key(id));
+        *self.armed.lock().unwrap() = true;
+    }
+
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.release.notify_one();
+    }
+}
+
+fn approval(timeout_seconds: u64) -> Payload {
+    Payload::json(&ApprovalInput { timeout_seconds }).unwrap()
+}
+
+/// Starts an `Approval`, lets its first episode commit, and holds the episode that the
+/// approval event runs at its commit. Returns the instance's first execution id.
+async fn hold_episode(
+    node: &NodeHandle,
+    gate: &Gate,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    name: &str,
+) -> (InstanceId, perdure_core::ExecutionId) {
+    let id = common::start(node, "Approval", name, Some(approval(3600))).await;
+    common::until_status(node, &id, OrchestrationStatus::Running).await;
+    let first = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+    gate.arm(&id);
+    common::approve(node, &id, true).await;
+    assert_eq!(events.recv().await, Some(Event::Held));
+    (id, first.execution_id)
+}
+
+/// A start with `TerminateExisting` commits while an episode of the old execution (which
+/// completes it) waits at its commit: the episode must not restore the old execution's
+/// record over the new one. Before the fix the stored record became the old execution's
+/// Completed record ("approved") again.
+async fn terminate_existing_during_episode(store: Arc<dyn Store>) {
+    let (gate, mut events) = Gate::new();
+    let node = common::start_on(Arc::new(GateStore {
+        inner: store,
+        gate: gate.clone(),
+    }))
+    .await;
+    let (id, old_exec) = hold_episode(&node, &gate, &mut events, "race-terminate").await;
+
+    // The new execution starts a day later: its record stays Pending meanwhile.
+    let mut req = StartRequest::new("Approval");
+    req.instance_id = Some(id.clone());
+    req.input = Some(approval(7200));
+    req.reuse_policy = IdReusePolicy::TerminateExisting;
+    req.scheduled_start =
+        Some(Timestamp::from_system_time(SystemTime::now()).add(Duration::from_secs(86_400)));
+    node.start(req).await.expect("start replaces the instance");
+
+    gate.release();
+    assert_eq!(events.recv().await, Some(Event::Settled));
+    let st = node.get_instance(id.clone(), true).await.unwrap().unwrap();
+    assert_ne!(
+        st.execution_id, old_exec,
+        "the old execution's episode overwrote the new start: {st:?}"
+    );
+    assert_eq!(st.runtime_status, OrchestrationStatus::Pending, "{st:?}");
+    assert_eq!(st.input, Some(approval(7200)));
+    node.shutdown().await;
+}
+
+/// Suspend sets the stored status at once while an episode that completes the instance
+/// waits at its commit: the instance stays suspended and, resumed, completes with the
+/// event it had received (nothing lost). Before the fix the episode wrote Completed over
+/// Suspended.
+async fn suspend_during_episode(store: Arc<dyn Store>) {
+    let (gate, mut events) = Gate::new();
+    let node = common::start_on(Arc::new(GateStore {
+        inner: store,
+        gate: gate.clone(),
+    }))
+    .await;
+    let (id, _) = hold_episode(&node, &gate, &mut events, "race-suspend").await;
+
+    node.suspend(id.clone(), Some("hold".into()))
+        .await
+        .expect("suspend accepted");
+    gate.release();
+    assert_eq!(events.recv().await, Some(Event::Settled));
+    let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+    assert_eq!(
+        st.runtime_status,
+        OrchestrationStatus::Suspended,
+        "the episode overwrote the suspension: {st:?}"
+    );
+
+    node.resume(id.clone(), None)
+        .await
+        .expect("resume accepted");
+    let out: String = common::output(&node, &id).await;
+    assert_eq!(out, "approved");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_existing_during_episode_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    terminate_existing_during_episode(Arc::new(EmbeddedStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_during_episode_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    suspend_during_episode(Arc::new(EmbeddedStore::open(dir.path()).unwrap())).await;
+}
+
+/// A fresh PostgreSQL table per test (None, with a loud note, without the variable).
+async fn postgres(test: &str) -> Option<(perdure_node::store::postgres::PostgresStore, String)> {
+    let url = match std::env::var("PERDURE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            eprintln!("\n*** SKIPPED {test}: PERDURE_TEST_POSTGRES_URL is not set ***\n");
+            return None;
+        }
+    };
+    let table = format!("{test}_{}", std::process::id());
+    let store = perdure_node::store::postgres::PostgresStore::connect_with_table(&url, 8, &table)
+        .await
+        .expect("postgres connects");
+    Some((store, table))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_existing_during_episode_postgres() {
+    let Some((store, table)) = postgres("race_terminate").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    terminate_existing_during_episode(store.clone()).await;
+    store.drop_table(&table).await.expect("drop table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_during_episode_postgres() {
+    let Some((store, table)) = postgres("race_suspend").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    suspend_during_episode(store.clone()).await;
+    store.drop_table(&table).await.expect("drop table");
+}
