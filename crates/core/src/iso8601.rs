@@ -1,5 +1,6 @@
 //! ISO-8601 / RFC 3339 text for [`Timestamp`]s, as the Durable Functions HTTP API writes and
-//! reads them (`2024-01-01T00:00:00.000Z`). Pure date arithmetic: no clock is read.
+//! reads them (`2024-01-01T00:00:00.000Z`), on `jiff` (without its time zone database and
+//! clock features: pure date arithmetic, no clock is read).
 //!
 //! ```
 //! use perdure_core::{iso8601, Timestamp};
@@ -11,120 +12,61 @@
 //! assert_eq!(iso8601::parse("yesterday"), None);
 //! ```
 
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+
 use crate::Timestamp;
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Formats a timestamp as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, milliseconds).
+/// Formats a timestamp as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, milliseconds). A time past the
+/// last instant `jiff` represents (9999-12-30T22:00:00.999Z) is shown as that instant.
 pub fn format(t: Timestamp) -> String {
-    let ms = t.as_millis();
-    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX / 2);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60,
-        ms % 1000
-    )
+    let ms = i64::try_from(t.as_millis()).unwrap_or(i64::MAX);
+    let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX);
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-fn num(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
+/// Digits of a fraction of a second `jiff` takes (nanoseconds); more are cut off.
+const MAX_FRACTION_DIGITS: usize = 9;
 
 /// Parses an RFC 3339 date-time (`T` or space separator; fraction of any length, truncated to
-/// milliseconds; `Z`, `+hh:mm` or `-hh:mm`; no zone means UTC) or a plain date
-/// (`YYYY-MM-DD`, midnight UTC). `None` for anything else or a time before 1970.
+/// milliseconds; `Z`, `+hh:mm`, `+hhmm` or `+hh`; no zone means UTC) or a plain date
+/// (`YYYY-MM-DD`, midnight UTC). `None` for anything else or a time before 1970. Never
+/// panics, whatever the text (it comes from query parameters).
 pub fn parse(s: &str) -> Option<Timestamp> {
-    let s = s.trim();
-    let date = s.get(..10)?;
-    let mut parts = date.split('-');
-    let (y, mo, d) = (
-        num(parts.next()?)?,
-        num(parts.next()?)?,
-        num(parts.next()?)?,
-    );
-    if parts.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
+    let s = cut_fraction(s.trim());
+    let ts = if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        ts
+    } else if s.len() > 10 {
+        // No zone: UTC. (A date-time with a zone that failed above fails here too.)
+        TimeZone::UTC
+            .to_timestamp(s.parse::<DateTime>().ok()?)
+            .ok()?
+    } else {
+        TimeZone::UTC
+            .to_timestamp(
+                s.parse::<Date>()
+                    .ok()?
+                    .to_datetime(jiff::civil::Time::midnight()),
+            )
+            .ok()?
+    };
+    u64::try_from(ts.as_millisecond())
+        .ok()
+        .map(Timestamp::from_millis)
+}
+
+/// Cuts the digits of a fraction of a second after the ninth (.NET writes seven, some
+/// clients more); the result is truncated to milliseconds anyway.
+fn cut_fraction(s: &str) -> std::borrow::Cow<'_, str> {
+    let Some(dot) = s.find('.') else {
+        return s.into();
+    };
+    let digits = s[dot + 1..].bytes().take_while(u8::is_ascii_digit).count();
+    if digits <= MAX_FRACTION_DIGITS {
+        return s.into();
     }
-    let days = days_from_civil(y, mo, d);
-    let rest = s.get(10..)?;
-    let mut millis: i64 = 0;
-    let mut offset_secs: i64 = 0;
-    if !rest.is_empty() {
-        let rest = rest.strip_prefix(['T', 't', ' '])?;
-        let (hms, tail) = rest.split_at(rest.find(['.', 'Z', 'z', '+', '-']).unwrap_or(rest.len()));
-        let mut hp = hms.split(':');
-        let (h, mi) = (num(hp.next()?)?, num(hp.next()?)?);
-        let sec = match hp.next() {
-            Some(x) => num(x)?,
-            None => 0,
-        };
-        if hp.next().is_some() || h > 23 || mi > 59 || sec > 60 {
-            return None;
-        }
-        let mut tail = tail;
-        if let Some(frac) = tail.strip_prefix('.') {
-            let end = frac
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(frac.len());
-            let digits = frac.get(..end)?;
-            if digits.is_empty() {
-                return None;
-            }
-            let first3: String = digits.chars().chain("000".chars()).take(3).collect();
-            millis = num(&first3)?;
-            tail = frac.get(end..)?;
-        }
-        match tail {
-            "" | "Z" | "z" => {}
-            _ => {
-                let sign = match tail.get(..1)? {
-                    "+" => 1,
-                    "-" => -1,
-                    _ => return None,
-                };
-                let zone = tail.get(1..)?;
-                let (zh, zm) = match zone.split_once(':') {
-                    Some((a, b)) => (num(a)?, num(b)?),
-                    None if zone.len() == 4 => (num(zone.get(..2)?)?, num(zone.get(2..)?)?),
-                    None => (num(zone)?, 0),
-                };
-                offset_secs = sign * (zh * 3600 + zm * 60);
-            }
-        }
-        millis += ((h * 3600 + mi * 60 + sec) - offset_secs) * 1000;
-    }
-    let total = days.checked_mul(86_400_000)?.checked_add(millis)?;
-    u64::try_from(total).ok().map(Timestamp::from_millis)
+    let keep = dot + 1 + MAX_FRACTION_DIGITS;
+    format!("{}{}", &s[..keep], &s[dot + 1 + digits..]).into()
 }
 
 #[cfg(test)]
@@ -155,5 +97,40 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
+        assert_eq!(
+            parse("2024-01-01T01:00:00.123+0100"),
+            parse("2024-01-01T00:00:00.123Z")
+        );
+        assert_eq!(
+            parse("2024-01-01T01:00:00+01"),
+            parse("2024-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse("2024-01-01T00:00:00.123456789012Z"),
+            parse("2024-01-01T00:00:00.123Z")
+        );
+    }
+
+    /// Input from a query parameter: long numeric zone offsets, huge years, long fractions
+    /// and odd bytes give `None` or a value, never a panic (before the fix,
+    /// `+99999999999999999` overflowed `zh * 3600`: a panic in debug builds).
+    #[test]
+    fn extreme_input_never_panics() {
+        for bad in [
+            "2024-01-01T00:00:00+99999999999999999",
+            "2024-01-01T00:00:00-9223372036854775807",
+            "2024-01-01T00:00:00+9999999999:99",
+            "9999999999-01-01",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00.",
+            "2024-01-01T\u{0}",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert!(parse(&format!("2024-01-01T00:00:00.{}Z", "9".repeat(10_000))).is_some());
+        assert_eq!(
+            format(Timestamp::from_millis(u64::MAX)),
+            "9999-12-30T22:00:00.999Z"
+        );
     }
 }

@@ -84,7 +84,9 @@ impl RetryPolicy {
         let exp = i32::try_from(attempt - 2).unwrap_or(i32::MAX);
         let secs = self.first_retry_interval.as_secs_f64() * coefficient.powi(exp);
         let max = self.max_retry_interval.as_secs_f64();
-        Duration::from_secs_f64(if secs.is_finite() { secs.min(max) } else { max })
+        // `Duration::MAX` as f64 rounds up past what a Duration holds: saturate, not panic.
+        Duration::try_from_secs_f64(if secs.is_finite() { secs.min(max) } else { max })
+            .map_or(self.max_retry_interval, |d| d.min(self.max_retry_interval))
     }
 
     /// Whether this failure should be retried (by type only; attempts and timeout are
@@ -106,5 +108,24 @@ impl RetryPolicy {
             return Err("backoff_coefficient must be a finite number >= 1.0".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod extreme_tests {
+    use super::*;
+
+    /// Before issue 12, a policy with `Duration::MAX` as its largest interval panicked in
+    /// `Duration::from_secs_f64` ("value is either too big or NaN").
+    #[test]
+    fn huge_intervals_saturate() {
+        let p = RetryPolicy::new(u32::MAX, Duration::MAX)
+            .with_backoff_coefficient(f64::MAX)
+            .with_max_retry_interval(Duration::MAX);
+        for attempt in [2, 3, 1000, u32::MAX] {
+            assert_eq!(p.delay_before_attempt(attempt), Duration::MAX);
+        }
+        let p = RetryPolicy::new(3, Duration::from_secs(1)).with_backoff_coefficient(f64::NAN);
+        assert_eq!(p.delay_before_attempt(3), Duration::from_secs(1));
     }
 }

@@ -1,61 +1,11 @@
-//! A small SHA-1 (FIPS 180-4), used only for name-based (version 5) UUIDs. Not for security.
+//! Name-based (version 5) UUIDs and seeds from text, on RustCrypto's SHA-1 (not for
+//! security). Until issue 12 core carried its own SHA-1; `recorded` pins values computed with
+//! it, so histories recorded before replay the same.
 
-/// The SHA-1 digest of `data`.
+/// The SHA-1 digest of `data` (RustCrypto's `sha1`).
 pub(crate) fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [
-        0x6745_2301,
-        0xEFCD_AB89,
-        0x98BA_DCFE,
-        0x1032_5476,
-        0xC3D2_E1F0,
-    ];
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    let mut msg = Vec::with_capacity(data.len() + 72);
-    msg.extend_from_slice(data);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
-    for block in msg.chunks_exact(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-                _ => (b ^ c ^ d, 0xCA62_C1D6),
-            };
-            let temp = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = temp;
-        }
-        h[0] = h[0].wrapping_add(a);
-        h[1] = h[1].wrapping_add(b);
-        h[2] = h[2].wrapping_add(c);
-        h[3] = h[3].wrapping_add(d);
-        h[4] = h[4].wrapping_add(e);
-    }
-    let mut out = [0u8; 20];
-    for (i, v) in h.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
-    }
-    out
+    use sha1::Digest;
+    sha1::Sha1::digest(data).into()
 }
 
 /// A name-based UUID (RFC 9562 version 5) of `name` in `namespace`, as lower-case text.
@@ -123,5 +73,40 @@ mod tests {
         let u = uuid_v5(&URL_NAMESPACE, b"x");
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "5");
+    }
+}
+
+#[cfg(test)]
+mod recorded {
+    use super::*;
+
+    /// Computed by the hand-written SHA-1 core carried before: must never change.
+    #[test]
+    fn uuids_and_seeds_match_recorded_values() {
+        for (name, want) in [
+            (
+                "inst-1_1704067200123_0",
+                "e627f077-24bb-5acb-b021-5feb496d0171",
+            ),
+            (
+                "inst-1_1704067200123_1",
+                "1000b45e-8a60-5ce8-8999-36424adba14a",
+            ),
+            ("", "1b4db7eb-4057-5ddf-91e0-36dec72071f5"),
+            ("\u{e9}\u{0}x", "62e33388-7563-52d7-b919-8b4dc2b7339b"),
+        ] {
+            assert_eq!(uuid_v5(&URL_NAMESPACE, name.as_bytes()), want, "{name:?}");
+        }
+        for (text, want) in [
+            ("inst-1\u{0}exec-1", 5_796_473_054_384_607_040u64),
+            ("", 15_724_779_818_122_431_245),
+            (
+                "a much longer text that spans more than one sixty-four byte block of sha-1 \
+                 input, for sure",
+                14_576_352_108_985_261_662,
+            ),
+        ] {
+            assert_eq!(seed_from(text), want, "{text:?}");
+        }
     }
 }

@@ -576,6 +576,32 @@ async fn hostile_inputs_get_json_answers_and_never_a_panic() {
             vec![],
         ),
         ("GET", format!("{B}/instances/x?showHistory=%00"), vec![]),
+        // Extreme numbers: long zone offsets (an overflow before issue 12), huge durations.
+        (
+            "GET",
+            format!("{B}/instances?createdTimeFrom=2024-01-01T00:00:00%2B99999999999999999"),
+            vec![],
+        ),
+        (
+            "GET",
+            format!("{B}/instances?createdTimeTo=2024-01-01T00:00:00-9223372036854775807:99"),
+            vec![],
+        ),
+        (
+            "GET",
+            format!("{B}/instances?createdTimeFrom=99999999999-01-01"),
+            vec![],
+        ),
+        (
+            "GET",
+            format!("{B}/instances/x?waitForCompletion=18446744073709551615m"),
+            vec![],
+        ),
+        (
+            "GET",
+            format!("{B}/instances?continuationToken=%2Bf%2Bf"),
+            vec![],
+        ),
         ("GET", format!("{B}/entities/a@b/k"), vec![]),
         ("POST", format!("{B}/orchestrators/Hello/x%00y"), vec![]),
         (

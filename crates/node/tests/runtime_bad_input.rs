@@ -328,3 +328,27 @@ async fn a_corrupt_instance_record_quarantines_that_instance_and_nothing_else() 
     );
     node.shutdown().await;
 }
+
+/// `wait_for_completion` with a caller-given timeout past what an `Instant` holds: before
+/// issue 12 `Instant::now() + timeout` panicked ("overflow when adding duration to
+/// instant"); now the wait has no deadline and returns the completion.
+#[tokio::test]
+async fn a_wait_without_limit_does_not_panic() {
+    let node = common::start_memory().await;
+    let id = common::start(&node, "HelloSequence", "wait-max", None).await;
+    let st = node
+        .wait_for_completion(id.clone(), std::time::Duration::MAX)
+        .await
+        .expect("wait works")
+        .expect("instance exists");
+    assert_eq!(st.runtime_status, OrchestrationStatus::Completed, "{st:?}");
+    // An unknown instance answers at once, whatever the timeout.
+    let none = node
+        .wait_for_completion(
+            InstanceId::new("no-such").unwrap(),
+            std::time::Duration::MAX,
+        )
+        .await
+        .expect("wait works");
+    assert!(none.is_none());
+}

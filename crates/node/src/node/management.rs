@@ -405,7 +405,9 @@ impl ManagementApi for NodeHandle {
     ) -> BoxFuture<'_, ManagementResult<Option<InstanceState>>> {
         Box::pin(async move {
             let sh = self.shared().clone();
-            let deadline = tokio::time::Instant::now() + timeout;
+            // A caller may pass any duration (`Duration::MAX`: no limit): past what an
+            // `Instant` holds, the wait has no deadline.
+            let deadline = tokio::time::Instant::now().checked_add(timeout);
             loop {
                 // Register before reading, so a completion in between is not missed.
                 let rx = sh.add_waiter(&id);
@@ -416,7 +418,14 @@ impl ManagementApi for NodeHandle {
                 if r.status.is_terminal() {
                     return Ok(Some(r.to_state(true)));
                 }
-                if tokio::time::timeout_at(deadline, rx).await.is_err() {
+                let timed_out = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, rx).await.is_err(),
+                    None => {
+                        let _ = rx.await;
+                        false
+                    }
+                };
+                if timed_out {
                     sh.prune_waiters(&id);
                     return Ok(self.load_record(&id).await?.map(|r| r.to_state(true)));
                 }
