@@ -714,7 +714,7 @@ pub(crate) fn too_large_plan(
         (None, _, _) => return InstancePlan::drop_only(plan.id, plan.consumed),
     };
     let r = failed_record(&base, &f, now);
-    finish_plan(
+    let mut failed = finish_plan(
         shared,
         plan.id,
         plan.consumed,
@@ -722,5 +722,8 @@ pub(crate) fn too_large_plan(
         r,
         vec![failed_event(&f, now)],
         plan.cut_history,
-    )
+    );
+    // Prepared from the same record as the plan it replaces.
+    failed.base = plan.base;
+    failed
 }
