@@ -49,11 +49,15 @@ impl NodeHandle {
                 Err(IntakeError::Closed) => {
                     Err(ManagementError::Unavailable("the node is stopping".into()))
                 }
-                Err(IntakeError::Store(e)) => Err(if e.is_retryable() {
-                    ManagementError::Unavailable(e.to_string())
-                } else {
-                    ManagementError::Internal(format!("{e}: {}", source_chain(e.as_ref())))
-                }),
+                Err(IntakeError::Store(e)) => Err(
+                    if let crate::store::StoreError::LimitExceeded { size, limit, .. } = *e {
+                        ManagementError::PayloadTooLarge { size, limit }
+                    } else if e.is_retryable() {
+                        ManagementError::Unavailable(e.to_string())
+                    } else {
+                        ManagementError::Internal(format!("{e}: {}", source_chain(e.as_ref())))
+                    },
+                ),
             }
         })
     }

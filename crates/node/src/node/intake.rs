@@ -10,11 +10,17 @@
 //! (with a fixed set of workers, the idle ones took the first arrivals one by one and the
 //! rest waited a whole commit longer). At most [`MAX_IN_FLIGHT`] batches per kind are in
 //! flight; while all are, requests queue and the next batch takes them all.
+//!
+//! A batch is split by bytes as well as by count: its requests are packed into transactions
+//! of at most [`BATCH_BYTES`] (estimated from their payloads), written concurrently. A
+//! request estimated over [`ITEM_BYTES`] alone is refused at once (`PayloadTooLarge`, HTTP
+//! 413); a transaction the store still finds over its limits is split in halves and written
+//! again, so only a request that is too large alone fails, and nothing else is affected.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use perdure_core::management::{ManagementResult, StartRequest};
+use perdure_core::management::{ManagementError, ManagementResult, StartRequest};
 use perdure_core::{InstanceId, Timestamp};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -32,6 +38,81 @@ const MAX_BATCH: usize = 2048;
 
 /// Batches in flight (written, committing) per kind of request at most.
 const MAX_IN_FLIGHT: usize = 8;
+
+/// Estimated bytes of requests packed into one transaction at most: half the store's
+/// transaction limit, headroom for keys, indexes and encoding.
+pub(crate) const BATCH_BYTES: usize = crate::store::MAX_TRANSACTION_BYTES / 2;
+
+/// Estimated bytes of one request at most (alone in its transaction).
+pub(crate) const ITEM_BYTES: usize = crate::store::MAX_TRANSACTION_BYTES * 8 / 10;
+
+/// Bytes a request is estimated to write besides its payloads (keys, ids, names, encoding).
+const OVERHEAD_BYTES: usize = 1024;
+
+/// The bytes a start writes, estimated: its input three times (the record's input and
+/// original input, the ExecutionStarted message).
+fn start_bytes(req: &StartRequest) -> usize {
+    let input = req.input.as_ref().map_or(0, |p| p.len());
+    input
+        .saturating_mul(3)
+        .saturating_add(req.name.len().saturating_mul(3))
+        .saturating_add(OVERHEAD_BYTES)
+}
+
+/// The bytes a message writes, estimated.
+fn message_bytes(body: &MessageBody) -> usize {
+    let payload = match body {
+        MessageBody::EntityOperation(m) => m
+            .input
+            .as_ref()
+            .map_or(0, |p| p.len())
+            .saturating_add(m.operation.len()),
+        other => perdure_core::codec::encode(other).map_or(0, |b| b.len()),
+    };
+    payload.saturating_add(OVERHEAD_BYTES)
+}
+
+/// Packs requests into chunks of at most [`MAX_BATCH`] requests and [`BATCH_BYTES`]
+/// estimated bytes, in order; returns the chunks and the requests too large alone (with
+/// their size).
+fn chunk_by_bytes<T>(batch: Vec<T>, bytes: impl Fn(&T) -> usize) -> (Vec<Vec<T>>, Vec<(T, usize)>) {
+    let mut chunks = Vec::new();
+    let mut too_large = Vec::new();
+    let mut cur = Vec::new();
+    let mut cur_bytes = 0usize;
+    for item in batch {
+        let n = bytes(&item);
+        if n > ITEM_BYTES {
+            too_large.push((item, n));
+            continue;
+        }
+        if !cur.is_empty() && (cur_bytes.saturating_add(n) > BATCH_BYTES || cur.len() >= MAX_BATCH)
+        {
+            chunks.push(std::mem::take(&mut cur));
+            cur_bytes = 0;
+        }
+        cur_bytes = cur_bytes.saturating_add(n);
+        cur.push(item);
+    }
+    if !cur.is_empty() {
+        chunks.push(cur);
+    }
+    (chunks, too_large)
+}
+
+/// Whether a transaction failed for being over the store's limits.
+fn over_limits(e: &StoreError) -> bool {
+    matches!(e, StoreError::LimitExceeded { .. })
+}
+
+/// The error for a request too large alone.
+fn too_large(size: usize) -> StoreError {
+    StoreError::LimitExceeded {
+        kind: crate::store::LimitKind::Transaction,
+        size,
+        limit: ITEM_BYTES,
+    }
+}
 
 struct Request {
     target: Target,
@@ -165,72 +246,141 @@ fn split_batch<R, D, T>(batch: Vec<R>, split: impl Fn(R) -> (D, T)) -> (Vec<D>, 
 }
 
 async fn run(shared: Arc<Shared>, batch: Vec<Request>) {
-    let (dones, reqs) = split_batch(batch, |r| (r.done, (r.target, r.due, r.body)));
-    let sh = shared.clone();
-    let r = crate::store::transact(shared.store.as_ref(), &shared.retry, move |tx| {
-        let (sh, reqs) = (sh.clone(), reqs.clone());
-        Box::pin(async move {
-            let mut out = Outbox::default();
-            let now = sh.clock.now();
-            for (target, due, body) in reqs.iter() {
-                match due {
-                    Some(t) if *t > now => {
-                        out.send_at(tx, &sh, target.clone(), *t, body.clone())?
+    let (chunks, refused) = chunk_by_bytes(batch, |r| message_bytes(&r.body));
+    for (r, size) in refused {
+        let _ = r.done.send(Err(Arc::new(too_large(size))));
+    }
+    futures::future::join_all(chunks.into_iter().map(|c| run_chunk(shared.clone(), c))).await;
+}
+
+/// Writes messages in one transaction; over the store's limits, in halves.
+async fn run_chunk(shared: Arc<Shared>, batch: Vec<Request>) {
+    let mut work = vec![batch];
+    while let Some(batch) = work.pop() {
+        let (dones, reqs) = split_batch(batch, |r| (r.done, (r.target, r.due, r.body)));
+        let sh = shared.clone();
+        let txreqs = reqs.clone();
+        let r = crate::store::transact(shared.store.as_ref(), &shared.retry, move |tx| {
+            let (sh, reqs) = (sh.clone(), txreqs.clone());
+            Box::pin(async move {
+                let mut out = Outbox::default();
+                let now = sh.clock.now();
+                for (target, due, body) in reqs.iter() {
+                    match due {
+                        Some(t) if *t > now => {
+                            out.send_at(tx, &sh, target.clone(), *t, body.clone())?
+                        }
+                        _ => out.send(tx, &sh, target.clone(), body.clone())?,
                     }
-                    _ => out.send(tx, &sh, target.clone(), body.clone())?,
                 }
-            }
-            Ok(out)
+                Ok(out)
+            })
         })
-    })
-    .await;
-    let r = match r {
-        Ok(out) => {
-            shared.dispatch(out);
-            Ok(())
+        .await;
+        let r = match r {
+            Ok(out) => {
+                shared.dispatch(out);
+                Ok(())
+            }
+            Err(e) if over_limits(&e) && dones.len() > 1 => {
+                // Split and write each half again.
+                let reqs = Arc::unwrap_or_clone(reqs);
+                let mut all: Vec<Request> = dones
+                    .into_iter()
+                    .zip(reqs)
+                    .map(|(done, (target, due, body))| Request {
+                        target,
+                        due,
+                        body,
+                        done,
+                    })
+                    .collect();
+                let second = all.split_off(all.len() / 2);
+                work.push(second);
+                work.push(all);
+                continue;
+            }
+            Err(e) => Err(Arc::new(e)),
+        };
+        for done in dones {
+            let _ = done.send(r.clone());
         }
-        Err(e) => Err(Arc::new(e)),
-    };
-    for done in dones {
-        let _ = done.send(r.clone());
     }
 }
 
 async fn run_starts(shared: Arc<Shared>, batch: Vec<StartRequestMsg>) {
-    let (dones, reqs) = split_batch(batch, |r| (r.done, (r.id, r.req)));
-    let sh = shared.clone();
-    let r = crate::store::transact(shared.store.as_ref(), &shared.retry, move |tx| {
-        let (sh, reqs) = (sh.clone(), reqs.clone());
-        Box::pin(async move {
-            let mut out = Outbox::default();
-            let mut results = Vec::with_capacity(reqs.len());
-            let now = sh.clock.now();
-            for (id, req) in reqs.iter() {
-                let old = instances::load(tx, id).await?;
-                if let Some(refusal) = refuse_existing(id, req.reuse_policy, old.as_ref()) {
-                    results.push(Err(refusal));
-                    continue;
-                }
-                start_in_tx(tx, &sh, &mut out, old.as_ref(), id, req, now).await?;
-                results.push(Ok(()));
-            }
-            Ok((results, out))
-        })
-    })
+    let (chunks, refused) = chunk_by_bytes(batch, |r| start_bytes(&r.req));
+    for (r, size) in refused {
+        let _ = r.done.send(Ok(Err(ManagementError::PayloadTooLarge {
+            size,
+            limit: ITEM_BYTES,
+        })));
+    }
+    futures::future::join_all(
+        chunks
+            .into_iter()
+            .map(|c| run_starts_chunk(shared.clone(), c)),
+    )
     .await;
-    match r {
-        Ok((results, out)) => {
-            let started = results.iter().filter(|r| r.is_ok()).count() as u64;
-            shared.metrics.starts.fetch_add(started, Ordering::Relaxed);
-            shared.dispatch(out);
-            for (done, r) in dones.into_iter().zip(results) {
-                let _ = done.send(Ok(r));
+}
+
+/// Writes starts in one transaction; over the store's limits, in halves (a start alone
+/// over them is refused with `PayloadTooLarge`).
+async fn run_starts_chunk(shared: Arc<Shared>, batch: Vec<StartRequestMsg>) {
+    let mut work = vec![batch];
+    while let Some(batch) = work.pop() {
+        let (dones, reqs) = split_batch(batch, |r| (r.done, (r.id, r.req)));
+        let sh = shared.clone();
+        let txreqs = reqs.clone();
+        let r = crate::store::transact(shared.store.as_ref(), &shared.retry, move |tx| {
+            let (sh, reqs) = (sh.clone(), txreqs.clone());
+            Box::pin(async move {
+                let mut out = Outbox::default();
+                let mut results = Vec::with_capacity(reqs.len());
+                let now = sh.clock.now();
+                for (id, req) in reqs.iter() {
+                    let old = instances::load(tx, id).await?;
+                    if let Some(refusal) = refuse_existing(id, req.reuse_policy, old.as_ref()) {
+                        results.push(Err(refusal));
+                        continue;
+                    }
+                    start_in_tx(tx, &sh, &mut out, old.as_ref(), id, req, now).await?;
+                    results.push(Ok(()));
+                }
+                Ok((results, out))
+            })
+        })
+        .await;
+        match r {
+            Ok((results, out)) => {
+                let started = results.iter().filter(|r| r.is_ok()).count() as u64;
+                shared.metrics.starts.fetch_add(started, Ordering::Relaxed);
+                shared.dispatch(out);
+                for (done, r) in dones.into_iter().zip(results) {
+                    let _ = done.send(Ok(r));
+                }
             }
-        }
-        Err(e) => {
-            let e = Arc::new(e);
-            for done in dones {
-                let _ = done.send(Err(e.clone()));
+            Err(e) if over_limits(&e) && dones.len() > 1 => {
+                let reqs = Arc::unwrap_or_clone(reqs);
+                let mut all: Vec<StartRequestMsg> = dones
+                    .into_iter()
+                    .zip(reqs)
+                    .map(|(done, (id, req))| StartRequestMsg { id, req, done })
+                    .collect();
+                let second = all.split_off(all.len() / 2);
+                work.push(second);
+                work.push(all);
+            }
+            Err(StoreError::LimitExceeded { size, limit, .. }) => {
+                for done in dones {
+                    let _ = done.send(Ok(Err(ManagementError::PayloadTooLarge { size, limit })));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for done in dones {
+                    let _ = done.send(Err(e.clone()));
+                }
             }
         }
     }

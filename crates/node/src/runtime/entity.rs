@@ -26,6 +26,11 @@ use crate::store::{StoreError, Transaction, transact};
 /// Operations executed per batch at most.
 const MAX_BATCH: usize = 10_000;
 
+/// Bytes of operation inputs one batch takes at most (the first operation always runs).
+/// A batch the store still finds over its limits is run again in smaller batches (see
+/// `target_actor`); only an operation over them alone fails.
+const BATCH_INPUT_BYTES: usize = crate::store::MAX_TRANSACTION_BYTES * 4 / 10;
+
 /// An entity held in memory by its entity actor.
 pub struct EntitySlot {
     pub(crate) record: EntityRecord,
@@ -62,7 +67,9 @@ pub(crate) async fn prepare(
     slot: &mut Option<EntitySlot>,
     id: EntityId,
     msgs: VecDeque<Keyed>,
+    max_ops: Option<usize>,
 ) -> Result<(Option<EntityPlan>, VecDeque<Keyed>), StoreError> {
+    let max_ops = max_ops.map_or(MAX_BATCH, |n| n.clamp(1, MAX_BATCH));
     let now = shared.clock.now();
     let slot = match slot {
         Some(s) => s,
@@ -84,10 +91,11 @@ pub(crate) async fn prepare(
     let mut deferred: VecDeque<Keyed> = VecDeque::new();
     let mut rest = msgs;
     let mut operations = 0usize;
+    let mut input_bytes = 0usize;
     let span = tracing::info_span!("entity_batch", entity = %id);
     let _enter = span.enter();
     while let Some((k, m)) = rest.pop_front() {
-        if operations + run.len() >= MAX_BATCH {
+        if operations + run.len() >= max_ops {
             rest.push_front((k, m));
             break;
         }
@@ -99,6 +107,14 @@ pub(crate) async fn prepare(
         }
         match &m.body {
             MessageBody::EntityOperation(op) => {
+                // Bounded by bytes too (the first operation always runs): what operations
+                // write (state, results, signals) grows with what they take.
+                let n = op.input.as_ref().map_or(0, |p| p.len()).saturating_add(256);
+                if operations + run.len() > 0 && input_bytes.saturating_add(n) > BATCH_INPUT_BYTES {
+                    rest.push_front((k, m));
+                    break;
+                }
+                input_bytes = input_bytes.saturating_add(n);
                 run.push((
                     EntityOp {
                         operation: op.operation.clone(),

@@ -244,6 +244,9 @@ async fn prepare_plan(
 
     let mut consumed: Vec<Keyed> = Vec::new();
     let mut batch: Vec<HistoryEvent> = Vec::new();
+    // The events one episode takes are bounded by bytes too: results that arrive together
+    // (a fan-out) over the transaction limit go into several episodes.
+    let mut batch_bytes = 0usize;
     let mut skipped: VecDeque<Keyed> = VecDeque::new();
     let mut control: Option<Keyed> = None;
     while let Some((k, m)) = msgs.pop_front() {
@@ -278,6 +281,12 @@ async fn prepare_plan(
                     skipped.push_back((k, m));
                     continue;
                 }
+                let bytes = event_bytes(event);
+                if !batch.is_empty() && batch_bytes.saturating_add(bytes) > EPISODE_EVENT_BYTES {
+                    msgs.push_front((k, m));
+                    break;
+                }
+                batch_bytes = batch_bytes.saturating_add(bytes);
                 batch.push(event.clone());
                 consumed.push((k, m));
             }
@@ -345,6 +354,29 @@ async fn prepare_plan(
     let result = span.in_scope(|| session.execute(now, batch));
     let plan = episode_plan(shared, &id, rec, consumed, result, false, now);
     Ok((Some(plan), msgs))
+}
+
+/// Estimated bytes of the events one episode takes at most (the first event always goes):
+/// the episode writes them into the history once, and its record, actions and messages
+/// need the rest of the store's transaction limit.
+pub(crate) const EPISODE_EVENT_BYTES: usize = crate::store::MAX_TRANSACTION_BYTES * 4 / 10;
+
+/// The bytes an incoming event adds to an episode's transaction, estimated from its payload.
+pub(crate) fn event_bytes(e: &HistoryEvent) -> usize {
+    const OVERHEAD: usize = 256;
+    let payload = match &e.kind {
+        EventKind::TaskCompleted { result, .. }
+        | EventKind::SubOrchestrationInstanceCompleted { result, .. }
+        | EventKind::EntityOperationCompleted { result, .. } => result.as_ref().map(|p| p.len()),
+        EventKind::EventRaised { input, .. } => input.as_ref().map(|p| p.len()),
+        EventKind::TaskFailed { .. }
+        | EventKind::SubOrchestrationInstanceFailed { .. }
+        | EventKind::EntityOperationFailed { .. } => {
+            perdure_core::codec::encode(e).ok().map(|b| b.len())
+        }
+        _ => None,
+    };
+    payload.unwrap_or(0).saturating_add(OVERHEAD)
 }
 
 fn failed_event(f: &FailureDetails, now: Timestamp) -> HistoryEvent {
@@ -682,7 +714,7 @@ pub(crate) fn too_large_plan(
         (None, _, _) => return InstancePlan::drop_only(plan.id, plan.consumed),
     };
     let r = failed_record(&base, &f, now);
-    finish_plan(
+    let mut failed = finish_plan(
         shared,
         plan.id,
         plan.consumed,
@@ -690,5 +722,8 @@ pub(crate) fn too_large_plan(
         r,
         vec![failed_event(&f, now)],
         plan.cut_history,
-    )
+    );
+    // Prepared from the same record as the plan it replaces.
+    failed.base = plan.base;
+    failed
 }

@@ -111,6 +111,9 @@ pub(crate) struct TargetState {
     epoch: u64,
     report: ActorRef<ActorMsg>,
     resident: Resident,
+    /// Most operations the next entity batch takes: set after a batch was over the store's
+    /// limits (half of it), cleared by the next commit.
+    entity_cap: Option<usize>,
 }
 
 /// The actor of one orchestration instance or one entity.
@@ -133,6 +136,7 @@ impl Actor for TargetActor {
             epoch: args.epoch,
             report: args.report,
             resident: Resident::new(args.target),
+            entity_cap: None,
         })
     }
 
@@ -169,9 +173,11 @@ async fn run(st: &mut TargetState, msgs: VecDeque<Keyed>) -> Ran {
         Resident::Instance(id, slot) => instance::prepare(&shared, slot, id.clone(), msgs)
             .await
             .map(|(p, l)| (p.map(|p| Plan::Instance(Box::new(p))), l)),
-        Resident::Entity(id, slot) => entity::prepare(&shared, slot, id.clone(), msgs)
-            .await
-            .map(|(p, l)| (p.map(Plan::Entity), l)),
+        Resident::Entity(id, slot) => {
+            entity::prepare(&shared, slot, id.clone(), msgs, st.entity_cap)
+                .await
+                .map(|(p, l)| (p.map(Plan::Entity), l))
+        }
     };
     let mut ran = Ran {
         target,
@@ -204,8 +210,21 @@ async fn run(st: &mut TargetState, msgs: VecDeque<Keyed>) -> Ran {
     };
     match r {
         Ok(Committed::Done(out)) => {
+            st.entity_cap = None;
             ran.gone = plan.consumed().iter().map(|(k, _)| k.clone()).collect();
             applied(st, plan, out);
+        }
+        Err(StoreError::LimitExceeded { .. }) if matches!(&plan, Plan::Entity(p) if p.operations > 1) =>
+        {
+            // Nothing is dropped: the same messages run again, in batches of half as many
+            // operations, down to one operation alone.
+            let ops = match &plan {
+                Plan::Entity(p) => p.operations,
+                Plan::Instance(_) => 1,
+            };
+            st.entity_cap = Some((ops / 2).max(1));
+            tracing::warn!(partition = st.partition, target = ?ran.target, operations = ops, "entity batch over the store's limits; running it in smaller batches");
+            return rerun(st, plan.into_consumed(), false, ran).await;
         }
         Ok(Committed::Superseded) => {
             tracing::debug!(target = ?ran.target, "start of a replaced execution dropped");
