@@ -82,12 +82,11 @@ fn registry() -> Registry {
         }
     })
     // Holds the Relay's lock until the event Go (signals meanwhile wait, then run together),
-    // then reports how many operations the Relay and the Sink ran.
+    // then reports how many operations the Relay ran.
     .add_orchestration(
         "HoldRelay",
         |ctx: OrchestrationContext, key: String| async move {
             let relay = EntityId::new("Relay", &key).map_err(|e| e.to_string())?;
-            let sink = EntityId::new("Sink", &key).map_err(|e| e.to_string())?;
             let section = ctx
                 .lock_entities(std::slice::from_ref(&relay))
                 .await
@@ -101,11 +100,7 @@ fn registry() -> Registry {
                 .call_entity(&relay, "count", ())
                 .await
                 .map_err(|e| e.to_string())?;
-            let sunk: u64 = ctx
-                .call_entity(&sink, "count", ())
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((relayed, sunk))
+            Ok::<_, String>(relayed)
         },
     );
     r
@@ -297,7 +292,22 @@ async fn entity_batch_over_the_limit_is_split_and_nothing_is_dropped() {
         .unwrap()
         .unwrap();
     assert_eq!(st.runtime_status, OrchestrationStatus::Completed, "{st:?}");
-    let counts: (u64, u64) = st.output.unwrap().decode().unwrap();
-    assert_eq!(counts, (n, n), "(relayed, sunk)");
+    let relayed: u64 = st.output.unwrap().decode().unwrap();
+    assert_eq!(relayed, n);
+    // What the Relay forwarded reaches the Sink (another sender than the test's, so in no
+    // order with anything the test sends: wait for it).
+    let sink = EntityId::new("Sink", "k").unwrap();
+    until(
+        async || {
+            node.get_entity(sink.clone())
+                .await
+                .unwrap()
+                .and_then(|e| e.state)
+                .and_then(|p| p.decode::<u64>().ok())
+                == Some(n)
+        },
+        "every forwarded signal ran on the Sink",
+    )
+    .await;
     node.shutdown().await;
 }
