@@ -130,82 +130,86 @@ async fn recursive_terminate_reaches_sub_orchestrations() {
     node.shutdown().await;
 }
 
-#[tokio::test]
-async fn rewind_resumes_a_failed_instance_from_its_last_successful_step() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "UsesFlaky", "rewind-1", None).await;
-    let st = common::wait(&node, &id).await;
-    assert_eq!(st.runtime_status, OrchestrationStatus::Failed);
-    assert!(st.failure.is_some());
-    node.rewind(id.clone(), Some("again".into())).await.unwrap();
-    let st = common::wait(&node, &id).await;
-    // The second Flaky call fails too: rewind again.
-    if st.runtime_status == OrchestrationStatus::Failed {
-        node.rewind(id.clone(), None).await.unwrap();
+every_store! {
+    #[tokio::test]
+    async fn rewind_resumes_a_failed_instance_from_its_last_successful_step(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "UsesFlaky", "rewind-1", None).await;
+        let st = common::wait(&node, &id).await;
+        assert_eq!(st.runtime_status, OrchestrationStatus::Failed);
+        assert!(st.failure.is_some());
+        node.rewind(id.clone(), Some("again".into())).await.unwrap();
+        let st = common::wait(&node, &id).await;
+        // The second Flaky call fails too: rewind again.
+        if st.runtime_status == OrchestrationStatus::Failed {
+            node.rewind(id.clone(), None).await.unwrap();
+        }
+        let out: String = common::output(&node, &id).await;
+        assert_eq!(out, "Hello before! done");
+        // SayHello ran once: the successful step was kept.
+        let hist = node.get_history(id.clone()).await.unwrap().unwrap();
+        let hello = hist
+            .iter()
+            .filter(|e| matches!(&e.kind, perdure_core::EventKind::TaskScheduled { name, .. } if name == "SayHello"))
+            .count();
+        assert_eq!(hello, 1);
+        let err = node.rewind(id, None).await.unwrap_err();
+        assert!(matches!(err, ManagementError::InvalidState { .. }));
+        node.shutdown().await;
     }
-    let out: String = common::output(&node, &id).await;
-    assert_eq!(out, "Hello before! done");
-    // SayHello ran once: the successful step was kept.
-    let hist = node.get_history(id.clone()).await.unwrap().unwrap();
-    let hello = hist
-        .iter()
-        .filter(|e| matches!(&e.kind, perdure_core::EventKind::TaskScheduled { name, .. } if name == "SayHello"))
-        .count();
-    assert_eq!(hello, 1);
-    let err = node.rewind(id, None).await.unwrap_err();
-    assert!(matches!(err, ManagementError::InvalidState { .. }));
-    node.shutdown().await;
 }
 
-#[tokio::test]
-async fn restart_purge_and_id_reuse() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "HelloSequence", "re-1", None).await;
-    common::wait(&node, &id).await;
-    // Reuse policies.
-    let mut req = StartRequest::new("HelloSequence");
-    req.instance_id = Some(id.clone());
-    req.reuse_policy = IdReusePolicy::RejectExisting;
-    assert!(matches!(
-        node.start(req.clone()).await,
-        Err(ManagementError::AlreadyExists { .. })
-    ));
-    req.reuse_policy = IdReusePolicy::ReplaceFinished;
-    node.start(req).await.unwrap();
-    let _: Vec<String> = common::output(&node, &id).await;
-    // Restart with the same id and with a new one.
-    let same = node.restart(id.clone(), false).await.unwrap();
-    assert_eq!(same, id);
-    let _: Vec<String> = common::output(&node, &id).await;
-    let other = node.restart(id.clone(), true).await.unwrap();
-    assert_ne!(other, id);
-    let _: Vec<String> = common::output(&node, &other).await;
-    // Purge one, then purge by filter.
-    node.purge_instance(id.clone()).await.unwrap();
-    assert!(
-        node.get_instance(id.clone(), false)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(node.get_history(id.clone()).await.unwrap().is_none());
-    let live = common::start(&node, "Approval", "live-1", approval_input()).await;
-    assert!(matches!(
-        node.purge_instance(live.clone()).await,
-        Err(ManagementError::InvalidState { .. })
-    ));
-    let mut dup = StartRequest::new("Approval");
-    dup.instance_id = Some(live.clone());
-    assert!(matches!(
-        node.start(dup).await,
-        Err(ManagementError::AlreadyExists { .. })
-    ));
-    let r = node.purge_instances(PurgeFilter::default()).await.unwrap();
-    assert_eq!(r.deleted, 1);
-    assert!(r.complete);
-    assert!(node.get_instance(other, false).await.unwrap().is_none());
-    assert!(node.get_instance(live, false).await.unwrap().is_some());
-    node.shutdown().await;
+every_store! {
+    #[tokio::test]
+    async fn restart_purge_and_id_reuse(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "HelloSequence", "re-1", None).await;
+        common::wait(&node, &id).await;
+        // Reuse policies.
+        let mut req = StartRequest::new("HelloSequence");
+        req.instance_id = Some(id.clone());
+        req.reuse_policy = IdReusePolicy::RejectExisting;
+        assert!(matches!(
+            node.start(req.clone()).await,
+            Err(ManagementError::AlreadyExists { .. })
+        ));
+        req.reuse_policy = IdReusePolicy::ReplaceFinished;
+        node.start(req).await.unwrap();
+        let _: Vec<String> = common::output(&node, &id).await;
+        // Restart with the same id and with a new one.
+        let same = node.restart(id.clone(), false).await.unwrap();
+        assert_eq!(same, id);
+        let _: Vec<String> = common::output(&node, &id).await;
+        let other = node.restart(id.clone(), true).await.unwrap();
+        assert_ne!(other, id);
+        let _: Vec<String> = common::output(&node, &other).await;
+        // Purge one, then purge by filter.
+        node.purge_instance(id.clone()).await.unwrap();
+        assert!(
+            node.get_instance(id.clone(), false)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(node.get_history(id.clone()).await.unwrap().is_none());
+        let live = common::start(&node, "Approval", "live-1", approval_input()).await;
+        assert!(matches!(
+            node.purge_instance(live.clone()).await,
+            Err(ManagementError::InvalidState { .. })
+        ));
+        let mut dup = StartRequest::new("Approval");
+        dup.instance_id = Some(live.clone());
+        assert!(matches!(
+            node.start(dup).await,
+            Err(ManagementError::AlreadyExists { .. })
+        ));
+        let r = node.purge_instances(PurgeFilter::default()).await.unwrap();
+        assert_eq!(r.deleted, 1);
+        assert!(r.complete);
+        assert!(node.get_instance(other, false).await.unwrap().is_none());
+        assert!(node.get_instance(live, false).await.unwrap().is_some());
+        node.shutdown().await;
+    }
 }
 
 /// Every (key, value) pair in the store.
