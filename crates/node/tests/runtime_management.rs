@@ -54,80 +54,96 @@ fn approval_input() -> Option<Payload> {
     Some(Payload::json(&json!({"timeoutSeconds": 100000})).unwrap())
 }
 
-#[tokio::test(start_paused = true)]
-async fn suspend_buffers_events_until_resume() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "Approval", "susp-1", approval_input()).await;
-    common::until_status(&node, &id, OrchestrationStatus::Running).await;
-    node.suspend(id.clone(), Some("hold".into())).await.unwrap();
-    // The status changes at once; a resume right after a suspend is accepted.
-    let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
-    assert_eq!(st.runtime_status, OrchestrationStatus::Suspended);
-    node.resume(id.clone(), None).await.unwrap();
-    node.suspend(id.clone(), None).await.unwrap();
-    node.raise_event(
-        id.clone(),
-        "Approval".into(),
-        Some(Payload::json(&true).unwrap()),
-    )
-    .await
-    .unwrap();
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
-    let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
-    assert_eq!(st.runtime_status, OrchestrationStatus::Suspended);
-    assert!(matches!(
-        node.resume(InstanceId::new("nope").unwrap(), None).await,
-        Err(ManagementError::NotFound(_))
-    ));
-    node.resume(id.clone(), None).await.unwrap();
-    let out: String = common::output(&node, &id).await;
-    assert_eq!(out, "approved");
-    node.shutdown().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn terminate_and_events_on_finished_or_unknown_instances() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "Approval", "term-1", approval_input()).await;
-    node.terminate(id.clone(), Some("stop".into()), false)
+// KNOWN DEFECT (issue 12, defect 1): on the embedded store this fails about one run in two
+// (`InvalidState { status: Suspended, operation: "suspend" }` after a resume, or Running read
+// back after a suspend): an episode of the instance commits its cached record over the status
+// that suspend/resume set at once. Remove the `embedded` exception with the fix.
+every_store! {
+    except [
+        postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire",
+        embedded = "KNOWN DEFECT, issue 12 defect 1 (lost update of the instance record): fails about one run in two"
+    ]
+    #[tokio::test(start_paused = true)]
+    async fn suspend_buffers_events_until_resume(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "Approval", "susp-1", approval_input()).await;
+        common::until_status(&node, &id, OrchestrationStatus::Running).await;
+        node.suspend(id.clone(), Some("hold".into())).await.unwrap();
+        // The status changes at once; a resume right after a suspend is accepted.
+        let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+        assert_eq!(st.runtime_status, OrchestrationStatus::Suspended);
+        node.resume(id.clone(), None).await.unwrap();
+        node.suspend(id.clone(), None).await.unwrap();
+        node.raise_event(
+            id.clone(),
+            "Approval".into(),
+            Some(Payload::json(&true).unwrap()),
+        )
         .await
         .unwrap();
-    let st = common::wait(&node, &id).await;
-    assert_eq!(st.runtime_status, OrchestrationStatus::Terminated);
-    let err = node
-        .raise_event(id.clone(), "Approval".into(), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ManagementError::InvalidState { .. }),
-        "{err:?}"
-    );
-    let err = node
-        .raise_event(InstanceId::new("missing").unwrap(), "x".into(), None)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ManagementError::NotFound(_)), "{err:?}");
-    node.shutdown().await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+        assert_eq!(st.runtime_status, OrchestrationStatus::Suspended);
+        assert!(matches!(
+            node.resume(InstanceId::new("nope").unwrap(), None).await,
+            Err(ManagementError::NotFound(_))
+        ));
+        node.resume(id.clone(), None).await.unwrap();
+        let out: String = common::output(&node, &id).await;
+        assert_eq!(out, "approved");
+        node.shutdown().await;
+    }
 }
 
-#[tokio::test(start_paused = true)]
-async fn recursive_terminate_reaches_sub_orchestrations() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "ParentOfApproval", "rec-parent", None).await;
-    let child = InstanceId::new("approval-child").unwrap();
-    common::until_status(&node, &child, OrchestrationStatus::Running).await;
-    node.terminate(id.clone(), None, true).await.unwrap();
-    assert_eq!(
-        common::wait(&node, &id).await.runtime_status,
-        OrchestrationStatus::Terminated
-    );
-    assert_eq!(
-        common::wait(&node, &child).await.runtime_status,
-        OrchestrationStatus::Terminated
-    );
-    node.shutdown().await;
+every_store! {
+    except [postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"]
+    #[tokio::test(start_paused = true)]
+    async fn terminate_and_events_on_finished_or_unknown_instances(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "Approval", "term-1", approval_input()).await;
+        node.terminate(id.clone(), Some("stop".into()), false)
+            .await
+            .unwrap();
+        let st = common::wait(&node, &id).await;
+        assert_eq!(st.runtime_status, OrchestrationStatus::Terminated);
+        let err = node
+            .raise_event(id.clone(), "Approval".into(), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ManagementError::InvalidState { .. }),
+            "{err:?}"
+        );
+        let err = node
+            .raise_event(InstanceId::new("missing").unwrap(), "x".into(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ManagementError::NotFound(_)), "{err:?}");
+        node.shutdown().await;
+    }
+}
+
+every_store! {
+    except [postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"]
+    #[tokio::test(start_paused = true)]
+    async fn recursive_terminate_reaches_sub_orchestrations(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "ParentOfApproval", "rec-parent", None).await;
+        let child = InstanceId::new("approval-child").unwrap();
+        common::until_status(&node, &child, OrchestrationStatus::Running).await;
+        node.terminate(id.clone(), None, true).await.unwrap();
+        assert_eq!(
+            common::wait(&node, &id).await.runtime_status,
+            OrchestrationStatus::Terminated
+        );
+        assert_eq!(
+            common::wait(&node, &child).await.runtime_status,
+            OrchestrationStatus::Terminated
+        );
+        node.shutdown().await;
+    }
 }
 
 every_store! {

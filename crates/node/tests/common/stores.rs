@@ -68,7 +68,13 @@ impl TestStore {
         );
         let table: String = table
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(63)
             .collect();
         let store = PostgresStore::connect_with_table(&url, 16, &table)
@@ -120,7 +126,20 @@ pub fn postgres_url(test: &str) -> Option<String> {
     }
 }
 
-/// One test body, run as three tests: on memory, on embedded and on PostgreSQL.
+/// Whether `backend` is listed in a test's exceptions: prints the reason loudly if so.
+pub fn excluded(test: &str, backend: &str, except: &[(&str, &str)]) -> bool {
+    match except.iter().find(|(b, _)| *b == backend) {
+        Some((_, why)) => {
+            eprintln!("\n*** NOT RUN {test} on {backend}: {why} ***\n");
+            true
+        }
+        None => false,
+    }
+}
+
+/// One test body, run as three tests: on memory, on embedded and on PostgreSQL. A backend a
+/// test cannot run on is named with the reason, `except [postgres = "why"]`, and reported as
+/// not run.
 ///
 /// ```ignore
 /// every_store! {
@@ -134,14 +153,22 @@ pub fn postgres_url(test: &str) -> Option<String> {
 #[macro_export]
 macro_rules! every_store {
     ($(#[$attr:meta])* async fn $name:ident($ts:ident) $body:block) => {
+        $crate::every_store! { except [] $(#[$attr])* async fn $name($ts) $body }
+    };
+    (except [$($skip:ident = $why:literal),*] $(#[$attr:meta])* async fn $name:ident($ts:ident) $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
+
+            const EXCEPT: &[(&str, &str)] = &[$((stringify!($skip), $why)),*];
 
             async fn run($ts: &$crate::common::stores::TestStore) $body
 
             $(#[$attr])*
             async fn memory() {
+                if $crate::common::stores::excluded(module_path!(), "memory", EXCEPT) {
+                    return;
+                }
                 let ts = $crate::common::stores::TestStore::memory();
                 run(&ts).await;
                 ts.finish().await;
@@ -149,6 +176,9 @@ macro_rules! every_store {
 
             $(#[$attr])*
             async fn embedded() {
+                if $crate::common::stores::excluded(module_path!(), "embedded", EXCEPT) {
+                    return;
+                }
                 let ts = $crate::common::stores::TestStore::embedded();
                 run(&ts).await;
                 ts.finish().await;
@@ -156,6 +186,9 @@ macro_rules! every_store {
 
             $(#[$attr])*
             async fn postgres() {
+                if $crate::common::stores::excluded(module_path!(), "postgres", EXCEPT) {
+                    return;
+                }
                 let test = concat!(module_path!(), "::postgres");
                 let Some(ts) = $crate::common::stores::TestStore::postgres(test).await else {
                     return;
