@@ -32,8 +32,9 @@ use futures::future::BoxFuture;
 
 pub use self::fencing::{fencing_race_fails_the_deposed_commit, fencing_rejects_a_deposed_epoch};
 pub use self::isolation::{
-    concurrent_increments, lost_update_conflicts, snapshot_reads_are_repeatable,
-    transact_retries_conflict, write_skew_aborted,
+    absent_read_conflicts_with_an_insert, concurrent_increments,
+    empty_range_read_conflicts_with_an_insert, lost_update_conflicts,
+    snapshot_reads_are_repeatable, transact_retries_conflict, write_skew_aborted,
 };
 pub use self::model::random_transactions_match_a_model;
 pub use self::purge::{purge_removes_the_instance_and_nothing_else, purge_resumes_after_a_stop};
@@ -88,6 +89,12 @@ pub fn kv_cases() -> Vec<Case> {
         }),
         case("write_skew_aborted", true, |s| {
             Box::pin(write_skew_aborted(s))
+        }),
+        case("absent_read_conflicts_with_an_insert", true, |s| {
+            Box::pin(absent_read_conflicts_with_an_insert(s))
+        }),
+        case("empty_range_read_conflicts_with_an_insert", true, |s| {
+            Box::pin(empty_range_read_conflicts_with_an_insert(s))
         }),
         case("snapshot_reads_are_repeatable", true, |s| {
             Box::pin(snapshot_reads_are_repeatable(s))
