@@ -2,12 +2,10 @@
 
 mod common;
 
-use std::sync::Arc;
 
 use perdure_core::management::ManagementApi;
 use perdure_core::orchestration::{OrchestrationContext, SubOrchestrationOptions};
 use perdure_core::{InstanceId, OrchestrationStatus, Payload};
-use perdure_node::store::memory::MemoryStore;
 
 fn registry() -> perdure_core::registry::Registry {
     let mut r = perdure_node::sample::sample_registry();

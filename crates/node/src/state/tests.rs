@@ -1,6 +1,6 @@
 //! Tests of the state layer on the memory store. Fencing, inbox order and exactly-once
 //! consumption, timer order, activity leases and purge run on every backend in the store
-//! conformance suite (`crate::store::conformance::state_cases`).
+//! conformance suite (`crate::state::conformance::state_cases`).
 
 use std::time::Duration;
 
