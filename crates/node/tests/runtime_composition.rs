@@ -2,7 +2,6 @@
 
 mod common;
 
-
 use perdure_core::management::ManagementApi;
 use perdure_core::orchestration::{OrchestrationContext, SubOrchestrationOptions};
 use perdure_core::{InstanceId, OrchestrationStatus, Payload};
