@@ -6,8 +6,8 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use perdure_core::testing::{HistoryReplayer, history_from_json};
 use perdure_core::InstanceId;
+use perdure_core::testing::{HistoryReplayer, history_from_json};
 
 #[path = "../../crates/core/tests/common/mod.rs"]
 mod common;

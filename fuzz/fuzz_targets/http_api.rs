@@ -49,9 +49,9 @@ fn state(id: InstanceId) -> InstanceState {
 
 impl ManagementApi for Stub {
     fn start(&self, req: StartRequest) -> BoxFuture<'_, ManagementResult<InstanceId>> {
-        now(Ok(req
-            .instance_id
-            .unwrap_or_else(|| InstanceId::new("new").expect("a valid id"))))
+        now(Ok(req.instance_id.unwrap_or_else(|| {
+            InstanceId::new("new").expect("a valid id")
+        })))
     }
     fn get_instance(
         &self,
