@@ -116,7 +116,7 @@ fn parse(log: &str) -> Vec<Call> {
         calls.push(Call {
             name: name.to_string(),
             fd: args
-                .split(|c| c == ',' || c == ')')
+                .split([',', ')'])
                 .next()
                 .and_then(|f| f.trim().parse().ok()),
             args: args.to_string(),
