@@ -11,6 +11,9 @@ use serde::de::DeserializeOwned;
 
 use crate::store::{KeyRange, StoreError, Transaction};
 
+/// The state layer's conformance cases (test support: `test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 pub mod entities;
 pub mod history;
 pub mod instances;

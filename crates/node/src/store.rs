@@ -10,6 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
+/// The store contract's conformance suite (test support: `test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod embedded;
 #[cfg(feature = "foundationdb")]

@@ -61,112 +61,114 @@ async fn failed_with(node: &perdure_node::node::NodeHandle, id: &InstanceId) -> 
     st.failure.expect("failure details").to_string()
 }
 
-#[tokio::test]
-async fn bad_input_is_refused_or_fails_one_instance() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
+every_store! {
+    #[tokio::test]
+    async fn bad_input_is_refused_or_fails_one_instance(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
 
-    let err = node.start(StartRequest::new("Nope")).await.unwrap_err();
-    match err {
-        ManagementError::UnknownName {
-            kind,
-            name,
-            registered,
-        } => {
-            assert_eq!(kind, FunctionKind::Orchestration);
-            assert_eq!(name, "Nope");
-            assert!(registered.contains(&"HelloSequence".to_string()));
+        let err = node.start(StartRequest::new("Nope")).await.unwrap_err();
+        match err {
+            ManagementError::UnknownName {
+                kind,
+                name,
+                registered,
+            } => {
+                assert_eq!(kind, FunctionKind::Orchestration);
+                assert_eq!(name, "Nope");
+                assert!(registered.contains(&"HelloSequence".to_string()));
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
-    }
-    let err = node
-        .signal_entity(
-            EntityId::new("Nope", "k").unwrap(),
+        let err = node
+            .signal_entity(
+                EntityId::new("Nope", "k").unwrap(),
+                "add".into(),
+                None,
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ManagementError::UnknownName {
+                kind: FunctionKind::Entity,
+                ..
+            }
+        ));
+
+        let mut big = StartRequest::new("HelloSequence");
+        big.input = Some(Payload::json(&"x".repeat(2 << 20)).unwrap());
+        assert!(matches!(
+            node.start(big).await,
+            Err(ManagementError::PayloadTooLarge { .. })
+        ));
+
+        let id = common::start(
+            &node,
+            "FanOutFanIn",
+            "bad-input",
+            Some(Payload::json(&"abc").unwrap()),
+        )
+        .await;
+        let f = failed_with(&node, &id).await;
+        assert!(
+            f.contains("u64") || f.to_lowercase().contains("input"),
+            "{f}"
+        );
+
+        let id = common::start(&node, "CallsPanickingActivity", "panic-act", None).await;
+        let f = failed_with(&node, &id).await;
+        assert!(f.contains("activity panicked on purpose"), "{f}");
+
+        let id = common::start(&node, "PanickingOrchestrator", "panic-orch", None).await;
+        let f = failed_with(&node, &id).await;
+        assert!(f.contains("orchestrator panicked on purpose"), "{f}");
+
+        let id = common::start(&node, "CallsUnknownActivity", "unknown-act", None).await;
+        let f = failed_with(&node, &id).await;
+        assert!(f.contains("NoSuchActivity"), "{f}");
+
+        let id = common::start(&node, "CallsUnknownChild", "unknown-child", None).await;
+        let f = failed_with(&node, &id).await;
+        assert!(f.contains("NoSuchOrchestration"), "{f}");
+
+        // An entity operation that fails does not break the entity.
+        let c = EntityId::new("Counter", "bad").unwrap();
+        node.signal_entity(
+            c.clone(),
             "add".into(),
-            None,
+            Some(Payload::json(&"not a number").unwrap()),
             None,
         )
         .await
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        ManagementError::UnknownName {
-            kind: FunctionKind::Entity,
-            ..
-        }
-    ));
+        .unwrap();
+        node.signal_entity(
+            c.clone(),
+            "add".into(),
+            Some(Payload::json(&2).unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
 
-    let mut big = StartRequest::new("HelloSequence");
-    big.input = Some(Payload::json(&"x".repeat(2 << 20)).unwrap());
-    assert!(matches!(
-        node.start(big).await,
-        Err(ManagementError::PayloadTooLarge { .. })
-    ));
+        let id = common::start(&node, "CallsHuge", "huge-activity", None).await;
+        let f = failed_with(&node, &id).await;
+        assert!(f.contains("PayloadTooLarge"), "{f}");
 
-    let id = common::start(
-        &node,
-        "FanOutFanIn",
-        "bad-input",
-        Some(Payload::json(&"abc").unwrap()),
-    )
-    .await;
-    let f = failed_with(&node, &id).await;
-    assert!(
-        f.contains("u64") || f.to_lowercase().contains("input"),
-        "{f}"
-    );
+        let id = common::start(&node, "ReturnsHuge", "huge-output", None).await;
+        let f = failed_with(&node, &id).await;
+        assert!(f.contains("PayloadTooLarge"), "{f}");
 
-    let id = common::start(&node, "CallsPanickingActivity", "panic-act", None).await;
-    let f = failed_with(&node, &id).await;
-    assert!(f.contains("activity panicked on purpose"), "{f}");
+        let id = common::start(&node, "TooManyActions", "too-many", None).await;
+        let f = failed_with(&node, &id).await;
+        assert!(f.contains("TransactionTooLarge"), "{f}");
 
-    let id = common::start(&node, "PanickingOrchestrator", "panic-orch", None).await;
-    let f = failed_with(&node, &id).await;
-    assert!(f.contains("orchestrator panicked on purpose"), "{f}");
-
-    let id = common::start(&node, "CallsUnknownActivity", "unknown-act", None).await;
-    let f = failed_with(&node, &id).await;
-    assert!(f.contains("NoSuchActivity"), "{f}");
-
-    let id = common::start(&node, "CallsUnknownChild", "unknown-child", None).await;
-    let f = failed_with(&node, &id).await;
-    assert!(f.contains("NoSuchOrchestration"), "{f}");
-
-    // An entity operation that fails does not break the entity.
-    let c = EntityId::new("Counter", "bad").unwrap();
-    node.signal_entity(
-        c.clone(),
-        "add".into(),
-        Some(Payload::json(&"not a number").unwrap()),
-        None,
-    )
-    .await
-    .unwrap();
-    node.signal_entity(
-        c.clone(),
-        "add".into(),
-        Some(Payload::json(&2).unwrap()),
-        None,
-    )
-    .await
-    .unwrap();
-
-    let id = common::start(&node, "CallsHuge", "huge-activity", None).await;
-    let f = failed_with(&node, &id).await;
-    assert!(f.contains("PayloadTooLarge"), "{f}");
-
-    let id = common::start(&node, "ReturnsHuge", "huge-output", None).await;
-    let f = failed_with(&node, &id).await;
-    assert!(f.contains("PayloadTooLarge"), "{f}");
-
-    let id = common::start(&node, "TooManyActions", "too-many", None).await;
-    let f = failed_with(&node, &id).await;
-    assert!(f.contains("TransactionTooLarge"), "{f}");
-
-    // The node keeps running.
-    let id = common::start(&node, "HelloSequence", "still-alive", None).await;
-    let out: Vec<String> = common::output(&node, &id).await;
-    assert_eq!(out.len(), 3);
-    node.shutdown().await;
+        // The node keeps running.
+        let id = common::start(&node, "HelloSequence", "still-alive", None).await;
+        let out: Vec<String> = common::output(&node, &id).await;
+        assert_eq!(out.len(), 3);
+        node.shutdown().await;
+    }
 }
 
 /// Collects the node's log lines (a `tracing` writer) and wakes whoever waits for one.

@@ -2,12 +2,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use perdure_core::management::ManagementApi;
 use perdure_core::orchestration::{OrchestrationContext, SubOrchestrationOptions};
 use perdure_core::{InstanceId, OrchestrationStatus, Payload};
-use perdure_node::store::memory::MemoryStore;
 
 fn registry() -> perdure_core::registry::Registry {
     let mut r = perdure_node::sample::sample_registry();
@@ -51,46 +48,50 @@ fn registry() -> perdure_core::registry::Registry {
     r
 }
 
-#[tokio::test]
-async fn sub_orchestrations_report_results_and_failures() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "Parent", "parent-1", None).await;
-    let out: (usize, bool, u64) = common::output(&node, &id).await;
-    assert_eq!(out, (3, true, 14));
-    let child = node
-        .get_instance(InstanceId::new("explicit-child").unwrap(), false)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(child.runtime_status, OrchestrationStatus::Completed);
-    assert_eq!(child.parent_instance_id, Some(id));
-    node.shutdown().await;
+every_store! {
+    #[tokio::test]
+    async fn sub_orchestrations_report_results_and_failures(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "Parent", "parent-1", None).await;
+        let out: (usize, bool, u64) = common::output(&node, &id).await;
+        assert_eq!(out, (3, true, 14));
+        let child = node
+            .get_instance(InstanceId::new("explicit-child").unwrap(), false)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(child.runtime_status, OrchestrationStatus::Completed);
+        assert_eq!(child.parent_instance_id, Some(id));
+        node.shutdown().await;
+    }
 }
 
-#[tokio::test]
-async fn continue_as_new_carries_unprocessed_events() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(
-        &node,
-        "Collect",
-        "collect-1",
-        Some(Payload::json(&0).unwrap()),
-    )
-    .await;
-    // Three events at once: the first execution consumes one, the rest are carried.
-    for v in [1, 2, 3] {
-        node.raise_event(id.clone(), "add".into(), Some(Payload::json(&v).unwrap()))
-            .await
-            .unwrap();
+every_store! {
+    #[tokio::test]
+    async fn continue_as_new_carries_unprocessed_events(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(
+            &node,
+            "Collect",
+            "collect-1",
+            Some(Payload::json(&0).unwrap()),
+        )
+        .await;
+        // Three events at once: the first execution consumes one, the rest are carried.
+        for v in [1, 2, 3] {
+            node.raise_event(id.clone(), "add".into(), Some(Payload::json(&v).unwrap()))
+                .await
+                .unwrap();
+        }
+        let total: i64 = common::output(&node, &id).await;
+        assert_eq!(total, 6);
+        let hist = node.get_history(id).await.unwrap().unwrap();
+        assert_eq!(
+            hist.iter()
+                .filter(|e| e.name() == "ExecutionStarted")
+                .count(),
+            1
+        );
+        node.shutdown().await;
     }
-    let total: i64 = common::output(&node, &id).await;
-    assert_eq!(total, 6);
-    let hist = node.get_history(id).await.unwrap().unwrap();
-    assert_eq!(
-        hist.iter()
-            .filter(|e| e.name() == "ExecutionStarted")
-            .count(),
-        1
-    );
-    node.shutdown().await;
 }

@@ -4,8 +4,10 @@
 //! (one ExecutionCompleted each, each activity result recorded once) and every entity count
 //! equals the signals sent to it.
 //!
-//! The child is this test binary itself, re-run with `PERDURE_CRASH_CHILD=<dir>` on the test
-//! `crash_child`. `PERDURE_CRASH_CYCLES` raises the number of kills (default 10).
+//! The child is this test binary itself, re-run with `PERDURE_CRASH_CHILD=<dir>` (or
+//! `postgres:<table>`) on the test `crash_child`. `PERDURE_CRASH_CYCLES` raises the number of
+//! kills (default 10). `crash_test` runs on the embedded store, `crash_test_postgres` on
+//! PostgreSQL (a table of its own; skipped loudly without `PERDURE_TEST_POSTGRES_URL`).
 
 mod common;
 
@@ -18,7 +20,9 @@ use std::time::Duration;
 use perdure_core::management::{IdReusePolicy, ManagementApi, ManagementError, StartRequest};
 use perdure_core::orchestration::OrchestrationContext;
 use perdure_core::{EntityId, EventKind, FailureDetails, InstanceId, OrchestrationStatus, Payload};
+use perdure_node::store::Store;
 use perdure_node::store::embedded::EmbeddedStore;
+use perdure_node::store::postgres::PostgresStore;
 
 const INSTANCES: u64 = 1000;
 const COUNTERS: u64 = 10;
@@ -48,10 +52,10 @@ fn id(i: u64) -> InstanceId {
 /// The child: starts (or resumes) the workload and prints DONE when everything completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let Ok(dir) = std::env::var("PERDURE_CRASH_CHILD") else {
+    let Ok(spec) = std::env::var("PERDURE_CRASH_CHILD") else {
         return; // Only runs as the child of `crash_test`.
     };
-    let store = Arc::new(EmbeddedStore::open(&dir).expect("store opens"));
+    let store = open(&spec).await;
     let node = common::start_with(store, registry()).await;
     println!("STARTED");
     for i in 0..INSTANCES {
@@ -76,7 +80,23 @@ async fn crash_child() {
     node.shutdown().await;
 }
 
-fn spawn_child(dir: &std::path::Path) -> std::process::Child {
+/// The store a spec names: `postgres:<table>` (at `PERDURE_TEST_POSTGRES_URL`) or a directory
+/// for the embedded store.
+async fn open(spec: &str) -> Arc<dyn Store> {
+    match spec.strip_prefix("postgres:") {
+        Some(table) => {
+            let url = std::env::var("PERDURE_TEST_POSTGRES_URL").expect("PostgreSQL URL");
+            Arc::new(
+                PostgresStore::connect_with_table(&url, 16, table)
+                    .await
+                    .expect("connect to PostgreSQL"),
+            )
+        }
+        None => Arc::new(EmbeddedStore::open(spec).expect("store opens")),
+    }
+}
+
+fn spawn_child(dir: &str) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env("PERDURE_CRASH_CHILD", dir)
@@ -100,6 +120,28 @@ fn crash_test() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    run(dir.path().to_str().expect("a UTF-8 temp dir"));
+}
+
+#[test]
+fn crash_test_postgres() {
+    if std::env::var("PERDURE_CRASH_CHILD").is_ok() {
+        return;
+    }
+    let Some(url) = common::stores::postgres_url("crash_test_postgres") else {
+        return;
+    };
+    let table = format!("crash_test_{}", std::process::id());
+    run(&format!("postgres:{table}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = PostgresStore::connect(&url, 1).await.expect("connect");
+        admin.drop_table(&table).await.expect("drop test table");
+    });
+}
+
+/// Kills and restarts the child on the store `spec` names, then verifies.
+fn run(spec: &str) {
     let cycles: u32 = std::env::var("PERDURE_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -108,7 +150,7 @@ fn crash_test() {
     let mut kills = 0;
     let mut finished = false;
     while kills < cycles || !finished {
-        let mut child = spawn_child(dir.path());
+        let mut child = spawn_child(spec);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -149,13 +191,13 @@ fn crash_test() {
             finished = true;
         }
     }
-    verify(dir.path());
+    verify(spec);
 }
 
-fn verify(dir: &std::path::Path) {
+fn verify(spec: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = Arc::new(EmbeddedStore::open(dir).unwrap());
+        let store = open(spec).await;
         let node = common::start_with(store, registry()).await;
         for i in 0..INSTANCES {
             let st = node.get_instance(id(i), true).await.unwrap().unwrap();

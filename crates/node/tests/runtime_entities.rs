@@ -72,133 +72,141 @@ fn registry() -> perdure_core::registry::Registry {
     r
 }
 
-#[tokio::test]
-async fn counter_counts_every_signal_and_answers_calls() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let c1 = EntityId::new("Counter", "c1").unwrap();
-    for _ in 0..500 {
-        node.signal_entity(
-            c1.clone(),
-            "add".into(),
-            Some(Payload::json(&1).unwrap()),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    let id = common::start(
-        &node,
-        "ReadCounter",
-        "read-c1",
-        Some(Payload::json(&"c1").unwrap()),
-    )
-    .await;
-    let n: i64 = common::output(&node, &id).await;
-    assert_eq!(n, 500);
-    let st = node.get_entity(c1.clone()).await.unwrap().unwrap();
-    assert_eq!(st.state, Some(Payload::json(&500).unwrap()));
-    // Batching: far fewer batches than operations.
-    let m = node.metrics();
-    let batches = m.entity_batches.load(std::sync::atomic::Ordering::Relaxed);
-    let ops = m
-        .entity_operations
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(ops, 501);
-    assert!(batches <= ops, "{batches} batches for {ops} operations");
-    let page = node
-        .query_entities(EntityQuery {
-            name: Some("counter".into()),
-            fetch_state: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(page.entities.len(), 1);
-    node.shutdown().await;
-}
-
-#[tokio::test]
-async fn orchestrations_signal_entities() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(
-        &node,
-        "SignalFromOrchestration",
-        "sig-1",
-        Some(Payload::json(&25).unwrap()),
-    )
-    .await;
-    let n: i64 = common::output(&node, &id).await;
-    assert_eq!(n, 25);
-    node.shutdown().await;
-}
-
-#[tokio::test]
-async fn transfers_in_critical_sections_conserve_money() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    for key in ["alice", "bob"] {
-        node.signal_entity(
-            EntityId::new("Account", key).unwrap(),
-            "deposit".into(),
-            Some(Payload::json(&1000).unwrap()),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        let (from, to) = if i % 2 == 0 {
-            ("alice", "bob")
-        } else {
-            ("bob", "alice")
-        };
-        let input = json!({"from": from, "to": to, "amount": 10 + i});
-        ids.push(
-            common::start(
-                &node,
-                "Transfer",
-                &format!("t-{i}"),
-                Some(Payload::json(&input).unwrap()),
+every_store! {
+    #[tokio::test]
+    async fn counter_counts_every_signal_and_answers_calls(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let c1 = EntityId::new("Counter", "c1").unwrap();
+        for _ in 0..500 {
+            node.signal_entity(
+                c1.clone(),
+                "add".into(),
+                Some(Payload::json(&1).unwrap()),
+                None,
             )
-            .await,
-        );
-    }
-    for id in &ids {
-        let ok: bool = common::output(&node, id).await;
-        assert!(ok);
-    }
-    let mut total = 0;
-    for key in ["alice", "bob"] {
+            .await
+            .unwrap();
+        }
         let id = common::start(
             &node,
-            "Balance",
-            &format!("bal-{key}"),
-            Some(Payload::json(&key).unwrap()),
+            "ReadCounter",
+            "read-c1",
+            Some(Payload::json(&"c1").unwrap()),
         )
         .await;
-        let b: i64 = common::output(&node, &id).await;
-        total += b;
+        let n: i64 = common::output(&node, &id).await;
+        assert_eq!(n, 500);
+        let st = node.get_entity(c1.clone()).await.unwrap().unwrap();
+        assert_eq!(st.state, Some(Payload::json(&500).unwrap()));
+        // Batching: far fewer batches than operations.
+        let m = node.metrics();
+        let batches = m.entity_batches.load(std::sync::atomic::Ordering::Relaxed);
+        let ops = m
+            .entity_operations
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(ops, 501);
+        assert!(batches <= ops, "{batches} batches for {ops} operations");
+        let page = node
+            .query_entities(EntityQuery {
+                name: Some("counter".into()),
+                fetch_state: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.entities.len(), 1);
+        node.shutdown().await;
     }
-    assert_eq!(total, 2000);
-    // Locks were released.
-    let st = node
-        .get_entity(EntityId::new("Account", "alice").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(st.locked_by, None);
-    node.shutdown().await;
 }
 
-#[tokio::test]
-async fn entities_start_orchestrations() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "CallStarter", "cs-1", None).await;
-    let started: String = common::output(&node, &id).await;
-    let child = InstanceId::new(started).unwrap();
-    let st = common::wait(&node, &child).await;
-    assert_eq!(st.runtime_status, OrchestrationStatus::Completed);
-    node.shutdown().await;
+every_store! {
+    #[tokio::test]
+    async fn orchestrations_signal_entities(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(
+            &node,
+            "SignalFromOrchestration",
+            "sig-1",
+            Some(Payload::json(&25).unwrap()),
+        )
+        .await;
+        let n: i64 = common::output(&node, &id).await;
+        assert_eq!(n, 25);
+        node.shutdown().await;
+    }
+}
+
+every_store! {
+    #[tokio::test]
+    async fn transfers_in_critical_sections_conserve_money(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        for key in ["alice", "bob"] {
+            node.signal_entity(
+                EntityId::new("Account", key).unwrap(),
+                "deposit".into(),
+                Some(Payload::json(&1000).unwrap()),
+                None,
+            )
+            .await
+            .unwrap();
+        }
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let (from, to) = if i % 2 == 0 {
+                ("alice", "bob")
+            } else {
+                ("bob", "alice")
+            };
+            let input = json!({"from": from, "to": to, "amount": 10 + i});
+            ids.push(
+                common::start(
+                    &node,
+                    "Transfer",
+                    &format!("t-{i}"),
+                    Some(Payload::json(&input).unwrap()),
+                )
+                .await,
+            );
+        }
+        for id in &ids {
+            let ok: bool = common::output(&node, id).await;
+            assert!(ok);
+        }
+        let mut total = 0;
+        for key in ["alice", "bob"] {
+            let id = common::start(
+                &node,
+                "Balance",
+                &format!("bal-{key}"),
+                Some(Payload::json(&key).unwrap()),
+            )
+            .await;
+            let b: i64 = common::output(&node, &id).await;
+            total += b;
+        }
+        assert_eq!(total, 2000);
+        // Locks were released.
+        let st = node
+            .get_entity(EntityId::new("Account", "alice").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(st.locked_by, None);
+        node.shutdown().await;
+    }
+}
+
+every_store! {
+    #[tokio::test]
+    async fn entities_start_orchestrations(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "CallStarter", "cs-1", None).await;
+        let started: String = common::output(&node, &id).await;
+        let child = InstanceId::new(started).unwrap();
+        let st = common::wait(&node, &child).await;
+        assert_eq!(st.runtime_status, OrchestrationStatus::Completed);
+        node.shutdown().await;
+    }
 }
 
 /// Signals `add n` to Counter `key`, then reads it through the `ReadCounter` orchestration.
@@ -217,19 +225,21 @@ async fn add_then_read(node: &perdure_node::node::NodeHandle, key: &str, n: i64)
     common::output(node, &id).await
 }
 
-#[tokio::test]
-async fn a_failing_holder_releases_its_locks() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let id = common::start(&node, "LockThenFail", "lock-fail", None).await;
-    assert_eq!(
-        common::wait(&node, &id).await.runtime_status,
-        OrchestrationStatus::Failed
-    );
-    let c = EntityId::new("Counter", "locked").unwrap();
-    assert_eq!(add_then_read(&node, "locked", 7).await, 7);
-    let st = node.get_entity(c).await.unwrap().unwrap();
-    assert_eq!(st.locked_by, None);
-    node.shutdown().await;
+every_store! {
+    #[tokio::test]
+    async fn a_failing_holder_releases_its_locks(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "LockThenFail", "lock-fail", None).await;
+        assert_eq!(
+            common::wait(&node, &id).await.runtime_status,
+            OrchestrationStatus::Failed
+        );
+        let c = EntityId::new("Counter", "locked").unwrap();
+        assert_eq!(add_then_read(&node, "locked", 7).await, 7);
+        let st = node.get_entity(c).await.unwrap().unwrap();
+        assert_eq!(st.locked_by, None);
+        node.shutdown().await;
+    }
 }
 
 #[tokio::test]
@@ -299,62 +309,64 @@ async fn entity_until(
     panic!("the entity never reached the state asked for; last read: {last:?}")
 }
 
-#[tokio::test]
-async fn the_backlog_counts_operations_waiting_behind_a_lock() {
-    let node = common::start_with(Arc::new(MemoryStore::new()), registry()).await;
-    let account = EntityId::new("Account", "held").unwrap();
-    let deposit = |n: i64| {
-        node.signal_entity(
-            account.clone(),
-            "deposit".into(),
-            Some(Payload::json(&n).unwrap()),
-            None,
+every_store! {
+    #[tokio::test]
+    async fn the_backlog_counts_operations_waiting_behind_a_lock(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let account = EntityId::new("Account", "held").unwrap();
+        let deposit = |n: i64| {
+            node.signal_entity(
+                account.clone(),
+                "deposit".into(),
+                Some(Payload::json(&n).unwrap()),
+                None,
+            )
+        };
+        deposit(100).await.unwrap();
+        entity_until(&node, &account, |st| st.state.is_some()).await;
+        // A transfer that holds both accounts' locks until it gets `Confirm`.
+        let input = json!({"from": "held", "to": "other", "amount": 10, "confirm": true});
+        let id = common::start(
+            &node,
+            "Transfer",
+            "t-held",
+            Some(Payload::json(&input).unwrap()),
         )
-    };
-    deposit(100).await.unwrap();
-    entity_until(&node, &account, |st| st.state.is_some()).await;
-    // A transfer that holds both accounts' locks until it gets `Confirm`.
-    let input = json!({"from": "held", "to": "other", "amount": 10, "confirm": true});
-    let id = common::start(
-        &node,
-        "Transfer",
-        "t-held",
-        Some(Payload::json(&input).unwrap()),
-    )
-    .await;
-    let st = entity_until(&node, &account, |st| st.locked_by.is_some()).await;
-    assert_eq!(st.backlog, 0, "nothing waits yet");
-    for n in 1..=3 {
-        deposit(n).await.unwrap();
-    }
-    // The three deposits wait behind the lock, and the listing says so too.
-    let st = entity_until(&node, &account, |st| st.backlog == 3).await;
-    assert!(st.locked_by.is_some());
-    let page = node
-        .query_entities(EntityQuery {
-            name: Some("Account".into()),
-            key_prefix: Some("held".into()),
-            ..Default::default()
-        })
+        .await;
+        let st = entity_until(&node, &account, |st| st.locked_by.is_some()).await;
+        assert_eq!(st.backlog, 0, "nothing waits yet");
+        for n in 1..=3 {
+            deposit(n).await.unwrap();
+        }
+        // The three deposits wait behind the lock, and the listing says so too.
+        let st = entity_until(&node, &account, |st| st.backlog == 3).await;
+        assert!(st.locked_by.is_some());
+        let page = node
+            .query_entities(EntityQuery {
+                name: Some("Account".into()),
+                key_prefix: Some("held".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.entities.len(), 1);
+        assert_eq!(page.entities[0].backlog, 3);
+        // Confirmed, the transfer runs and releases the locks; the deposits then run.
+        node.raise_event(
+            id.clone(),
+            "Confirm".into(),
+            Some(Payload::json(&true).unwrap()),
+        )
         .await
         .unwrap();
-    assert_eq!(page.entities.len(), 1);
-    assert_eq!(page.entities[0].backlog, 3);
-    // Confirmed, the transfer runs and releases the locks; the deposits then run.
-    node.raise_event(
-        id.clone(),
-        "Confirm".into(),
-        Some(Payload::json(&true).unwrap()),
-    )
-    .await
-    .unwrap();
-    let ok: bool = common::output(&node, &id).await;
-    assert!(ok);
-    let st = entity_until(&node, &account, |st| {
-        st.backlog == 0 && st.locked_by.is_none()
-    })
-    .await;
-    let balance: i64 = st.state.unwrap().decode().unwrap();
-    assert_eq!(balance, 100 - 10 + 1 + 2 + 3);
-    node.shutdown().await;
+        let ok: bool = common::output(&node, &id).await;
+        assert!(ok);
+        let st = entity_until(&node, &account, |st| {
+            st.backlog == 0 && st.locked_by.is_none()
+        })
+        .await;
+        let balance: i64 = st.state.unwrap().decode().unwrap();
+        assert_eq!(balance, 100 - 10 + 1 + 2 + 3);
+        node.shutdown().await;
+    }
 }

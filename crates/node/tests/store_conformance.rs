@@ -70,7 +70,7 @@ async fn memory_passes_the_kv_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_passes_the_state_suite() {
-    on_memory(conformance::state_cases()).await;
+    on_memory(perdure_node::state::conformance::state_cases()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +80,7 @@ async fn embedded_passes_the_kv_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_passes_the_state_suite() {
-    on_embedded(conformance::state_cases()).await;
+    on_embedded(perdure_node::state::conformance::state_cases()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +90,11 @@ async fn postgres_passes_the_kv_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_state_suite() {
-    on_postgres("state_conformance", conformance::state_cases()).await;
+    on_postgres(
+        "state_conformance",
+        perdure_node::state::conformance::state_cases(),
+    )
+    .await;
 }
 
 /// Runs `cases` on FoundationDB, each under a fresh key prefix, or skips loudly when
@@ -130,6 +134,6 @@ fn on_foundationdb(test: &str, cases: Vec<Case>) {
 #[test]
 fn foundationdb_passes_the_kv_and_state_suites() {
     on_foundationdb("kv", conformance::kv_cases());
-    on_foundationdb("state", conformance::state_cases());
+    on_foundationdb("state", perdure_node::state::conformance::state_cases());
     perdure_node::store::fdb::stop_network();
 }

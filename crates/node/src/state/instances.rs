@@ -139,7 +139,9 @@ pub fn encode_token(key: &[u8]) -> String {
 
 /// The key of a continuation token (`None` when it is not one).
 pub fn decode_token(t: &str) -> Option<Vec<u8>> {
-    if !t.len().is_multiple_of(2) {
+    // Hex digits only: `from_str_radix` alone would also take a sign (`"+0"`), so a token
+    // the node never handed out would pass as one.
+    if !t.len().is_multiple_of(2) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..t.len())

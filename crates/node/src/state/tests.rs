@@ -1,6 +1,6 @@
 //! Tests of the state layer on the memory store. Fencing, inbox order and exactly-once
 //! consumption, timer order, activity leases and purge run on every backend in the store
-//! conformance suite (`crate::store::conformance::state_cases`).
+//! conformance suite (`crate::state::conformance::state_cases`).
 
 use std::time::Duration;
 
@@ -321,4 +321,20 @@ async fn a_send_racing_with_purge_conflicts() {
         .await
         .unwrap();
     assert!(left.is_empty(), "no inbox message or index entry is left");
+}
+
+/// Found by the `text_parsers` fuzz target: a continuation token with a sign (`"+0"`) decoded
+/// as the key `[0]`, so a token the node never handed out was accepted.
+#[test]
+fn continuation_tokens_are_hex_digits_only() {
+    use super::instances::{decode_token, encode_token};
+    for bad in ["+0", "-1", "+f", "0+", "zz", "0", " 0", "0 "] {
+        assert_eq!(decode_token(bad), None, "{bad:?}");
+    }
+    assert_eq!(decode_token("00ff"), Some(vec![0, 0xff]));
+    assert_eq!(decode_token("00FF"), Some(vec![0, 0xff]));
+    assert_eq!(
+        decode_token(&encode_token(b"\x00k\xfe")),
+        Some(b"\x00k\xfe".to_vec())
+    );
 }

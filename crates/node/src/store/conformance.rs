@@ -1,9 +1,12 @@
 //! The store conformance suite: one set of cases that every backend must pass.
 //!
 //! Each case is a plain async function over a fresh, empty store, so a backend's test file
-//! can run the whole suite ([`run_kv_suite`]) or single cases. The layer above the contract
-//! (`crate::state`: fencing, inbox, timers, activity leases, purge) has its own cases in the
-//! same shape ([`state_cases`], [`run_state_suite`]).
+//! can run the whole suite ([`run_kv_suite`]) or single cases. It knows nothing of the
+//! keyspaces above the contract: the state layer's cases (fencing, inbox, timers, activity
+//! leases, purge) live beside it, in `crate::state::conformance`, in the same shape.
+//!
+//! Test support only: compiled for this crate's tests and with the `test-support` feature,
+//! never into what users link by default.
 //!
 //! Cases that keep two transactions open at once in one task are marked
 //! [`Case::concurrent`]; they are skipped on the memory backend, which runs one
@@ -17,12 +20,8 @@
 //! # });
 //! ```
 
-mod fencing;
-mod fixtures;
 mod isolation;
 mod model;
-mod purge;
-mod queues;
 mod single;
 
 use std::future::Future;
@@ -30,17 +29,12 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-pub use self::fencing::{fencing_race_fails_the_deposed_commit, fencing_rejects_a_deposed_epoch};
 pub use self::isolation::{
-    concurrent_increments, lost_update_conflicts, snapshot_reads_are_repeatable,
-    transact_retries_conflict, write_skew_aborted,
+    absent_read_conflicts_with_an_insert, concurrent_increments,
+    empty_range_read_conflicts_with_an_insert, lost_update_conflicts,
+    snapshot_reads_are_repeatable, transact_retries_conflict, write_skew_aborted,
 };
 pub use self::model::random_transactions_match_a_model;
-pub use self::purge::{purge_removes_the_instance_and_nothing_else, purge_resumes_after_a_stop};
-pub use self::queues::{
-    activity_lease_expiry_and_redelivery, inbox_consumers_race_for_one_message,
-    inbox_order_and_exactly_once, timer_order,
-};
 pub use self::single::{
     atomic_commit, binary_key_order, clear_range, dropped_transaction_leaves_nothing,
     failed_closure_leaves_nothing, get_set_clear, range_reads, range_reads_see_own_writes,
@@ -89,6 +83,12 @@ pub fn kv_cases() -> Vec<Case> {
         case("write_skew_aborted", true, |s| {
             Box::pin(write_skew_aborted(s))
         }),
+        case("absent_read_conflicts_with_an_insert", true, |s| {
+            Box::pin(absent_read_conflicts_with_an_insert(s))
+        }),
+        case("empty_range_read_conflicts_with_an_insert", true, |s| {
+            Box::pin(empty_range_read_conflicts_with_an_insert(s))
+        }),
         case("snapshot_reads_are_repeatable", true, |s| {
             Box::pin(snapshot_reads_are_repeatable(s))
         }),
@@ -104,36 +104,8 @@ pub fn kv_cases() -> Vec<Case> {
     ]
 }
 
-/// The cases of the state layer above the contract: fencing, the inbox under concurrent
-/// consumers, timers, activity leases and incremental purge.
-pub fn state_cases() -> Vec<Case> {
-    vec![
-        case("fencing_rejects_a_deposed_epoch", false, |s| {
-            Box::pin(fencing_rejects_a_deposed_epoch(s))
-        }),
-        case("fencing_race_fails_the_deposed_commit", true, |s| {
-            Box::pin(fencing_race_fails_the_deposed_commit(s))
-        }),
-        case("inbox_order_and_exactly_once", false, |s| {
-            Box::pin(inbox_order_and_exactly_once(s))
-        }),
-        case("inbox_consumers_race_for_one_message", true, |s| {
-            Box::pin(inbox_consumers_race_for_one_message(s))
-        }),
-        case("timer_order", false, |s| Box::pin(timer_order(s))),
-        case("activity_lease_expiry_and_redelivery", false, |s| {
-            Box::pin(activity_lease_expiry_and_redelivery(s))
-        }),
-        case("purge_removes_the_instance_and_nothing_else", false, |s| {
-            Box::pin(purge_removes_the_instance_and_nothing_else(s))
-        }),
-        case("purge_resumes_after_a_stop", false, |s| {
-            Box::pin(purge_resumes_after_a_stop(s))
-        }),
-    ]
-}
-
-fn case(name: &'static str, concurrent: bool, run: CaseFn) -> Case {
+/// A case.
+pub(crate) fn case(name: &'static str, concurrent: bool, run: CaseFn) -> Case {
     Case {
         name,
         concurrent,
@@ -149,17 +121,6 @@ where
     Fut: Future<Output = Arc<dyn Store>>,
 {
     run_cases(&kv_cases(), make).await;
-}
-
-/// Runs every case of [`state_cases`], each on a fresh store from `make`. Panics on the
-/// first failure, naming the case. Cases with concurrent consumers spawn tokio tasks: run it
-/// on a multi-threaded runtime so that their transactions overlap.
-pub async fn run_state_suite<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    run_cases(&state_cases(), make).await;
 }
 
 /// Runs `cases`, each on a fresh store from `make`, printing each name to stderr.
@@ -185,7 +146,7 @@ where
     }
 }
 
-fn ro() -> RetryOptions {
+pub(crate) fn ro() -> RetryOptions {
     RetryOptions::default()
 }
 
@@ -206,7 +167,7 @@ async fn write(store: &dyn Store, pairs: &[(&[u8], &[u8])]) -> Result<(), StoreE
     tx.commit().await
 }
 
-async fn read_all(store: &dyn Store) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+pub(crate) async fn read_all(store: &dyn Store) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
     let mut tx = store.begin().await?;
     tx.get_range(&KeyRange::prefix(b""), RangeOptions::default())
         .await

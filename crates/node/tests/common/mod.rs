@@ -13,6 +13,8 @@ use perdure_node::store::Store;
 use perdure_node::store::embedded::EmbeddedStore;
 use perdure_node::store::memory::MemoryStore;
 
+pub mod stores;
+
 /// Small options for tests.
 pub fn options() -> NodeOptions {
     NodeOptions {

@@ -141,3 +141,86 @@ pub async fn concurrent_increments(store: Arc<dyn Store>) -> Result<(), StoreErr
     assert_eq!(decode_u64(read(&*store, b"counter").await?), TASKS * EACH);
     Ok(())
 }
+
+/// Commits two transactions that are both open and expects exactly one to succeed (the
+/// other with [`StoreError::Conflict`]); returns which one did.
+async fn exactly_one_commits(
+    t1: Box<dyn crate::store::Transaction>,
+    t2: Box<dyn crate::store::Transaction>,
+) -> Result<usize, StoreError> {
+    let r1 = t1.commit().await;
+    let r2 = t2.commit().await;
+    let conflicts = [&r1, &r2]
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict)))
+        .count();
+    assert!(
+        r1.is_ok() != r2.is_ok() && conflicts == 1,
+        "exactly one commits: {r1:?} {r2:?}"
+    );
+    Ok(if r1.is_ok() { 1 } else { 2 })
+}
+
+/// Reads of absent keys race inserts of those keys. Two transactions each check that neither
+/// `a` nor `b` exists and insert one of them (invariant: at most one exists), so under
+/// serializable isolation only one may commit; a backend that tracks reads only of keys that
+/// exist lets both commit. Then two transactions insert the same absent key after reading
+/// it ("create if absent"): one commits, the other conflicts.
+pub async fn absent_read_conflicts_with_an_insert(store: Arc<dyn Store>) -> Result<(), StoreError> {
+    let mut t1 = store.begin().await?;
+    let mut t2 = store.begin().await?;
+    for tx in [&mut t1, &mut t2] {
+        assert_eq!(tx.get(b"absent/a").await?, None);
+        assert_eq!(tx.get(b"absent/b").await?, None);
+    }
+    t1.set(b"absent/a", b"1")?;
+    t2.set(b"absent/b", b"2")?;
+    let winner = exactly_one_commits(t1, t2).await?;
+    let (a, b) = (
+        read(&*store, b"absent/a").await?,
+        read(&*store, b"absent/b").await?,
+    );
+    match winner {
+        1 => assert_eq!((a, b), (Some(b"1".to_vec()), None)),
+        _ => assert_eq!((a, b), (None, Some(b"2".to_vec()))),
+    }
+
+    let mut t1 = store.begin().await?;
+    let mut t2 = store.begin().await?;
+    assert_eq!(t1.get(b"absent/new").await?, None);
+    assert_eq!(t2.get(b"absent/new").await?, None);
+    t1.set(b"absent/new", b"one")?;
+    t2.set(b"absent/new", b"two")?;
+    let winner = exactly_one_commits(t1, t2).await?;
+    let want: &[u8] = if winner == 1 { b"one" } else { b"two" };
+    assert_eq!(read(&*store, b"absent/new").await?, Some(want.to_vec()));
+    Ok(())
+}
+
+/// Range reads that found nothing race inserts into the range (phantoms): two transactions
+/// each see the range empty and insert a different key into it (invariant: at most one key in
+/// the range); only one may commit.
+pub async fn empty_range_read_conflicts_with_an_insert(
+    store: Arc<dyn Store>,
+) -> Result<(), StoreError> {
+    write(&*store, &[(b"phantom0", b"outside")]).await?;
+    let range = KeyRange::prefix(b"phantom/");
+    let mut t1 = store.begin().await?;
+    let mut t2 = store.begin().await?;
+    for tx in [&mut t1, &mut t2] {
+        assert!(
+            tx.get_range(&range, RangeOptions::default())
+                .await?
+                .is_empty()
+        );
+    }
+    t1.set(b"phantom/x", b"1")?;
+    t2.set(b"phantom/y", b"2")?;
+    exactly_one_commits(t1, t2).await?;
+    let mut tx = store.begin().await?;
+    assert_eq!(
+        tx.get_range(&range, RangeOptions::default()).await?.len(),
+        1
+    );
+    Ok(())
+}
