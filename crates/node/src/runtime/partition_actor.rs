@@ -32,6 +32,10 @@ pub(crate) enum ActorMsg {
     Sweep,
 }
 
+// Local only: with ractor's `cluster` feature (needed by ractor_cluster) every message type
+// says whether it can cross nodes; partition messages never do.
+impl ractor::Message for ActorMsg {}
+
 impl std::fmt::Debug for ActorMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
