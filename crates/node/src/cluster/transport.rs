@@ -596,3 +596,6 @@ impl NodeEventSubscription for Events {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
