@@ -103,6 +103,12 @@ pub struct RunArgs {
     /// Log filter.
     #[arg(long)]
     pub log: Option<String>,
+    /// Cluster transport address (`host:port`); unset: a single node.
+    #[arg(long)]
+    pub cluster_listen: Option<String>,
+    /// Cluster peers to dial at start, comma-separated `host:port` (a hint).
+    #[arg(long)]
+    pub cluster_seeds: Option<String>,
 }
 
 /// Why a node process stopped with an error.
@@ -162,6 +168,8 @@ impl Cli {
                 flags.node.max_payload_bytes = r.max_payload_bytes;
                 flags.node.name = r.node_name.clone();
                 flags.log.filter = r.log.clone();
+                flags.cluster.listen = r.cluster_listen.clone();
+                flags.cluster.seeds = r.cluster_seeds.clone().map(crate::config::Seeds::Text);
                 let file_name = r
                     .config
                     .as_ref()

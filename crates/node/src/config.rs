@@ -35,7 +35,10 @@ use crate::http::HttpOptions;
 use crate::options::NodeOptions;
 use crate::store::StoreOptions;
 
+mod cluster;
 mod env;
+
+pub use cluster::{ClusterLayer, Seeds};
 
 pub use env::unknown_env_vars;
 
@@ -137,6 +140,9 @@ pub struct ConfigLayer {
     /// `[log]`.
     #[serde(default)]
     pub log: LogLayer,
+    /// `[cluster]`.
+    #[serde(default)]
+    pub cluster: ClusterLayer,
 }
 
 impl ConfigLayer {
@@ -169,6 +175,8 @@ pub struct NodeConfig {
     pub http: HttpOptions,
     /// The log filter.
     pub log_filter: String,
+    /// The cluster transport (None: a single node, no `cluster.listen`).
+    pub cluster: Option<crate::cluster::transport::TransportOptions>,
 }
 
 /// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a number of seconds.
@@ -360,12 +368,14 @@ impl NodeConfig {
         let log_filter = pick(layers, |l| l.log.filter.as_ref())
             .map(|(v, _)| v.clone())
             .unwrap_or_else(|| "info".to_string());
+        let cluster = cluster::resolve(layers, &node.node_name)?;
         Ok(Self {
             node,
             store,
             http_bind,
             http,
             log_filter,
+            cluster,
         })
     }
 }

@@ -37,6 +37,14 @@ const VARS: &[(&str, &str)] = &[
     ("PARTITION_LEASE", "node.partition_lease"),
     ("RECOVERY_BATCH", "node.recovery_batch"),
     ("LOG", "log.filter"),
+    ("CLUSTER_LISTEN", "cluster.listen"),
+    ("CLUSTER_ADVERTISE", "cluster.advertise"),
+    ("CLUSTER_SEEDS", "cluster.seeds"),
+    ("CLUSTER_COOKIE", "cluster.cookie"),
+    ("CLUSTER_TLS_CERT", "cluster.tls_cert"),
+    ("CLUSTER_TLS_KEY", "cluster.tls_key"),
+    ("CLUSTER_TLS_CA", "cluster.tls_ca"),
+    ("CLUSTER_TLS_SERVER_NAME", "cluster.tls_server_name"),
 ];
 
 /// `PERDURE_*` variables of Perdure's other tools (the `perdure` CLI, tests, benchmarks, the
@@ -114,6 +122,14 @@ impl ConfigLayer {
                 "node.partition_lease" => l.node.partition_lease = duration()?,
                 "node.recovery_batch" => l.node.recovery_batch = num()?,
                 "log.filter" => l.log.filter = text(),
+                "cluster.listen" => l.cluster.listen = text(),
+                "cluster.advertise" => l.cluster.advertise = text(),
+                "cluster.seeds" => l.cluster.seeds = Some(super::Seeds::Text(v.clone())),
+                "cluster.cookie" => l.cluster.cookie = text(),
+                "cluster.tls_cert" => l.cluster.tls_cert = Some(PathBuf::from(&v)),
+                "cluster.tls_key" => l.cluster.tls_key = Some(PathBuf::from(&v)),
+                "cluster.tls_ca" => l.cluster.tls_ca = Some(PathBuf::from(&v)),
+                "cluster.tls_server_name" => l.cluster.tls_server_name = text(),
                 _ => {}
             }
         }
