@@ -416,6 +416,30 @@ impl Transport {
         &self.inner.stats
     }
 
+    /// Waits until `counter` (one of [`Transport::stats`]) reaches `at_least`, up to
+    /// `timeout`; whether it did.
+    pub async fn wait_for_stat(
+        &self,
+        counter: impl Fn(&TransportStats) -> u64,
+        at_least: u64,
+        timeout: Duration,
+    ) -> bool {
+        let stats = &self.inner.stats;
+        tokio::time::timeout(timeout, async {
+            loop {
+                let changed = stats.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if counter(stats) >= at_least {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// The options it runs with.
     pub fn options(&self) -> &TransportOptions {
         &self.inner.opts
@@ -580,6 +604,7 @@ impl NodeEventSubscription for Events {
             .remove(&ses.node_id);
         if !was_authenticated {
             inner.stats.refused_sessions.fetch_add(1, Ordering::Relaxed);
+            inner.stats.changed.notify_waiters();
             tracing::warn!(
                 peer_addr = %ses.peer_addr,
                 peer = ?ses.peer_name.as_ref().map(|p| p.name.clone()),

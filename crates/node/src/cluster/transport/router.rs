@@ -74,6 +74,8 @@ pub struct TransportStats {
     pub calls_served: AtomicU64,
     /// Peer sessions closed before they authenticated (wrong cookie, or not a Perdure node).
     pub refused_sessions: AtomicU64,
+    /// Woken when a counter changes.
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 /// Where the router finds its handler: set once the node is up (requests before that are
@@ -115,6 +117,7 @@ impl Actor for RouterActor {
                             .stats
                             .undecodable_calls
                             .fetch_add(1, Ordering::Relaxed);
+                        state.stats.changed.notify_waiters();
                         tracing::warn!(error = %e, len = bytes.len(), "a peer request did not decode; answered with an error");
                         send_reply(reply, &PeerReply::Undecodable(e.to_string()));
                         return Ok(());
@@ -143,6 +146,7 @@ impl Actor for RouterActor {
                         .stats
                         .undecodable_casts
                         .fetch_add(1, Ordering::Relaxed);
+                    state.stats.changed.notify_waiters();
                     tracing::warn!(error = %e, len = bytes.len(), "a peer cast did not decode; dropped");
                 }
             },
