@@ -38,6 +38,18 @@ impl PeerProcess {
         seeds: &[&str],
         cookie: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with(name, owners, seeds, cookie, None)
+    }
+
+    /// Like [`PeerProcess::spawn`], with TLS files from `tls_dir` (`node.pem`, `node.key`,
+    /// `ca.pem`).
+    pub fn spawn_with(
+        name: &str,
+        owners: &str,
+        seeds: &[&str],
+        cookie: Option<&str>,
+        tls_dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let dir = crate::ensure_built()?;
         let addr = format!("127.0.0.1:{}", free_port()?);
         let mut cmd = Command::new(dir.join("perdure-cluster-peer"));
@@ -47,6 +59,9 @@ impl PeerProcess {
         }
         if let Some(c) = cookie {
             cmd.args(["--cookie", c]);
+        }
+        if let Some(d) = tls_dir {
+            cmd.arg("--tls-dir").arg(d);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -111,4 +126,71 @@ impl Drop for PeerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes a test CA and one node certificate (for the name `perdure`, usable as server and
+/// client) into `dir` with the `openssl` command: `ca.pem`, `node.pem`, `node.key`.
+pub fn write_test_certs(dir: &std::path::Path) -> anyhow::Result<()> {
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        if !out.status.success() {
+            bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=perdure-test-ca",
+    ]);
+    run(&ca)?;
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "node.key",
+        "-out",
+        "node.csr",
+        "-subj",
+        "/CN=perdure",
+    ]);
+    run(&csr)?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:perdure\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "node.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])
 }

@@ -2,7 +2,7 @@
 //! node is its own `perdure-cluster-peer` process on loopback): forwarding to the owner,
 //! cookie refusal, and malformed peer messages.
 
-use perdure_tests::cluster_peer::PeerProcess;
+use perdure_tests::cluster_peer::{PeerProcess, write_test_certs};
 
 #[test]
 fn forwarding_cookie_refusal_and_corrupt_messages() -> anyhow::Result<()> {
@@ -72,5 +72,26 @@ fn forwarding_cookie_refusal_and_corrupt_messages() -> anyhow::Result<()> {
     n1.cmd("quit")?;
     n2.cmd("quit")?;
     n3.cmd("quit")?;
+    Ok(())
+}
+
+#[test]
+fn tls_between_nodes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_test_certs(dir.path())?;
+    let mut t1 = PeerProcess::spawn_with("t1", "t1,t2", &[], Some("c"), Some(dir.path()))?;
+    let mut t2 = PeerProcess::spawn_with("t2", "t1,t2", &[&t1.addr], Some("c"), Some(dir.path()))?;
+    assert_eq!(t2.cmd("wait-node t1 20000")?, "true", "{:?}", t2.log());
+    let done = t2.cmd("start-owned-by t1 tls")?;
+    assert!(
+        done.starts_with("done ") && done.contains(" Completed "),
+        "{done}"
+    );
+    // A node without TLS cannot join the TLS node.
+    let mut plain = PeerProcess::spawn("t3", "t1,t2", &[&t1.addr], Some("c"))?;
+    assert_eq!(plain.cmd("wait-node t1 1500")?, "false");
+    t1.cmd("quit")?;
+    t2.cmd("quit")?;
+    plain.cmd("quit")?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! perdure-cluster-peer --name n1 --listen 127.0.0.1:7101 --owners n1,n2 [--seeds a,b] [--cookie c]
+//!     [--tls-dir DIR (node.pem, node.key, ca.pem)]
 //! ```
 
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use anyhow::{Context, bail};
 use perdure_core::InstanceId;
 use perdure_core::management::{ManagementApi, StartRequest};
 use perdure_node::cluster::transport::{
-    ClusterApi, Links, PartitionOwners, ServePeers, StaticOwners, Transport, TransportOptions,
+    ClusterApi, Links, PartitionOwners, ServePeers, StaticOwners, TlsFiles, Transport,
+    TransportOptions,
     wire::{PeerReply, PeerRequest},
 };
 use perdure_node::node::Node;
@@ -58,6 +60,15 @@ async fn main() -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     opts.cookie = arg(&args, "--cookie");
+    opts.tls = arg(&args, "--tls-dir").map(|d| {
+        let d = std::path::PathBuf::from(d);
+        TlsFiles {
+            cert: d.join("node.pem"),
+            key: d.join("node.key"),
+            ca: d.join("ca.pem"),
+            server_name: None,
+        }
+    });
     let node = Node::builder()
         .registry(Arc::new(perdure_node::sample::sample_registry()))
         .store(Arc::new(MemoryStore::new()))

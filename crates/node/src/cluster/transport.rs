@@ -19,7 +19,7 @@
 //! # let _ = reply; Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -323,6 +323,7 @@ impl Transport {
                 subscription: Box::new(Events {
                     transport: Arc::downgrade(&t.inner),
                     authenticated: Mutex::new(HashSet::new()),
+                    ready: Mutex::new(HashMap::new()),
                 }),
             })
             .map_err(|e| TransportError::Spawn(e.to_string()))?;
@@ -561,6 +562,9 @@ impl Links for Transport {
 struct Events {
     transport: std::sync::Weak<Inner>,
     authenticated: Mutex<HashSet<u64>>,
+    /// Ready sessions: session id -> peer name (a peer may briefly have two sessions while
+    /// ractor_cluster settles a simultaneous connect).
+    ready: Mutex<HashMap<u64, String>>,
 }
 
 fn peer_of(ses: &ractor_cluster::node::NodeServerSessionInformation) -> Option<(String, String)> {
@@ -586,6 +590,10 @@ impl NodeEventSubscription for Events {
             return;
         };
         if let Some((name, addr)) = peer_of(&ses) {
+            self.ready
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(ses.node_id, name.clone());
             tracing::info!(peer = %name, addr = %addr, "cluster peer connected");
             inner.peers.send_modify(|m| {
                 m.insert(name, addr);
@@ -613,7 +621,12 @@ impl NodeEventSubscription for Events {
             );
             return;
         }
-        if let Some((name, _)) = peer_of(&ses) {
+        let still_connected = {
+            let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            ready.remove(&ses.node_id);
+            peer_of(&ses).map(|(name, _)| (ready.values().any(|n| *n == name), name))
+        };
+        if let Some((false, name)) = still_connected {
             tracing::warn!(peer = %name, "cluster peer disconnected");
             inner.peers.send_modify(|m| {
                 m.remove(&name);
