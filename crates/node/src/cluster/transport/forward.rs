@@ -238,9 +238,9 @@ impl ClusterApi {
                         match self.links.call(&n, &request, call_timeout).await {
                             Ok(PeerReply::Forwarded(r)) => {
                                 return Ok(if delivered_maybe {
-                                    accept_earlier_start(&req, r)
+                                    accept_earlier_start(&req, *r)
                                 } else {
-                                    r
+                                    *r
                                 });
                             }
                             Ok(PeerReply::NotMine { .. }) => {
@@ -416,7 +416,7 @@ impl PeerHandler for ServePeers {
                     if !owners.is_local(p) {
                         return PeerReply::NotMine { partition: p };
                     }
-                    PeerReply::Forwarded(run_local(local.as_ref(), req).await)
+                    PeerReply::Forwarded(Box::new(run_local(local.as_ref(), req).await))
                 }
             }
         })

@@ -106,7 +106,7 @@ fn every_reply() -> Vec<PeerReply> {
         locked_by: Some("lock".into()),
         backlog: 4,
     };
-    let f = |r| PeerReply::Forwarded(r);
+    let f = |r| PeerReply::Forwarded(Box::new(r));
     vec![
         f(ForwardReply::Unit(Ok(()))),
         f(ForwardReply::Unit(Err(ManagementError::NotFound(

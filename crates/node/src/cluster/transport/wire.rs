@@ -33,7 +33,7 @@ pub enum PeerCast {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerReply {
     /// The outcome of a forwarded operation.
-    Forwarded(ForwardReply),
+    Forwarded(Box<ForwardReply>),
     /// The receiving node does not own the target's partition (a handoff is under way, or
     /// the sender's view of ownership is stale): ask again after ownership settles.
     NotMine {
