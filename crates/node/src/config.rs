@@ -88,7 +88,7 @@ pub struct HttpLayer {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeLayer {
-    /// Node name (lease owner).
+    /// Node name: the older spelling of `cluster.name`.
     pub name: Option<String>,
     /// Partitions at first initialisation.
     pub partitions: Option<u64>,
@@ -106,10 +106,24 @@ pub struct RuntimeLayer {
     pub partition_queue_bound: Option<u64>,
     /// Largest payload, in bytes.
     pub max_payload_bytes: Option<u64>,
-    /// Partition lease.
+    /// Partition lease: the older spelling of `cluster.lease_ttl`.
     pub partition_lease: Option<String>,
     /// Inbox messages per recovery batch.
     pub recovery_batch: Option<u64>,
+}
+
+/// The `[cluster]` table: membership and partition ownership.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLayer {
+    /// This node's name, unique among live nodes (default: the host name).
+    pub name: Option<String>,
+    /// Lifetime of a partition lease and of a heartbeat (`"5s"`).
+    pub lease_ttl: Option<String>,
+    /// How often the node writes its heartbeat and reconsiders its partitions (`"1s"`).
+    pub heartbeat_interval: Option<String>,
+    /// Partitions handed off per heartbeat at most.
+    pub max_moves_per_tick: Option<u64>,
 }
 
 /// The `[log]` table.
@@ -134,6 +148,9 @@ pub struct ConfigLayer {
     /// `[node]`.
     #[serde(default)]
     pub node: RuntimeLayer,
+    /// `[cluster]`.
+    #[serde(default)]
+    pub cluster: ClusterLayer,
     /// `[log]`.
     #[serde(default)]
     pub log: LogLayer,
@@ -250,12 +267,44 @@ impl NodeConfig {
         nz!(recovery_batch, "node.recovery_batch");
         dur!(activity_lease, "node.activity_lease");
         dur!(idle_passivation, "node.idle_passivation");
-        dur!(partition_lease, "node.partition_lease");
-        if let Some((v, _)) = pick(layers, |l| l.node.name.as_ref()) {
-            node.node_name = v.clone();
+        let cdur = |v: &String, name: &str, src: &str| {
+            parse_duration(v).ok_or_else(|| {
+                err(
+                    name,
+                    src,
+                    format!("{v:?} is not a duration (like 500ms, 30s, 5m, 1h)"),
+                )
+            })
+        };
+        if let Some((v, src)) = pick(layers, |l| l.node.partition_lease.as_ref()) {
+            node.cluster.lease_ttl = cdur(v, "node.partition_lease", &src)?;
+        }
+        if let Some((v, src)) = pick(layers, |l| l.cluster.lease_ttl.as_ref()) {
+            node.cluster.lease_ttl = cdur(v, "cluster.lease_ttl", &src)?;
+        }
+        if let Some((v, src)) = pick(layers, |l| l.cluster.heartbeat_interval.as_ref()) {
+            node.cluster.heartbeat_interval = cdur(v, "cluster.heartbeat_interval", &src)?;
+        } else if pick(layers, |l| l.cluster.lease_ttl.as_ref().or(l.node.partition_lease.as_ref())).is_some() {
+            // Follows the lease: five heartbeats per lease lifetime.
+            node.cluster.heartbeat_interval = node.cluster.lease_ttl / 5;
+        }
+        if let Some((v, src)) = pick(layers, |l| l.cluster.max_moves_per_tick.as_ref()) {
+            node.cluster.max_moves_per_tick = usize::try_from(*v)
+                .ok()
+                .and_then(NonZeroUsize::new)
+                .ok_or_else(|| {
+                    err("cluster.max_moves_per_tick", &src, format!("{v} must be a positive integer"))
+                })?;
+        }
+        if let Some((v, _)) = pick(layers, |l| l.cluster.name.as_ref().or(l.node.name.as_ref())) {
+            node.cluster.name = v.clone();
         }
         node.validate().map_err(|e| ConfigError {
-            field: format!("node.{}", e.field),
+            field: if e.field.starts_with("cluster.") {
+                e.field.to_string()
+            } else {
+                format!("node.{}", e.field)
+            },
             source_name: "merged configuration".into(),
             reason: e.reason,
         })?;

@@ -36,6 +36,10 @@ const VARS: &[(&str, &str)] = &[
     ("MAX_PAYLOAD_BYTES", "node.max_payload_bytes"),
     ("PARTITION_LEASE", "node.partition_lease"),
     ("RECOVERY_BATCH", "node.recovery_batch"),
+    ("CLUSTER_NAME", "cluster.name"),
+    ("CLUSTER_LEASE_TTL", "cluster.lease_ttl"),
+    ("CLUSTER_HEARTBEAT_INTERVAL", "cluster.heartbeat_interval"),
+    ("CLUSTER_MAX_MOVES_PER_TICK", "cluster.max_moves_per_tick"),
     ("LOG", "log.filter"),
 ];
 
@@ -113,6 +117,10 @@ impl ConfigLayer {
                 "node.max_payload_bytes" => l.node.max_payload_bytes = num()?,
                 "node.partition_lease" => l.node.partition_lease = duration()?,
                 "node.recovery_batch" => l.node.recovery_batch = num()?,
+                "cluster.name" => l.cluster.name = text(),
+                "cluster.lease_ttl" => l.cluster.lease_ttl = duration()?,
+                "cluster.heartbeat_interval" => l.cluster.heartbeat_interval = duration()?,
+                "cluster.max_moves_per_tick" => l.cluster.max_moves_per_tick = num()?,
                 "log.filter" => l.log.filter = text(),
                 _ => {}
             }
