@@ -73,11 +73,7 @@ impl LocalPeers {
 
 impl PeerNudge for LocalPeers {
     fn nudge(&self, node: &str, partition: u32) {
-        let n = self
-            .nodes
-            .lock()
-            .ok()
-            .and_then(|m| m.get(node).cloned());
+        let n = self.nodes.lock().ok().and_then(|m| m.get(node).cloned());
         if let Some(n) = n {
             n.nudge(partition);
         }

@@ -284,7 +284,14 @@ impl NodeConfig {
         }
         if let Some((v, src)) = pick(layers, |l| l.cluster.heartbeat_interval.as_ref()) {
             node.cluster.heartbeat_interval = cdur(v, "cluster.heartbeat_interval", &src)?;
-        } else if pick(layers, |l| l.cluster.lease_ttl.as_ref().or(l.node.partition_lease.as_ref())).is_some() {
+        } else if pick(layers, |l| {
+            l.cluster
+                .lease_ttl
+                .as_ref()
+                .or(l.node.partition_lease.as_ref())
+        })
+        .is_some()
+        {
             // Follows the lease: five heartbeats per lease lifetime.
             node.cluster.heartbeat_interval = node.cluster.lease_ttl / 5;
         }
@@ -293,7 +300,11 @@ impl NodeConfig {
                 .ok()
                 .and_then(NonZeroUsize::new)
                 .ok_or_else(|| {
-                    err("cluster.max_moves_per_tick", &src, format!("{v} must be a positive integer"))
+                    err(
+                        "cluster.max_moves_per_tick",
+                        &src,
+                        format!("{v} must be a positive integer"),
+                    )
                 })?;
         }
         if let Some((v, _)) = pick(layers, |l| l.cluster.name.as_ref().or(l.node.name.as_ref())) {

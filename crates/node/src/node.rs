@@ -151,9 +151,10 @@ impl NodeBuilder {
         .await
         .map_err(|e| NodeError::Spawn(e.to_string()))?;
         let _ = shared.activities.set(pool);
-        shared
-            .nudge
-            .attach(&self.options.cluster.name, crate::cluster::local_nudge(&shared));
+        shared.nudge.attach(
+            &self.options.cluster.name,
+            crate::cluster::local_nudge(&shared),
+        );
         let me = membership::join(&shared).await?;
         let (mut manager, view) = Manager::new(shared.clone(), me);
         let first = manager.tick().await?;

@@ -2,8 +2,8 @@
 //! timers, and the shared context they run in. See `docs/runtime.md`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use perdure_core::{ExecutionId, InstanceId};

@@ -79,7 +79,11 @@ impl Manager {
     }
 
     /// Runs the loop (after the first [`Manager::tick`] ran in `Node::start`).
-    pub(crate) async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<ManagerCmd>, first: Duration) {
+    pub(crate) async fn run(
+        mut self,
+        mut cmds: mpsc::UnboundedReceiver<ManagerCmd>,
+        first: Duration,
+    ) {
         let mut next = first;
         loop {
             tokio::select! {
@@ -170,8 +174,15 @@ impl Manager {
             self.held.remove(&p);
             self.shared.set_route(p, None);
             let failures = self.backoff.get(&p).map_or(0, |(_, n)| *n) + 1;
-            let delay = interval.saturating_mul(1 << failures.min(5)).min(Duration::from_secs(30));
-            tracing::warn!(partition = p, failures, delay_ms = delay.as_millis() as u64, "partition actor stopped: restarting it after a backoff");
+            let delay = interval
+                .saturating_mul(1 << failures.min(5))
+                .min(Duration::from_secs(30));
+            tracing::warn!(
+                partition = p,
+                failures,
+                delay_ms = delay.as_millis() as u64,
+                "partition actor stopped: restarting it after a backoff"
+            );
             self.backoff.insert(p, (Instant::now() + delay, failures));
         }
 
@@ -187,11 +198,21 @@ impl Manager {
             .held
             .keys()
             .copied()
-            .filter(|p| desired.get(*p as usize).copied().flatten().is_some_and(|d| d != c.name))
+            .filter(|p| {
+                desired
+                    .get(*p as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|d| d != c.name)
+            })
             .take(c.max_moves_per_tick.get())
             .collect();
         for p in &give {
-            tracing::info!(partition = p, to = desired.get(*p as usize).copied().flatten().unwrap_or(""), "handing partition off");
+            tracing::info!(
+                partition = p,
+                to = desired.get(*p as usize).copied().flatten().unwrap_or(""),
+                "handing partition off"
+            );
         }
         self.drain(give).await;
 
@@ -199,7 +220,11 @@ impl Manager {
         let take: Vec<u32> = (0..partitions)
             .filter(|p| desired.get(*p as usize).copied().flatten() == Some(c.name.as_str()))
             .filter(|p| !self.held.contains_key(p))
-            .filter(|p| self.backoff.get(p).is_none_or(|(t, _)| *t <= Instant::now()))
+            .filter(|p| {
+                self.backoff
+                    .get(p)
+                    .is_none_or(|(t, _)| *t <= Instant::now())
+            })
             .filter(|p| match table.get(*p as usize) {
                 Some(Some((l, _))) => l.owner == c.name || l.expires_at <= now,
                 _ => true,
@@ -210,8 +235,15 @@ impl Manager {
             .any(|p| !self.held.contains_key(&p) && !take.contains(&p));
         self.acquire(take).await;
 
-        // Without links that deliver nudges, owners re-read their inboxes every heartbeat.
-        if !self.shared.nudge.delivers() && self.last_rescan.elapsed() >= interval {
+        // Without links that deliver nudges, owners re-read their inboxes every heartbeat;
+        // with them, once per lease lifetime as a safety net (a nudge sent by a node with a
+        // stale view of the owners is lost, never the message: it is in the store).
+        let every = if self.shared.nudge.delivers() {
+            c.lease_ttl
+        } else {
+            interval
+        };
+        if self.last_rescan.elapsed() >= every {
             self.last_rescan = Instant::now();
             for p in self.held.keys() {
                 self.shared.rescan(*p);
@@ -268,7 +300,11 @@ impl Manager {
         }
         self.shared
             .set_owners(rows.iter().map(|r| r.owner.clone()).collect());
-        let count = |name: &str| rows.iter().filter(|r| r.owner.as_deref() == Some(name)).count();
+        let count = |name: &str| {
+            rows.iter()
+                .filter(|r| r.owner.as_deref() == Some(name))
+                .count()
+        };
         let nodes = nodes
             .iter()
             .map(|n| NodeView {
@@ -285,7 +321,8 @@ impl Manager {
             .collect::<Vec<_>>();
         let owned: Vec<u32> = self.held.keys().copied().collect();
         let m = &self.shared.metrics;
-        m.partitions_owned.store(owned.len() as i64, Ordering::Relaxed);
+        m.partitions_owned
+            .store(owned.len() as i64, Ordering::Relaxed);
         m.cluster_nodes.store(
             nodes.iter().filter(|n| n.live && !n.leaving).count() as i64,
             Ordering::Relaxed,
@@ -306,7 +343,8 @@ impl Manager {
             return;
         }
         let started = futures::future::join_all(
-            take.iter().map(|p| Partition::start(self.shared.clone(), *p)),
+            take.iter()
+                .map(|p| Partition::start(self.shared.clone(), *p)),
         )
         .await;
         let mut fresh = Vec::new();
@@ -315,10 +353,18 @@ impl Manager {
                 Ok(part) => match ractor::Actor::spawn(None, PartitionActor, part).await {
                     Ok((actor, task)) => {
                         self.shared.set_route(p, Some(actor.clone()));
-                        self.held.insert(p, Held { actor: actor.clone(), task });
+                        self.held.insert(
+                            p,
+                            Held {
+                                actor: actor.clone(),
+                                task,
+                            },
+                        );
                         fresh.push((p, actor));
                     }
-                    Err(e) => tracing::error!(partition = p, error = %e, "partition actor did not start"),
+                    Err(e) => {
+                        tracing::error!(partition = p, error = %e, "partition actor did not start")
+                    }
                 },
                 Err(StoreError::Fenced { .. }) => {
                     tracing::debug!(partition = p, "partition taken by another node meanwhile")
@@ -337,7 +383,11 @@ impl Manager {
             match rx.await {
                 Ok(Ok(())) => {
                     self.backoff.remove(&p);
-                    tracing::info!(partition = p, epoch = self.shared.epoch(p), "partition acquired");
+                    tracing::info!(
+                        partition = p,
+                        epoch = self.shared.epoch(p),
+                        "partition acquired"
+                    );
                 }
                 // The actor stops itself; the next round restarts it after a backoff.
                 _ => tracing::warn!(partition = p, "partition recovery failed"),
@@ -353,9 +403,7 @@ impl Manager {
             if let Some(h) = self.held.remove(&p) {
                 self.shared.set_route(p, None);
                 let (tx, rx) = oneshot::channel();
-                let _ = h
-                    .actor
-                    .cast(ActorMsg::External(PartitionMsg::Shutdown(tx)));
+                let _ = h.actor.cast(ActorMsg::External(PartitionMsg::Shutdown(tx)));
                 waits.push(async move {
                     let _ = rx.await;
                     let _ = h.task.await;
@@ -393,7 +441,10 @@ impl Manager {
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not remove this node's membership record");
         }
-        self.shared.metrics.partitions_owned.store(0, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .partitions_owned
+            .store(0, Ordering::Relaxed);
         self.view.send_modify(|v| {
             v.owned.clear();
             v.not_ready = Some("the node is stopping".into());
