@@ -374,10 +374,19 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let orchestrations = registry.orchestration_names();
     let store = open_store_with_retry(&cfg.store).await?;
+    let mut node_opts = cfg.node.clone();
+    if node_opts.cluster.http_address.is_none() {
+        node_opts.cluster.http_address = Some(
+            cfg.http
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", cfg.http_bind)),
+        );
+    }
     let node = Node::builder()
         .registry(registry)
         .store(store)
-        .options(cfg.node.clone())
+        .options(node_opts)
         .start()
         .await?;
     let listener = tokio::net::TcpListener::bind(cfg.http_bind)
@@ -399,6 +408,10 @@ pub async fn serve(
             Arc::new(move || ready.load(std::sync::atomic::Ordering::Relaxed))
         }),
         metrics: Some(Arc::new(move || metrics.render_prometheus())),
+        cluster: Some({
+            let view = node.cluster();
+            Arc::new(move || view.borrow().clone())
+        }),
         shutting_down: Some(down_rx),
         ..cfg.http.clone()
     };

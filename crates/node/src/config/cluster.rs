@@ -1,6 +1,5 @@
-//! The `[cluster]` table: how this node links to its peers (see `docs/cluster.md`).
-
-use std::path::PathBuf;
+//! The transport fields of the `[cluster]` table: how this node links to its peers (see
+//! `docs/cluster.md`).
 
 use serde::Deserialize;
 
@@ -30,28 +29,6 @@ impl Seeds {
             .map(str::to_string)
             .collect()
     }
-}
-
-/// The `[cluster]` table.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterLayer {
-    /// Where the cluster transport listens (`host:port`); unset: a single node.
-    pub listen: Option<String>,
-    /// The `host:port` peers dial (default: `listen`).
-    pub advertise: Option<String>,
-    /// Addresses dialled at start (a hint; peers are also found from the store).
-    pub seeds: Option<Seeds>,
-    /// Shared secret of the cluster (required when `listen` is not loopback).
-    pub cookie: Option<String>,
-    /// PEM certificate chain for TLS between nodes.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS between nodes.
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA that signs every node's certificate.
-    pub tls_ca: Option<PathBuf>,
-    /// Name in the nodes' certificates (default `perdure`).
-    pub tls_server_name: Option<String>,
 }
 
 /// The transport options of the merged layers (None when `cluster.listen` is unset).
@@ -133,7 +110,7 @@ mod tests {
         )
         .unwrap();
         let c = NodeConfig::resolve(&[("file", file.clone())]).unwrap();
-        let t = c.cluster.unwrap();
+        let t = c.transport.unwrap();
         assert_eq!(t.node_name, "n1");
         assert_eq!(t.seeds, ["a:1", "b:2"]);
         assert_eq!(t.advertise_addr(), "127.0.0.1:7001");
@@ -146,12 +123,12 @@ mod tests {
         flags.cluster.listen = Some("0.0.0.0:7001".into());
         let t = NodeConfig::resolve(&[("file", file), ("environment", e), ("flags", flags)])
             .unwrap()
-            .cluster
+            .transport
             .unwrap();
         assert_eq!(t.seeds, ["x:1", "y:2"]);
         assert_eq!(t.advertise_addr(), "node1:7001");
         assert_eq!(t.cookie.as_deref(), Some("s3cret"));
-        assert!(NodeConfig::resolve(&[]).unwrap().cluster.is_none());
+        assert!(NodeConfig::resolve(&[]).unwrap().transport.is_none());
     }
 
     #[test]

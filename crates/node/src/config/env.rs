@@ -36,6 +36,10 @@ const VARS: &[(&str, &str)] = &[
     ("MAX_PAYLOAD_BYTES", "node.max_payload_bytes"),
     ("PARTITION_LEASE", "node.partition_lease"),
     ("RECOVERY_BATCH", "node.recovery_batch"),
+    ("CLUSTER_NAME", "cluster.name"),
+    ("CLUSTER_LEASE_TTL", "cluster.lease_ttl"),
+    ("CLUSTER_HEARTBEAT_INTERVAL", "cluster.heartbeat_interval"),
+    ("CLUSTER_MAX_MOVES_PER_TICK", "cluster.max_moves_per_tick"),
     ("LOG", "log.filter"),
     ("CLUSTER_LISTEN", "cluster.listen"),
     ("CLUSTER_ADVERTISE", "cluster.advertise"),
@@ -121,6 +125,10 @@ impl ConfigLayer {
                 "node.max_payload_bytes" => l.node.max_payload_bytes = num()?,
                 "node.partition_lease" => l.node.partition_lease = duration()?,
                 "node.recovery_batch" => l.node.recovery_batch = num()?,
+                "cluster.name" => l.cluster.name = text(),
+                "cluster.lease_ttl" => l.cluster.lease_ttl = duration()?,
+                "cluster.heartbeat_interval" => l.cluster.heartbeat_interval = duration()?,
+                "cluster.max_moves_per_tick" => l.cluster.max_moves_per_tick = num()?,
                 "log.filter" => l.log.filter = text(),
                 "cluster.listen" => l.cluster.listen = text(),
                 "cluster.advertise" => l.cluster.advertise = text(),
@@ -222,7 +230,7 @@ mod tests {
         assert_eq!(c.node.idle_passivation.as_secs(), 10);
         assert_eq!(c.node.max_active_per_partition.get(), 9);
         assert_eq!(c.node.partition_queue_bound.get(), 11);
-        assert_eq!(c.node.partition_lease.as_secs(), 20);
+        assert_eq!(c.node.cluster.lease_ttl.as_secs(), 20);
         assert_eq!(c.node.recovery_batch.get(), 13);
         // Every field named in the table is one the file has too (so the two agree).
         for (_, field) in VARS {

@@ -416,7 +416,20 @@ impl ManagementApi for NodeHandle {
                 if r.status.is_terminal() {
                     return Ok(Some(r.to_state(true)));
                 }
-                if tokio::time::timeout_at(deadline, rx).await.is_err() {
+                // Only this node's own partitions notify waiters: for an instance another
+                // node runs, look at the store again every heartbeat (until the cluster
+                // transport forwards the wait to the owner).
+                let p = sh.partition_of_instance(&id);
+                let until = if sh.holds(p) {
+                    deadline
+                } else {
+                    deadline.min(tokio::time::Instant::now() + sh.opts.cluster.heartbeat_interval)
+                };
+                if tokio::time::timeout_at(until, rx).await.is_err() {
+                    if until < deadline {
+                        sh.prune_waiters(&id);
+                        continue;
+                    }
                     sh.prune_waiters(&id);
                     return Ok(self.load_record(&id).await?.map(|r| r.to_state(true)));
                 }
