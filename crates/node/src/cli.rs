@@ -17,9 +17,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use perdure_core::management::ManagementApi;
 use perdure_core::registry::Registry;
 use tokio::sync::watch;
 
+use crate::cluster::transport::node_link::{self, TransportNudge};
+use crate::cluster::transport::{Transport, TransportError};
 use crate::config::{ConfigError, ConfigLayer, NodeConfig};
 use crate::http::{BASE_PATH, HttpOptions, router};
 use crate::node::{Node, NodeError};
@@ -123,6 +126,9 @@ pub enum ServeError {
     /// The node could not start.
     #[error("could not start the node: {0}")]
     Node(#[from] NodeError),
+    /// The cluster transport could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The HTTP listener failed.
     #[error("HTTP server on {addr}: {source}")]
     Http {
@@ -383,12 +389,26 @@ pub async fn serve(
                 .unwrap_or_else(|| format!("http://{}", cfg.http_bind)),
         );
     }
-    let node = Node::builder()
+    let transport = match &cfg.transport {
+        None => None,
+        Some(t) => {
+            node_opts.cluster.cluster_address = Some(t.advertise_addr());
+            Some(Transport::start(t.clone()).await?)
+        }
+    };
+    let mut builder = Node::builder()
         .registry(registry)
         .store(store)
-        .options(node_opts)
-        .start()
-        .await?;
+        .options(node_opts);
+    if let Some(t) = &transport {
+        builder = builder.peer_nudge(Arc::new(TransportNudge::new(t.clone())));
+    }
+    let node = builder.start().await?;
+    // Any node answers for any instance: through the cluster API when linked to peers.
+    let api: Arc<dyn ManagementApi> = match &transport {
+        Some(t) => Arc::new(node_link::attach(&node, t)),
+        None => Arc::new(node.clone()),
+    };
     let listener = tokio::net::TcpListener::bind(cfg.http_bind)
         .await
         .map_err(|source| ServeError::Http {
@@ -415,7 +435,7 @@ pub async fn serve(
         shutting_down: Some(down_rx),
         ..cfg.http.clone()
     };
-    let app = router(Arc::new(node.clone()), http_opts);
+    let app = router(api, http_opts);
     on_ready(ServeInfo {
         addr,
         store: cfg.store.clone(),
@@ -432,6 +452,9 @@ pub async fn serve(
         .await;
     tracing::info!("HTTP server stopped; stopping the runtime");
     node.shutdown().await;
+    if let Some(t) = &transport {
+        t.stop();
+    }
     tracing::info!("node stopped");
     served.map_err(|source| ServeError::Http { addr, source })
 }

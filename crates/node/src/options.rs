@@ -48,6 +48,9 @@ pub struct ClusterOptions {
     pub max_moves_per_tick: NonZeroUsize,
     /// The HTTP address peers and clients may use (written in the heartbeat record).
     pub http_address: Option<String>,
+    /// The cluster transport address peers dial (written in the heartbeat record; None: no
+    /// transport).
+    pub cluster_address: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -58,6 +61,7 @@ impl Default for ClusterOptions {
             heartbeat_interval: Duration::from_secs(1),
             max_moves_per_tick: NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN),
             http_address: None,
+            cluster_address: None,
         }
     }
 }

@@ -203,6 +203,16 @@ impl Shared {
         }
     }
 
+    /// The owner of a partition as last read from the store.
+    pub(crate) fn owner_of(&self, partition: u32) -> Option<String> {
+        self.owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(partition as usize)
+            .cloned()
+            .flatten()
+    }
+
     /// Records the owners read from the store (for nudges).
     pub(crate) fn set_owners(&self, owners: Vec<Option<String>>) {
         *self.owners.write().unwrap_or_else(|e| e.into_inner()) = owners;

@@ -35,7 +35,7 @@ pub(crate) fn record(shared: &Shared, started_at: perdure_core::Timestamp) -> No
     NodeRecord {
         name: c.name.clone(),
         incarnation: shared.node_id,
-        cluster_address: String::new(),
+        cluster_address: c.cluster_address.clone().unwrap_or_default(),
         http_address: c.http_address.clone().unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at,

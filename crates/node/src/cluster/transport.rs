@@ -36,6 +36,7 @@ use ractor_cluster::{
 use tokio::sync::watch;
 
 pub mod forward;
+pub mod node_link;
 mod router;
 mod tls;
 pub mod wire;
