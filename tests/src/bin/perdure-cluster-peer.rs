@@ -74,7 +74,10 @@ async fn main() -> anyhow::Result<()> {
         .store(Arc::new(MemoryStore::new()))
         .options(NodeOptions {
             partitions: std::num::NonZeroU32::new(PARTITIONS).context("partitions")?,
-            node_name: name.clone(),
+            cluster: perdure_node::options::ClusterOptions {
+                name: name.clone(),
+                ..Default::default()
+            },
             ..NodeOptions::default()
         })
         .start()

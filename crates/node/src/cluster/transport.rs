@@ -364,13 +364,12 @@ impl Transport {
         if addr == self.inner.opts.advertise_addr() {
             return;
         }
-        let new = self
-            .inner
+        self.inner
             .wanted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(addr.to_string());
-        if new || !self.connected_addrs().contains(addr) {
+        if !self.connected_addrs().contains(addr) {
             self.dial(addr).await;
         }
     }
@@ -612,6 +611,17 @@ impl NodeEventSubscription for Events {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ses.node_id);
         if !was_authenticated {
+            // ractor_cluster closes one of two sessions when two nodes dial each other at
+            // once: not a refusal when the peer is connected through the other session.
+            let duplicate = {
+                let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+                let by_name = peer_of(&ses).is_some_and(|(n, _)| ready.values().any(|r| *r == n));
+                by_name || inner.peers.borrow().values().any(|a| *a == ses.peer_addr)
+            };
+            if duplicate {
+                tracing::debug!(peer_addr = %ses.peer_addr, "duplicate cluster session closed");
+                return;
+            }
             inner.stats.refused_sessions.fetch_add(1, Ordering::Relaxed);
             inner.stats.changed.notify_waiters();
             tracing::warn!(
