@@ -214,7 +214,24 @@ mod tests {
         assert_eq!(c.node.idle_passivation.as_secs(), 10);
         assert_eq!(c.node.max_active_per_partition.get(), 9);
         assert_eq!(c.node.partition_queue_bound.get(), 11);
-        assert_eq!(c.node.partition_lease.as_secs(), 20);
+        assert_eq!(c.node.cluster.lease_ttl.as_secs(), 20);
+        assert_eq!(c.node.cluster.heartbeat_interval.as_secs(), 4);
+        let l = env(&[
+            ("PERDURE_NODE_NAME", "old-spelling"),
+            ("PERDURE_CLUSTER_NAME", "n-7"),
+            ("PERDURE_CLUSTER_LEASE_TTL", "3s"),
+            ("PERDURE_CLUSTER_HEARTBEAT_INTERVAL", "500ms"),
+            ("PERDURE_CLUSTER_MAX_MOVES_PER_TICK", "8"),
+        ])
+        .unwrap();
+        let c2 = NodeConfig::resolve(&[("environment", l)]).unwrap();
+        assert_eq!(c2.node.cluster.name, "n-7");
+        assert_eq!(c2.node.cluster.lease_ttl.as_millis(), 3000);
+        assert_eq!(c2.node.cluster.heartbeat_interval.as_millis(), 500);
+        assert_eq!(c2.node.cluster.max_moves_per_tick.get(), 8);
+        let l = env(&[("PERDURE_CLUSTER_HEARTBEAT_INTERVAL", "2s")]).unwrap();
+        let e = NodeConfig::resolve(&[("environment", l)]).unwrap_err();
+        assert_eq!(e.field, "cluster.heartbeat_interval");
         assert_eq!(c.node.recovery_batch.get(), 13);
         // Every field named in the table is one the file has too (so the two agree).
         for (_, field) in VARS {
