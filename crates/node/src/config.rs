@@ -66,6 +66,8 @@ pub struct StoreLayer {
     pub url: Option<String>,
     /// PostgreSQL connection pool size.
     pub pool_size: Option<u64>,
+    /// PostgreSQL table (default `kv`).
+    pub table: Option<String>,
     /// FoundationDB cluster file.
     pub cluster_file: Option<PathBuf>,
 }
@@ -381,7 +383,11 @@ impl NodeConfig {
                             )
                         })?,
                 };
-                StoreOptions::Postgres { url, pool_size }
+                StoreOptions::Postgres {
+                    url,
+                    pool_size,
+                    table: pick(layers, |l| l.store.table.as_ref()).map(|(t, _)| t.clone()),
+                }
             }
             Some((b, _)) if b == "foundationdb" || b == "fdb" => StoreOptions::Foundationdb {
                 cluster_file: pick(layers, |l| l.store.cluster_file.as_ref())

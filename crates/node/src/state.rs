@@ -60,7 +60,7 @@ pub mod space {
     /// Chunks of large values.
     pub const CHUNK: &str = "c";
     /// Cluster membership: one heartbeat record per node name.
-    pub const NODE: &str = "n";
+    pub const NODE: &str = "nd";
 }
 
 /// The stable partition of an instance id or entity id string (`@name@key`): FNV-1a 64.

@@ -15,6 +15,7 @@ const VARS: &[(&str, &str)] = &[
     ("STORE_URL", "store.url"),
     ("DATABASE_URL", "store.url"),
     ("STORE_POOL_SIZE", "store.pool_size"),
+    ("STORE_TABLE", "store.table"),
     ("FDB_CLUSTER_FILE", "store.cluster_file"),
     ("HTTP", "http.bind"),
     ("HTTP_BIND", "http.bind"),
@@ -102,6 +103,7 @@ impl ConfigLayer {
                 "store.path" => l.store.path = Some(PathBuf::from(&v)),
                 "store.url" => l.store.url = text(),
                 "store.pool_size" => l.store.pool_size = num()?,
+                "store.table" => l.store.table = text(),
                 "store.cluster_file" => l.store.cluster_file = Some(PathBuf::from(&v)),
                 "http.bind" => l.http.bind = text(),
                 "http.public_url" => l.http.public_url = text(),
@@ -231,6 +233,23 @@ mod tests {
         assert_eq!(c.node.max_active_per_partition.get(), 9);
         assert_eq!(c.node.partition_queue_bound.get(), 11);
         assert_eq!(c.node.cluster.lease_ttl.as_secs(), 20);
+        assert_eq!(c.node.cluster.heartbeat_interval.as_secs(), 4);
+        let l = env(&[
+            ("PERDURE_NODE_NAME", "old-spelling"),
+            ("PERDURE_CLUSTER_NAME", "n-7"),
+            ("PERDURE_CLUSTER_LEASE_TTL", "3s"),
+            ("PERDURE_CLUSTER_HEARTBEAT_INTERVAL", "500ms"),
+            ("PERDURE_CLUSTER_MAX_MOVES_PER_TICK", "8"),
+        ])
+        .unwrap();
+        let c2 = NodeConfig::resolve(&[("environment", l)]).unwrap();
+        assert_eq!(c2.node.cluster.name, "n-7");
+        assert_eq!(c2.node.cluster.lease_ttl.as_millis(), 3000);
+        assert_eq!(c2.node.cluster.heartbeat_interval.as_millis(), 500);
+        assert_eq!(c2.node.cluster.max_moves_per_tick.get(), 8);
+        let l = env(&[("PERDURE_CLUSTER_HEARTBEAT_INTERVAL", "2s")]).unwrap();
+        let e = NodeConfig::resolve(&[("environment", l)]).unwrap_err();
+        assert_eq!(e.field, "cluster.heartbeat_interval");
         assert_eq!(c.node.recovery_batch.get(), 13);
         // Every field named in the table is one the file has too (so the two agree).
         for (_, field) in VARS {
