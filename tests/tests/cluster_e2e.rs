@@ -2,9 +2,9 @@
 //! they split the partitions, orchestrations started through either node complete exactly
 //! once, and a node stopped with SIGTERM hands everything to the other.
 //!
-//! Until the cluster transport lands, a message for a partition the other node runs is
-//! picked up by its owner at its next heartbeat (`docs/cluster.md`); the test uses a short
-//! lease (2 s, heartbeats every 400 ms). Cluster state has no notification across processes,
+//! Without the cluster transport a message for a partition the other node runs is picked up
+//! by its owner at its next heartbeat (`docs/cluster.md`); the test uses a short lease (2 s,
+//! heartbeats every 400 ms), and runs once without and once with the transport. Cluster state has no notification across processes,
 //! so the test reads `/cluster/partitions` until a bounded deadline.
 
 use std::time::{Duration, Instant};
@@ -23,7 +23,10 @@ fn pg_url() -> Option<String> {
     }
 }
 
-fn spawn(url: &str, table: &str, name: &str) -> NodeProcess {
+/// The cluster transport of a node: `(listen, seeds)`.
+type Link<'a> = Option<(&'a str, &'a str)>;
+
+fn spawn(url: &str, table: &str, name: &str, link: Link<'_>) -> NodeProcess {
     let args: Vec<std::ffi::OsString> = [
         "run",
         "--store",
@@ -40,15 +43,15 @@ fn spawn(url: &str, table: &str, name: &str) -> NodeProcess {
     .iter()
     .map(Into::into)
     .collect();
-    NodeProcess::spawn(
-        &args,
-        &[
-            ("PERDURE_STORE_TABLE", table),
-            ("PERDURE_CLUSTER_LEASE_TTL", "2s"),
-        ],
-        tempfile::tempdir().expect("tempdir"),
-    )
-    .expect("node starts")
+    let mut env = vec![
+        ("PERDURE_STORE_TABLE", table),
+        ("PERDURE_CLUSTER_LEASE_TTL", "2s"),
+    ];
+    if let Some((listen, seeds)) = link {
+        env.push(("PERDURE_CLUSTER_LISTEN", listen));
+        env.push(("PERDURE_CLUSTER_SEEDS", seeds));
+    }
+    NodeProcess::spawn(&args, &env, tempfile::tempdir().expect("tempdir")).expect("node starts")
 }
 
 async fn get(http: &Client, url: &str) -> Value {
@@ -127,11 +130,38 @@ async fn completes_once(http: &Client, node: &NodeProcess, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_partitions_and_hand_off_on_sigterm() {
+    scenario(false).await;
+}
+
+/// The same with the cluster transport: requests are forwarded to the owner, nudges cross
+/// the link, and each node's membership record carries its cluster address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_linked_by_the_transport() {
+    scenario(true).await;
+}
+
+async fn scenario(linked: bool) {
     let Some(url) = pg_url() else { return };
-    let table = format!("cluster_e2e_{}", std::process::id());
+    let table = format!(
+        "cluster_e2e_{}_{}",
+        std::process::id(),
+        if linked { "t" } else { "s" }
+    );
     let http = Client::new();
-    let n1 = spawn(&url, &table, "n1");
-    let n2 = spawn(&url, &table, "n2");
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            .expect("free port")
+    };
+    let (a1, a2) = (port(1), port(2));
+    let n1 = spawn(&url, &table, "n1", linked.then_some((a1.as_str(), "")));
+    let n2 = spawn(
+        &url,
+        &table,
+        "n2",
+        linked.then_some((a2.as_str(), a1.as_str())),
+    );
     until_table(&http, &n1, "both nodes own partitions", |t| {
         let o = owners(t);
         o.iter().any(|x| x == "n1")
@@ -146,6 +176,19 @@ async fn two_processes_share_partitions_and_hand_off_on_sigterm() {
         .as_array()
         .map(|ns| ns.iter().filter(|n| n["live"] == true).count());
     assert_eq!(live, Some(2), "{nodes}");
+    if linked {
+        let mut addrs: Vec<String> = nodes["nodes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|n| n["clusterAddress"].as_str().unwrap_or("").to_string())
+            .collect();
+        addrs.sort();
+        let mut want = vec![a1.clone(), a2.clone()];
+        want.sort();
+        assert_eq!(addrs, want, "{nodes}");
+    }
 
     let ids: Vec<String> = (0..16).map(|i| format!("e2e-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
