@@ -197,6 +197,27 @@ async fn scenario(linked: bool) {
     for (i, id) in ids.iter().enumerate() {
         completes_once(&http, if i % 2 == 0 { &n2 } else { &n1 }, id).await;
     }
+    if linked {
+        // Half of the requests hit a node that does not own the instance: forwarded.
+        let mut served = 0u64;
+        for n in [&n1, &n2] {
+            let m = http
+                .get(format!("{}/metrics", n.origin))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            assert!(m.contains("perdure_cluster_linked_peers 1"), "{m}");
+            served += m
+                .lines()
+                .find_map(|l| l.strip_prefix("perdure_cluster_peer_requests_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .expect("peer request counter");
+        }
+        assert!(served >= 16, "forwarded requests served: {served}");
+    }
 
     assert!(n1.terminate().expect("SIGTERM"), "n1 exits cleanly");
     until_table(&http, &n2, "n2 owns everything", |t| {

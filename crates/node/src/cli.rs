@@ -427,7 +427,16 @@ pub async fn serve(
             let ready = ready.clone();
             Arc::new(move || ready.load(std::sync::atomic::Ordering::Relaxed))
         }),
-        metrics: Some(Arc::new(move || metrics.render_prometheus())),
+        metrics: Some({
+            let transport = transport.clone();
+            Arc::new(move || {
+                let mut text = metrics.render_prometheus();
+                if let Some(t) = &transport {
+                    text.push_str(&t.render_prometheus());
+                }
+                text
+            })
+        }),
         cluster: Some({
             let view = node.cluster();
             Arc::new(move || view.borrow().clone())

@@ -441,6 +441,32 @@ impl Transport {
         .is_ok()
     }
 
+    /// The transport's counters in Prometheus text format.
+    pub fn render_prometheus(&self) -> String {
+        let s = &self.inner.stats;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "# HELP perdure_cluster_peer_requests_total Requests served for peers (forwarded operations, pings).\n\
+             # TYPE perdure_cluster_peer_requests_total counter\n\
+             perdure_cluster_peer_requests_total {}\n\
+             # HELP perdure_cluster_undecodable_total Peer messages that did not decode.\n\
+             # TYPE perdure_cluster_undecodable_total counter\n\
+             perdure_cluster_undecodable_total{{kind=\"call\"}} {}\n\
+             perdure_cluster_undecodable_total{{kind=\"cast\"}} {}\n\
+             # HELP perdure_cluster_refused_sessions_total Peer sessions closed before authenticating.\n\
+             # TYPE perdure_cluster_refused_sessions_total counter\n\
+             perdure_cluster_refused_sessions_total {}\n\
+             # HELP perdure_cluster_linked_peers Peers with a ready transport session.\n\
+             # TYPE perdure_cluster_linked_peers gauge\n\
+             perdure_cluster_linked_peers {}\n",
+            get(&s.calls_served),
+            get(&s.undecodable_calls),
+            get(&s.undecodable_casts),
+            get(&s.refused_sessions),
+            self.inner.peers.borrow().len(),
+        )
+    }
+
     /// The options it runs with.
     pub fn options(&self) -> &TransportOptions {
         &self.inner.opts
