@@ -4,6 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cluster;
 mod http;
 mod http_noop;
 mod measure;
@@ -24,8 +25,10 @@ fn main() -> anyhow::Result<()> {
         "fanout" => runtime::fanout(rest),
         "entity" => runtime::entity(rest),
         "waiting" => runtime::waiting(rest),
+        "forward-latency" => cluster::latency(rest),
+        "forward-peer" => cluster::peer(rest),
         _ => anyhow::bail!(
-            "unknown scenario {scenario:?} (scenarios: http-starts, http-status, store, replay, hello3, fanout, entity, waiting)"
+            "unknown scenario {scenario:?} (scenarios: http-starts, http-status, store, replay, hello3, fanout, entity, waiting, forward-latency)"
         ),
     }
 }

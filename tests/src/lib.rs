@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 pub mod app;
+pub mod cluster_peer;
 pub mod containers;
 
 /// The base path of the Durable Functions routes.

@@ -17,9 +17,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use perdure_core::management::ManagementApi;
 use perdure_core::registry::Registry;
 use tokio::sync::watch;
 
+use crate::cluster::transport::node_link::{self, TransportNudge};
+use crate::cluster::transport::{Transport, TransportError};
 use crate::config::{ConfigError, ConfigLayer, NodeConfig};
 use crate::http::{BASE_PATH, HttpOptions, router};
 use crate::node::{Node, NodeError};
@@ -103,6 +106,12 @@ pub struct RunArgs {
     /// Log filter.
     #[arg(long)]
     pub log: Option<String>,
+    /// Cluster transport address (`host:port`); unset: a single node.
+    #[arg(long)]
+    pub cluster_listen: Option<String>,
+    /// Cluster peers to dial at start, comma-separated `host:port` (a hint).
+    #[arg(long)]
+    pub cluster_seeds: Option<String>,
 }
 
 /// Why a node process stopped with an error.
@@ -117,6 +126,9 @@ pub enum ServeError {
     /// The node could not start.
     #[error("could not start the node: {0}")]
     Node(#[from] NodeError),
+    /// The cluster transport could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The HTTP listener failed.
     #[error("HTTP server on {addr}: {source}")]
     Http {
@@ -162,6 +174,8 @@ impl Cli {
                 flags.node.max_payload_bytes = r.max_payload_bytes;
                 flags.node.name = r.node_name.clone();
                 flags.log.filter = r.log.clone();
+                flags.cluster.listen = r.cluster_listen.clone();
+                flags.cluster.seeds = r.cluster_seeds.clone().map(crate::config::Seeds::Text);
                 let file_name = r
                     .config
                     .as_ref()
@@ -366,12 +380,35 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let orchestrations = registry.orchestration_names();
     let store = open_store_with_retry(&cfg.store).await?;
-    let node = Node::builder()
+    let mut node_opts = cfg.node.clone();
+    if node_opts.cluster.http_address.is_none() {
+        node_opts.cluster.http_address = Some(
+            cfg.http
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", cfg.http_bind)),
+        );
+    }
+    let transport = match &cfg.transport {
+        None => None,
+        Some(t) => {
+            node_opts.cluster.cluster_address = Some(t.advertise_addr());
+            Some(Transport::start(t.clone()).await?)
+        }
+    };
+    let mut builder = Node::builder()
         .registry(registry)
         .store(store)
-        .options(cfg.node.clone())
-        .start()
-        .await?;
+        .options(node_opts);
+    if let Some(t) = &transport {
+        builder = builder.peer_nudge(Arc::new(TransportNudge::new(t.clone())));
+    }
+    let node = builder.start().await?;
+    // Any node answers for any instance: through the cluster API when linked to peers.
+    let api: Arc<dyn ManagementApi> = match &transport {
+        Some(t) => Arc::new(node_link::attach(&node, t)),
+        None => Arc::new(node.clone()),
+    };
     let listener = tokio::net::TcpListener::bind(cfg.http_bind)
         .await
         .map_err(|source| ServeError::Http {
@@ -390,11 +427,24 @@ pub async fn serve(
             let ready = ready.clone();
             Arc::new(move || ready.load(std::sync::atomic::Ordering::Relaxed))
         }),
-        metrics: Some(Arc::new(move || metrics.render_prometheus())),
+        metrics: Some({
+            let transport = transport.clone();
+            Arc::new(move || {
+                let mut text = metrics.render_prometheus();
+                if let Some(t) = &transport {
+                    text.push_str(&t.render_prometheus());
+                }
+                text
+            })
+        }),
+        cluster: Some({
+            let view = node.cluster();
+            Arc::new(move || view.borrow().clone())
+        }),
         shutting_down: Some(down_rx),
         ..cfg.http.clone()
     };
-    let app = router(Arc::new(node.clone()), http_opts);
+    let app = router(api, http_opts);
     on_ready(ServeInfo {
         addr,
         store: cfg.store.clone(),
@@ -411,6 +461,9 @@ pub async fn serve(
         .await;
     tracing::info!("HTTP server stopped; stopping the runtime");
     node.shutdown().await;
+    if let Some(t) = &transport {
+        t.stop();
+    }
     tracing::info!("node stopped");
     served.map_err(|source| ServeError::Http { addr, source })
 }

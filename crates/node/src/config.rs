@@ -35,7 +35,10 @@ use crate::http::HttpOptions;
 use crate::options::NodeOptions;
 use crate::store::StoreOptions;
 
+mod cluster;
 mod env;
+
+pub use cluster::Seeds;
 
 pub use env::unknown_env_vars;
 
@@ -63,6 +66,8 @@ pub struct StoreLayer {
     pub url: Option<String>,
     /// PostgreSQL connection pool size.
     pub pool_size: Option<u64>,
+    /// PostgreSQL table (default `kv`).
+    pub table: Option<String>,
     /// FoundationDB cluster file.
     pub cluster_file: Option<PathBuf>,
 }
@@ -88,7 +93,7 @@ pub struct HttpLayer {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeLayer {
-    /// Node name (lease owner).
+    /// Node name: the older spelling of `cluster.name`.
     pub name: Option<String>,
     /// Partitions at first initialisation.
     pub partitions: Option<u64>,
@@ -106,10 +111,40 @@ pub struct RuntimeLayer {
     pub partition_queue_bound: Option<u64>,
     /// Largest payload, in bytes.
     pub max_payload_bytes: Option<u64>,
-    /// Partition lease.
+    /// Partition lease: the older spelling of `cluster.lease_ttl`.
     pub partition_lease: Option<String>,
     /// Inbox messages per recovery batch.
     pub recovery_batch: Option<u64>,
+}
+
+/// The `[cluster]` table: membership and partition ownership.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLayer {
+    /// This node's name, unique among live nodes (default: the host name).
+    pub name: Option<String>,
+    /// Lifetime of a partition lease and of a heartbeat (`"5s"`).
+    pub lease_ttl: Option<String>,
+    /// How often the node writes its heartbeat and reconsiders its partitions (`"1s"`).
+    pub heartbeat_interval: Option<String>,
+    /// Partitions handed off per heartbeat at most.
+    pub max_moves_per_tick: Option<u64>,
+    /// Where the cluster transport listens (`host:port`); unset: no links to other nodes.
+    pub listen: Option<String>,
+    /// The `host:port` peers dial (default: `listen`).
+    pub advertise: Option<String>,
+    /// Addresses dialled at start (a hint; peers are also found from the store).
+    pub seeds: Option<Seeds>,
+    /// Shared secret of the cluster (required when `listen` is not loopback).
+    pub cookie: Option<String>,
+    /// PEM certificate chain for TLS between nodes.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS between nodes.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that signs every node's certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// Name in the nodes' certificates (default `perdure`).
+    pub tls_server_name: Option<String>,
 }
 
 /// The `[log]` table.
@@ -134,6 +169,9 @@ pub struct ConfigLayer {
     /// `[node]`.
     #[serde(default)]
     pub node: RuntimeLayer,
+    /// `[cluster]`.
+    #[serde(default)]
+    pub cluster: ClusterLayer,
     /// `[log]`.
     #[serde(default)]
     pub log: LogLayer,
@@ -169,6 +207,8 @@ pub struct NodeConfig {
     pub http: HttpOptions,
     /// The log filter.
     pub log_filter: String,
+    /// The cluster transport (None: no `cluster.listen`, no links to other nodes).
+    pub transport: Option<crate::cluster::transport::TransportOptions>,
 }
 
 /// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a number of seconds.
@@ -250,12 +290,55 @@ impl NodeConfig {
         nz!(recovery_batch, "node.recovery_batch");
         dur!(activity_lease, "node.activity_lease");
         dur!(idle_passivation, "node.idle_passivation");
-        dur!(partition_lease, "node.partition_lease");
-        if let Some((v, _)) = pick(layers, |l| l.node.name.as_ref()) {
-            node.node_name = v.clone();
+        let cdur = |v: &String, name: &str, src: &str| {
+            parse_duration(v).ok_or_else(|| {
+                err(
+                    name,
+                    src,
+                    format!("{v:?} is not a duration (like 500ms, 30s, 5m, 1h)"),
+                )
+            })
+        };
+        if let Some((v, src)) = pick(layers, |l| l.node.partition_lease.as_ref()) {
+            node.cluster.lease_ttl = cdur(v, "node.partition_lease", &src)?;
+        }
+        if let Some((v, src)) = pick(layers, |l| l.cluster.lease_ttl.as_ref()) {
+            node.cluster.lease_ttl = cdur(v, "cluster.lease_ttl", &src)?;
+        }
+        if let Some((v, src)) = pick(layers, |l| l.cluster.heartbeat_interval.as_ref()) {
+            node.cluster.heartbeat_interval = cdur(v, "cluster.heartbeat_interval", &src)?;
+        } else if pick(layers, |l| {
+            l.cluster
+                .lease_ttl
+                .as_ref()
+                .or(l.node.partition_lease.as_ref())
+        })
+        .is_some()
+        {
+            // Follows the lease: five heartbeats per lease lifetime.
+            node.cluster.heartbeat_interval = node.cluster.lease_ttl / 5;
+        }
+        if let Some((v, src)) = pick(layers, |l| l.cluster.max_moves_per_tick.as_ref()) {
+            node.cluster.max_moves_per_tick = usize::try_from(*v)
+                .ok()
+                .and_then(NonZeroUsize::new)
+                .ok_or_else(|| {
+                    err(
+                        "cluster.max_moves_per_tick",
+                        &src,
+                        format!("{v} must be a positive integer"),
+                    )
+                })?;
+        }
+        if let Some((v, _)) = pick(layers, |l| l.cluster.name.as_ref().or(l.node.name.as_ref())) {
+            node.cluster.name = v.clone();
         }
         node.validate().map_err(|e| ConfigError {
-            field: format!("node.{}", e.field),
+            field: if e.field.starts_with("cluster.") {
+                e.field.to_string()
+            } else {
+                format!("node.{}", e.field)
+            },
             source_name: "merged configuration".into(),
             reason: e.reason,
         })?;
@@ -300,7 +383,11 @@ impl NodeConfig {
                             )
                         })?,
                 };
-                StoreOptions::Postgres { url, pool_size }
+                StoreOptions::Postgres {
+                    url,
+                    pool_size,
+                    table: pick(layers, |l| l.store.table.as_ref()).map(|(t, _)| t.clone()),
+                }
             }
             Some((b, _)) if b == "foundationdb" || b == "fdb" => StoreOptions::Foundationdb {
                 cluster_file: pick(layers, |l| l.store.cluster_file.as_ref())
@@ -360,12 +447,14 @@ impl NodeConfig {
         let log_filter = pick(layers, |l| l.log.filter.as_ref())
             .map(|(v, _)| v.clone())
             .unwrap_or_else(|| "info".to_string());
+        let transport = cluster::resolve(layers, &node.cluster.name)?;
         Ok(Self {
             node,
             store,
             http_bind,
             http,
             log_filter,
+            transport,
         })
     }
 }

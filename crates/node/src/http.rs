@@ -46,6 +46,9 @@ pub type ReadinessFn = Arc<dyn Fn() -> bool + Send + Sync>;
 /// A function that renders metrics in the Prometheus text format.
 pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// A function that reports what the node knows of the cluster (`/cluster/*`, `/readyz`).
+pub type ClusterFn = Arc<dyn Fn() -> crate::cluster::ClusterView + Send + Sync>;
+
 /// Options of the HTTP API.
 #[derive(Clone)]
 pub struct HttpOptions {
@@ -64,6 +67,9 @@ pub struct HttpOptions {
     pub readiness: Option<ReadinessFn>,
     /// Runtime metrics for `/metrics`; the HTTP layer appends its own counters.
     pub metrics: Option<MetricsFn>,
+    /// The cluster view for `/cluster/nodes` and `/cluster/partitions`; `/readyz` also
+    /// answers 503 with its reason while the node cannot serve.
+    pub cluster: Option<ClusterFn>,
     /// Turns true when the node begins shutting down: server-side waits end early so that
     /// graceful shutdown is not held up by long polls.
     pub shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
@@ -78,6 +84,7 @@ impl Default for HttpOptions {
             log_payloads: false,
             readiness: None,
             metrics: None,
+            cluster: None,
             shutting_down: None,
         }
     }
@@ -92,6 +99,7 @@ impl std::fmt::Debug for HttpOptions {
             .field("log_payloads", &self.log_payloads)
             .field("readiness", &self.readiness.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("cluster", &self.cluster.is_some())
             .field("shutting_down", &self.shutting_down.is_some())
             .finish()
     }
@@ -172,6 +180,8 @@ pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/cluster/nodes", get(health::cluster_nodes))
+        .route("/cluster/partitions", get(health::cluster_partitions))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

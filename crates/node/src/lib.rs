@@ -3,6 +3,7 @@
 //! The Perdure runtime.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;

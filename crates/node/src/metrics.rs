@@ -83,6 +83,10 @@ pub struct Metrics {
     pub quarantined: AtomicU64,
     /// Timers armed in memory.
     pub armed_timers: AtomicI64,
+    /// Partitions this node holds.
+    pub partitions_owned: AtomicI64,
+    /// Live nodes this node sees.
+    pub cluster_nodes: AtomicI64,
     /// Episode latency (execute + commit).
     pub episode_latency: Histogram,
     /// Activity execution latency.
@@ -164,7 +168,7 @@ impl Metrics {
             "# HELP perdure_completions_total Orchestrations finished.\n# TYPE perdure_completions_total counter\nperdure_completions_total {}",
             self.completions.load(Ordering::Relaxed)
         );
-        let gauges: [(&str, &str, &AtomicI64); 4] = [
+        let gauges: [(&str, &str, &AtomicI64); 6] = [
             (
                 "perdure_activity_queue_depth",
                 "Activity tasks waiting for a worker.",
@@ -184,6 +188,16 @@ impl Metrics {
                 "perdure_armed_timers",
                 "Timers armed in memory.",
                 &self.armed_timers,
+            ),
+            (
+                "perdure_partitions_owned",
+                "Partitions this node holds.",
+                &self.partitions_owned,
+            ),
+            (
+                "perdure_cluster_nodes",
+                "Live nodes this node sees (itself included).",
+                &self.cluster_nodes,
             ),
         ];
         for (name, help, v) in gauges {

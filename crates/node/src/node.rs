@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
+use crate::cluster::manager::{Manager, ManagerHandle};
+use crate::cluster::membership::{self, JoinError};
+use crate::cluster::{ClusterView, PeerNudge};
 use crate::metrics::Metrics;
 use crate::options::{NodeOptions, OptionsError};
 use crate::runtime::activity::ActivityPool;
-use crate::runtime::partition::Partition;
-use crate::runtime::partition_actor::{ActorMsg, PartitionActor};
 use crate::runtime::{Executors, PartitionMsg, Shared};
 use crate::state;
 use crate::store::{Store, StoreError, transact};
@@ -49,6 +49,9 @@ pub enum NodeError {
     /// A partition actor could not be started.
     #[error("partition actor: {0}")]
     Spawn(String),
+    /// The node could not join the cluster.
+    #[error(transparent)]
+    Join(#[from] JoinError),
 }
 
 /// Builds a node.
@@ -57,6 +60,7 @@ pub struct NodeBuilder {
     exec: Option<Arc<dyn Executors>>,
     store: Option<Arc<dyn Store>>,
     options: NodeOptions,
+    nudge: Option<Arc<dyn PeerNudge>>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -105,8 +109,18 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts the node: reads (or initialises) the partition count, acquires every partition,
-    /// recovers their inboxes, timers and activity queues, and starts their actors.
+    /// The links to other nodes that tell an owner about new messages for its partitions
+    /// (default: none; owners then re-read their inboxes every heartbeat).
+    pub fn peer_nudge(mut self, nudge: Arc<dyn PeerNudge>) -> Self {
+        self.nudge = Some(nudge);
+        self
+    }
+
+    /// Starts the node: reads (or initialises) the partition count, joins the cluster
+    /// membership (failing if a live node has the same name, waiting if a crashed
+    /// predecessor's heartbeat has yet to expire), acquires the partitions that placement
+    /// gives it and that are free, recovers their inboxes, timers and activity queues, and
+    /// starts their actors. Partitions held by other nodes are handed over later.
     pub async fn start(self) -> Result<NodeHandle, NodeError> {
         self.options.validate()?;
         let exec = self.exec.ok_or(NodeError::Missing("registry"))?;
@@ -118,14 +132,18 @@ impl NodeBuilder {
         .await?;
         let node_id = node_id();
         let metrics = Arc::new(Metrics::default());
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             store,
             exec,
             self.options.clone(),
             partitions,
             node_id,
             metrics,
-        ));
+        );
+        if let Some(n) = self.nudge {
+            shared.nudge = n;
+        }
+        let shared = Arc::new(shared);
         let pool = ActivityPool::start(
             Arc::downgrade(&shared),
             self.options.max_concurrent_activities.get(),
@@ -133,41 +151,32 @@ impl NodeBuilder {
         .await
         .map_err(|e| NodeError::Spawn(e.to_string()))?;
         let _ = shared.activities.set(pool);
-        // Acquire every partition, spawn its actor, publish the routes, then let each actor
-        // recover (recovery may already send messages to other partitions).
-        let started =
-            futures::future::join_all((0..partitions).map(|p| Partition::start(shared.clone(), p)))
-                .await;
-        let mut refs = Vec::with_capacity(partitions as usize);
-        let mut tasks = Vec::with_capacity(partitions as usize);
-        for part in started {
-            let (actor, handle) = ractor::Actor::spawn(None, PartitionActor, part?)
-                .await
-                .map_err(|e| NodeError::Spawn(e.to_string()))?;
-            refs.push(actor);
-            tasks.push(handle);
-        }
-        shared.set_routes(refs.clone());
-        let mut recovered = Vec::with_capacity(refs.len());
-        for actor in &refs {
-            let (tx, rx) = oneshot::channel();
-            actor
-                .cast(ActorMsg::Recover(tx))
-                .map_err(|e| NodeError::Spawn(e.to_string()))?;
-            recovered.push(rx);
-        }
-        for rx in recovered {
-            rx.await.map_err(|_| {
-                NodeError::Spawn("a partition actor stopped while recovering".into())
-            })??;
-        }
-        tracing::info!(partitions, node_id = format!("{node_id:x}"), "node started");
+        shared.nudge.attach(
+            &self.options.cluster.name,
+            crate::cluster::local_nudge(&shared),
+        );
+        let me = membership::join(&shared).await?;
+        let (mut manager, view) = Manager::new(shared.clone(), me);
+        let first = manager.tick().await?;
+        let (cmds, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(manager.run(rx, first));
+        tracing::info!(
+            partitions,
+            owned = view.borrow().owned.len(),
+            node = %self.options.cluster.name,
+            node_id = format!("{node_id:x}"),
+            "node started"
+        );
         let intake =
             intake::Intake::start(shared.clone(), self.options.partition_queue_bound.get());
         Ok(NodeHandle {
             inner: Arc::new(Inner {
                 shared,
-                tasks: Mutex::new(tasks),
+                manager: ManagerHandle {
+                    cmds,
+                    view,
+                    task: Mutex::new(Some(task)),
+                },
                 intake,
             }),
         })
@@ -184,7 +193,7 @@ fn node_id() -> u64 {
 
 struct Inner {
     shared: Arc<Shared>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    manager: ManagerHandle,
     intake: intake::Intake,
 }
 
@@ -219,24 +228,52 @@ impl NodeHandle {
         self.inner.shared.store.backend_name()
     }
 
-    /// Stops every partition actor after its current round. Running activities finish; their
-    /// results stay queued for the next start if they could not be committed.
+    /// Leaves the cluster gracefully: every partition finishes its current round and is
+    /// handed off (its lease released, so another node takes it at once). Running activities
+    /// finish; their results stay queued for the next owner if they could not be committed.
     pub async fn shutdown(&self) {
-        let shared = &self.inner.shared;
-        let mut acks = Vec::new();
-        for p in 0..shared.partitions {
-            let (tx, rx) = oneshot::channel();
-            shared.route(p, PartitionMsg::Shutdown(tx));
-            acks.push(rx);
+        self.inner.manager.stop(false).await;
+        // A node abandoned by the test seam still runs its partition actors: stop them
+        // (they release nothing).
+        for p in 0..self.inner.shared.partitions {
+            if let Some(a) = self.inner.shared.local(p) {
+                let (tx, rx) = oneshot::channel();
+                let _ = a.cast(crate::runtime::partition_actor::ActorMsg::External(
+                    PartitionMsg::Shutdown(tx),
+                ));
+                let _ = rx.await;
+                self.inner.shared.set_route(p, None);
+            }
         }
-        for a in acks {
-            let _ = a.await;
-        }
-        let tasks =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in tasks {
-            let _ = t.await;
-        }
+    }
+
+    /// Test seam: the node behaves as if its process froze. It stops writing heartbeats and
+    /// renewing leases, and releases nothing; its partition actors keep running and keep
+    /// trying to commit, which fencing refuses once another node took their partitions.
+    #[doc(hidden)]
+    pub async fn abandon_for_test(&self) {
+        self.inner.manager.stop(true).await;
+    }
+
+    /// What this node knows of the cluster (as of its last heartbeat); changes are
+    /// published, so a caller can wait for a condition.
+    pub fn cluster(&self) -> tokio::sync::watch::Receiver<ClusterView> {
+        self.inner.manager.view.clone()
+    }
+
+    /// Makes the node reconsider its partitions now rather than at its next heartbeat (for
+    /// example when the cluster transport reports a node joining or leaving).
+    pub fn membership_changed(&self) {
+        let _ = self
+            .inner
+            .manager
+            .cmds
+            .send(crate::cluster::manager::ManagerCmd::Kick);
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.opts.cluster.name
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {

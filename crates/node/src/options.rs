@@ -26,12 +26,59 @@ pub struct NodeOptions {
     pub partition_queue_bound: NonZeroUsize,
     /// The largest payload (input, event data, output) accepted, in bytes.
     pub max_payload_bytes: NonZeroUsize,
-    /// How long a partition lease lasts without renewal.
-    pub partition_lease: Duration,
     /// Inbox messages read per batch during recovery.
     pub recovery_batch: NonZeroUsize,
-    /// A human-readable name of this node (used as the lease owner).
-    pub node_name: String,
+    /// Cluster membership and partition ownership.
+    pub cluster: ClusterOptions,
+}
+
+/// The `cluster` section: this node's identity and the timing of membership and leases.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterOptions {
+    /// This node's name, unique among live nodes (the lease owner). Default: the host name,
+    /// so containers get distinct names without configuration.
+    pub name: String,
+    /// How long a partition lease and a membership heartbeat last without renewal: a node
+    /// that stops renewing counts as dead after this long and its partitions move.
+    pub lease_ttl: Duration,
+    /// How often the node writes its heartbeat and reconsiders which partitions it holds.
+    pub heartbeat_interval: Duration,
+    /// At most this many partitions are handed off per heartbeat (moves are rate-limited).
+    pub max_moves_per_tick: NonZeroUsize,
+    /// The HTTP address peers and clients may use (written in the heartbeat record).
+    pub http_address: Option<String>,
+    /// The cluster transport address peers dial (written in the heartbeat record; None: no
+    /// transport).
+    pub cluster_address: Option<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            name: default_node_name(),
+            lease_ttl: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            max_moves_per_tick: NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN),
+            http_address: None,
+            cluster_address: None,
+        }
+    }
+}
+
+/// The default node name: the host name (`HOSTNAME`, else the kernel's), else `node-1`.
+pub fn default_node_name() -> String {
+    let from_env = std::env::var("HOSTNAME").ok();
+    let from_kernel = || {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()
+    };
+    from_env
+        .or_else(from_kernel)
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node-1".to_string())
 }
 
 impl Default for NodeOptions {
@@ -45,9 +92,8 @@ impl Default for NodeOptions {
             max_active_per_partition: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
             partition_queue_bound: NonZeroUsize::new(50_000).unwrap_or(NonZeroUsize::MIN),
             max_payload_bytes: NonZeroUsize::new(1 << 20).unwrap_or(NonZeroUsize::MIN),
-            partition_lease: Duration::from_secs(30),
             recovery_batch: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
-            node_name: "node-1".to_string(),
+            cluster: ClusterOptions::default(),
         }
     }
 }
@@ -84,8 +130,16 @@ impl NodeOptions {
         if self.activity_lease < Duration::from_secs(1) {
             return bad("activity_lease", "must be at least 1s");
         }
-        if self.partition_lease < Duration::from_secs(1) {
-            return bad("partition_lease", "must be at least 1s");
+        if self.cluster.lease_ttl < Duration::from_millis(300) {
+            return bad("cluster.lease_ttl", "must be at least 300ms");
+        }
+        if self.cluster.heartbeat_interval < Duration::from_millis(10)
+            || self.cluster.heartbeat_interval.saturating_mul(3) > self.cluster.lease_ttl
+        {
+            return bad(
+                "cluster.heartbeat_interval",
+                "must be at least 10ms and at most a third of cluster.lease_ttl",
+            );
         }
         if self.idle_passivation.is_zero() {
             return bad("idle_passivation", "must be more than zero");
@@ -96,8 +150,14 @@ impl NodeOptions {
                 "must be at most 8 MiB (the store's transaction limit is 10 MB)",
             );
         }
-        if self.node_name.is_empty() {
-            return bad("node_name", "must not be empty");
+        if self.cluster.name.is_empty()
+            || self.cluster.name.len() > 128
+            || self.cluster.name.chars().any(char::is_control)
+        {
+            return bad(
+                "cluster.name",
+                "must be 1 to 128 characters, no control characters",
+            );
         }
         Ok(())
     }

@@ -2,8 +2,9 @@
 //! timers, and the shared context they run in. See `docs/runtime.md`.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use perdure_core::{ExecutionId, InstanceId};
 use tokio::sync::oneshot;
@@ -44,6 +45,9 @@ pub enum PartitionMsg {
     Backlog(Target, oneshot::Sender<u64>),
     /// Stop after the current round.
     Shutdown(oneshot::Sender<()>),
+    /// Read the inbox and timers again: another node may have written to them (used until
+    /// the cluster transport nudges owners directly).
+    Rescan,
 }
 
 /// What every actor of a node shares.
@@ -67,7 +71,16 @@ pub struct Shared {
     /// This process's node id (unique per start).
     pub node_id: u64,
     counter: AtomicU64,
-    routes: OnceLock<Vec<ractor::ActorRef<partition_actor::ActorMsg>>>,
+    /// The partition actors this node runs now (partitions come and go).
+    routes: RwLock<Vec<Option<ractor::ActorRef<partition_actor::ActorMsg>>>>,
+    /// The owner of each partition as last read from the store (for nudges).
+    owners: RwLock<Vec<Option<String>>>,
+    /// Tells other nodes that a partition they own has new messages.
+    pub(crate) nudge: Arc<dyn crate::cluster::PeerNudge>,
+    /// Test seam: the node behaves as if its process froze (no renewals, no releases).
+    pub(crate) abandoned: AtomicBool,
+    /// A re-read of the inbox is queued per partition (nudges coalesce).
+    pub(crate) rescans: Vec<AtomicBool>,
     /// Messages waiting per partition (admission control).
     pub(crate) depth: Vec<AtomicUsize>,
     /// Epoch held per partition (0: not held).
@@ -106,7 +119,11 @@ impl Shared {
             retry: RetryOptions::default(),
             node_id,
             counter: AtomicU64::new(0),
-            routes: OnceLock::new(),
+            routes: RwLock::new(vec![None; partitions as usize]),
+            owners: RwLock::new(vec![None; partitions as usize]),
+            nudge: Arc::new(crate::cluster::NoNudge),
+            abandoned: AtomicBool::new(false),
+            rescans: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
             depth: (0..partitions).map(|_| AtomicUsize::new(0)).collect(),
             epochs: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             waiters: Mutex::new(HashMap::new()),
@@ -144,19 +161,88 @@ impl Shared {
         )
     }
 
-    pub(crate) fn set_routes(&self, routes: Vec<ractor::ActorRef<partition_actor::ActorMsg>>) {
-        let _ = self.routes.set(routes);
+    /// Publishes (or withdraws) the local actor of a partition.
+    pub(crate) fn set_route(
+        &self,
+        partition: u32,
+        actor: Option<ractor::ActorRef<partition_actor::ActorMsg>>,
+    ) {
+        let mut r = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = r.get_mut(partition as usize) {
+            *slot = actor;
+        }
     }
 
-    /// Sends a message to a partition actor (dropped if the node is stopping).
+    /// The local actor of a partition, if this node runs it.
+    pub(crate) fn local(
+        &self,
+        partition: u32,
+    ) -> Option<ractor::ActorRef<partition_actor::ActorMsg>> {
+        let r = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        r.get(partition as usize).cloned().flatten()
+    }
+
+    /// Whether this node runs the partition's actor now.
+    pub fn holds(&self, partition: u32) -> bool {
+        self.local(partition).is_some()
+    }
+
+    /// Makes the local actor of `partition` re-read its inbox and timers (coalesced: one
+    /// re-read queued at a time).
+    pub(crate) fn rescan(&self, partition: u32) {
+        let Some(flag) = self.rescans.get(partition as usize) else {
+            return;
+        };
+        if let Some(tx) = self.local(partition)
+            && !flag.swap(true, Ordering::AcqRel)
+            && tx
+                .cast(partition_actor::ActorMsg::External(PartitionMsg::Rescan))
+                .is_err()
+        {
+            flag.store(false, Ordering::Release);
+        }
+    }
+
+    /// The owner of a partition as last read from the store.
+    pub(crate) fn owner_of(&self, partition: u32) -> Option<String> {
+        self.owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(partition as usize)
+            .cloned()
+            .flatten()
+    }
+
+    /// Records the owners read from the store (for nudges).
+    pub(crate) fn set_owners(&self, owners: Vec<Option<String>>) {
+        *self.owners.write().unwrap_or_else(|e| e.into_inner()) = owners;
+    }
+
+    /// Sends a message to a partition actor. A partition this node does not run has the
+    /// message in its store inbox already: its owner is nudged (or reads it on acquisition).
     pub(crate) fn route(&self, partition: u32, msg: PartitionMsg) {
-        if let Some(tx) = self.routes.get().and_then(|r| r.get(partition as usize)) {
+        if let Some(tx) = self.local(partition) {
             if let PartitionMsg::Deliver(m) = &msg
                 && let Some(d) = self.depth.get(partition as usize)
             {
                 d.fetch_add(m.len(), Ordering::Relaxed);
             }
             let _ = tx.cast(partition_actor::ActorMsg::External(msg));
+            return;
+        }
+        if matches!(msg, PartitionMsg::Deliver(_) | PartitionMsg::Timers(_)) {
+            let owner = self
+                .owners
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(partition as usize)
+                .cloned()
+                .flatten();
+            if let Some(owner) = owner
+                && owner != self.opts.cluster.name
+            {
+                self.nudge.nudge(&owner, partition);
+            }
         }
     }
 

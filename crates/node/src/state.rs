@@ -19,6 +19,7 @@ pub mod history;
 pub mod instances;
 pub mod keys;
 pub mod leases;
+pub mod members;
 pub mod purge;
 pub mod queues;
 pub mod records;
@@ -61,6 +62,8 @@ pub mod space {
     pub const ENTITY: &str = "e";
     /// Chunks of large values.
     pub const CHUNK: &str = "c";
+    /// Cluster membership: one heartbeat record per node name.
+    pub const NODE: &str = "nd";
 }
 
 /// The stable partition of an instance id or entity id string (`@name@key`): FNV-1a 64.

@@ -15,6 +15,7 @@ const VARS: &[(&str, &str)] = &[
     ("STORE_URL", "store.url"),
     ("DATABASE_URL", "store.url"),
     ("STORE_POOL_SIZE", "store.pool_size"),
+    ("STORE_TABLE", "store.table"),
     ("FDB_CLUSTER_FILE", "store.cluster_file"),
     ("HTTP", "http.bind"),
     ("HTTP_BIND", "http.bind"),
@@ -36,7 +37,19 @@ const VARS: &[(&str, &str)] = &[
     ("MAX_PAYLOAD_BYTES", "node.max_payload_bytes"),
     ("PARTITION_LEASE", "node.partition_lease"),
     ("RECOVERY_BATCH", "node.recovery_batch"),
+    ("CLUSTER_NAME", "cluster.name"),
+    ("CLUSTER_LEASE_TTL", "cluster.lease_ttl"),
+    ("CLUSTER_HEARTBEAT_INTERVAL", "cluster.heartbeat_interval"),
+    ("CLUSTER_MAX_MOVES_PER_TICK", "cluster.max_moves_per_tick"),
     ("LOG", "log.filter"),
+    ("CLUSTER_LISTEN", "cluster.listen"),
+    ("CLUSTER_ADVERTISE", "cluster.advertise"),
+    ("CLUSTER_SEEDS", "cluster.seeds"),
+    ("CLUSTER_COOKIE", "cluster.cookie"),
+    ("CLUSTER_TLS_CERT", "cluster.tls_cert"),
+    ("CLUSTER_TLS_KEY", "cluster.tls_key"),
+    ("CLUSTER_TLS_CA", "cluster.tls_ca"),
+    ("CLUSTER_TLS_SERVER_NAME", "cluster.tls_server_name"),
 ];
 
 /// `PERDURE_*` variables of Perdure's other tools (the `perdure` CLI, tests, benchmarks, the
@@ -90,6 +103,7 @@ impl ConfigLayer {
                 "store.path" => l.store.path = Some(PathBuf::from(&v)),
                 "store.url" => l.store.url = text(),
                 "store.pool_size" => l.store.pool_size = num()?,
+                "store.table" => l.store.table = text(),
                 "store.cluster_file" => l.store.cluster_file = Some(PathBuf::from(&v)),
                 "http.bind" => l.http.bind = text(),
                 "http.public_url" => l.http.public_url = text(),
@@ -113,7 +127,19 @@ impl ConfigLayer {
                 "node.max_payload_bytes" => l.node.max_payload_bytes = num()?,
                 "node.partition_lease" => l.node.partition_lease = duration()?,
                 "node.recovery_batch" => l.node.recovery_batch = num()?,
+                "cluster.name" => l.cluster.name = text(),
+                "cluster.lease_ttl" => l.cluster.lease_ttl = duration()?,
+                "cluster.heartbeat_interval" => l.cluster.heartbeat_interval = duration()?,
+                "cluster.max_moves_per_tick" => l.cluster.max_moves_per_tick = num()?,
                 "log.filter" => l.log.filter = text(),
+                "cluster.listen" => l.cluster.listen = text(),
+                "cluster.advertise" => l.cluster.advertise = text(),
+                "cluster.seeds" => l.cluster.seeds = Some(super::Seeds::Text(v.clone())),
+                "cluster.cookie" => l.cluster.cookie = text(),
+                "cluster.tls_cert" => l.cluster.tls_cert = Some(PathBuf::from(&v)),
+                "cluster.tls_key" => l.cluster.tls_key = Some(PathBuf::from(&v)),
+                "cluster.tls_ca" => l.cluster.tls_ca = Some(PathBuf::from(&v)),
+                "cluster.tls_server_name" => l.cluster.tls_server_name = text(),
                 _ => {}
             }
         }
@@ -206,7 +232,24 @@ mod tests {
         assert_eq!(c.node.idle_passivation.as_secs(), 10);
         assert_eq!(c.node.max_active_per_partition.get(), 9);
         assert_eq!(c.node.partition_queue_bound.get(), 11);
-        assert_eq!(c.node.partition_lease.as_secs(), 20);
+        assert_eq!(c.node.cluster.lease_ttl.as_secs(), 20);
+        assert_eq!(c.node.cluster.heartbeat_interval.as_secs(), 4);
+        let l = env(&[
+            ("PERDURE_NODE_NAME", "old-spelling"),
+            ("PERDURE_CLUSTER_NAME", "n-7"),
+            ("PERDURE_CLUSTER_LEASE_TTL", "3s"),
+            ("PERDURE_CLUSTER_HEARTBEAT_INTERVAL", "500ms"),
+            ("PERDURE_CLUSTER_MAX_MOVES_PER_TICK", "8"),
+        ])
+        .unwrap();
+        let c2 = NodeConfig::resolve(&[("environment", l)]).unwrap();
+        assert_eq!(c2.node.cluster.name, "n-7");
+        assert_eq!(c2.node.cluster.lease_ttl.as_millis(), 3000);
+        assert_eq!(c2.node.cluster.heartbeat_interval.as_millis(), 500);
+        assert_eq!(c2.node.cluster.max_moves_per_tick.get(), 8);
+        let l = env(&[("PERDURE_CLUSTER_HEARTBEAT_INTERVAL", "2s")]).unwrap();
+        let e = NodeConfig::resolve(&[("environment", l)]).unwrap_err();
+        assert_eq!(e.field, "cluster.heartbeat_interval");
         assert_eq!(c.node.recovery_batch.get(), 13);
         // Every field named in the table is one the file has too (so the two agree).
         for (_, field) in VARS {

@@ -113,17 +113,55 @@ pub(crate) async fn healthz() -> Response {
     json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the node serves requests (503 while starting or shutting down).
+/// `GET /readyz`: the node serves requests (503 with the reason while starting, shutting
+/// down, or cut off from the store).
 pub(crate) async fn readyz(State(state): St) -> Response {
     let ready = state.opts.readiness.as_ref().is_none_or(|f| f());
-    if ready {
-        json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+    let reason = if ready {
+        state.opts.cluster.as_ref().and_then(|f| f().not_ready)
     } else {
-        json(
+        Some("the node is starting or stopping".to_string())
+    };
+    match reason {
+        None => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+        Some(r) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"status": "not ready"}),
-        )
+            &serde_json::json!({"status": "not ready", "reason": r}),
+        ),
     }
+}
+
+fn no_cluster() -> Response {
+    ApiError::plain(
+        StatusCode::NOT_FOUND,
+        "NoCluster",
+        "this server runs no cluster node".to_string(),
+    )
+    .into_response()
+}
+
+/// `GET /cluster/nodes`: the membership as this node last read it.
+pub(crate) async fn cluster_nodes(State(state): St) -> Response {
+    let Some(f) = state.opts.cluster.as_ref() else {
+        return no_cluster();
+    };
+    let v = f();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"node": v.node, "notReady": v.not_ready, "nodes": v.nodes}),
+    )
+}
+
+/// `GET /cluster/partitions`: the partition table (owner, epoch, since, desired owner).
+pub(crate) async fn cluster_partitions(State(state): St) -> Response {
+    let Some(f) = state.opts.cluster.as_ref() else {
+        return no_cluster();
+    };
+    let v = f();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"node": v.node, "owned": v.owned.len(), "partitions": v.partitions}),
+    )
 }
 
 /// `GET /metrics`: Prometheus text.

@@ -418,14 +418,32 @@ impl ManagementApi for NodeHandle {
                 if r.status.is_terminal() {
                     return Ok(Some(r.to_state(true)));
                 }
-                let timed_out = match deadline {
-                    Some(deadline) => tokio::time::timeout_at(deadline, rx).await.is_err(),
+                // Only this node's own partitions notify waiters: for an instance another
+                // node runs, look at the store again every heartbeat (a fallback; with the
+                // cluster transport the wait runs on the owner).
+                let p = sh.partition_of_instance(&id);
+                let recheck = if sh.holds(p) {
+                    None
+                } else {
+                    tokio::time::Instant::now().checked_add(sh.opts.cluster.heartbeat_interval)
+                };
+                let until = match (deadline, recheck) {
+                    (Some(d), Some(r)) => Some(d.min(r)),
+                    (d, None) => d,
+                    (None, r) => r,
+                };
+                let timed_out = match until {
+                    Some(u) => tokio::time::timeout_at(u, rx).await.is_err(),
                     None => {
                         let _ = rx.await;
                         false
                     }
                 };
                 if timed_out {
+                    if deadline.is_none_or(|d| until.is_some_and(|u| u < d)) {
+                        sh.prune_waiters(&id);
+                        continue;
+                    }
                     sh.prune_waiters(&id);
                     return Ok(self.load_record(&id).await?.map(|r| r.to_state(true)));
                 }

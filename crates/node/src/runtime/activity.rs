@@ -34,6 +34,9 @@ struct ActivityJob {
     span: tracing::Span,
 }
 
+// Local only (see `ActorMsg`).
+impl ractor::Message for ActivityJob {}
+
 type PoolMsg = FactoryMessage<(), ActivityJob>;
 
 /// Runs activity tasks with bounded concurrency on a ractor factory.

@@ -71,12 +71,22 @@ impl Partition {
         // The owner is the node's configured name, stable across restarts: a restarted node
         // takes its partitions back at once (the new epoch fences the old process); another
         // node waits for the lease to expire.
-        let owner = shared.opts.node_name.clone();
+        // The acquisition checks in the same transaction that this process is still the
+        // node's current incarnation: a frozen process that wakes up after a restarted one
+        // took its name over acquires nothing.
+        let owner = shared.opts.cluster.name.clone();
         let now = shared.clock.now();
-        let dur = shared.opts.partition_lease;
+        let dur = shared.opts.cluster.lease_ttl;
+        let incarnation = shared.node_id;
         let epoch = transact(shared.store.as_ref(), &shared.retry, move |tx| {
             let owner = owner.clone();
-            Box::pin(async move { leases::acquire(tx, partition, &owner, now, dur).await })
+            Box::pin(async move {
+                match crate::state::members::read(tx, &owner).await? {
+                    Some(r) if r.incarnation == incarnation => {}
+                    _ => return Ok(None),
+                }
+                leases::acquire(tx, partition, &owner, now, dur).await
+            })
         })
         .await?;
         let Some(epoch) = epoch else {
@@ -114,6 +124,29 @@ impl Partition {
 
     /// Reads the partition's inbox, timers and activity queue (on acquisition).
     pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
+        let armed = self.timers.len();
+        self.scan_inbox_and_timers().await?;
+        self.recover_tasks().await?;
+        self.shared
+            .metrics
+            .armed_timers
+            .fetch_add((self.timers.len() - armed) as i64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads the inbox and timers again (another node may have written to them); what is
+    /// already known is skipped.
+    pub(crate) async fn rescan(&mut self) -> Result<(), StoreError> {
+        let armed = self.timers.len();
+        self.scan_inbox_and_timers().await?;
+        self.shared
+            .metrics
+            .armed_timers
+            .fetch_add((self.timers.len() - armed) as i64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn scan_inbox_and_timers(&mut self) -> Result<(), StoreError> {
         let p = self.partition;
         let batch = self.shared.opts.recovery_batch.get();
         let mut after: Option<Vec<u8>> = None;
@@ -142,6 +175,9 @@ impl Partition {
             let n = ts.len();
             after = ts.last().map(|(k, _)| k.clone());
             for (k, m) in ts {
+                if self.known.contains(&k) {
+                    continue;
+                }
                 if let Some(due) = queues::timer_due(&k) {
                     self.timers.insert((due, k), m);
                 }
@@ -150,6 +186,12 @@ impl Partition {
                 break;
             }
         }
+        Ok(())
+    }
+
+    async fn recover_tasks(&mut self) -> Result<(), StoreError> {
+        let p = self.partition;
+        let batch = self.shared.opts.recovery_batch.get();
         // Activity tasks left by a previous owner run again (at least once), with their
         // attempt count raised and a new lease.
         let mut after: Option<Vec<u8>> = None;
@@ -183,10 +225,6 @@ impl Partition {
                 break;
             }
         }
-        self.shared
-            .metrics
-            .armed_timers
-            .fetch_add(self.timers.len() as i64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -257,6 +295,8 @@ impl Partition {
                 let _ = reply.send(n);
             }
             PartitionMsg::Shutdown(s) => return Some(s),
+            // Handled by the actor (it reads the store).
+            PartitionMsg::Rescan => {}
         }
         None
     }
@@ -281,7 +321,11 @@ impl Partition {
     pub(crate) async fn renew(&mut self) -> Result<(), StoreError> {
         let (p, epoch) = (self.partition, self.epoch);
         let now = self.shared.clock.now();
-        let dur = self.shared.opts.partition_lease;
+        let dur = self.shared.opts.cluster.lease_ttl;
+        if self.shared.abandoned.load(Ordering::Relaxed) {
+            // Test seam: a frozen process renews nothing.
+            return Ok(());
+        }
         transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
             Box::pin(async move { leases::renew(tx, p, epoch, now, dur).await })
         })

@@ -32,6 +32,10 @@ pub(crate) enum ActorMsg {
     Sweep,
 }
 
+// Local only: with ractor's `cluster` feature (needed by ractor_cluster) every message type
+// says whether it can cross nodes; partition messages never do.
+impl ractor::Message for ActorMsg {}
+
 impl std::fmt::Debug for ActorMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -69,7 +73,7 @@ impl Actor for PartitionActor {
         myself: ActorRef<ActorMsg>,
         part: Partition,
     ) -> Result<ActorState, ActorProcessingErr> {
-        let renew = part.shared.opts.partition_lease / 3;
+        let renew = part.shared.opts.cluster.lease_ttl / 3;
         let sweep = part.shared.opts.idle_passivation;
         let intervals = vec![
             myself.send_interval(renew, || ActorMsg::Renew),
@@ -100,7 +104,9 @@ impl Actor for PartitionActor {
         if let Some(e) = state.part.shared.epochs.get(p as usize) {
             e.store(0, Ordering::Release);
         }
-        state.part.release_lease().await;
+        if !state.part.shared.abandoned.load(Ordering::Relaxed) {
+            state.part.release_lease().await;
+        }
         if let Some(s) = state.shutdown.take() {
             let _ = s.send(());
         }
@@ -114,6 +120,12 @@ impl Actor for PartitionActor {
         st: &mut ActorState,
     ) -> Result<(), ActorProcessingErr> {
         let result = match msg {
+            ActorMsg::External(PartitionMsg::Rescan) => {
+                if let Some(f) = st.part.shared.rescans.get(st.part.partition as usize) {
+                    f.store(false, Ordering::Release);
+                }
+                st.part.rescan().await
+            }
             ActorMsg::External(m) => {
                 if let Some(s) = st.part.handle(m) {
                     st.shutdown = Some(s);

@@ -70,6 +70,9 @@ pub(crate) enum TargetMsg {
     Passivate,
 }
 
+// Local only (see `ActorMsg`).
+impl ractor::Message for TargetMsg {}
+
 impl std::fmt::Debug for TargetMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

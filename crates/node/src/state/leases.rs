@@ -17,6 +17,16 @@ pub fn lease_key(partition: u32) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The key of the time a partition's current owner acquired it (kept beside the lease
+/// record, whose encoding stays as it was).
+pub fn since_key(partition: u32) -> Vec<u8> {
+    Key::new()
+        .str(space::LEASE)
+        .uint(u64::from(partition))
+        .str("since")
+        .into_bytes()
+}
+
 /// Reads a partition's lease.
 pub async fn read(
     tx: &mut dyn Transaction,
@@ -51,6 +61,7 @@ pub async fn acquire(
             expires_at: now.add(duration),
         },
     )?;
+    put(tx, &since_key(partition), &now)?;
     Ok(Some(epoch))
 }
 
@@ -101,4 +112,40 @@ pub async fn check(
             current: other.map_or(0, |l| l.epoch),
         }),
     }
+}
+
+/// Every partition's lease and the time its owner acquired it, indexed by partition
+/// (`None`: never acquired).
+pub async fn read_all(
+    tx: &mut dyn Transaction,
+    partitions: u32,
+) -> Result<Vec<Option<(LeaseRecord, Option<Timestamp>)>>, StoreError> {
+    let prefix = Key::new().str(space::LEASE).into_bytes();
+    let rows = tx
+        .get_range(
+            &crate::store::KeyRange::prefix(&prefix),
+            crate::store::RangeOptions::limit(2 * partitions as usize + 1),
+        )
+        .await?;
+    let mut out: Vec<Option<(LeaseRecord, Option<Timestamp>)>> = vec![None; partitions as usize];
+    for (k, v) in rows {
+        let Ok(elems) = Key::decode(&k) else {
+            continue;
+        };
+        let Some(slot) = elems
+            .get(1)
+            .and_then(|e| e.as_uint(1).ok())
+            .and_then(|p| out.get_mut(p as usize))
+        else {
+            continue;
+        };
+        if elems.len() == 2 {
+            let rec: LeaseRecord = super::decode_value(tx, &k, &v).await?;
+            *slot = Some((rec, None));
+        } else if let Some((_, since)) = slot.as_mut() {
+            // The `since` key sorts after its lease record.
+            *since = Some(super::decode_value(tx, &k, &v).await?);
+        }
+    }
+    Ok(out)
 }

@@ -244,3 +244,26 @@ pub struct LeaseRecord {
     /// The lease expires at this time unless renewed.
     pub expires_at: Timestamp,
 }
+
+/// A node's membership heartbeat: live nodes are those whose record is fresh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's name (unique among live nodes; the lease owner).
+    pub name: String,
+    /// Unique per process start: tells a restarted node from its crashed predecessor.
+    pub incarnation: u64,
+    /// The address peers dial for the cluster transport (empty: none).
+    pub cluster_address: String,
+    /// The HTTP address of the node's management API (empty: unknown).
+    pub http_address: String,
+    /// The node's software version.
+    pub version: String,
+    /// When this process joined.
+    pub started_at: Timestamp,
+    /// The last heartbeat.
+    pub last_seen: Timestamp,
+    /// Heartbeats written by this process (a live process keeps raising it).
+    pub beats: u64,
+    /// The node is leaving (handing its partitions off): it is no desired owner any more.
+    pub leaving: bool,
+}

@@ -40,6 +40,9 @@ pub enum StoreOptions {
         /// Most connections in the pool.
         #[serde(default = "default_pool_size")]
         pool_size: NonZeroUsize,
+        /// The table (default `kv`): several clusters can share one database.
+        #[serde(default)]
+        table: Option<String>,
     },
     /// A FoundationDB cluster (needs the `foundationdb` cargo feature).
     Foundationdb {
@@ -55,10 +58,15 @@ impl std::fmt::Debug for StoreOptions {
         match self {
             Self::Memory => f.write_str("Memory"),
             Self::Embedded { path } => f.debug_struct("Embedded").field("path", path).finish(),
-            Self::Postgres { url, pool_size } => f
+            Self::Postgres {
+                url,
+                pool_size,
+                table,
+            } => f
                 .debug_struct("Postgres")
                 .field("url", &redact_password(url))
                 .field("pool_size", pool_size)
+                .field("table", table)
                 .finish(),
             Self::Foundationdb { cluster_file } => f
                 .debug_struct("Foundationdb")
@@ -132,8 +140,17 @@ pub async fn open_store(options: &StoreOptions) -> Result<Arc<dyn Store>, StoreE
                     .map_err(|e| StoreError::Fatal(Box::new(e)))??;
             Ok(Arc::new(store))
         }
-        StoreOptions::Postgres { url, pool_size } => Ok(Arc::new(
-            super::postgres::PostgresStore::connect(url, pool_size.get()).await?,
+        StoreOptions::Postgres {
+            url,
+            pool_size,
+            table,
+        } => Ok(Arc::new(
+            super::postgres::PostgresStore::connect_with_table(
+                url,
+                pool_size.get(),
+                table.as_deref().unwrap_or(super::postgres::DEFAULT_TABLE),
+            )
+            .await?,
         )),
         #[cfg(feature = "foundationdb")]
         StoreOptions::Foundationdb { cluster_file } => {
@@ -155,10 +172,12 @@ mod tests {
         let url = StoreOptions::Postgres {
             url: "postgres://perdure:s3cret@db:5432/perdure".into(),
             pool_size: default_pool_size(),
+            table: None,
         };
         let kv = StoreOptions::Postgres {
             url: "host=db user=perdure password=s3cret".into(),
             pool_size: default_pool_size(),
+            table: None,
         };
         for options in [url, kv] {
             let text = format!("{options:?}");
@@ -187,6 +206,7 @@ mod tests {
             StoreOptions::Postgres {
                 url: "postgres://u:p@127.0.0.1/db".into(),
                 pool_size: default_pool_size(),
+                table: None,
             }
         );
         let emb: StoreOptions = toml::from_str("backend = \"embedded\"").expect("embedded");

@@ -44,6 +44,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Show the cluster as the (first) node sees it: its members and the partition table.
+    Cluster {
+        /// Only the members, not the partition table.
+        #[arg(long)]
+        nodes_only: bool,
+    },
     /// Start an orchestration.
     Start {
         /// Orchestration name.
@@ -443,6 +449,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("restarted {id} as {new_id}");
             }
         }
+        Cmd::Cluster { nodes_only } => cluster(&urls, nodes_only, as_json).await?,
         Cmd::Purge(p) => purge(&client, p, as_json).await?,
         Cmd::Entity(e) => entity(&client, e, as_json).await?,
         Cmd::Functions => {
@@ -460,6 +467,99 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 table(&["KIND", "NAME"], &rows);
             }
         }
+    }
+    Ok(())
+}
+
+async fn cluster(urls: &[String], nodes_only: bool, as_json: bool) -> anyhow::Result<()> {
+    let base = urls
+        .first()
+        .context("--url names no node")?
+        .trim_end_matches('/')
+        .to_string();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let get = |path: &'static str| {
+        let url = format!("{base}{path}");
+        let http = http.clone();
+        async move {
+            let resp = http
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            if !resp.status().is_success() {
+                bail!("GET {url}: {}", resp.status());
+            }
+            resp.json::<Value>()
+                .await
+                .with_context(|| format!("GET {url}: not JSON"))
+        }
+    };
+    let nodes = get("/cluster/nodes").await?;
+    let parts = if nodes_only {
+        Value::Null
+    } else {
+        get("/cluster/partitions").await?
+    };
+    if as_json {
+        println!("{}", json!({"nodes": nodes, "partitions": parts}));
+        return Ok(());
+    }
+    let when = |v: &Value| {
+        v.as_u64()
+            .map(|ms| iso8601::format(Timestamp::from_millis(ms)))
+            .unwrap_or_else(|| "-".into())
+    };
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    println!(
+        "seen by {}{}",
+        text(&nodes["node"]),
+        nodes["notReady"]
+            .as_str()
+            .map(|r| format!(" (not ready: {r})"))
+            .unwrap_or_default()
+    );
+    let rows: Vec<Vec<String>> = nodes["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            let state = match (n["live"].as_bool(), n["leaving"].as_bool()) {
+                (_, Some(true)) => "leaving",
+                (Some(true), _) => "live",
+                _ => "dead",
+            };
+            vec![
+                text(&n["name"]),
+                state.to_string(),
+                n["partitions"].to_string(),
+                text(&n["httpAddress"]),
+                when(&n["lastSeen"]),
+            ]
+        })
+        .collect();
+    table(&["NODE", "STATE", "PARTITIONS", "HTTP", "LAST SEEN"], &rows);
+    if !nodes_only {
+        println!();
+        let rows: Vec<Vec<String>> = parts["partitions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                vec![
+                    p["partition"].to_string(),
+                    text(&p["owner"]),
+                    p["epoch"].to_string(),
+                    when(&p["since"]),
+                    text(&p["desired"]),
+                ]
+            })
+            .collect();
+        table(&["PARTITION", "OWNER", "EPOCH", "SINCE", "DESIRED"], &rows);
     }
     Ok(())
 }

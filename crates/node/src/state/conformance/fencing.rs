@@ -88,9 +88,10 @@ pub async fn fencing_rejects_a_deposed_epoch(store: Arc<dyn Store>) -> Result<()
     assert_fenced(renew, 1, 2);
     let after = read_all(&*store).await?;
     let lease_key = leases::lease_key(PARTITION);
+    let since_key = leases::since_key(PARTITION);
     let others = |rows: &[(Vec<u8>, Vec<u8>)]| -> Vec<(Vec<u8>, Vec<u8>)> {
         rows.iter()
-            .filter(|(k, _)| *k != lease_key)
+            .filter(|(k, _)| *k != lease_key && *k != since_key)
             .cloned()
             .collect()
     };
@@ -161,10 +162,11 @@ pub async fn fencing_race_fails_the_deposed_commit(
     );
     assert_fenced(fenced_step(&*store, &ids, 1).await, 1, 2);
     let lease_key = leases::lease_key(PARTITION);
+    let since_key = leases::since_key(PARTITION);
     let rows: Vec<KeyValue> = read_all(&*store)
         .await?
         .into_iter()
-        .filter(|(k, _)| *k != lease_key)
+        .filter(|(k, _)| *k != lease_key && *k != since_key)
         .collect();
     assert_eq!(rows, padding, "none of the deposed writer's writes");
     let mut tx = store.begin().await?;

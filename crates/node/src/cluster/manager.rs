@@ -1,0 +1,473 @@
+//! The partition manager of a node: every heartbeat it writes the node's heartbeat record,
+//! reads the membership and the leases, computes the desired placement, hands off the
+//! partitions it should no longer hold (draining them first) and acquires the free ones it
+//! should. It also restarts partition actors that stopped on an error, with backoff.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use perdure_core::Timestamp;
+use ractor::ActorRef;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{ClusterView, NodeView, PartitionView, placement};
+use crate::runtime::partition::Partition;
+use crate::runtime::partition_actor::{ActorMsg, PartitionActor};
+use crate::runtime::{PartitionMsg, Shared};
+use crate::state::records::{LeaseRecord, NodeRecord};
+use crate::state::{leases, members};
+use crate::store::{StoreError, transact};
+
+/// Commands to the manager task.
+pub(crate) enum ManagerCmd {
+    /// Reconsider now (membership changed).
+    Kick,
+    /// Hand every partition off, leave the membership, and stop.
+    Leave(oneshot::Sender<()>),
+    /// Test seam: stop heartbeats and renewals without releasing anything (a frozen process).
+    Abandon(oneshot::Sender<()>),
+}
+
+/// A partition this node runs.
+struct Held {
+    actor: ActorRef<ActorMsg>,
+    task: JoinHandle<()>,
+}
+
+/// The manager's state.
+pub(crate) struct Manager {
+    shared: Arc<Shared>,
+    me: NodeRecord,
+    held: BTreeMap<u32, Held>,
+    /// Partitions whose actor failed: not before this instant, and the failure count.
+    backoff: BTreeMap<u32, (Instant, u32)>,
+    view: watch::Sender<ClusterView>,
+    last_rescan: Instant,
+    superseded: bool,
+}
+
+/// How the manager is reached.
+pub(crate) struct ManagerHandle {
+    pub(crate) cmds: mpsc::UnboundedSender<ManagerCmd>,
+    pub(crate) view: watch::Receiver<ClusterView>,
+    pub(crate) task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Manager {
+    pub(crate) fn new(shared: Arc<Shared>, me: NodeRecord) -> (Self, watch::Receiver<ClusterView>) {
+        let (view, rx) = watch::channel(ClusterView {
+            node: shared.opts.cluster.name.clone(),
+            not_ready: Some("starting".into()),
+            ..ClusterView::default()
+        });
+        (
+            Self {
+                shared,
+                me,
+                held: BTreeMap::new(),
+                backoff: BTreeMap::new(),
+                view,
+                last_rescan: Instant::now(),
+                superseded: false,
+            },
+            rx,
+        )
+    }
+
+    /// Runs the loop (after the first [`Manager::tick`] ran in `Node::start`).
+    pub(crate) async fn run(
+        mut self,
+        mut cmds: mpsc::UnboundedReceiver<ManagerCmd>,
+        first: Duration,
+    ) {
+        let mut next = first;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                cmd = cmds.recv() => match cmd {
+                    Some(ManagerCmd::Kick) => {}
+                    Some(ManagerCmd::Leave(done)) => {
+                        self.leave().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(ManagerCmd::Abandon(done)) => {
+                        self.shared.abandoned.store(true, Ordering::Relaxed);
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+            next = match self.tick().await {
+                Ok(d) => d,
+                Err(e) => {
+                    self.not_ready(format!("the store is unreachable: {e}"));
+                    self.shared.opts.cluster.heartbeat_interval
+                }
+            };
+        }
+    }
+
+    fn not_ready(&self, reason: String) {
+        tracing::warn!(reason = %reason, "node not ready");
+        self.view.send_modify(|v| v.not_ready = Some(reason));
+    }
+
+    /// One round: heartbeat, read the membership and leases, hand off, acquire. Returns
+    /// when to run the next.
+    pub(crate) async fn tick(&mut self) -> Result<Duration, StoreError> {
+        let c = self.shared.opts.cluster.clone();
+        let interval = c.heartbeat_interval;
+        if self.superseded {
+            return Ok(interval);
+        }
+        // Heartbeat.
+        let now = self.shared.clock.now();
+        self.me.last_seen = now;
+        self.me.beats += 1;
+        let me = self.me.clone();
+        let still_me = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+            let me = me.clone();
+            Box::pin(async move {
+                match members::read(tx, &me.name).await? {
+                    Some(r) if r.incarnation != me.incarnation => Ok(false),
+                    _ => {
+                        members::write(tx, &me)?;
+                        Ok(true)
+                    }
+                }
+            })
+        })
+        .await?;
+        if !still_me {
+            // A newer process of this node's name took over: everything held is fenced.
+            tracing::error!(node = %c.name, "a newer process took this node's name over: stopping all partitions");
+            self.superseded = true;
+            self.drain(self.held.keys().copied().collect()).await;
+            self.not_ready("superseded by a newer process of the same node name".into());
+            return Ok(interval);
+        }
+        let partitions = self.shared.partitions;
+        let (nodes, table) = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+            Box::pin(async move {
+                let nodes = members::list(tx).await?;
+                let table = leases::read_all(tx, partitions).await?;
+                Ok((nodes, table))
+            })
+        })
+        .await?;
+        let now = self.shared.clock.now();
+
+        // Partition actors that stopped by themselves (an error): restart with backoff.
+        let stopped: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.task.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stopped {
+            self.held.remove(&p);
+            self.shared.set_route(p, None);
+            let failures = self.backoff.get(&p).map_or(0, |(_, n)| *n) + 1;
+            let delay = interval
+                .saturating_mul(1 << failures.min(5))
+                .min(Duration::from_secs(30));
+            tracing::warn!(
+                partition = p,
+                failures,
+                delay_ms = delay.as_millis() as u64,
+                "partition actor stopped: restarting it after a backoff"
+            );
+            self.backoff.insert(p, (Instant::now() + delay, failures));
+        }
+
+        let live: Vec<&str> = nodes
+            .iter()
+            .filter(|n| members::is_fresh(n, now, c.lease_ttl) && !n.leaving)
+            .map(|n| n.name.as_str())
+            .collect();
+        let desired = placement::placement(&live, partitions);
+
+        // Hand off what another live node should run (rate-limited).
+        let give: Vec<u32> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|p| {
+                desired
+                    .get(*p as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|d| d != c.name)
+            })
+            .take(c.max_moves_per_tick.get())
+            .collect();
+        for p in &give {
+            tracing::info!(
+                partition = p,
+                to = desired.get(*p as usize).copied().flatten().unwrap_or(""),
+                "handing partition off"
+            );
+        }
+        self.drain(give).await;
+
+        // Acquire what this node should run and is free.
+        let take: Vec<u32> = (0..partitions)
+            .filter(|p| desired.get(*p as usize).copied().flatten() == Some(c.name.as_str()))
+            .filter(|p| !self.held.contains_key(p))
+            .filter(|p| {
+                self.backoff
+                    .get(p)
+                    .is_none_or(|(t, _)| *t <= Instant::now())
+            })
+            .filter(|p| match table.get(*p as usize) {
+                Some(Some((l, _))) => l.owner == c.name || l.expires_at <= now,
+                _ => true,
+            })
+            .collect();
+        let pending = (0..partitions)
+            .filter(|p| desired.get(*p as usize).copied().flatten() == Some(c.name.as_str()))
+            .any(|p| !self.held.contains_key(&p) && !take.contains(&p));
+        self.acquire(take).await;
+
+        // Without links that deliver nudges, owners re-read their inboxes every heartbeat;
+        // with them, once per lease lifetime as a safety net (a nudge sent by a node with a
+        // stale view of the owners is lost, never the message: it is in the store).
+        let every = if self.shared.nudge.delivers() {
+            c.lease_ttl
+        } else {
+            interval
+        };
+        if self.last_rescan.elapsed() >= every {
+            self.last_rescan = Instant::now();
+            for p in self.held.keys() {
+                self.shared.rescan(*p);
+            }
+        }
+        self.publish(&nodes, table, &desired, now);
+        // While a partition this node should run is still held elsewhere (being drained),
+        // look again soon: a handoff should not wait a whole heartbeat.
+        Ok(if pending {
+            interval.min(Duration::from_millis(100))
+        } else {
+            interval
+        })
+    }
+
+    fn publish(
+        &mut self,
+        nodes: &[NodeRecord],
+        table: Vec<Option<(LeaseRecord, Option<Timestamp>)>>,
+        desired: &[Option<&str>],
+        now: Timestamp,
+    ) {
+        let c = &self.shared.opts.cluster;
+        let mut rows: Vec<PartitionView> = table
+            .into_iter()
+            .enumerate()
+            .map(|(p, l)| {
+                let (owner, epoch, since, expires_at) = match l {
+                    Some((l, since)) if l.expires_at > now => {
+                        (Some(l.owner), l.epoch, since, Some(l.expires_at))
+                    }
+                    Some((l, _)) => (None, l.epoch, None, Some(l.expires_at)),
+                    None => (None, 0, None, None),
+                };
+                PartitionView {
+                    partition: p as u32,
+                    owner,
+                    epoch,
+                    since,
+                    expires_at,
+                    desired: desired.get(p).copied().flatten().map(str::to_string),
+                }
+            })
+            .collect();
+        // What this node did in this round is newer than what it read.
+        for r in rows.iter_mut() {
+            let p = r.partition;
+            if self.held.contains_key(&p) {
+                r.owner = Some(c.name.clone());
+                r.epoch = self.shared.epoch(p);
+            } else if r.owner.as_deref() == Some(c.name.as_str()) {
+                r.owner = None;
+            }
+        }
+        self.shared
+            .set_owners(rows.iter().map(|r| r.owner.clone()).collect());
+        let count = |name: &str| {
+            rows.iter()
+                .filter(|r| r.owner.as_deref() == Some(name))
+                .count()
+        };
+        let nodes = nodes
+            .iter()
+            .map(|n| NodeView {
+                name: n.name.clone(),
+                http_address: n.http_address.clone(),
+                cluster_address: n.cluster_address.clone(),
+                version: n.version.clone(),
+                started_at: n.started_at,
+                last_seen: n.last_seen,
+                live: members::is_fresh(n, now, c.lease_ttl),
+                leaving: n.leaving,
+                partitions: count(&n.name),
+            })
+            .collect::<Vec<_>>();
+        let owned: Vec<u32> = self.held.keys().copied().collect();
+        let m = &self.shared.metrics;
+        m.partitions_owned
+            .store(owned.len() as i64, Ordering::Relaxed);
+        m.cluster_nodes.store(
+            nodes.iter().filter(|n| n.live && !n.leaving).count() as i64,
+            Ordering::Relaxed,
+        );
+        self.view.send_replace(ClusterView {
+            node: c.name.clone(),
+            not_ready: None,
+            owned,
+            nodes,
+            partitions: rows,
+        });
+    }
+
+    /// Acquires partitions, starts their actors, publishes their routes, then recovers them
+    /// (routes first: recovery may send messages to other partitions).
+    async fn acquire(&mut self, take: Vec<u32>) {
+        if take.is_empty() {
+            return;
+        }
+        let started = futures::future::join_all(
+            take.iter()
+                .map(|p| Partition::start(self.shared.clone(), *p)),
+        )
+        .await;
+        let mut fresh = Vec::new();
+        for (p, r) in take.into_iter().zip(started) {
+            match r {
+                Ok(part) => match ractor::Actor::spawn(None, PartitionActor, part).await {
+                    Ok((actor, task)) => {
+                        self.shared.set_route(p, Some(actor.clone()));
+                        self.held.insert(
+                            p,
+                            Held {
+                                actor: actor.clone(),
+                                task,
+                            },
+                        );
+                        fresh.push((p, actor));
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = p, error = %e, "partition actor did not start")
+                    }
+                },
+                Err(StoreError::Fenced { .. }) => {
+                    tracing::debug!(partition = p, "partition taken by another node meanwhile")
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "partition not acquired"),
+            }
+        }
+        let mut recovered = Vec::new();
+        for (p, actor) in fresh {
+            let (tx, rx) = oneshot::channel();
+            if actor.cast(ActorMsg::Recover(tx)).is_ok() {
+                recovered.push((p, rx));
+            }
+        }
+        for (p, rx) in recovered {
+            match rx.await {
+                Ok(Ok(())) => {
+                    self.backoff.remove(&p);
+                    tracing::info!(
+                        partition = p,
+                        epoch = self.shared.epoch(p),
+                        "partition acquired"
+                    );
+                }
+                // The actor stops itself; the next round restarts it after a backoff.
+                _ => tracing::warn!(partition = p, "partition recovery failed"),
+            }
+        }
+    }
+
+    /// Drains partitions: each finishes its runs in flight, passivates its actors and
+    /// releases its lease, so that the next owner takes it at once.
+    async fn drain(&mut self, give: Vec<u32>) {
+        let mut waits = Vec::new();
+        for p in give {
+            if let Some(h) = self.held.remove(&p) {
+                self.shared.set_route(p, None);
+                let (tx, rx) = oneshot::channel();
+                let _ = h.actor.cast(ActorMsg::External(PartitionMsg::Shutdown(tx)));
+                waits.push(async move {
+                    let _ = rx.await;
+                    let _ = h.task.await;
+                });
+            }
+        }
+        futures::future::join_all(waits).await;
+    }
+
+    /// Leaves: marks the record leaving (others stop counting this node), hands every
+    /// partition off, and removes the record.
+    async fn leave(&mut self) {
+        self.me.leaving = true;
+        let me = self.me.clone();
+        let r = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+            let me = me.clone();
+            Box::pin(async move {
+                match members::read(tx, &me.name).await? {
+                    Some(r) if r.incarnation != me.incarnation => Ok(()),
+                    _ => members::write(tx, &me),
+                }
+            })
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not mark this node as leaving");
+        }
+        self.drain(self.held.keys().copied().collect()).await;
+        let (name, inc) = (self.me.name.clone(), self.me.incarnation);
+        let r = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+            let name = name.clone();
+            Box::pin(async move { members::remove(tx, &name, inc).await })
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not remove this node's membership record");
+        }
+        self.shared
+            .metrics
+            .partitions_owned
+            .store(0, Ordering::Relaxed);
+        self.view.send_modify(|v| {
+            v.owned.clear();
+            v.not_ready = Some("the node is stopping".into());
+        });
+        tracing::info!("left the cluster");
+    }
+}
+
+impl ManagerHandle {
+    /// Stops the manager: a graceful leave, or (`abandon`) a frozen process.
+    pub(crate) async fn stop(&self, abandon: bool) {
+        let (tx, rx) = oneshot::channel();
+        let cmd = if abandon {
+            ManagerCmd::Abandon(tx)
+        } else {
+            ManagerCmd::Leave(tx)
+        };
+        if self.cmds.send(cmd).is_ok() {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}

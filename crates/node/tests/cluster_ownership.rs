@@ -1,0 +1,241 @@
+//! Dynamic partition ownership with several nodes in one process over one shared store (the
+//! memory store and PostgreSQL): joins, graceful leaves, a node that dies without releasing,
+//! fencing of the deposed owner, and name uniqueness.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use perdure_core::management::ManagementApi;
+use perdure_core::{InstanceId, OrchestrationStatus};
+use perdure_node::cluster::{ClusterView, LocalPeers, PeerNudge};
+use perdure_node::node::{Node, NodeError, NodeHandle};
+use perdure_node::options::{ClusterOptions, NodeOptions};
+use perdure_node::store::Store;
+use perdure_node::store::memory::MemoryStore;
+use perdure_node::store::postgres::PostgresStore;
+
+const P: u32 = 16;
+
+fn opts(name: &str, ttl_ms: u64) -> NodeOptions {
+    NodeOptions {
+        partitions: std::num::NonZeroU32::new(P).unwrap(),
+        cluster: ClusterOptions {
+            name: name.to_string(),
+            lease_ttl: Duration::from_millis(ttl_ms),
+            heartbeat_interval: Duration::from_millis(ttl_ms / 5),
+            ..ClusterOptions::default()
+        },
+        ..common::options()
+    }
+}
+
+async fn node(
+    store: &Arc<dyn Store>,
+    peers: &Arc<LocalPeers>,
+    name: &str,
+    ttl_ms: u64,
+) -> Result<NodeHandle, NodeError> {
+    Node::builder()
+        .registry(Arc::new(perdure_node::sample::sample_registry()))
+        .store(store.clone())
+        .options(opts(name, ttl_ms))
+        .peer_nudge(peers.clone() as Arc<dyn PeerNudge>)
+        .start()
+        .await
+}
+
+/// Waits (on the node's published view, no polling) until `pred` holds.
+async fn until(n: &NodeHandle, what: &str, pred: impl Fn(&ClusterView) -> bool) {
+    let mut rx = n.cluster();
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|v| pred(v)))
+        .await
+        .unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", n.name()))
+        .expect("view published");
+}
+
+async fn history_once(n: &NodeHandle, id: &InstanceId) {
+    let st = tokio::time::timeout(Duration::from_secs(30), common::wait(n, id))
+        .await
+        .unwrap_or_else(|_| panic!("{id} did not complete (asked {})", n.name()));
+    assert_eq!(
+        st.runtime_status,
+        OrchestrationStatus::Completed,
+        "{id}: {st:?}"
+    );
+    let hist = n.get_history(id.clone()).await.unwrap().unwrap();
+    for name in ["ExecutionStarted", "ExecutionCompleted"] {
+        assert_eq!(
+            hist.iter().filter(|e| e.name() == name).count(),
+            1,
+            "{id}: {name} once"
+        );
+    }
+    assert_eq!(
+        hist.iter().filter(|e| e.name() == "TaskCompleted").count(),
+        3,
+        "{id}"
+    );
+}
+
+async fn postgres(test: &str) -> Option<Arc<dyn Store>> {
+    let url = match std::env::var("PERDURE_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            eprintln!("\n*** SKIPPED {test}: PERDURE_TEST_POSTGRES_URL is not set ***\n");
+            return None;
+        }
+    };
+    let table = format!("{test}_{}", std::process::id());
+    let store = PostgresStore::connect_with_table(&url, 16, &table)
+        .await
+        .expect("connect");
+    store.drop_table(&table).await.expect("drop");
+    let store = PostgresStore::connect_with_table(&url, 16, &table)
+        .await
+        .expect("connect");
+    Some(Arc::new(store))
+}
+
+/// A second node joins while orchestrations run: it takes its share (drained by the first
+/// node), and every orchestration started before, during and after completes exactly once.
+async fn join_then_leave(store: Arc<dyn Store>) {
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "node-a", 3000)
+        .await
+        .expect("a starts");
+    assert_eq!(a.cluster().borrow().owned.len(), P as usize);
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(common::start(&a, "HelloSequence", &format!("before-{i}"), None).await);
+    }
+    let b = node(&store, &peers, "node-b", 3000)
+        .await
+        .expect("b starts");
+    for i in 0..40 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        ids.push(common::start(via, "HelloSequence", &format!("during-{i}"), None).await);
+    }
+    // Placement over {a, b}: each ends up with exactly its desired share.
+    let want_b = perdure_node::cluster::placement::placement(&["node-a", "node-b"], P)
+        .iter()
+        .filter(|o| **o == Some("node-b"))
+        .count();
+    assert!(want_b > 0 && want_b < P as usize);
+    until(&b, "b holds its share", |v| v.owned.len() == want_b).await;
+    until(&a, "a drained", |v| v.owned.len() == P as usize - want_b).await;
+    until(&a, "a sees 2 live nodes", |v| v.live_nodes().len() == 2).await;
+    assert_eq!(
+        a.metrics()
+            .partitions_owned
+            .load(std::sync::atomic::Ordering::Relaxed),
+        (P as usize - want_b) as i64
+    );
+    for i in 0..20 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        ids.push(common::start(via, "HelloSequence", &format!("after-{i}"), None).await);
+    }
+    for id in &ids {
+        history_once(if id.as_str().len() % 2 == 0 { &a } else { &b }, id).await;
+    }
+
+    // A graceful leave hands everything to the other node at once.
+    a.shutdown().await;
+    until(&b, "b holds everything", |v| v.owned.len() == P as usize).await;
+    let id = common::start(&b, "HelloSequence", "after-leave", None).await;
+    history_once(&b, &id).await;
+    until(&b, "b sees only itself", |v| v.live_nodes() == ["node-b"]).await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_then_leave_memory() {
+    join_then_leave(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_then_leave_postgres() {
+    if let Some(s) = postgres("cluster_join_leave").await {
+        join_then_leave(s).await;
+    }
+}
+
+/// A node dies (stops renewing without releasing): after the lease lifetime the survivor
+/// takes its partitions, recovers what was in flight, and the dead node's partition actors
+/// commit nothing more (fenced).
+async fn failover(store: Arc<dyn Store>) {
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "node-a", 1000)
+        .await
+        .expect("a starts");
+    let b = node(&store, &peers, "node-b", 1000)
+        .await
+        .expect("b starts");
+    until(&a, "a sees b", |v| v.live_nodes().len() == 2).await;
+    until(&a, "a drained", |v| v.owned.len() < P as usize).await;
+    let a_held = a.cluster().borrow().owned.clone();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(common::start(&b, "HelloSequence", &format!("fo-{i}"), None).await);
+    }
+    a.abandon_for_test().await;
+    until(&b, "b holds everything", |v| v.owned.len() == P as usize).await;
+    // The partitions b took from a have higher epochs now.
+    let view = b.cluster().borrow().clone();
+    for p in &a_held {
+        let row = &view.partitions[*p as usize];
+        assert_eq!(row.owner.as_deref(), Some("node-b"));
+        assert!(row.epoch >= 2, "{row:?}");
+    }
+    // The frozen node still runs its old actors; whatever they try is fenced.
+    let fenced = common::start(&a, "HelloSequence", "fo-after", None).await;
+    for id in ids.iter().chain(std::iter::once(&fenced)) {
+        history_once(&b, id).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_memory() {
+    failover(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_postgres() {
+    if let Some(s) = postgres("cluster_failover").await {
+        failover(s).await;
+    }
+}
+
+/// A live node's name is refused; a crashed node's name is taken once its heartbeat expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_among_live_nodes() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "same", 1000).await.expect("a starts");
+    let err = node(&store, &peers, "same", 1000).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"same\" is in use by a live node"),
+        "{err}"
+    );
+    // After a crash (no heartbeat, nothing released) the same name starts again, once the
+    // old heartbeat expired, and takes every partition back with a new epoch.
+    let id = common::start(&a, "HelloSequence", "names-1", None).await;
+    common::wait(&a, &id).await;
+    a.abandon_for_test().await;
+    let t = tokio::time::Instant::now();
+    let again = node(&store, &peers, "same", 1000).await.expect("restart");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(again.cluster().borrow().owned.len(), P as usize);
+    let id = common::start(&again, "HelloSequence", "names-2", None).await;
+    history_once(&again, &id).await;
+    a.shutdown().await;
+    again.shutdown().await;
+}
