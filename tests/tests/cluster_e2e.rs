@@ -175,6 +175,20 @@ async fn two_processes_share_partitions_and_hand_off_on_sigterm() {
         .expect("text");
     assert!(metrics.contains("perdure_partitions_owned 8"), "{metrics}");
     assert!(metrics.contains("perdure_cluster_nodes 1"), "{metrics}");
+    // The CLI shows the same table.
+    let (ok, out, err) =
+        perdure_tests::perdure_cli(&n2.origin, &["cluster"]).expect("perdure cluster runs");
+    assert!(ok, "{err}");
+    assert!(out.contains("seen by n2"), "{out}");
+    assert!(
+        out.contains("PARTITION") && out.contains("DESIRED"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" n2 ")).count(),
+        9,
+        "{out}"
+    );
     drop(n2);
     if let Ok(s) =
         perdure_node::store::postgres::PostgresStore::connect_with_table(&url, 1, &table).await

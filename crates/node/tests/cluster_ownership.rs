@@ -239,3 +239,59 @@ async fn names_are_unique_among_live_nodes() {
     a.shutdown().await;
     again.shutdown().await;
 }
+
+/// A store that can be cut off: every new transaction fails as unavailable while `down`.
+struct Switchable {
+    inner: MemoryStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for Switchable {
+    async fn begin(
+        &self,
+    ) -> Result<Box<dyn perdure_node::store::Transaction>, perdure_node::store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(perdure_node::store::StoreError::Unavailable(
+                "switched off by the test".into(),
+            ));
+        }
+        self.inner.begin().await
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "switchable"
+    }
+}
+
+/// While the store is unreachable the node reports not ready with the reason, and becomes
+/// ready again by itself when the store returns, still holding (or re-acquiring) every
+/// partition; work started before the outage completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_makes_the_node_unready_until_the_store_returns() {
+    let sw = Arc::new(Switchable {
+        inner: MemoryStore::new(),
+        down: false.into(),
+    });
+    let store: Arc<dyn Store> = sw.clone();
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "outage", 1000).await.expect("starts");
+    assert_eq!(a.cluster().borrow().not_ready, None);
+    let id = common::start(&a, "HelloSequence", "outage-1", None).await;
+    sw.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    until(&a, "not ready", |v| {
+        v.not_ready
+            .as_deref()
+            .is_some_and(|r| r.contains("the store is unreachable"))
+    })
+    .await;
+    sw.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    until(&a, "ready again with every partition", |v| {
+        v.not_ready.is_none() && v.owned.len() == P as usize
+    })
+    .await;
+    history_once(&a, &id).await;
+    let id = common::start(&a, "HelloSequence", "outage-2", None).await;
+    history_once(&a, &id).await;
+    a.shutdown().await;
+}

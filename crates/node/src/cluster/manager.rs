@@ -126,12 +126,19 @@ impl Manager {
         if self.superseded {
             return Ok(interval);
         }
+        // The manager's transactions give up within a heartbeat: a store outage must show
+        // (not ready) long before leases expire, not after the runtime's long retry budget.
+        let retry = crate::store::RetryOptions {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: interval / 8,
+        };
         // Heartbeat.
         let now = self.shared.clock.now();
         self.me.last_seen = now;
         self.me.beats += 1;
         let me = self.me.clone();
-        let still_me = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+        let still_me = transact(self.shared.store.as_ref(), &retry, move |tx| {
             let me = me.clone();
             Box::pin(async move {
                 match members::read(tx, &me.name).await? {
@@ -153,7 +160,7 @@ impl Manager {
             return Ok(interval);
         }
         let partitions = self.shared.partitions;
-        let (nodes, table) = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+        let (nodes, table) = transact(self.shared.store.as_ref(), &retry, move |tx| {
             Box::pin(async move {
                 let nodes = members::list(tx).await?;
                 let table = leases::read_all(tx, partitions).await?;
