@@ -146,6 +146,12 @@ async fn two_processes_share_partitions_and_hand_off_on_sigterm() {
         .as_array()
         .map(|ns| ns.iter().filter(|n| n["live"] == true).count());
     assert_eq!(live, Some(2), "{nodes}");
+    let n2_row = nodes["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["name"] == "n2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(n2_row["httpAddress"], n2.origin.as_str(), "{nodes}");
 
     let ids: Vec<String> = (0..16).map(|i| format!("e2e-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
@@ -184,10 +190,14 @@ async fn two_processes_share_partitions_and_hand_off_on_sigterm() {
         out.contains("PARTITION") && out.contains("DESIRED"),
         "{out}"
     );
-    assert_eq!(
-        out.lines().filter(|l| l.contains(" n2 ")).count(),
-        9,
-        "{out}"
+    let rows = out
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("n2"))
+        .collect::<Vec<_>>();
+    assert_eq!(rows.len(), 8, "{out}");
+    assert!(
+        rows.iter().all(|r| !r.contains(" - ")),
+        "every row has a since: {out}"
     );
     drop(n2);
     if let Ok(s) =

@@ -366,21 +366,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let orchestrations = registry.orchestration_names();
     let store = open_store_with_retry(&cfg.store).await?;
-    let mut node_opts = cfg.node.clone();
-    if node_opts.cluster.http_address.is_none() {
-        node_opts.cluster.http_address = Some(
-            cfg.http
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", cfg.http_bind)),
-        );
-    }
-    let node = Node::builder()
-        .registry(registry)
-        .store(store)
-        .options(node_opts)
-        .start()
-        .await?;
+    // Bound before the node starts, so that its heartbeat record carries the real port.
     let listener = tokio::net::TcpListener::bind(cfg.http_bind)
         .await
         .map_err(|source| ServeError::Http {
@@ -391,6 +377,21 @@ pub async fn serve(
         addr: cfg.http_bind,
         source,
     })?;
+    let mut node_opts = cfg.node.clone();
+    if node_opts.cluster.http_address.is_none() {
+        node_opts.cluster.http_address = Some(
+            cfg.http
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+        );
+    }
+    let node = Node::builder()
+        .registry(registry)
+        .store(store)
+        .options(node_opts)
+        .start()
+        .await?;
     let (down_tx, down_rx) = watch::channel(false);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let metrics = node.metrics();

@@ -36,6 +36,8 @@ pub(crate) enum ManagerCmd {
 struct Held {
     actor: ActorRef<ActorMsg>,
     task: JoinHandle<()>,
+    /// About when it was acquired (the store's `since` is written in the same transaction).
+    since: Timestamp,
 }
 
 /// The manager's state.
@@ -298,7 +300,10 @@ impl Manager {
         // What this node did in this round is newer than what it read.
         for r in rows.iter_mut() {
             let p = r.partition;
-            if self.held.contains_key(&p) {
+            if let Some(h) = self.held.get(&p) {
+                if r.owner.as_deref() != Some(c.name.as_str()) || r.since.is_none() {
+                    r.since = Some(h.since);
+                }
                 r.owner = Some(c.name.clone());
                 r.epoch = self.shared.epoch(p);
             } else if r.owner.as_deref() == Some(c.name.as_str()) {
@@ -360,11 +365,13 @@ impl Manager {
                 Ok(part) => match ractor::Actor::spawn(None, PartitionActor, part).await {
                     Ok((actor, task)) => {
                         self.shared.set_route(p, Some(actor.clone()));
+                        let since = self.shared.clock.now();
                         self.held.insert(
                             p,
                             Held {
                                 actor: actor.clone(),
                                 task,
+                                since,
                             },
                         );
                         fresh.push((p, actor));
