@@ -295,3 +295,39 @@ async fn a_store_outage_makes_the_node_unready_until_the_store_returns() {
     history_once(&a, &id).await;
     a.shutdown().await;
 }
+
+/// A partition actor that stops on an error (here: fenced, because its lease was taken with
+/// a new epoch behind its back) is restarted by the node after a backoff: the node acquires
+/// the partition again (a higher epoch) and serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_partition_actor_is_restarted() {
+    use perdure_node::state::leases;
+    use perdure_node::store::transact;
+
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "sup", 1000).await.expect("starts");
+    let p = 0u32;
+    let before = a.cluster().borrow().partitions[p as usize].epoch;
+    // Another acquisition under the same name (as a restarted process would do) deposes the
+    // running actor: its next renewal is fenced and it stops.
+    let now = perdure_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    let bumped = transact(store.as_ref(), &Default::default(), move |tx| {
+        Box::pin(async move { leases::acquire(tx, p, "sup", now, Duration::from_secs(1)).await })
+    })
+    .await
+    .expect("acquire");
+    assert_eq!(bumped, Some(before + 1));
+    until(&a, "partition 0 restarted with a new epoch", |v| {
+        v.owned.contains(&p) && v.partitions[p as usize].epoch > before + 1
+    })
+    .await;
+    // It serves: an instance of partition 0 completes.
+    let id = (0..)
+        .map(|i| format!("sup-{i}"))
+        .find(|id| perdure_node::state::partition_of(id, P) == p)
+        .expect("an id of partition 0");
+    let id = common::start(&a, "HelloSequence", &id, None).await;
+    history_once(&a, &id).await;
+    a.shutdown().await;
+}
