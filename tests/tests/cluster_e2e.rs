@@ -189,6 +189,12 @@ async fn scenario(linked: bool) {
         want.sort();
         assert_eq!(addrs, want, "{nodes}");
     }
+    let n2_row = nodes["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["name"] == "n2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(n2_row["httpAddress"], n2.origin.as_str(), "{nodes}");
 
     let ids: Vec<String> = (0..16).map(|i| format!("e2e-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
@@ -239,6 +245,24 @@ async fn scenario(linked: bool) {
         .expect("text");
     assert!(metrics.contains("perdure_partitions_owned 8"), "{metrics}");
     assert!(metrics.contains("perdure_cluster_nodes 1"), "{metrics}");
+    // The CLI shows the same table.
+    let (ok, out, err) =
+        perdure_tests::perdure_cli(&n2.origin, &["cluster"]).expect("perdure cluster runs");
+    assert!(ok, "{err}");
+    assert!(out.contains("seen by n2"), "{out}");
+    assert!(
+        out.contains("PARTITION") && out.contains("DESIRED"),
+        "{out}"
+    );
+    let rows = out
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("n2"))
+        .collect::<Vec<_>>();
+    assert_eq!(rows.len(), 8, "{out}");
+    assert!(
+        rows.iter().all(|r| !r.contains(" - ")),
+        "every row has a since: {out}"
+    );
     drop(n2);
     if let Ok(s) =
         perdure_node::store::postgres::PostgresStore::connect_with_table(&url, 1, &table).await

@@ -380,13 +380,24 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let orchestrations = registry.orchestration_names();
     let store = open_store_with_retry(&cfg.store).await?;
+    // Bound before the node starts, so that its heartbeat record carries the real port.
+    let listener = tokio::net::TcpListener::bind(cfg.http_bind)
+        .await
+        .map_err(|source| ServeError::Http {
+            addr: cfg.http_bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Http {
+        addr: cfg.http_bind,
+        source,
+    })?;
     let mut node_opts = cfg.node.clone();
     if node_opts.cluster.http_address.is_none() {
         node_opts.cluster.http_address = Some(
             cfg.http
                 .public_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{}", cfg.http_bind)),
+                .unwrap_or_else(|| format!("http://{addr}")),
         );
     }
     let transport = match &cfg.transport {
@@ -409,16 +420,6 @@ pub async fn serve(
         Some(t) => Arc::new(node_link::attach(&node, t)),
         None => Arc::new(node.clone()),
     };
-    let listener = tokio::net::TcpListener::bind(cfg.http_bind)
-        .await
-        .map_err(|source| ServeError::Http {
-            addr: cfg.http_bind,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Http {
-        addr: cfg.http_bind,
-        source,
-    })?;
     let (down_tx, down_rx) = watch::channel(false);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let metrics = node.metrics();

@@ -239,3 +239,95 @@ async fn names_are_unique_among_live_nodes() {
     a.shutdown().await;
     again.shutdown().await;
 }
+
+/// A store that can be cut off: every new transaction fails as unavailable while `down`.
+struct Switchable {
+    inner: MemoryStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for Switchable {
+    async fn begin(
+        &self,
+    ) -> Result<Box<dyn perdure_node::store::Transaction>, perdure_node::store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(perdure_node::store::StoreError::Unavailable(
+                "switched off by the test".into(),
+            ));
+        }
+        self.inner.begin().await
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "switchable"
+    }
+}
+
+/// While the store is unreachable the node reports not ready with the reason, and becomes
+/// ready again by itself when the store returns, still holding (or re-acquiring) every
+/// partition; work started before the outage completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_makes_the_node_unready_until_the_store_returns() {
+    let sw = Arc::new(Switchable {
+        inner: MemoryStore::new(),
+        down: false.into(),
+    });
+    let store: Arc<dyn Store> = sw.clone();
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "outage", 1000).await.expect("starts");
+    assert_eq!(a.cluster().borrow().not_ready, None);
+    let id = common::start(&a, "HelloSequence", "outage-1", None).await;
+    sw.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    until(&a, "not ready", |v| {
+        v.not_ready
+            .as_deref()
+            .is_some_and(|r| r.contains("the store is unreachable"))
+    })
+    .await;
+    sw.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    until(&a, "ready again with every partition", |v| {
+        v.not_ready.is_none() && v.owned.len() == P as usize
+    })
+    .await;
+    history_once(&a, &id).await;
+    let id = common::start(&a, "HelloSequence", "outage-2", None).await;
+    history_once(&a, &id).await;
+    a.shutdown().await;
+}
+
+/// A partition actor that stops on an error (here: fenced, because its lease was taken with
+/// a new epoch behind its back) is restarted by the node after a backoff: the node acquires
+/// the partition again (a higher epoch) and serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_partition_actor_is_restarted() {
+    use perdure_node::state::leases;
+    use perdure_node::store::transact;
+
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "sup", 1000).await.expect("starts");
+    let p = 0u32;
+    let before = a.cluster().borrow().partitions[p as usize].epoch;
+    // Another acquisition under the same name (as a restarted process would do) deposes the
+    // running actor: its next renewal is fenced and it stops.
+    let now = perdure_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    let bumped = transact(store.as_ref(), &Default::default(), move |tx| {
+        Box::pin(async move { leases::acquire(tx, p, "sup", now, Duration::from_secs(1)).await })
+    })
+    .await
+    .expect("acquire");
+    assert_eq!(bumped, Some(before + 1));
+    until(&a, "partition 0 restarted with a new epoch", |v| {
+        v.owned.contains(&p) && v.partitions[p as usize].epoch > before + 1
+    })
+    .await;
+    // It serves: an instance of partition 0 completes.
+    let id = (0..)
+        .map(|i| format!("sup-{i}"))
+        .find(|id| perdure_node::state::partition_of(id, P) == p)
+        .expect("an id of partition 0");
+    let id = common::start(&a, "HelloSequence", &id, None).await;
+    history_once(&a, &id).await;
+    a.shutdown().await;
+}

@@ -36,6 +36,8 @@ pub(crate) enum ManagerCmd {
 struct Held {
     actor: ActorRef<ActorMsg>,
     task: JoinHandle<()>,
+    /// About when it was acquired (the store's `since` is written in the same transaction).
+    since: Timestamp,
 }
 
 /// The manager's state.
@@ -126,12 +128,19 @@ impl Manager {
         if self.superseded {
             return Ok(interval);
         }
+        // The manager's transactions give up within a heartbeat: a store outage must show
+        // (not ready) long before leases expire, not after the runtime's long retry budget.
+        let retry = crate::store::RetryOptions {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: interval / 8,
+        };
         // Heartbeat.
         let now = self.shared.clock.now();
         self.me.last_seen = now;
         self.me.beats += 1;
         let me = self.me.clone();
-        let still_me = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+        let still_me = transact(self.shared.store.as_ref(), &retry, move |tx| {
             let me = me.clone();
             Box::pin(async move {
                 match members::read(tx, &me.name).await? {
@@ -153,7 +162,7 @@ impl Manager {
             return Ok(interval);
         }
         let partitions = self.shared.partitions;
-        let (nodes, table) = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+        let (nodes, table) = transact(self.shared.store.as_ref(), &retry, move |tx| {
             Box::pin(async move {
                 let nodes = members::list(tx).await?;
                 let table = leases::read_all(tx, partitions).await?;
@@ -291,7 +300,10 @@ impl Manager {
         // What this node did in this round is newer than what it read.
         for r in rows.iter_mut() {
             let p = r.partition;
-            if self.held.contains_key(&p) {
+            if let Some(h) = self.held.get(&p) {
+                if r.owner.as_deref() != Some(c.name.as_str()) || r.since.is_none() {
+                    r.since = Some(h.since);
+                }
                 r.owner = Some(c.name.clone());
                 r.epoch = self.shared.epoch(p);
             } else if r.owner.as_deref() == Some(c.name.as_str()) {
@@ -353,11 +365,13 @@ impl Manager {
                 Ok(part) => match ractor::Actor::spawn(None, PartitionActor, part).await {
                     Ok((actor, task)) => {
                         self.shared.set_route(p, Some(actor.clone()));
+                        let since = self.shared.clock.now();
                         self.held.insert(
                             p,
                             Held {
                                 actor: actor.clone(),
                                 task,
+                                since,
                             },
                         );
                         fresh.push((p, actor));
