@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod http;
 mod http_noop;
+mod load;
 mod measure;
 mod replay;
 mod runtime;
@@ -18,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     match scenario.as_str() {
         "http-starts" => http::starts(rest),
         "http-status" => http::status(rest),
+        "load" => load::run(rest),
         "store" => store::run(rest),
         "replay" => replay::run(rest),
         "hello3" => runtime::hello3(rest),
@@ -25,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         "entity" => runtime::entity(rest),
         "waiting" => runtime::waiting(rest),
         _ => anyhow::bail!(
-            "unknown scenario {scenario:?} (scenarios: http-starts, http-status, store, replay, hello3, fanout, entity, waiting)"
+            "unknown scenario {scenario:?} (scenarios: load, http-starts, http-status, store, replay, hello3, fanout, entity, waiting)"
         ),
     }
 }
