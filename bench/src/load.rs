@@ -211,7 +211,11 @@ async fn drive(plan: Plan) -> anyhow::Result<()> {
             .send()
             .await
             .with_context(|| format!("node at {url} does not answer"))?;
-        anyhow::ensure!(r.status().is_success(), "{url}/metrics: HTTP {}", r.status());
+        anyhow::ensure!(
+            r.status().is_success(),
+            "{url}/metrics: HTTP {}",
+            r.status()
+        );
     }
     let run_id = format!(
         "{:x}{:x}",
@@ -341,7 +345,9 @@ async fn drive(plan: Plan) -> anyhow::Result<()> {
             rss / 1048576.0
         );
     } else {
-        eprintln!("  node(s): no process_cpu_seconds_total / process_resident_memory_bytes in /metrics");
+        eprintln!(
+            "  node(s): no process_cpu_seconds_total / process_resident_memory_bytes in /metrics"
+        );
     }
     for f in shared.failure_samples.lock().await.iter() {
         eprintln!("  failure: {f}");
@@ -371,6 +377,9 @@ async fn drive(plan: Plan) -> anyhow::Result<()> {
         failures == 0,
         "{failures} orchestration(s) failed or did not finish"
     );
-    anyhow::ensure!(!latencies.is_empty(), "no orchestration finished in the measured window");
+    anyhow::ensure!(
+        !latencies.is_empty(),
+        "no orchestration finished in the measured window"
+    );
     Ok(())
 }

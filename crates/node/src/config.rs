@@ -63,6 +63,8 @@ pub struct StoreLayer {
     pub url: Option<String>,
     /// PostgreSQL connection pool size.
     pub pool_size: Option<u64>,
+    /// PostgreSQL group commit (default `true`).
+    pub group_commit: Option<bool>,
     /// FoundationDB cluster file.
     pub cluster_file: Option<PathBuf>,
 }
@@ -300,7 +302,13 @@ impl NodeConfig {
                             )
                         })?,
                 };
-                StoreOptions::Postgres { url, pool_size }
+                let group_commit =
+                    pick(layers, |l| l.store.group_commit.as_ref()).is_none_or(|(v, _)| *v);
+                StoreOptions::Postgres {
+                    url,
+                    pool_size,
+                    group_commit,
+                }
             }
             Some((b, _)) if b == "foundationdb" || b == "fdb" => StoreOptions::Foundationdb {
                 cluster_file: pick(layers, |l| l.store.cluster_file.as_ref())

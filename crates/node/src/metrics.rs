@@ -274,7 +274,8 @@ mod tests {
 
     #[test]
     fn cpu_and_rss_are_parsed_from_proc_text() {
-        let stat = "1234 (perdure node) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 10 0 0";
+        let stat =
+            "1234 (perdure node) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 10 0 0";
         assert_eq!(cpu_seconds_from_stat(stat), Some(3.25));
         assert_eq!(cpu_seconds_from_stat("garbage"), None);
         let status = "Name:\tperdure\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";

@@ -40,6 +40,10 @@ pub enum StoreOptions {
         /// Most connections in the pool.
         #[serde(default = "default_pool_size")]
         pool_size: NonZeroUsize,
+        /// Group commit (default `true`): many transactions of this node in one PostgreSQL
+        /// transaction; `false` commits each in its own (see docs/storage-backends.md).
+        #[serde(default = "default_group_commit")]
+        group_commit: bool,
     },
     /// A FoundationDB cluster (needs the `foundationdb` cargo feature).
     Foundationdb {
@@ -55,10 +59,15 @@ impl std::fmt::Debug for StoreOptions {
         match self {
             Self::Memory => f.write_str("Memory"),
             Self::Embedded { path } => f.debug_struct("Embedded").field("path", path).finish(),
-            Self::Postgres { url, pool_size } => f
+            Self::Postgres {
+                url,
+                pool_size,
+                group_commit,
+            } => f
                 .debug_struct("Postgres")
                 .field("url", &redact_password(url))
                 .field("pool_size", pool_size)
+                .field("group_commit", group_commit)
                 .finish(),
             Self::Foundationdb { cluster_file } => f
                 .debug_struct("Foundationdb")
@@ -91,6 +100,10 @@ fn redact_password(url: &str) -> String {
 
 fn default_path() -> PathBuf {
     PathBuf::from("./.perdure")
+}
+
+fn default_group_commit() -> bool {
+    true
 }
 
 fn default_pool_size() -> NonZeroUsize {
@@ -132,9 +145,26 @@ pub async fn open_store(options: &StoreOptions) -> Result<Arc<dyn Store>, StoreE
                     .map_err(|e| StoreError::Fatal(Box::new(e)))??;
             Ok(Arc::new(store))
         }
-        StoreOptions::Postgres { url, pool_size } => Ok(Arc::new(
-            super::postgres::PostgresStore::connect(url, pool_size.get()).await?,
-        )),
+        StoreOptions::Postgres {
+            url,
+            pool_size,
+            group_commit,
+        } => {
+            let mode = if *group_commit {
+                super::postgres::CommitMode::Group
+            } else {
+                super::postgres::CommitMode::Plain
+            };
+            Ok(Arc::new(
+                super::postgres::PostgresStore::connect_with(
+                    url,
+                    pool_size.get(),
+                    super::postgres::DEFAULT_TABLE,
+                    mode,
+                )
+                .await?,
+            ))
+        }
         #[cfg(feature = "foundationdb")]
         StoreOptions::Foundationdb { cluster_file } => {
             Ok(Arc::new(super::fdb::FdbStore::open(cluster_file.clone())?))
@@ -155,10 +185,12 @@ mod tests {
         let url = StoreOptions::Postgres {
             url: "postgres://perdure:s3cret@db:5432/perdure".into(),
             pool_size: default_pool_size(),
+            group_commit: true,
         };
         let kv = StoreOptions::Postgres {
             url: "host=db user=perdure password=s3cret".into(),
             pool_size: default_pool_size(),
+            group_commit: true,
         };
         for options in [url, kv] {
             let text = format!("{options:?}");
@@ -187,6 +219,7 @@ mod tests {
             StoreOptions::Postgres {
                 url: "postgres://u:p@127.0.0.1/db".into(),
                 pool_size: default_pool_size(),
+                group_commit: true,
             }
         );
         let emb: StoreOptions = toml::from_str("backend = \"embedded\"").expect("embedded");

@@ -180,7 +180,14 @@ async fn run(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let outcomes = commit_group(&pool, &sql, &mut conn, &batch, &counters).await;
+        tracing::debug!(
+            members = batch.len(),
+            conflicts = outcomes.iter().filter(|o| o.is_err()).count(),
+            micros = started.elapsed().as_micros() as u64,
+            "postgres group commit"
+        );
         for (req, outcome) in batch.into_iter().zip(outcomes) {
             let _ = req.reply.send(outcome);
         }
@@ -249,22 +256,18 @@ fn outcomes(attempt: Attempt, n: usize, counters: &Counters) -> Vec<Result<(), S
             counters.conflicts.fetch_add(n as u64, Ordering::Relaxed);
             (0..n).map(|_| Err(StoreError::Conflict)).collect()
         }
-        Attempt::Failed(e, kind) => {
-            (0..n)
-                .map(|_| {
-                    let source = Box::new(GroupFailed(e.clone()));
-                    Err(match kind {
-                        FailKind::Unavailable => StoreError::Unavailable(source),
-                        FailKind::Fatal => StoreError::Fatal(source),
-                    })
+        Attempt::Failed(e, kind) => (0..n)
+            .map(|_| {
+                let source = Box::new(GroupFailed(e.clone()));
+                Err(match kind {
+                    FailKind::Unavailable => StoreError::Unavailable(source),
+                    FailKind::Fatal => StoreError::Fatal(source),
                 })
-                .collect()
-        }
-        Attempt::Unknown(e) => {
-            (0..n)
-                .map(|_| Err(StoreError::MaybeCommitted(Box::new(GroupFailed(e.clone())))))
-                .collect()
-        }
+            })
+            .collect(),
+        Attempt::Unknown(e) => (0..n)
+            .map(|_| Err(StoreError::MaybeCommitted(Box::new(GroupFailed(e.clone())))))
+            .collect(),
     }
 }
 
@@ -307,7 +310,9 @@ fn classify(e: tokio_postgres::Error, conn: &mut Option<Object>) -> Attempt {
 /// A store error as an attempt's failure.
 fn failed(e: StoreError) -> Attempt {
     match e {
-        StoreError::Unavailable(source) => Attempt::Failed(Arc::from(source), FailKind::Unavailable),
+        StoreError::Unavailable(source) => {
+            Attempt::Failed(Arc::from(source), FailKind::Unavailable)
+        }
         StoreError::Fatal(source) => Attempt::Failed(Arc::from(source), FailKind::Fatal),
         other => Attempt::Failed(Arc::new(other), FailKind::Unavailable),
     }
@@ -374,7 +379,14 @@ async fn attempt(
             }
         }
     }
+    let t = std::time::Instant::now();
     let validated = validate(client, &stmts, &point_keys, &ranges).await;
+    tracing::trace!(
+        keys = point_keys.len(),
+        ranges = ranges.len(),
+        micros = t.elapsed().as_micros() as u64,
+        "postgres group validated"
+    );
     let (current_keys, current_ranges) = match validated {
         Ok(v) => v,
         Err(e) => {
@@ -422,7 +434,12 @@ async fn attempt(
     };
     let writes = send_writes(client, &stmts, merged);
     let commit = client.batch_execute("COMMIT");
+    let t = std::time::Instant::now();
     let (written, committed) = futures::join!(writes, commit);
+    tracing::trace!(
+        micros = t.elapsed().as_micros() as u64,
+        "postgres group written"
+    );
     if let Err(e) = written {
         // The server aborted at the failed write; its answer to COMMIT was a rollback.
         return classify(e, conn);
@@ -499,12 +516,11 @@ async fn send_writes(
             None => deletes.push(key),
         }
     }
-    let ranges = join_all(
-        pending
-            .cleared
-            .iter()
-            .map(|r| async move { client.execute(&stmts.delete_range, &[&r.begin, &r.end]).await }),
-    );
+    let ranges = join_all(pending.cleared.iter().map(|r| async move {
+        client
+            .execute(&stmts.delete_range, &[&r.begin, &r.end])
+            .await
+    }));
     let dels = async {
         if deletes.is_empty() {
             Ok(0)
