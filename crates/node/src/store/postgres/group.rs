@@ -39,7 +39,7 @@ use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
-use super::{Pending, PostgresError, Sql, is_connection_error, pg_error};
+use super::{Pending, PostgresError, Sql, pg_error};
 use crate::store::{KeyRange, KeyValue, StoreError};
 
 /// Most members in one group.
@@ -440,19 +440,20 @@ async fn attempt(
         micros = t.elapsed().as_micros() as u64,
         "postgres group written"
     );
-    if let Err(e) = written {
-        // The server aborted at the failed write; its answer to COMMIT was a rollback.
-        return classify(e, conn);
-    }
-    match committed {
-        Ok(()) => Attempt::Done(accepted),
-        Err(e) if e.code().is_none() && is_connection_error(&e) => {
+    match (written, committed) {
+        (Ok(()), Ok(())) => Attempt::Done(accepted),
+        // A statement failed with an answer from the server: it aborted the transaction,
+        // and answered the pipelined COMMIT with a rollback.
+        (Err(e), _) if e.code().is_some() => classify(e, conn),
+        (Ok(()), Err(e)) if e.code().is_some() => classify(e, conn),
+        // The connection was lost with COMMIT sent or about to be: the server may have
+        // committed before the answer was lost.
+        (Err(e), _) | (Ok(()), Err(e)) => {
             if let Some(c) = conn.take() {
                 drop(Object::take(c));
             }
             Attempt::Unknown(Arc::new(PostgresError::Commit(e)))
         }
-        Err(e) => classify(e, conn),
     }
 }
 
