@@ -207,7 +207,13 @@ impl PostgresStore {
         drop(client);
         let sql = Arc::new(Sql::new(table));
         let committer = (mode == CommitMode::Group && pool_size >= 2)
-            .then(|| Arc::new(group::GroupCommitter::start(pool.clone(), sql.clone())));
+            .then(|| {
+                Arc::new(group::GroupCommitter::start(
+                    pool.clone(),
+                    sql.clone(),
+                    group::COMMITTERS,
+                ))
+            });
         Ok(Self {
             pool,
             sql,

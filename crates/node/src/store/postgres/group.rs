@@ -44,6 +44,10 @@ use crate::store::{KeyRange, KeyValue, StoreError};
 
 /// Most members in one group.
 pub(super) const MAX_GROUP: usize = 256;
+/// Groups committing at once, each on its own connection. One: measured with 4 (issue 17,
+/// docs/benchmarks.md), concurrent groups of one node abort each other in PostgreSQL's SSI
+/// (they read and write the same partitions' keys) and throughput fell.
+pub(super) const COMMITTERS: usize = 1;
 /// How often a group that PostgreSQL aborted as a serialization failure is re-run.
 pub(super) const GROUP_RETRIES: u32 = 3;
 
@@ -133,10 +137,19 @@ type Source = Arc<dyn std::error::Error + Send + Sync>;
 
 impl GroupCommitter {
     /// Starts the committer task on the current runtime.
-    pub(super) fn start(pool: Pool, sql: Arc<Sql>) -> Self {
+    /// Starts `committers` committer tasks (at least 1) on the current runtime.
+    pub(super) fn start(pool: Pool, sql: Arc<Sql>, committers: usize) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(pool, sql, receiver, counters.clone()));
+        for _ in 0..committers.max(1) {
+            tokio::spawn(run(
+                pool.clone(),
+                sql.clone(),
+                receiver.clone(),
+                counters.clone(),
+            ));
+        }
         Self { sender, counters }
     }
 
@@ -168,18 +181,26 @@ impl GroupCommitter {
 async fn run(
     pool: Pool,
     sql: Arc<Sql>,
-    mut receiver: mpsc::UnboundedReceiver<Request>,
+    receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
     counters: Arc<Counters>,
 ) {
     let mut conn: Option<Object> = None;
-    while let Some(first) = receiver.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_GROUP {
-            match receiver.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+    loop {
+        // One committer at a time takes what is waiting; the others are committing theirs.
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_GROUP {
+                match receiver.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
             }
-        }
+            batch
+        };
         let started = std::time::Instant::now();
         let outcomes = commit_group(&pool, &sql, &mut conn, &batch, &counters).await;
         tracing::debug!(
