@@ -47,19 +47,32 @@ impl OptimisticTransaction {
         }
     }
 
-    /// The snapshot connection, opening the snapshot on first use.
-    async fn reader(&mut self) -> Result<&Object, StoreError> {
-        if self.reader.is_none() {
-            let client = self.pool.get().await.map_err(checkout_error)?;
-            client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
-                .map_err(pg_error)?;
-            self.reader = Some(client);
+    /// Runs one read statement in the snapshot. The first read takes a connection and
+    /// sends `BEGIN … READ ONLY` pipelined with the statement (one round trip for both).
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        if let Some(client) = &self.reader {
+            let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+            return client.query(&stmt, params).await.map_err(pg_error);
         }
-        self.reader
-            .as_ref()
-            .ok_or_else(|| StoreError::Fatal(Box::new(super::NoConnection)))
+        let client = self.pool.get().await.map_err(checkout_error)?;
+        let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+        // Both are sent when first polled, BEGIN first (`join!` polls in order).
+        let (begun, rows) = futures::join!(
+            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+            client.query(&stmt, params)
+        );
+        let keep = begun.is_ok() && rows.is_ok();
+        if keep {
+            self.reader = Some(client);
+        } else {
+            end_snapshot(client);
+        }
+        begun.map_err(pg_error)?;
+        rows.map_err(pg_error)
     }
 
     /// Whether a local write or clear may change what a read of `range` returns.
@@ -122,10 +135,9 @@ impl Transaction for OptimisticTransaction {
             return Ok(seen.clone());
         }
         let sql = self.sql.clone();
-        let client = self.reader().await?;
-        let stmt = client.prepare_cached(&sql.get).await.map_err(pg_error)?;
-        let row = client.query_opt(&stmt, &[&key]).await.map_err(pg_error)?;
-        let value = row
+        let rows = self.query(&sql.get, &[&key]).await?;
+        let value = rows
+            .first()
             .map(|r| r.try_get::<_, Vec<u8>>(0))
             .transpose()
             .map_err(|e| StoreError::Fatal(Box::new(PostgresError::Statement(e))))?;
@@ -151,15 +163,9 @@ impl Transaction for OptimisticTransaction {
             limit: limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         };
         let sql = self.sql.clone();
-        let client = self.reader().await?;
-        let stmt = client
-            .prepare_cached(read.sql(&sql))
-            .await
-            .map_err(pg_error)?;
-        let rows = client
-            .query(&stmt, &[&range.begin, &range.end, &read.limit])
-            .await
-            .map_err(pg_error)?;
+        let rows = self
+            .query(read.sql(&sql), &[&range.begin, &range.end, &read.limit])
+            .await?;
         let rows = rows_to_pairs(&rows)?;
         self.reads.ranges.push((read, rows.clone()));
         if !local {
