@@ -31,7 +31,12 @@ async fn on_embedded(cases: Vec<Case>) {
 /// Runs `cases` on PostgreSQL, one fresh table per case (dropped afterwards), or skips
 /// loudly when `PERDURE_TEST_POSTGRES_URL` is not set.
 async fn on_postgres(test: &str, cases: Vec<Case>) {
-    on_postgres_with(test, cases, perdure_node::store::postgres::CommitMode::Group).await;
+    on_postgres_with(
+        test,
+        cases,
+        perdure_node::store::postgres::CommitMode::Group,
+    )
+    .await;
 }
 
 /// [`on_postgres`] with a commit mode (group commit, or one PostgreSQL transaction each).

@@ -206,14 +206,13 @@ impl PostgresStore {
         }
         drop(client);
         let sql = Arc::new(Sql::new(table));
-        let committer = (mode == CommitMode::Group && pool_size >= 2)
-            .then(|| {
-                Arc::new(group::GroupCommitter::start(
-                    pool.clone(),
-                    sql.clone(),
-                    group::COMMITTERS,
-                ))
-            });
+        let committer = (mode == CommitMode::Group && pool_size >= 2).then(|| {
+            Arc::new(group::GroupCommitter::start(
+                pool.clone(),
+                sql.clone(),
+                group::COMMITTERS,
+            ))
+        });
         Ok(Self {
             pool,
             sql,
