@@ -1,6 +1,11 @@
 //! The PostgreSQL backend: one table `kv(key bytea primary key, value bytea)`, SERIALIZABLE
 //! transactions, a connection pool (deadpool-postgres over tokio-postgres, no TLS).
 //!
+//! Two [`CommitMode`]s: group commit (the default; `optimistic` reads from a snapshot,
+//! `group` validates and writes many logical transactions in one SERIALIZABLE PostgreSQL
+//! transaction), and plain (the `PostgresTransaction` below: one PostgreSQL transaction per
+//! logical one). The notes below describe the plain mode; see docs/storage-backends.md.
+//!
 //! - Conflicts: SQLSTATE 40001 (serialization failure) and 40P01 (deadlock) become
 //!   [`StoreError::Conflict`], retried by [`transact`](super::transact).
 //! - Connection failures become [`StoreError::Unavailable`] (retried with backoff); a
