@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cluster;
 mod http;
 mod http_noop;
+mod load;
 mod measure;
 mod replay;
 mod runtime;
@@ -19,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     match scenario.as_str() {
         "http-starts" => http::starts(rest),
         "http-status" => http::status(rest),
+        "load" => load::run(rest),
         "store" => store::run(rest),
         "replay" => replay::run(rest),
         "hello3" => runtime::hello3(rest),
@@ -28,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         "forward-latency" => cluster::latency(rest),
         "forward-peer" => cluster::peer(rest),
         _ => anyhow::bail!(
-            "unknown scenario {scenario:?} (scenarios: http-starts, http-status, store, replay, hello3, fanout, entity, waiting, forward-latency)"
+            "unknown scenario {scenario:?} (scenarios: load, http-starts, http-status, store, replay, hello3, fanout, entity, waiting, forward-latency)"
         ),
     }
 }

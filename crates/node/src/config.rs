@@ -68,6 +68,8 @@ pub struct StoreLayer {
     pub pool_size: Option<u64>,
     /// PostgreSQL table (default `kv`).
     pub table: Option<String>,
+    /// PostgreSQL group commit (default `true`).
+    pub group_commit: Option<bool>,
     /// FoundationDB cluster file.
     pub cluster_file: Option<PathBuf>,
 }
@@ -383,10 +385,13 @@ impl NodeConfig {
                             )
                         })?,
                 };
+                let group_commit =
+                    pick(layers, |l| l.store.group_commit.as_ref()).is_none_or(|(v, _)| *v);
                 StoreOptions::Postgres {
                     url,
                     pool_size,
                     table: pick(layers, |l| l.store.table.as_ref()).map(|(t, _)| t.clone()),
+                    group_commit,
                 }
             }
             Some((b, _)) if b == "foundationdb" || b == "fdb" => StoreOptions::Foundationdb {

@@ -222,3 +222,78 @@ impl Metrics {
         out
     }
 }
+
+/// The process's CPU time (user + system) and resident memory, in the Prometheus text
+/// format under the standard names `process_cpu_seconds_total` and
+/// `process_resident_memory_bytes`, read from `/proc/self/stat` and `/proc/self/status`.
+/// Empty where `/proc` cannot be read (not Linux). A load generator in another process reads
+/// them to report the node's CPU per orchestration.
+///
+/// ```
+/// let text = perdure_node::metrics::render_process();
+/// if cfg!(target_os = "linux") {
+///     assert!(text.contains("process_cpu_seconds_total "));
+///     assert!(text.contains("process_resident_memory_bytes "));
+/// }
+/// ```
+pub fn render_process() -> String {
+    let mut out = String::new();
+    if let Some(cpu) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .as_deref()
+        .and_then(cpu_seconds_from_stat)
+    {
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total User and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+        );
+    }
+    if let Some(rss) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(rss_bytes_from_status)
+    {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
+    }
+    out
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on every Linux ABI).
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU seconds from the text of `/proc/self/stat` (fields 14 and 15, counted
+/// after the parenthesised command name, which may itself hold spaces).
+fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = after_name.split_whitespace();
+    // After the name: state (3), ppid (4), ... utime is field 14, i.e. the 12th here.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// `VmRSS` of `/proc/self/status`, in bytes.
+fn rss_bytes_from_status(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_rss_are_parsed_from_proc_text() {
+        let stat =
+            "1234 (perdure node) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 10 0 0";
+        assert_eq!(cpu_seconds_from_stat(stat), Some(3.25));
+        assert_eq!(cpu_seconds_from_stat("garbage"), None);
+        let status = "Name:\tperdure\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(rss_bytes_from_status(status), Some(1024 * 1024));
+        assert_eq!(rss_bytes_from_status("Name: x\n"), None);
+    }
+}

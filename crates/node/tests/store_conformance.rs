@@ -31,6 +31,20 @@ async fn on_embedded(cases: Vec<Case>) {
 /// Runs `cases` on PostgreSQL, one fresh table per case (dropped afterwards), or skips
 /// loudly when `PERDURE_TEST_POSTGRES_URL` is not set.
 async fn on_postgres(test: &str, cases: Vec<Case>) {
+    on_postgres_with(
+        test,
+        cases,
+        perdure_node::store::postgres::CommitMode::Group,
+    )
+    .await;
+}
+
+/// [`on_postgres`] with a commit mode (group commit, or one PostgreSQL transaction each).
+async fn on_postgres_with(
+    test: &str,
+    cases: Vec<Case>,
+    mode: perdure_node::store::postgres::CommitMode,
+) {
     use perdure_node::store::postgres::PostgresStore;
     let url = match std::env::var("PERDURE_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => url,
@@ -50,7 +64,7 @@ async fn on_postgres(test: &str, cases: Vec<Case>) {
         tables.lock().expect("lock").push(table.clone());
         let url = url.clone();
         async move {
-            let store = PostgresStore::connect_with_table(&url, 16, &table)
+            let store = PostgresStore::connect_with(&url, 16, &table, mode)
                 .await
                 .expect("connect to PostgreSQL");
             Arc::new(store) as Arc<dyn Store>
@@ -93,6 +107,18 @@ async fn postgres_passes_the_state_suite() {
     on_postgres(
         "state_conformance",
         perdure_node::state::conformance::state_cases(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_without_group_commit_passes_the_kv_and_state_suites() {
+    let plain = perdure_node::store::postgres::CommitMode::Plain;
+    on_postgres_with("kv_plain", conformance::kv_cases(), plain).await;
+    on_postgres_with(
+        "state_plain",
+        perdure_node::state::conformance::state_cases(),
+        plain,
     )
     .await;
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use perdure_node::store::postgres::PostgresStore;
+use perdure_node::store::postgres::{CommitMode, PostgresStore};
 use perdure_node::store::{RetryOptions, Store, StoreError, Transaction, transact};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -234,12 +234,13 @@ fn postgres_url(test: &str) -> Option<String> {
 async fn store_via_proxy(
     url: &str,
     table: &str,
+    mode: CommitMode,
 ) -> anyhow::Result<(Arc<Proxy>, Observed<PostgresStore>)> {
     let (addr, template) =
         split_url(url).ok_or_else(|| anyhow::anyhow!("expected postgres://u:p@host:port/db"))?;
     let proxy = Proxy::start(addr).await?;
     let via_proxy = template.replace("{addr}", &format!("127.0.0.1:{}", proxy.port));
-    let store = PostgresStore::connect_with_table(&via_proxy, 2, table).await?;
+    let store = PostgresStore::connect_with(&via_proxy, 2, table, mode).await?;
     Ok((Arc::new(proxy), Observed::new(store)))
 }
 
@@ -264,7 +265,7 @@ async fn lost_at_runtime_retries_then_fails_typed_then_recovers() -> anyhow::Res
         return Ok(());
     };
     let table = format!("kv_lost_{}", std::process::id());
-    let (proxy, store) = store_via_proxy(&url, &table).await?;
+    let (proxy, store) = store_via_proxy(&url, &table, CommitMode::Group).await?;
     let quick = quick();
 
     transact(&store, &quick, |tx| {
@@ -329,7 +330,9 @@ async fn lost_during_commit_is_maybe_committed_and_not_retried() -> anyhow::Resu
         return Ok(());
     };
     let table = format!("kv_lost_commit_{}", std::process::id());
-    let (proxy, store) = store_via_proxy(&url, &table).await?;
+    // The plain path (one PostgreSQL transaction per logical one); the group path's
+    // lost COMMIT is tested in tests/store_postgres_group.rs.
+    let (proxy, store) = store_via_proxy(&url, &table, CommitMode::Plain).await?;
     let runs = Arc::new(AtomicU32::new(0));
     let (closure_runs, closure_proxy) = (runs.clone(), proxy.clone());
     let result = transact(&store, &quick(), move |tx| {

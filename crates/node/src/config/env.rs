@@ -16,6 +16,7 @@ const VARS: &[(&str, &str)] = &[
     ("DATABASE_URL", "store.url"),
     ("STORE_POOL_SIZE", "store.pool_size"),
     ("STORE_TABLE", "store.table"),
+    ("STORE_GROUP_COMMIT", "store.group_commit"),
     ("FDB_CLUSTER_FILE", "store.cluster_file"),
     ("HTTP", "http.bind"),
     ("HTTP_BIND", "http.bind"),
@@ -92,6 +93,13 @@ impl ConfigLayer {
                     .map_err(|_| bad("a non-negative integer"))
             };
             let text = || Some(v.clone());
+            let boolean = || -> Result<Option<bool>, ConfigError> {
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" => Ok(Some(true)),
+                    "false" | "0" => Ok(Some(false)),
+                    _ => Err(bad("a boolean (true, false, 1 or 0)")),
+                }
+            };
             let duration = || -> Result<Option<String>, ConfigError> {
                 match super::parse_duration(&v) {
                     Some(_) => Ok(text()),
@@ -104,18 +112,13 @@ impl ConfigLayer {
                 "store.url" => l.store.url = text(),
                 "store.pool_size" => l.store.pool_size = num()?,
                 "store.table" => l.store.table = text(),
+                "store.group_commit" => l.store.group_commit = boolean()?,
                 "store.cluster_file" => l.store.cluster_file = Some(PathBuf::from(&v)),
                 "http.bind" => l.http.bind = text(),
                 "http.public_url" => l.http.public_url = text(),
                 "http.max_body_bytes" => l.http.max_body_bytes = num()?,
                 "http.max_wait" => l.http.max_wait = duration()?,
-                "http.log_payloads" => {
-                    l.http.log_payloads = Some(match v.trim().to_ascii_lowercase().as_str() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        _ => return Err(bad("a boolean (true, false, 1 or 0)")),
-                    })
-                }
+                "http.log_payloads" => l.http.log_payloads = boolean()?,
                 "node.name" => l.node.name = text(),
                 "node.partitions" => l.node.partitions = num()?,
                 "node.max_concurrent_activities" => l.node.max_concurrent_activities = num()?,

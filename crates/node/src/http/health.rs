@@ -171,6 +171,7 @@ pub(crate) async fn metrics(State(state): St) -> Response {
         text.push('\n');
     }
     text.push_str(&state.counters.render());
+    text.push_str(&crate::metrics::render_process());
     (
         [(
             header::CONTENT_TYPE,

@@ -43,6 +43,10 @@ pub enum StoreOptions {
         /// The table (default `kv`): several clusters can share one database.
         #[serde(default)]
         table: Option<String>,
+        /// Group commit (default `true`): many transactions of this node in one PostgreSQL
+        /// transaction; `false` commits each in its own (see docs/storage-backends.md).
+        #[serde(default = "default_group_commit")]
+        group_commit: bool,
     },
     /// A FoundationDB cluster (needs the `foundationdb` cargo feature).
     Foundationdb {
@@ -62,11 +66,13 @@ impl std::fmt::Debug for StoreOptions {
                 url,
                 pool_size,
                 table,
+                group_commit,
             } => f
                 .debug_struct("Postgres")
                 .field("url", &redact_password(url))
                 .field("pool_size", pool_size)
                 .field("table", table)
+                .field("group_commit", group_commit)
                 .finish(),
             Self::Foundationdb { cluster_file } => f
                 .debug_struct("Foundationdb")
@@ -99,6 +105,10 @@ fn redact_password(url: &str) -> String {
 
 fn default_path() -> PathBuf {
     PathBuf::from("./.perdure")
+}
+
+fn default_group_commit() -> bool {
+    true
 }
 
 fn default_pool_size() -> NonZeroUsize {
@@ -144,14 +154,23 @@ pub async fn open_store(options: &StoreOptions) -> Result<Arc<dyn Store>, StoreE
             url,
             pool_size,
             table,
-        } => Ok(Arc::new(
-            super::postgres::PostgresStore::connect_with_table(
-                url,
-                pool_size.get(),
-                table.as_deref().unwrap_or(super::postgres::DEFAULT_TABLE),
-            )
-            .await?,
-        )),
+            group_commit,
+        } => {
+            let mode = if *group_commit {
+                super::postgres::CommitMode::Group
+            } else {
+                super::postgres::CommitMode::Plain
+            };
+            Ok(Arc::new(
+                super::postgres::PostgresStore::connect_with(
+                    url,
+                    pool_size.get(),
+                    table.as_deref().unwrap_or(super::postgres::DEFAULT_TABLE),
+                    mode,
+                )
+                .await?,
+            ))
+        }
         #[cfg(feature = "foundationdb")]
         StoreOptions::Foundationdb { cluster_file } => {
             Ok(Arc::new(super::fdb::FdbStore::open(cluster_file.clone())?))
@@ -173,11 +192,13 @@ mod tests {
             url: "postgres://perdure:s3cret@db:5432/perdure".into(),
             pool_size: default_pool_size(),
             table: None,
+            group_commit: true,
         };
         let kv = StoreOptions::Postgres {
             url: "host=db user=perdure password=s3cret".into(),
             pool_size: default_pool_size(),
             table: None,
+            group_commit: true,
         };
         for options in [url, kv] {
             let text = format!("{options:?}");
@@ -207,6 +228,7 @@ mod tests {
                 url: "postgres://u:p@127.0.0.1/db".into(),
                 pool_size: default_pool_size(),
                 table: None,
+                group_commit: true,
             }
         );
         let emb: StoreOptions = toml::from_str("backend = \"embedded\"").expect("embedded");

@@ -1,6 +1,11 @@
 //! The PostgreSQL backend: one table `kv(key bytea primary key, value bytea)`, SERIALIZABLE
 //! transactions, a connection pool (deadpool-postgres over tokio-postgres, no TLS).
 //!
+//! Two [`CommitMode`]s: group commit (the default; `optimistic` reads from a snapshot,
+//! `group` validates and writes many logical transactions in one SERIALIZABLE PostgreSQL
+//! transaction), and plain (the `PostgresTransaction` below: one PostgreSQL transaction per
+//! logical one). The notes below describe the plain mode; see docs/storage-backends.md.
+//!
 //! - Conflicts: SQLSTATE 40001 (serialization failure) and 40P01 (deadlock) become
 //!   [`StoreError::Conflict`], retried by [`transact`](super::transact).
 //! - Connection failures become [`StoreError::Unavailable`] (retried with backoff); a
@@ -30,6 +35,11 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::{KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction, check_write};
+
+mod group;
+mod optimistic;
+
+pub use group::GroupStats;
 
 /// The default table name.
 pub const DEFAULT_TABLE: &str = "kv";
@@ -75,6 +85,7 @@ pub enum PostgresError {
 /// SQL text for one table.
 struct Sql {
     get: String,
+    get_many: String,
     range_forward: String,
     range_reverse: String,
     upsert: String,
@@ -86,6 +97,7 @@ impl Sql {
     fn new(t: &str) -> Self {
         Self {
             get: format!("SELECT value FROM {t} WHERE key = $1"),
+            get_many: format!("SELECT key, value FROM {t} WHERE key = ANY($1::bytea[])"),
             range_forward: format!(
                 "SELECT key, value FROM {t} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
             ),
@@ -102,11 +114,24 @@ impl Sql {
     }
 }
 
-/// The PostgreSQL store. Clones share the pool.
+/// How transactions commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Group commit (the default): reads from a read-only snapshot, and many logical
+    /// transactions of this node validated and written in one SERIALIZABLE PostgreSQL
+    /// transaction (see the `group` module).
+    #[default]
+    Group,
+    /// Every logical transaction is its own SERIALIZABLE PostgreSQL transaction.
+    Plain,
+}
+
+/// The PostgreSQL store. Clones share the pool (and the group committer).
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
     sql: Arc<Sql>,
+    committer: Option<Arc<group::GroupCommitter>>,
 }
 
 impl PostgresStore {
@@ -124,6 +149,18 @@ impl PostgresStore {
         url: &str,
         pool_size: usize,
         table: &str,
+    ) -> Result<Self, StoreError> {
+        Self::connect_with(url, pool_size, table, CommitMode::default()).await
+    }
+
+    /// Like [`connect_with_table`](Self::connect_with_table), with a [`CommitMode`]. Group
+    /// commit needs a Tokio runtime (its committer is a task) and at least 2 connections
+    /// (one is the committer's); a pool of 1 commits in [`CommitMode::Plain`].
+    pub async fn connect_with(
+        url: &str,
+        pool_size: usize,
+        table: &str,
+        mode: CommitMode,
     ) -> Result<Self, StoreError> {
         let fatal = |e: PostgresError| StoreError::Fatal(Box::new(e));
         let valid_table = !table.is_empty()
@@ -173,10 +210,27 @@ impl PostgresStore {
             }
         }
         drop(client);
+        let sql = Arc::new(Sql::new(table));
+        let committer = (mode == CommitMode::Group && pool_size >= 2).then(|| {
+            Arc::new(group::GroupCommitter::start(
+                pool.clone(),
+                sql.clone(),
+                group::COMMITTERS,
+            ))
+        });
         Ok(Self {
             pool,
-            sql: Arc::new(Sql::new(table)),
+            sql,
+            committer,
         })
+    }
+
+    /// The group committer's counters (all zero in [`CommitMode::Plain`]).
+    pub fn group_stats(&self) -> GroupStats {
+        self.committer
+            .as_ref()
+            .map(|c| c.stats())
+            .unwrap_or_default()
     }
 
     /// Drops the table (tests clean up their tables with this).
@@ -258,6 +312,13 @@ fn checkout_error(e: PoolError) -> StoreError {
 #[async_trait]
 impl Store for PostgresStore {
     async fn begin(&self) -> Result<Box<dyn Transaction>, StoreError> {
+        if let Some(committer) = &self.committer {
+            return Ok(Box::new(optimistic::OptimisticTransaction::new(
+                self.pool.clone(),
+                self.sql.clone(),
+                committer.clone(),
+            )));
+        }
         let client = self.pool.get().await.map_err(checkout_error)?;
         let tx = PostgresTransaction {
             client: Some(client),
@@ -290,6 +351,30 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.cleared.is_empty() && self.writes.is_empty()
     }
+
+    /// Clears `range`: drops the buffered writes inside it and records the clear.
+    fn clear_range(&mut self, range: &KeyRange) {
+        if range.begin >= range.end {
+            return;
+        }
+        let inside: Vec<Vec<u8>> = self
+            .writes
+            .range::<[u8], _>(range.bounds())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in inside {
+            self.writes.remove(&key);
+        }
+        self.cleared.push(range.clone());
+    }
+}
+
+/// Rows of `key, value` as pairs.
+fn rows_to_pairs(rows: &[tokio_postgres::Row]) -> Result<Vec<KeyValue>, StoreError> {
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<KeyValue>, tokio_postgres::Error>>()
+        .map_err(|e| StoreError::Fatal(Box::new(PostgresError::Statement(e))))
 }
 
 /// The transaction has no connection any more (an earlier failure consumed it).
@@ -477,19 +562,7 @@ impl Transaction for PostgresTransaction {
     }
 
     fn clear_range(&mut self, range: &KeyRange) {
-        if range.begin >= range.end {
-            return;
-        }
-        let inside: Vec<Vec<u8>> = self
-            .pending
-            .writes
-            .range(range.begin.clone()..range.end.clone())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in inside {
-            self.pending.writes.remove(&key);
-        }
-        self.pending.cleared.push(range.clone());
+        self.pending.clear_range(range);
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

@@ -1,0 +1,577 @@
+//! Group commit: many logical transactions of one node in one PostgreSQL transaction.
+//!
+//! One committer task per store takes the transactions waiting to commit (up to
+//! [`MAX_GROUP`]) and, on one connection:
+//!
+//! 1. `BEGIN ISOLATION LEVEL SERIALIZABLE`, then re-reads everything the members read from
+//!    their snapshots (every point key in one `key = ANY($1)` query, each range with its
+//!    original query), pipelined. A member whose reads differ from what it saw conflicts:
+//!    someone (this node or another) committed a change to its reads after its snapshot.
+//! 2. In member order, a member also conflicts if it read a key or range that an earlier
+//!    accepted member of the group writes (the FoundationDB-style check: it did not see
+//!    that write). Conflicting members get [`StoreError::Conflict`] and are retried by
+//!    `transact`; the others are accepted.
+//! 3. The accepted members' writes, merged in order (a later write of a key wins; a range
+//!    clear removes earlier writes in it), are sent as at most one range-delete per range,
+//!    one multi-row delete and one multi-row upsert, pipelined with `COMMIT`.
+//!
+//! Why this is serializable: every accepted member's reads equal the database's state inside
+//! the group's SERIALIZABLE transaction (checked in step 1, adjusted for the earlier members
+//! in step 2), so each member behaves as if it ran at the group's position in PostgreSQL's
+//! serial order, members in group order. PostgreSQL's SSI protects the group against other
+//! nodes' transactions. Fencing follows: a member's lease check is a read of the lease row,
+//! re-checked in step 1, so a deposed owner's member conflicts, and its retry sees the new
+//! epoch and fails with `Fenced`.
+//!
+//! Outcomes: `40001`/`40P01` on the group re-runs the whole group (up to [`GROUP_RETRIES`]
+//! times; the members' reads are data, so nothing of theirs reruns) and then gives every
+//! member `Conflict`; a connection lost before `COMMIT` was sent gives `Unavailable`; lost
+//! while `COMMIT` was in flight gives every member `MaybeCommitted`. Any other failure of
+//! a group of several re-runs its members one per transaction, so one member's bad write
+//! fails only that member.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::{Object, Pool};
+use futures::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Statement;
+
+use super::{Pending, PostgresError, Sql, pg_error};
+use crate::store::{KeyRange, KeyValue, StoreError};
+
+/// Most members in one group.
+pub(super) const MAX_GROUP: usize = 256;
+/// Groups committing at once, each on its own connection. One: measured with 4 (issue 17,
+/// docs/benchmarks.md), concurrent groups of one node abort each other in PostgreSQL's SSI
+/// (they read and write the same partitions' keys) and throughput fell.
+pub(super) const COMMITTERS: usize = 1;
+/// How often a group that PostgreSQL aborted as a serialization failure is re-run.
+pub(super) const GROUP_RETRIES: u32 = 3;
+
+/// One range read: the query a transaction ran (re-run identically to validate it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct RangeRead {
+    pub(super) range: KeyRange,
+    pub(super) reverse: bool,
+    pub(super) limit: Option<i64>,
+}
+
+impl RangeRead {
+    pub(super) fn sql<'s>(&self, sql: &'s Sql) -> &'s str {
+        if self.reverse {
+            &sql.range_reverse
+        } else {
+            &sql.range_forward
+        }
+    }
+
+    /// Whether a write of `key` or a clear of `cleared` may change this read's result.
+    fn touched_by(&self, written: &BTreeSet<Vec<u8>>, cleared: &[KeyRange]) -> bool {
+        written
+            .range::<[u8], _>(self.range.bounds())
+            .next()
+            .is_some()
+            || cleared
+                .iter()
+                .any(|c| c.begin < self.range.end && self.range.begin < c.end)
+    }
+}
+
+/// What a transaction read from its snapshot.
+#[derive(Default, Debug)]
+pub(super) struct ReadSet {
+    /// Keys read, with the value seen (`None`: absent).
+    pub(super) keys: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Ranges read, with the rows seen.
+    pub(super) ranges: Vec<(RangeRead, Vec<KeyValue>)>,
+}
+
+/// Counters of the committer (for tests and benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// PostgreSQL transactions committed by the committer.
+    pub groups: u64,
+    /// Logical transactions committed.
+    pub committed: u64,
+    /// Logical transactions refused with `Conflict` (retried by `transact`).
+    pub conflicts: u64,
+    /// Groups re-run after PostgreSQL aborted them (serialization failure).
+    pub group_retries: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    committed: AtomicU64,
+    conflicts: AtomicU64,
+    group_retries: AtomicU64,
+}
+
+struct Request {
+    reads: ReadSet,
+    pending: Pending,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The committer's queue. Dropping the last handle stops the task.
+pub(super) struct GroupCommitter {
+    sender: mpsc::UnboundedSender<Request>,
+    counters: Arc<Counters>,
+}
+
+/// The committer task has stopped (its runtime shut down).
+#[derive(Debug, thiserror::Error)]
+#[error("the PostgreSQL group committer has stopped")]
+struct CommitterStopped;
+
+/// Why a whole group failed, shared by its members' errors.
+#[derive(Debug, thiserror::Error)]
+#[error("group commit failed: {0}")]
+struct GroupFailed(#[source] Source);
+
+/// A failure shared by every member of a group.
+type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+impl GroupCommitter {
+    /// Starts the committer task on the current runtime.
+    /// Starts `committers` committer tasks (at least 1) on the current runtime.
+    pub(super) fn start(pool: Pool, sql: Arc<Sql>, committers: usize) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let counters = Arc::new(Counters::default());
+        for _ in 0..committers.max(1) {
+            tokio::spawn(run(
+                pool.clone(),
+                sql.clone(),
+                receiver.clone(),
+                counters.clone(),
+            ));
+        }
+        Self { sender, counters }
+    }
+
+    /// Commits one logical transaction; returns once its group committed (durably) or failed.
+    pub(super) async fn commit(&self, reads: ReadSet, pending: Pending) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request {
+                reads,
+                pending,
+                reply,
+            })
+            .map_err(|_| StoreError::Unavailable(Box::new(CommitterStopped)))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::MaybeCommitted(Box::new(CommitterStopped))))
+    }
+
+    pub(super) fn stats(&self) -> GroupStats {
+        GroupStats {
+            groups: self.counters.groups.load(Ordering::Relaxed),
+            committed: self.counters.committed.load(Ordering::Relaxed),
+            conflicts: self.counters.conflicts.load(Ordering::Relaxed),
+            group_retries: self.counters.group_retries.load(Ordering::Relaxed),
+        }
+    }
+}
+
+async fn run(
+    pool: Pool,
+    sql: Arc<Sql>,
+    receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
+    counters: Arc<Counters>,
+) {
+    let mut conn: Option<Object> = None;
+    loop {
+        // One committer at a time takes what is waiting; the others are committing theirs.
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_GROUP {
+                match receiver.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let started = std::time::Instant::now();
+        let outcomes = commit_group(&pool, &sql, &mut conn, &batch, &counters).await;
+        tracing::debug!(
+            members = batch.len(),
+            conflicts = outcomes.iter().filter(|o| o.is_err()).count(),
+            micros = started.elapsed().as_micros() as u64,
+            "postgres group commit"
+        );
+        for (req, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = req.reply.send(outcome);
+        }
+    }
+}
+
+/// How one attempt at a group ended.
+enum Attempt {
+    /// Committed: per member, accepted (`true`) or conflicting.
+    Done(Vec<bool>),
+    /// PostgreSQL aborted the group transaction (serialization failure, deadlock).
+    Aborted,
+    /// Nothing committed; the error is for every member.
+    Failed(Source, FailKind),
+    /// The connection was lost while `COMMIT` was in flight.
+    Unknown(Source),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FailKind {
+    Unavailable,
+    Fatal,
+}
+
+async fn commit_group(
+    pool: &Pool,
+    sql: &Sql,
+    conn: &mut Option<Object>,
+    batch: &[Request],
+    counters: &Counters,
+) -> Vec<Result<(), StoreError>> {
+    let members: Vec<&Request> = batch.iter().collect();
+    let outcome = attempt_with_retries(pool, sql, conn, &members, counters).await;
+    match outcome {
+        Attempt::Failed(_, FailKind::Fatal) if members.len() > 1 => {
+            // One member's write may be the cause: commit each on its own.
+            let mut out = Vec::with_capacity(members.len());
+            for m in &members {
+                let single = attempt_with_retries(pool, sql, conn, &[m], counters).await;
+                out.extend(outcomes(single, 1, counters));
+            }
+            out
+        }
+        other => outcomes(other, members.len(), counters),
+    }
+}
+
+fn outcomes(attempt: Attempt, n: usize, counters: &Counters) -> Vec<Result<(), StoreError>> {
+    match attempt {
+        Attempt::Done(accepted) => {
+            counters.groups.fetch_add(1, Ordering::Relaxed);
+            accepted
+                .into_iter()
+                .map(|ok| {
+                    if ok {
+                        counters.committed.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    } else {
+                        counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                        Err(StoreError::Conflict)
+                    }
+                })
+                .collect()
+        }
+        Attempt::Aborted => {
+            counters.conflicts.fetch_add(n as u64, Ordering::Relaxed);
+            (0..n).map(|_| Err(StoreError::Conflict)).collect()
+        }
+        Attempt::Failed(e, kind) => (0..n)
+            .map(|_| {
+                let source = Box::new(GroupFailed(e.clone()));
+                Err(match kind {
+                    FailKind::Unavailable => StoreError::Unavailable(source),
+                    FailKind::Fatal => StoreError::Fatal(source),
+                })
+            })
+            .collect(),
+        Attempt::Unknown(e) => (0..n)
+            .map(|_| Err(StoreError::MaybeCommitted(Box::new(GroupFailed(e.clone())))))
+            .collect(),
+    }
+}
+
+async fn attempt_with_retries(
+    pool: &Pool,
+    sql: &Sql,
+    conn: &mut Option<Object>,
+    members: &[&Request],
+    counters: &Counters,
+) -> Attempt {
+    let mut tries = 0;
+    loop {
+        let attempt = attempt(pool, sql, conn, members).await;
+        match attempt {
+            Attempt::Aborted if tries < GROUP_RETRIES => {
+                tries += 1;
+                counters.group_retries.fetch_add(1, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Classifies a statement failure of the group transaction (sent before `COMMIT`).
+fn classify(e: tokio_postgres::Error, conn: &mut Option<Object>) -> Attempt {
+    match pg_error(e) {
+        StoreError::Conflict => Attempt::Aborted,
+        StoreError::Unavailable(source) => {
+            // The connection is suspect: take a fresh one next time.
+            if let Some(c) = conn.take() {
+                drop(Object::take(c));
+            }
+            Attempt::Failed(Arc::from(source), FailKind::Unavailable)
+        }
+        StoreError::Fatal(source) => Attempt::Failed(Arc::from(source), FailKind::Fatal),
+        other => Attempt::Failed(Arc::new(other), FailKind::Fatal),
+    }
+}
+
+/// A store error as an attempt's failure.
+fn failed(e: StoreError) -> Attempt {
+    match e {
+        StoreError::Unavailable(source) => {
+            Attempt::Failed(Arc::from(source), FailKind::Unavailable)
+        }
+        StoreError::Fatal(source) => Attempt::Failed(Arc::from(source), FailKind::Fatal),
+        other => Attempt::Failed(Arc::new(other), FailKind::Unavailable),
+    }
+}
+
+/// The statements of the group transaction, prepared on its connection.
+struct Statements {
+    get_many: Statement,
+    range_forward: Statement,
+    range_reverse: Statement,
+    delete_range: Statement,
+    delete_keys: Statement,
+    upsert: Statement,
+}
+
+impl Statements {
+    /// Prepares (or takes from the connection's cache) every statement, so that the
+    /// pipelined statements below are sent in the order they are polled.
+    async fn prepare(client: &Object, sql: &Sql) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            get_many: client.prepare_cached(&sql.get_many).await?,
+            range_forward: client.prepare_cached(&sql.range_forward).await?,
+            range_reverse: client.prepare_cached(&sql.range_reverse).await?,
+            delete_range: client.prepare_cached(&sql.delete_range).await?,
+            delete_keys: client.prepare_cached(&sql.delete_keys).await?,
+            upsert: client.prepare_cached(&sql.upsert).await?,
+        })
+    }
+}
+
+/// One attempt at committing `members` as one PostgreSQL transaction.
+async fn attempt(
+    pool: &Pool,
+    sql: &Sql,
+    conn: &mut Option<Object>,
+    members: &[&Request],
+) -> Attempt {
+    if conn.is_none() {
+        match pool.get().await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => return failed(super::checkout_error(e)),
+        }
+    }
+    let Some(client) = conn.as_ref() else {
+        return failed(StoreError::Unavailable(Box::new(CommitterStopped)));
+    };
+    let stmts = match Statements::prepare(client, sql).await {
+        Ok(s) => s,
+        Err(e) => return classify(e, conn),
+    };
+
+    // Step 1: BEGIN and the re-reads, pipelined.
+    let point_keys: Vec<Vec<u8>> = members
+        .iter()
+        .flat_map(|m| m.reads.keys.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut ranges: Vec<RangeRead> = Vec::new();
+    for m in members {
+        for (r, _) in &m.reads.ranges {
+            if !ranges.contains(r) {
+                ranges.push(r.clone());
+            }
+        }
+    }
+    let t = std::time::Instant::now();
+    let validated = validate(client, &stmts, &point_keys, &ranges).await;
+    tracing::trace!(
+        keys = point_keys.len(),
+        ranges = ranges.len(),
+        micros = t.elapsed().as_micros() as u64,
+        "postgres group validated"
+    );
+    let (current_keys, current_ranges) = match validated {
+        Ok(v) => v,
+        Err(e) => {
+            let a = classify(e, conn);
+            rollback(conn).await;
+            return a;
+        }
+    };
+
+    // Step 2: decide each member, in order.
+    let mut accepted = Vec::with_capacity(members.len());
+    let mut written: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut cleared: Vec<KeyRange> = Vec::new();
+    let mut merged = Pending::default();
+    for m in members {
+        let stale_key = m.reads.keys.iter().any(|(k, seen)| {
+            current_keys.get(k) != seen.as_ref()
+                || written.contains(k)
+                || cleared.iter().any(|c| c.contains(k))
+        });
+        let stale_range = m.reads.ranges.iter().any(|(r, seen)| {
+            current_ranges
+                .iter()
+                .find(|(q, _)| q == r)
+                .is_none_or(|(_, now)| now != seen)
+                || r.touched_by(&written, &cleared)
+        });
+        let ok = !stale_key && !stale_range;
+        if ok {
+            for c in &m.pending.cleared {
+                cleared.push(c.clone());
+                merged.clear_range(c);
+            }
+            for (k, v) in &m.pending.writes {
+                written.insert(k.clone());
+                merged.writes.insert(k.clone(), v.clone());
+            }
+        }
+        accepted.push(ok);
+    }
+
+    // Step 3: the writes and COMMIT, pipelined.
+    let Some(client) = conn.as_ref() else {
+        return failed(StoreError::Unavailable(Box::new(CommitterStopped)));
+    };
+    let writes = send_writes(client, &stmts, merged);
+    let commit = client.batch_execute("COMMIT");
+    let t = std::time::Instant::now();
+    let (written, committed) = futures::join!(writes, commit);
+    tracing::trace!(
+        micros = t.elapsed().as_micros() as u64,
+        "postgres group written"
+    );
+    match (written, committed) {
+        (Ok(()), Ok(())) => Attempt::Done(accepted),
+        // A statement failed with an answer from the server: it aborted the transaction,
+        // and answered the pipelined COMMIT with a rollback.
+        (Err(e), _) if e.code().is_some() => classify(e, conn),
+        (Ok(()), Err(e)) if e.code().is_some() => classify(e, conn),
+        // The connection was lost with COMMIT sent or about to be: the server may have
+        // committed before the answer was lost.
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            if let Some(c) = conn.take() {
+                drop(Object::take(c));
+            }
+            Attempt::Unknown(Arc::new(PostgresError::Commit(e)))
+        }
+    }
+}
+
+type Validated = (BTreeMap<Vec<u8>, Vec<u8>>, Vec<(RangeRead, Vec<KeyValue>)>);
+
+/// BEGIN, then every point key and range re-read, pipelined on `client`.
+async fn validate(
+    client: &Object,
+    stmts: &Statements,
+    keys: &[Vec<u8>],
+    ranges: &[RangeRead],
+) -> Result<Validated, tokio_postgres::Error> {
+    let begin = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE");
+    let points = async {
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = client.query(&stmts.get_many, &[&keys]).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<BTreeMap<Vec<u8>, Vec<u8>>, tokio_postgres::Error>>()
+    };
+    let range_reads = join_all(ranges.iter().map(|r| async move {
+        let stmt = if r.reverse {
+            &stmts.range_reverse
+        } else {
+            &stmts.range_forward
+        };
+        let rows = client
+            .query(stmt, &[&r.range.begin, &r.range.end, &r.limit])
+            .await?;
+        let pairs = rows
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<KeyValue>, tokio_postgres::Error>>()?;
+        Ok::<_, tokio_postgres::Error>((r.clone(), pairs))
+    }));
+    let (b, p, r) = futures::join!(begin, points, range_reads);
+    b?;
+    let p = p?;
+    let r = r.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok((p, r))
+}
+
+/// The merged writes, in order (range clears, key clears, sets), each one statement,
+/// pipelined: every statement is sent before the first answer is awaited.
+async fn send_writes(
+    client: &Object,
+    stmts: &Statements,
+    pending: Pending,
+) -> Result<(), tokio_postgres::Error> {
+    let mut deletes: Vec<Vec<u8>> = Vec::new();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for (key, value) in pending.writes {
+        match value {
+            Some(v) => {
+                keys.push(key);
+                values.push(v);
+            }
+            None => deletes.push(key),
+        }
+    }
+    let ranges = join_all(pending.cleared.iter().map(|r| async move {
+        client
+            .execute(&stmts.delete_range, &[&r.begin, &r.end])
+            .await
+    }));
+    let dels = async {
+        if deletes.is_empty() {
+            Ok(0)
+        } else {
+            client.execute(&stmts.delete_keys, &[&deletes]).await
+        }
+    };
+    let sets = async {
+        if keys.is_empty() {
+            Ok(0)
+        } else {
+            client.execute(&stmts.upsert, &[&keys, &values]).await
+        }
+    };
+    let (r, d, s) = futures::join!(ranges, dels, sets);
+    for x in r {
+        x?;
+    }
+    d?;
+    s?;
+    Ok(())
+}
+
+/// Ends a failed group transaction; a connection that cannot is dropped.
+async fn rollback(conn: &mut Option<Object>) {
+    if let Some(c) = conn.as_ref()
+        && c.batch_execute("ROLLBACK").await.is_err()
+        && let Some(c) = conn.take()
+    {
+        drop(Object::take(c));
+    }
+}

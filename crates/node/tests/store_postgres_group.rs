@@ -1,0 +1,265 @@
+//! The PostgreSQL group commit (`store/postgres/group.rs`): conflicts decided in the node
+//! between members of one group, a group where one member conflicts and the others commit,
+//! a deposed owner's grouped commit fenced, and a connection lost during the group's COMMIT.
+//! Needs `PERDURE_TEST_POSTGRES_URL` (skipped loudly without it).
+//!
+//! Grouping is made deterministic with a current-thread runtime: commits polled together by
+//! one `join` are all queued before the committer task can run, so they form one group.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use perdure_core::Timestamp;
+use perdure_node::state::leases;
+use perdure_node::store::postgres::{CommitMode, PostgresStore};
+use perdure_node::store::{RetryOptions, Store, StoreError, transact};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("PERDURE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("\n*** SKIPPED {test}: PERDURE_TEST_POSTGRES_URL is not set ***\n");
+            None
+        }
+    }
+}
+
+async fn store(url: &str, table: &str) -> anyhow::Result<PostgresStore> {
+    let s = PostgresStore::connect_with(url, 4, table, CommitMode::Group).await?;
+    s.drop_table(table).await?;
+    Ok(PostgresStore::connect_with(url, 4, table, CommitMode::Group).await?)
+}
+
+async fn read(store: &dyn Store, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    let key = key.to_vec();
+    transact(store, &RetryOptions::default(), move |tx| {
+        let key = key.clone();
+        Box::pin(async move { tx.get(&key).await })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn one_group_decides_conflicts_in_the_node_and_commits_the_rest() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("one_group_decides_conflicts_in_the_node") else {
+        return Ok(());
+    };
+    let table = format!("kv_group_mixed_{}", std::process::id());
+    let store = store(&url, &table).await?;
+    let mut setup = store.begin().await?;
+    setup.set(b"counter", b"0")?;
+    setup.commit().await?;
+    let before = store.group_stats();
+
+    // a and b both read `counter` and write it: in one group the later one (b) did not see
+    // a's write and must conflict. c writes blindly; d reads another key and writes a third.
+    let mut a = store.begin().await?;
+    let mut b = store.begin().await?;
+    let mut c = store.begin().await?;
+    let mut d = store.begin().await?;
+    assert_eq!(a.get(b"counter").await?.as_deref(), Some(&b"0"[..]));
+    assert_eq!(b.get(b"counter").await?.as_deref(), Some(&b"0"[..]));
+    assert_eq!(d.get(b"other").await?, None);
+    a.set(b"counter", b"a")?;
+    b.set(b"counter", b"b")?;
+    c.set(b"blind", b"c")?;
+    d.set(b"third", b"d")?;
+    let (ra, rb, rc, rd) = tokio::join!(a.commit(), b.commit(), c.commit(), d.commit());
+    assert!(ra.is_ok(), "{ra:?}");
+    assert!(matches!(rb, Err(StoreError::Conflict)), "{rb:?}");
+    assert!(rc.is_ok(), "{rc:?}");
+    assert!(rd.is_ok(), "{rd:?}");
+
+    let after = store.group_stats();
+    assert_eq!(
+        after.groups - before.groups,
+        1,
+        "one PostgreSQL transaction"
+    );
+    assert_eq!(after.committed - before.committed, 3);
+    assert_eq!(after.conflicts - before.conflicts, 1);
+    assert_eq!(read(&store, b"counter").await?.as_deref(), Some(&b"a"[..]));
+    assert_eq!(read(&store, b"blind").await?.as_deref(), Some(&b"c"[..]));
+    assert_eq!(read(&store, b"third").await?.as_deref(), Some(&b"d"[..]));
+    store.drop_table(&table).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_range_read_conflicts_with_an_earlier_members_write_in_the_group() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_range_read_conflicts_with_an_earlier_member") else {
+        return Ok(());
+    };
+    let table = format!("kv_group_range_{}", std::process::id());
+    let store = store(&url, &table).await?;
+    // `writer` inserts into inbox/; `scanner` read inbox/ (empty) and records what it saw.
+    let mut writer = store.begin().await?;
+    let mut scanner = store.begin().await?;
+    let range = perdure_node::store::KeyRange::prefix(b"inbox/");
+    assert!(
+        scanner
+            .get_range(&range, perdure_node::store::RangeOptions::default())
+            .await?
+            .is_empty()
+    );
+    writer.set(b"inbox/1", b"m")?;
+    scanner.set(b"seen", b"0 messages")?;
+    let (rw, rs) = tokio::join!(writer.commit(), scanner.commit());
+    assert!(rw.is_ok(), "{rw:?}");
+    assert!(matches!(rs, Err(StoreError::Conflict)), "{rs:?}");
+    assert_eq!(read(&store, b"seen").await?, None);
+    store.drop_table(&table).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_deposed_owners_grouped_commit_is_fenced() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_deposed_owners_grouped_commit_is_fenced") else {
+        return Ok(());
+    };
+    let table = format!("kv_group_fence_{}", std::process::id());
+    // Two nodes on one table, each with its own pool and committer.
+    let old = store(&url, &table).await?;
+    let new = PostgresStore::connect_with(&url, 4, &table, CommitMode::Group).await?;
+    let lease = Duration::from_secs(10);
+    let epoch = transact(&old, &RetryOptions::default(), move |tx| {
+        Box::pin(
+            async move { leases::acquire(tx, 7, "old", Timestamp::from_millis(0), lease).await },
+        )
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("old owner did not get the lease"))?;
+
+    // The old owner prepares a write under its epoch, with a neighbour in the same group.
+    let mut stale = old.begin().await?;
+    leases::check(stale.as_mut(), 7, epoch).await?;
+    stale.set(b"partition-7/state", b"old")?;
+    let mut neighbour = old.begin().await?;
+    neighbour.set(b"partition-8/state", b"fine")?;
+
+    // Meanwhile the new owner takes the partition over (its lease expired).
+    let later = Timestamp::from_millis(60_000);
+    let new_epoch = transact(&new, &RetryOptions::default(), move |tx| {
+        Box::pin(async move { leases::acquire(tx, 7, "new", later, lease).await })
+    })
+    .await?;
+    assert_eq!(new_epoch, Some(epoch + 1));
+
+    let (rs, rn) = tokio::join!(stale.commit(), neighbour.commit());
+    assert!(matches!(rs, Err(StoreError::Conflict)), "{rs:?}");
+    assert!(rn.is_ok(), "{rn:?}");
+    assert_eq!(read(&old, b"partition-7/state").await?, None);
+    // Its retry (as `transact` runs it) sees the new epoch: fenced.
+    let retried = transact(&old, &RetryOptions::default(), move |tx| {
+        Box::pin(async move {
+            leases::check(tx, 7, epoch).await?;
+            tx.set(b"partition-7/state", b"old")
+        })
+    })
+    .await;
+    assert!(
+        matches!(retried, Err(StoreError::Fenced { partition: 7, held, current }) if held == epoch && current == epoch + 1),
+        "{retried:?}"
+    );
+    old.drop_table(&table).await?;
+    Ok(())
+}
+
+/// A proxy that forwards everything, except that once armed it closes the connection
+/// instead of forwarding a message holding `COMMIT` (so the server never sees it).
+struct CommitCutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+}
+
+impl CommitCutter {
+    async fn start(target: String) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let accept_armed = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let armed = accept_armed.clone();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = buf.get(..n).unwrap_or_default();
+                        if armed.load(Ordering::SeqCst)
+                            && chunk.windows(7).any(|w| w == b"COMMIT\0")
+                        {
+                            // Dropping both halves closes both sockets.
+                            break;
+                        }
+                        if sw.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { port, armed })
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_lost_during_the_group_commit_is_maybe_committed_for_every_member()
+-> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_connection_lost_during_the_group_commit") else {
+        return Ok(());
+    };
+    let at = url
+        .find('@')
+        .ok_or_else(|| anyhow::anyhow!("expected u:p@host:port/db"))?;
+    let rest = url.get(at + 1..).unwrap_or_default();
+    let slash = rest
+        .find('/')
+        .ok_or_else(|| anyhow::anyhow!("no database"))?;
+    let addr = rest.get(..slash).unwrap_or_default().to_owned();
+    let proxy = CommitCutter::start(addr.clone()).await?;
+    let via = url.replace(&addr, &format!("127.0.0.1:{}", proxy.port));
+    let table = format!("kv_group_lost_{}", std::process::id());
+    let store = store(&via, &table).await?;
+
+    let mut a = store.begin().await?;
+    let mut b = store.begin().await?;
+    let mut c = store.begin().await?;
+    assert_eq!(a.get(b"a").await?, None);
+    a.set(b"a", b"1")?;
+    b.set(b"b", b"1")?;
+    c.set(b"c", b"1")?;
+    proxy.armed.store(true, Ordering::SeqCst);
+    let (ra, rb, rc) = tokio::join!(a.commit(), b.commit(), c.commit());
+    for r in [&ra, &rb, &rc] {
+        assert!(
+            matches!(r, Err(e) if e.is_maybe_committed() && !e.is_retryable()),
+            "{r:?}"
+        );
+    }
+    proxy.armed.store(false, Ordering::SeqCst);
+    // COMMIT never reached the server: nothing was written, and the store recovers.
+    for k in [b"a", b"b", b"c"] {
+        assert_eq!(read(&store, k).await?, None);
+    }
+    let mut d = store.begin().await?;
+    d.set(b"d", b"1")?;
+    d.commit().await?;
+    assert_eq!(read(&store, b"d").await?.as_deref(), Some(&b"1"[..]));
+    store.drop_table(&table).await?;
+    Ok(())
+}
