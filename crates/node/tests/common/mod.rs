@@ -15,12 +15,18 @@ use perdure_node::store::memory::MemoryStore;
 
 pub mod stores;
 
-/// Small options for tests.
+/// Small options for tests. One node per store here, so partition leases need not expire
+/// soon: with paused time, tokio advances the clock whenever the runtime waits on the
+/// embedded store's committer thread, and a 5 s lease would expire while a commit is in
+/// flight (the node would then lose and re-acquire its partitions under the test).
 pub fn options() -> NodeOptions {
-    NodeOptions {
+    let mut o = NodeOptions {
         partitions: std::num::NonZeroU32::new(4).unwrap(),
         ..NodeOptions::default()
-    }
+    };
+    o.cluster.lease_ttl = std::time::Duration::from_secs(3600);
+    o.cluster.heartbeat_interval = std::time::Duration::from_secs(600);
+    o
 }
 
 /// A node with the sample app on a fresh memory store.

@@ -64,15 +64,18 @@ pub(super) async fn control_message(
             }
             return Ok(plan);
         }
-        // Suspend and resume set the stored status at once (see `control_as`); the message
-        // then finds the status it set (or, read from an older record, the one before).
+        // Suspend and resume set the stored status at once (see `control_as`), and that
+        // status is the truth: the message only records its history event and never sets
+        // the status itself. (A suspend message applied after a later resume had been
+        // written at once would otherwise suspend the instance again.) The plan commits
+        // only on the record it was prepared from, so a cached record that a later suspend
+        // or resume changed is reloaded first.
         MessageBody::Suspend { reason }
             if matches!(
                 rec.status,
                 OrchestrationStatus::Running | OrchestrationStatus::Suspended
             ) =>
         {
-            new.status = OrchestrationStatus::Suspended;
             (EventKind::ExecutionSuspended { reason }, false)
         }
         MessageBody::Resume { reason }
@@ -81,7 +84,6 @@ pub(super) async fn control_message(
                 OrchestrationStatus::Suspended | OrchestrationStatus::Running
             ) =>
         {
-            new.status = OrchestrationStatus::Running;
             (EventKind::ExecutionResumed { reason }, false)
         }
         MessageBody::Rewind { reason }
@@ -168,7 +170,7 @@ pub(super) async fn control_message(
     Ok(InstancePlan {
         id: id.clone(),
         consumed,
-        base: super::Base::Any,
+        base: super::Base::of(Some(&rec)),
         record: Some(new),
         cut_history: false,
         first_seq: seq,
