@@ -64,15 +64,17 @@ pub(super) async fn control_message(
             }
             return Ok(plan);
         }
-        // Suspend and resume set the stored status at once (see `control_as`); the message
-        // then finds the status it set (or, read from an older record, the one before).
+        // Suspend and resume set the stored status at once (see `control_as`); their
+        // messages only record the event.
         MessageBody::Suspend { reason }
             if matches!(
                 rec.status,
                 OrchestrationStatus::Running | OrchestrationStatus::Suspended
             ) =>
         {
-            new.status = OrchestrationStatus::Suspended;
+            // The status stays what the latest suspend or resume set (`rec` is the stored
+            // record: the commit checks it): setting it here would undo a resume accepted
+            // after this suspend.
             (EventKind::ExecutionSuspended { reason }, false)
         }
         MessageBody::Resume { reason }
@@ -81,7 +83,7 @@ pub(super) async fn control_message(
                 OrchestrationStatus::Suspended | OrchestrationStatus::Running
             ) =>
         {
-            new.status = OrchestrationStatus::Running;
+            // As above: a suspend accepted after this resume holds.
             (EventKind::ExecutionResumed { reason }, false)
         }
         // Rewind sets the stored status Pending at once; a suspend (and a resume) accepted
