@@ -303,6 +303,115 @@ async fn suspend_during_episode_postgres() {
     store.drop_table(&table).await.expect("drop table");
 }
 
+/// Suspend is accepted while an instance is Pending and sets Suspended at once; the new
+/// execution's first episode, held at its commit meanwhile, must keep the suspension.
+/// Before the fix it stored Running until the suspend message ran (a resume in between was
+/// refused with InvalidState).
+async fn suspend_while_pending(store: Arc<dyn Store>) {
+    let (gate, mut events) = Gate::new();
+    let node = common::start_on(Arc::new(GateStore {
+        inner: store,
+        gate: gate.clone(),
+    }))
+    .await;
+    let id = InstanceId::new("race-pending").unwrap();
+    // The start's own transaction clears nothing: the first one held is the episode.
+    gate.arm(&id);
+    common::start(&node, "Approval", id.as_str(), Some(approval(3600))).await;
+    assert_eq!(events.recv().await, Some(Event::Held));
+    node.suspend(id.clone(), Some("hold".into()))
+        .await
+        .expect("suspend accepted (the record is Pending)");
+    gate.release();
+    assert_eq!(events.recv().await, Some(Event::Settled));
+    let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+    assert_eq!(
+        st.runtime_status,
+        OrchestrationStatus::Suspended,
+        "the new execution overwrote the suspension: {st:?}"
+    );
+    node.resume(id.clone(), None)
+        .await
+        .expect("resume accepted");
+    common::approve(&node, &id, true).await;
+    let out: String = common::output(&node, &id).await;
+    assert_eq!(out, "approved");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_while_pending_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    suspend_while_pending(Arc::new(EmbeddedStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_while_pending_postgres() {
+    let Some((store, table)) = postgres("race_pending").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    suspend_while_pending(store.clone()).await;
+    store.drop_table(&table).await.expect("drop table");
+}
+
+/// Suspend, resume, suspend: each call sets the status at once, and the queued messages
+/// must not replay the older statuses over it. The first suspend's episode is held while
+/// the resume and the second suspend commit; the episode after the resume's is held next,
+/// so the status the resume's message left is seen. Before the fix it was Running (the
+/// queued resume undid the later suspend, and a resume then was refused).
+async fn queued_resume_after_a_later_suspend(store: Arc<dyn Store>) {
+    let (gate, mut events) = Gate::new();
+    let node = common::start_on(Arc::new(GateStore {
+        inner: store,
+        gate: gate.clone(),
+    }))
+    .await;
+    let id = common::start(&node, "Approval", "race-resume", Some(approval(3600))).await;
+    common::until_status(&node, &id, OrchestrationStatus::Running).await;
+    // The suspend's own transaction (it moves an index entry) goes through.
+    gate.arm_after(&id, 1);
+    node.suspend(id.clone(), None).await.expect("suspend");
+    assert_eq!(events.recv().await, Some(Event::Held));
+    node.resume(id.clone(), None).await.expect("resume");
+    node.suspend(id.clone(), None).await.expect("suspend again");
+    // Through: the first suspend's episode (run again) and the resume's; held: the next.
+    gate.arm_after(&id, 2);
+    gate.release();
+    while events.recv().await.expect("the gate reports") != Event::Held {}
+    let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+    let status = st.runtime_status;
+    gate.release();
+    assert_eq!(
+        status,
+        OrchestrationStatus::Suspended,
+        "a queued resume undid the later suspend: {st:?}"
+    );
+    node.resume(id.clone(), None)
+        .await
+        .expect("resume accepted");
+    common::approve(&node, &id, true).await;
+    let out: String = common::output(&node, &id).await;
+    assert_eq!(out, "approved");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_resume_after_a_later_suspend_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    queued_resume_after_a_later_suspend(Arc::new(EmbeddedStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_resume_after_a_later_suspend_postgres() {
+    let Some((store, table)) = postgres("race_resume").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    queued_resume_after_a_later_suspend(store.clone()).await;
+    store.drop_table(&table).await.expect("drop table");
+}
+
 /// Calls of `FailsOnce` so far (its first call fails).
 static FAILS_ONCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
