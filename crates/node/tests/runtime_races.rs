@@ -35,6 +35,8 @@ enum Event {
 struct Gate {
     key: Mutex<Option<Vec<u8>>>,
     armed: Mutex<bool>,
+    /// Matching transactions to let through before the one held.
+    skip: Mutex<usize>,
     released: Mutex<bool>,
     release: Notify,
     events: mpsc::UnboundedSender<Event>,
@@ -108,7 +110,19 @@ impl Transaction for GateTx {
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let gate = self.gate.clone();
-        let hold = self.set_key && self.cleared && std::mem::take(&mut *gate.armed.lock().unwrap());
+        let hold = self.set_key && self.cleared && {
+            let mut armed = gate.armed.lock().unwrap();
+            let mut skip = gate.skip.lock().unwrap();
+            if !*armed {
+                false
+            } else if *skip > 0 {
+                *skip -= 1;
+                false
+            } else {
+                *armed = false;
+                true
+            }
+        };
         if hold {
             let _ = gate.events.send(Event::Held);
             gate.release.notified().await;
@@ -128,6 +142,7 @@ impl Gate {
         let gate = Arc::new(Self {
             key: Mutex::new(None),
             armed: Mutex::new(false),
+            skip: Mutex::new(0),
             released: Mutex::new(false),
             release: Notify::new(),
             events,
@@ -138,6 +153,12 @@ impl Gate {
     fn arm(&self, id: &InstanceId) {
         *self.key.lock().unwrap() = Some(instances::record_key(id));
         *self.armed.lock().unwrap() = true;
+    }
+
+    /// Like [`arm`](Self::arm), letting the first `skip` matching transactions through.
+    fn arm_after(&self, id: &InstanceId, skip: usize) {
+        *self.skip.lock().unwrap() = skip;
+        self.arm(id);
     }
 
     fn release(&self) {
@@ -279,5 +300,203 @@ async fn suspend_during_episode_postgres() {
     };
     let store = Arc::new(store);
     suspend_during_episode(store.clone()).await;
+    store.drop_table(&table).await.expect("drop table");
+}
+
+/// Suspend is accepted while an instance is Pending and sets Suspended at once; the new
+/// execution's first episode, held at its commit meanwhile, must keep the suspension.
+/// Before the fix it stored Running until the suspend message ran (a resume in between was
+/// refused with InvalidState).
+async fn suspend_while_pending(store: Arc<dyn Store>) {
+    let (gate, mut events) = Gate::new();
+    let node = common::start_on(Arc::new(GateStore {
+        inner: store,
+        gate: gate.clone(),
+    }))
+    .await;
+    let id = InstanceId::new("race-pending").unwrap();
+    // The start's own transaction clears nothing: the first one held is the episode.
+    gate.arm(&id);
+    common::start(&node, "Approval", id.as_str(), Some(approval(3600))).await;
+    assert_eq!(events.recv().await, Some(Event::Held));
+    node.suspend(id.clone(), Some("hold".into()))
+        .await
+        .expect("suspend accepted (the record is Pending)");
+    gate.release();
+    assert_eq!(events.recv().await, Some(Event::Settled));
+    let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+    assert_eq!(
+        st.runtime_status,
+        OrchestrationStatus::Suspended,
+        "the new execution overwrote the suspension: {st:?}"
+    );
+    node.resume(id.clone(), None)
+        .await
+        .expect("resume accepted");
+    common::approve(&node, &id, true).await;
+    let out: String = common::output(&node, &id).await;
+    assert_eq!(out, "approved");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_while_pending_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    suspend_while_pending(Arc::new(EmbeddedStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_while_pending_postgres() {
+    let Some((store, table)) = postgres("race_pending").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    suspend_while_pending(store.clone()).await;
+    store.drop_table(&table).await.expect("drop table");
+}
+
+/// Suspend, resume, suspend: each call sets the status at once, and the queued messages
+/// must not replay the older statuses over it. The first suspend's episode is held while
+/// the resume and the second suspend commit; the episode after the resume's is held next,
+/// so the status the resume's message left is seen. Before the fix it was Running (the
+/// queued resume undid the later suspend, and a resume then was refused).
+async fn queued_resume_after_a_later_suspend(store: Arc<dyn Store>) {
+    let (gate, mut events) = Gate::new();
+    let node = common::start_on(Arc::new(GateStore {
+        inner: store,
+        gate: gate.clone(),
+    }))
+    .await;
+    let id = common::start(&node, "Approval", "race-resume", Some(approval(3600))).await;
+    common::until_status(&node, &id, OrchestrationStatus::Running).await;
+    // The suspend's own transaction (it moves an index entry) goes through.
+    gate.arm_after(&id, 1);
+    node.suspend(id.clone(), None).await.expect("suspend");
+    assert_eq!(events.recv().await, Some(Event::Held));
+    node.resume(id.clone(), None).await.expect("resume");
+    node.suspend(id.clone(), None).await.expect("suspend again");
+    // Through: the first suspend's episode (run again) and the resume's; held: the next.
+    gate.arm_after(&id, 2);
+    gate.release();
+    while events.recv().await.expect("the gate reports") != Event::Held {}
+    let st = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+    let status = st.runtime_status;
+    gate.release();
+    assert_eq!(
+        status,
+        OrchestrationStatus::Suspended,
+        "a queued resume undid the later suspend: {st:?}"
+    );
+    node.resume(id.clone(), None)
+        .await
+        .expect("resume accepted");
+    common::approve(&node, &id, true).await;
+    let out: String = common::output(&node, &id).await;
+    assert_eq!(out, "approved");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_resume_after_a_later_suspend_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    queued_resume_after_a_later_suspend(Arc::new(EmbeddedStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_resume_after_a_later_suspend_postgres() {
+    let Some((store, table)) = postgres("race_resume").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    queued_resume_after_a_later_suspend(store.clone()).await;
+    store.drop_table(&table).await.expect("drop table");
+}
+
+/// Calls of `FailsOnce` so far (its first call fails).
+static FAILS_ONCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn rewind_registry() -> perdure_core::registry::Registry {
+    use perdure_core::activity::ActivityContext;
+    use perdure_core::orchestration::{OrchestrationContext, TaskError};
+    let mut r = perdure_node::sample::sample_registry();
+    r.add_activity("FailsOnce", |_ctx: ActivityContext, _: ()| async move {
+        if FAILS_ONCE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Err("first call".to_string())
+        } else {
+            Ok("done".to_string())
+        }
+    })
+    .add_orchestration(
+        "UsesFailsOnce",
+        |ctx: OrchestrationContext, _: ()| async move {
+            let b: String = ctx.call_activity("FailsOnce", ()).await?;
+            Ok::<_, TaskError>(b)
+        },
+    );
+    r
+}
+
+/// Rewind sets the record Pending at once; a suspend accepted before the instance's actor
+/// runs the rewind message turns it Suspended. The rewind message must still rewind the
+/// instance (which, resumed, completes). Before the fix the message found Suspended, was
+/// dropped, and the resumed instance stayed Running forever on its failed history.
+async fn suspend_before_rewind_runs(store: Arc<dyn Store>) {
+    let (gate, mut events) = Gate::new();
+    let node = common::start_with(
+        Arc::new(GateStore {
+            inner: store,
+            gate: gate.clone(),
+        }),
+        rewind_registry(),
+    )
+    .await;
+    let id = common::start(&node, "UsesFailsOnce", "race-rewind", None).await;
+    let st = common::wait(&node, &id).await;
+    assert_eq!(st.runtime_status, OrchestrationStatus::Failed, "{st:?}");
+
+    // The rewind's episode (it writes the record and removes the message) waits at its
+    // commit while the suspend commits.
+    // (The rewind's own transaction, which also writes the record and clears its old
+    // index entry, goes through.)
+    gate.arm_after(&id, 1);
+    node.rewind(id.clone(), Some("again".into()))
+        .await
+        .expect("rewind accepted");
+    assert_eq!(events.recv().await, Some(Event::Held));
+    node.suspend(id.clone(), Some("hold".into()))
+        .await
+        .expect("suspend accepted (the record is Pending)");
+    gate.release();
+    node.resume(id.clone(), None)
+        .await
+        .expect("resume accepted");
+    let Ok(st) = tokio::time::timeout(Duration::from_secs(60), common::wait(&node, &id)).await
+    else {
+        let st = node.get_instance(id.clone(), false).await.unwrap();
+        let hist = node
+            .get_history(id.clone())
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        let kinds: Vec<&str> = hist.iter().map(|e| e.name()).collect();
+        panic!("the rewound instance never completes (the rewind was dropped): {st:?} {kinds:?}");
+    };
+    assert_eq!(st.runtime_status, OrchestrationStatus::Completed, "{st:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_before_rewind_runs_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    suspend_before_rewind_runs(Arc::new(EmbeddedStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_before_rewind_runs_postgres() {
+    let Some((store, table)) = postgres("race_rewind").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    suspend_before_rewind_runs(store.clone()).await;
     store.drop_table(&table).await.expect("drop table");
 }

@@ -632,6 +632,23 @@ pub(crate) async fn write(
 ) -> Result<Outbox, StoreError> {
     let mut out = Outbox::default();
     if let Some(rec) = &plan.record {
+        // A suspend accepted while the execution was Pending holds: the new execution is
+        // stored suspended (the actor's copy then differs, so its next commit reloads).
+        let suspended;
+        let rec = match (&plan.base, old.as_ref()) {
+            (Base::Execution(e), Some(o))
+                if o.execution_id == *e
+                    && o.status == OrchestrationStatus::Suspended
+                    && rec.status == OrchestrationStatus::Running =>
+            {
+                suspended = InstanceRecord {
+                    status: OrchestrationStatus::Suspended,
+                    ..rec.clone()
+                };
+                &suspended
+            }
+            _ => rec,
+        };
         if plan.cut_history {
             history::cut(tx, &plan.id);
         }

@@ -76,6 +76,9 @@ pub(super) async fn control_message(
                 OrchestrationStatus::Running | OrchestrationStatus::Suspended
             ) =>
         {
+            // The status stays what the latest suspend or resume set (`rec` is the stored
+            // record: the commit checks it): setting it here would undo a resume accepted
+            // after this suspend.
             (EventKind::ExecutionSuspended { reason }, false)
         }
         MessageBody::Resume { reason }
@@ -84,15 +87,48 @@ pub(super) async fn control_message(
                 OrchestrationStatus::Suspended | OrchestrationStatus::Running
             ) =>
         {
+            // As above: a suspend accepted after this resume holds.
             (EventKind::ExecutionResumed { reason }, false)
         }
+        // Rewind sets the stored status Pending at once; a suspend (and a resume) accepted
+        // before this message runs moves it on, and the rewind must still happen (the
+        // rewound instance keeps the suspension). A record of another execution (a start
+        // replaced it) has a history that does not end in the failure: dropped below.
         MessageBody::Rewind { reason }
             if matches!(
                 rec.status,
-                OrchestrationStatus::Failed | OrchestrationStatus::Pending
+                OrchestrationStatus::Failed
+                    | OrchestrationStatus::Pending
+                    | OrchestrationStatus::Suspended
+                    | OrchestrationStatus::Running
             ) =>
         {
             let hist = load_history(shared, id).await?;
+            // Suspended or Running, the record may also be a later execution's (a start
+            // replaced the failed one and ran): only a history that still ends in the
+            // failure is rewound.
+            let ends_failed = hist
+                .iter()
+                .rev()
+                .find(|e| !matches!(e.kind, EventKind::OrchestratorCompleted))
+                .is_some_and(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::ExecutionCompleted {
+                            status: OrchestrationStatus::Failed,
+                            ..
+                        }
+                    )
+                });
+            if !ends_failed
+                && !matches!(
+                    rec.status,
+                    OrchestrationStatus::Failed | OrchestrationStatus::Pending
+                )
+            {
+                tracing::debug!(instance = %id, status = %rec.status.as_str(), "rewind of an execution no longer failed dropped");
+                return Ok(InstancePlan::drop_only(id.clone(), consumed));
+            }
             let rewound = match shared.exec.rewind(hist, reason, now) {
                 Ok(h) => h,
                 Err(f) => {
@@ -100,7 +136,11 @@ pub(super) async fn control_message(
                     return Ok(InstancePlan::drop_only(id.clone(), consumed));
                 }
             };
-            new.status = OrchestrationStatus::Running;
+            new.status = if rec.status == OrchestrationStatus::Suspended {
+                OrchestrationStatus::Suspended
+            } else {
+                OrchestrationStatus::Running
+            };
             new.failure = None;
             new.output = None;
             slot.session = None;
