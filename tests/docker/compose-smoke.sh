@@ -3,8 +3,9 @@
 # of the cluster, waits for /readyz on each, checks GET /cluster/partitions shows every
 # partition owned and spread over the three nodes, runs the HelloSequence orchestration
 # started through node-1 and reads its status through node-2 and node-3, restarts node-2
-# (SIGTERM: it hands its partitions off, then joins again) and checks the instance is still
-# there and every partition is owned again by the three nodes, then removes everything
+# (stop: SIGTERM, node-1 and node-3 then own every partition; start: it joins again) and
+# checks every partition is owned again by the three nodes and the instance is still there,
+# then removes everything
 # (`docker-compose down -v`). Exits non-zero on any failure.
 #
 # Usage: tests/docker/compose-smoke.sh
@@ -67,29 +68,32 @@ wait_ready() {
   done
 }
 
-# owners URL: prints "<partitions> <unowned> <owner>=<count>..." from GET URL/cluster/partitions.
+# owners URL: prints "<partitions> <unowned> <not yet at the desired owner> <owner>=<count>..."
+# from GET URL/cluster/partitions.
 owners() {
   curl -s --max-time 5 "$1/cluster/partitions" | jq -r '
     .partitions as $p
-    | [($p | length), ([$p[] | select(.owner == null)] | length)]
+    | [($p | length), ([$p[] | select(.owner == null)] | length),
+       ([$p[] | select(.owner != .desired)] | length)]
       + ([$p[] | select(.owner != null) | .owner] | group_by(.) | map("\(.[0])=\(length)"))
     | join(" ")' 2>/dev/null || true
 }
 
-# wait_spread URL: waits until every partition has an owner and node-1, node-2 and node-3
-# each own some (as URL sees the table), at most $TIMEOUT seconds; prints the last view.
-wait_spread() {
-  local deadline=$((SECONDS + TIMEOUT)) view
+# wait_owners URL NODE...: waits until, as URL sees the table, every partition has an owner,
+# every owner is the partition's desired owner, and the owners are exactly NODE... (each
+# owning some), at most $TIMEOUT seconds; prints the last view.
+wait_owners() {
+  local url="$1" deadline=$((SECONDS + TIMEOUT)) view want got
+  shift
+  want="$(printf '%s\n' "$@" | sort | tr '\n' ' ')"
   while :; do
-    view="$(owners "$1")"
-    # shellcheck disable=SC2086
-    set -- "$1" $view
-    if [ "$#" = 6 ] && [ "$3" = 0 ] && [ "${4%%=*}" = node-1 ] && [ "${5%%=*}" = node-2 ] \
-      && [ "${6%%=*}" = node-3 ]; then
+    view="$(owners "$url")"
+    got="$(tr ' ' '\n' <<<"$view" | sed -n 's/=.*//p' | sort | tr '\n' ' ')"
+    if [ -n "$view" ] && [ "$(cut -d' ' -f2,3 <<<"$view")" = "0 0" ] && [ "$got" = "$want" ]; then
       echo "$view"
       return 0
     fi
-    [ "$SECONDS" -lt "$deadline" ] || fail "partitions not spread over the 3 nodes after ${TIMEOUT}s: ${view:-no answer from $1/cluster/partitions}"
+    [ "$SECONDS" -lt "$deadline" ] || fail "partitions not placed on exactly $want after ${TIMEOUT}s: ${view:-no answer from $url/cluster/partitions}"
     sleep 1
   done
 }
@@ -133,8 +137,8 @@ done
 
 step "waiting for the partitions to spread over the 3 nodes"
 for node in "$NODE1" "$NODE2" "$NODE3"; do
-  view="$(wait_spread "$node")" # an assignment, so a failed wait stops the script
-  step "  $node/cluster/partitions: $view (partitions, unowned, owner=count)"
+  view="$(wait_owners "$node" node-1 node-2 node-3)" # an assignment: a failed wait stops the script
+  step "  $node/cluster/partitions: $view (partitions, unowned, not at desired, owner=count)"
 done
 
 step "starting HelloSequence through node-1"
@@ -169,12 +173,19 @@ rows="$(compose exec -T store psql -U perdure -d perdure -Atc 'SELECT count(*) F
 [ "${rows:-0}" -gt 0 ] || fail "table kv in PostgreSQL is empty: the nodes did not use the store"
 step "PostgreSQL table kv holds $rows rows"
 
-step "restarting node-2 (SIGTERM: hands its partitions off, then joins again)"
-compose restart node-2
+step "stopping node-2 (SIGTERM: it hands its partitions off)"
+compose stop node-2
+for node in "$NODE1" "$NODE3"; do
+  view="$(wait_owners "$node" node-1 node-3)"
+  step "  $node/cluster/partitions: $view"
+done
+check_completed "$NODE3$status_path"
+step "starting node-2 again"
+compose start node-2
 wait_ready "$NODE2"
 for node in "$NODE1" "$NODE2" "$NODE3"; do
-  view="$(wait_spread "$node")" # an assignment, so a failed wait stops the script
-  step "  $node/cluster/partitions: $view (partitions, unowned, owner=count)"
+  view="$(wait_owners "$node" node-1 node-2 node-3)"
+  step "  $node/cluster/partitions: $view"
 done
 for node in "$NODE1" "$NODE2" "$NODE3"; do
   check_completed "$node$status_path"
