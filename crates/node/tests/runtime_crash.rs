@@ -56,7 +56,7 @@ async fn crash_child() {
         return; // Only runs as the child of `crash_test`.
     };
     let store = open(&spec).await;
-    let node = common::start_with(store, registry()).await;
+    let node = common::start_with_options(store, registry(), common::restart_options()).await;
     println!("STARTED");
     for i in 0..INSTANCES {
         let mut req = StartRequest::new("Mixed");
@@ -198,7 +198,7 @@ fn verify(spec: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = open(spec).await;
-        let node = common::start_with(store, registry()).await;
+        let node = common::start_with_options(store, registry(), common::restart_options()).await;
         for i in 0..INSTANCES {
             let st = node.get_instance(id(i), true).await.unwrap().unwrap();
             assert_eq!(st.runtime_status, OrchestrationStatus::Completed, "{st:?}");

@@ -46,10 +46,28 @@ pub async fn start_on(store: Arc<dyn Store>) -> NodeHandle {
 
 /// A node with a registry on a given store.
 pub async fn start_with(store: Arc<dyn Store>, registry: Registry) -> NodeHandle {
+    start_with_options(store, registry, options()).await
+}
+
+/// Options for a node that follows a killed node of the same name on the same store: the
+/// default lease, so the newcomer waits only that long for the dead one's heartbeat to expire.
+pub fn restart_options() -> NodeOptions {
+    NodeOptions {
+        partitions: std::num::NonZeroU32::new(4).unwrap(),
+        ..NodeOptions::default()
+    }
+}
+
+/// A node with `registry` on `store` with `opts`.
+pub async fn start_with_options(
+    store: Arc<dyn Store>,
+    registry: Registry,
+    opts: NodeOptions,
+) -> NodeHandle {
     Node::builder()
         .registry(Arc::new(registry))
         .store(store)
-        .options(options())
+        .options(opts)
         .start()
         .await
         .expect("node starts")
