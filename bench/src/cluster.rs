@@ -168,16 +168,13 @@ pub(crate) fn latency(args: &[String]) -> anyhow::Result<()> {
         println!("get_instance forwarded to b:   p50 {f50:.0} us, p99 {f99:.0} us");
         println!("transport ping round trip:     p50 {p50:.0} us, p99 {p99:.0} us");
         println!("added p50 of forwarding:       {:.0} us", f50 - l50);
-        println!(
-            "{}",
-            serde_json::json!({
-                "scenario": "forward-latency", "requests": n,
-                "local_p50_us": l50, "local_p99_us": l99,
-                "forwarded_p50_us": f50, "forwarded_p99_us": f99,
-                "ping_p50_us": p50, "ping_p99_us": p99,
-                "added_p50_us": f50 - l50,
-            })
-        );
+        crate::measure::emit(serde_json::json!({
+            "scenario": "forward-latency", "requests": n,
+            "local_p50_us": l50, "local_p99_us": l99,
+            "forwarded_p50_us": f50, "forwarded_p99_us": f99,
+            "ping_p50_us": p50, "ping_p99_us": p99,
+            "added_p50_us": f50 - l50,
+        }));
         t.stop();
         node.shutdown().await;
         anyhow::Ok(())

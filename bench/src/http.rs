@@ -216,26 +216,23 @@ pub(crate) fn starts(rest: &[String]) -> anyhow::Result<()> {
         report("client  ", "accepted starts", &client_phase);
         server.shutdown().await;
         let memory = Memory::now();
-        println!(
-            "{}",
-            json!({
-                "scenario": "http-starts",
-                "runtime": if noop { "noop (HTTP layer only)" } else { "node, embedded store" },
-                "orchestration": name,
-                "starts": n,
-                "callers": callers,
-                "http_starts_per_sec": raw.rate.round(),
-                "http_errors": raw.errors,
-                "http_ms_p50": raw.p50_ms(),
-                "http_ms_p99": raw.p99_ms(),
-                "client_starts_per_sec": client_phase.rate.round(),
-                "client_errors": client_phase.errors,
-                "client_ms_p50": client_phase.p50_ms(),
-                "client_ms_p99": client_phase.p99_ms(),
-                "rss_bytes": memory.rss,
-                "peak_rss_bytes": memory.peak,
-            })
-        );
+        crate::measure::emit(json!({
+            "scenario": "http-starts",
+            "runtime": if noop { "noop (HTTP layer only)" } else { "node, embedded store" },
+            "orchestration": name,
+            "starts": n,
+            "callers": callers,
+            "http_starts_per_sec": raw.rate.round(),
+            "http_errors": raw.errors,
+            "http_ms_p50": raw.p50_ms(),
+            "http_ms_p99": raw.p99_ms(),
+            "client_starts_per_sec": client_phase.rate.round(),
+            "client_errors": client_phase.errors,
+            "client_ms_p50": client_phase.p50_ms(),
+            "client_ms_p99": client_phase.p99_ms(),
+            "rss_bytes": memory.rss,
+            "peak_rss_bytes": memory.peak,
+        }));
         anyhow::Ok(())
     })
 }
@@ -300,25 +297,22 @@ pub(crate) fn status(rest: &[String]) -> anyhow::Result<()> {
         report("client  ", "status reads", &client_phase);
         server.shutdown().await;
         let memory = Memory::now();
-        println!(
-            "{}",
-            json!({
-                "scenario": "http-status",
-                "instances": instances,
-                "reads": n,
-                "callers": callers,
-                "http_reads_per_sec": raw.rate.round(),
-                "http_errors": raw.errors,
-                "http_ms_p50": raw.p50_ms(),
-                "http_ms_p99": raw.p99_ms(),
-                "client_reads_per_sec": client_phase.rate.round(),
-                "client_errors": client_phase.errors,
-                "client_ms_p50": client_phase.p50_ms(),
-                "client_ms_p99": client_phase.p99_ms(),
-                "rss_bytes": memory.rss,
-                "peak_rss_bytes": memory.peak,
-            })
-        );
+        crate::measure::emit(json!({
+            "scenario": "http-status",
+            "instances": instances,
+            "reads": n,
+            "callers": callers,
+            "http_reads_per_sec": raw.rate.round(),
+            "http_errors": raw.errors,
+            "http_ms_p50": raw.p50_ms(),
+            "http_ms_p99": raw.p99_ms(),
+            "client_reads_per_sec": client_phase.rate.round(),
+            "client_errors": client_phase.errors,
+            "client_ms_p50": client_phase.p50_ms(),
+            "client_ms_p99": client_phase.p99_ms(),
+            "rss_bytes": memory.rss,
+            "peak_rss_bytes": memory.peak,
+        }));
         anyhow::Ok(())
     })
 }

@@ -352,27 +352,24 @@ async fn drive(plan: Plan) -> anyhow::Result<()> {
     for f in shared.failure_samples.lock().await.iter() {
         eprintln!("  failure: {f}");
     }
-    println!(
-        "{}",
-        json!({
-            "scenario": "load",
-            "orchestration": shared.plan.name,
-            "urls": shared.plan.urls,
-            "mode": if shared.plan.rate > 0 { "open" } else { "closed" },
-            "callers": shared.plan.callers,
-            "rate_target": shared.plan.rate,
-            "duration_s": secs,
-            "measured": latencies.len(),
-            "orchestrations_per_s": rate,
-            "p50_ms": p50,
-            "p99_ms": p99,
-            "p999_ms": p999,
-            "node_cpu_s": if usage_known { Some(cpu) } else { None },
-            "node_cpu_us_per_orchestration": if usage_known { Some(cpu_us_per) } else { None },
-            "node_rss_bytes": if usage_known { Some(rss) } else { None },
-            "failed": failures,
-        })
-    );
+    crate::measure::emit(json!({
+        "scenario": "load",
+        "orchestration": shared.plan.name,
+        "urls": shared.plan.urls,
+        "mode": if shared.plan.rate > 0 { "open" } else { "closed" },
+        "callers": shared.plan.callers,
+        "rate_target": shared.plan.rate,
+        "duration_s": secs,
+        "measured": latencies.len(),
+        "orchestrations_per_s": rate,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "p999_ms": p999,
+        "node_cpu_s": if usage_known { Some(cpu) } else { None },
+        "node_cpu_us_per_orchestration": if usage_known { Some(cpu_us_per) } else { None },
+        "node_rss_bytes": if usage_known { Some(rss) } else { None },
+        "failed": failures,
+    }));
     anyhow::ensure!(
         failures == 0,
         "{failures} orchestration(s) failed or did not finish"

@@ -1,4 +1,5 @@
-//! perdure-bench: runs a benchmark scenario by name and prints one JSON summary line last.
+//! perdure-bench: runs a benchmark scenario by name and prints one JSON summary line last,
+//! carrying the commit the binary was built from and the run's wall time (`measure::emit`).
 
 // The same allocator as the `perdure-node` binary, so the figures are the binary's.
 #[global_allocator]
@@ -14,6 +15,7 @@ mod runtime;
 mod store;
 
 fn main() -> anyhow::Result<()> {
+    measure::start_clock();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scenario = args.first().cloned().unwrap_or_default();
     let rest = args.get(1..).unwrap_or_default();

@@ -1,7 +1,33 @@
 //! What every scenario reports besides its throughput: command-line numbers, latency
 //! percentiles and the process's memory (resident and peak, from `/proc/self/status`).
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The commit this binary was built from (`git rev-parse --short HEAD`, `-dirty` when the
+/// work tree had changes, `unknown` without git), recorded by `build.rs`.
+pub(crate) const COMMIT: &str = env!("PERDURE_BENCH_COMMIT");
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Marks the start of the run; `emit` reports the seconds since.
+pub(crate) fn start_clock() {
+    STARTED.get_or_init(Instant::now);
+}
+
+/// Prints the scenario's JSON summary line (stdout, last line) with the build's commit and
+/// the run's wall time in seconds (`run_seconds`, from process start) added.
+pub(crate) fn emit(mut summary: serde_json::Value) {
+    if let Some(map) = summary.as_object_mut() {
+        map.insert("commit".into(), COMMIT.into());
+        let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
+        map.insert(
+            "run_seconds".into(),
+            ((secs * 100.0).round() / 100.0).into(),
+        );
+    }
+    println!("{summary}");
+}
 
 /// The value after `name` in `rest`, parsed; `default` when absent or unparsable.
 pub(crate) fn arg(rest: &[String], name: &str, default: u64) -> u64 {

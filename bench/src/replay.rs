@@ -181,6 +181,6 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         "incremental_episode_target_us": 20,
         "pass": full_ms < 20.0 && inc_us < 20.0,
     });
-    println!("{summary}");
+    crate::measure::emit(summary);
     Ok(())
 }

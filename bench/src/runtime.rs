@@ -99,21 +99,18 @@ pub(crate) fn hello3(rest: &[String]) -> anyhow::Result<()> {
         node.shutdown().await;
         let memory = Memory::now();
         eprintln!("hello3: {}", memory.describe());
-        println!(
-            "{}",
-            json!({
-                "scenario": "hello3",
-                "rss_bytes": memory.rss,
-                "peak_rss_bytes": memory.peak,
-                "instances": n,
-                "seconds": elapsed.as_secs_f64(),
-                "orchestrations_per_sec": n as f64 / elapsed.as_secs_f64(),
-                "latency_ms_p50": percentile_ms(&lat, 0.5),
-                "latency_ms_p99": percentile_ms(&lat, 0.99),
-                "unloaded_ms_p50": percentile_ms(&unloaded, 0.5),
-                "unloaded_ms_p99": percentile_ms(&unloaded, 0.99),
-            })
-        );
+        crate::measure::emit(json!({
+            "scenario": "hello3",
+            "rss_bytes": memory.rss,
+            "peak_rss_bytes": memory.peak,
+            "instances": n,
+            "seconds": elapsed.as_secs_f64(),
+            "orchestrations_per_sec": n as f64 / elapsed.as_secs_f64(),
+            "latency_ms_p50": percentile_ms(&lat, 0.5),
+            "latency_ms_p99": percentile_ms(&lat, 0.99),
+            "unloaded_ms_p50": percentile_ms(&unloaded, 0.5),
+            "unloaded_ms_p99": percentile_ms(&unloaded, 0.99),
+        }));
         Ok(())
     })
 }
@@ -142,17 +139,14 @@ pub(crate) fn fanout(rest: &[String]) -> anyhow::Result<()> {
         node.shutdown().await;
         let memory = Memory::now();
         eprintln!("fanout: {}", memory.describe());
-        println!(
-            "{}",
-            json!({
-                "scenario": "fanout",
-                "rss_bytes": memory.rss,
-                "peak_rss_bytes": memory.peak,
-                "activities": n,
-                "seconds": elapsed.as_secs_f64(),
-                "activities_per_sec": n as f64 / elapsed.as_secs_f64(),
-            })
-        );
+        crate::measure::emit(json!({
+            "scenario": "fanout",
+            "rss_bytes": memory.rss,
+            "peak_rss_bytes": memory.peak,
+            "activities": n,
+            "seconds": elapsed.as_secs_f64(),
+            "activities_per_sec": n as f64 / elapsed.as_secs_f64(),
+        }));
         Ok(())
     })
 }
@@ -211,19 +205,16 @@ pub(crate) fn entity(rest: &[String]) -> anyhow::Result<()> {
         node.shutdown().await;
         let memory = Memory::now();
         eprintln!("entity: {}", memory.describe());
-        println!(
-            "{}",
-            json!({
-                "scenario": "entity",
-                "rss_bytes": memory.rss,
-                "peak_rss_bytes": memory.peak,
-                "signals": n,
-                "seconds": elapsed.as_secs_f64(),
-                "signals_per_sec": n as f64 / elapsed.as_secs_f64(),
-                "send_seconds": sent.as_secs_f64(),
-                "batches": batches,
-            })
-        );
+        crate::measure::emit(json!({
+            "scenario": "entity",
+            "rss_bytes": memory.rss,
+            "peak_rss_bytes": memory.peak,
+            "signals": n,
+            "seconds": elapsed.as_secs_f64(),
+            "signals_per_sec": n as f64 / elapsed.as_secs_f64(),
+            "send_seconds": sent.as_secs_f64(),
+            "batches": batches,
+        }));
         Ok(())
     })
 }
@@ -277,19 +268,16 @@ pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
         let after = memory.rss;
         eprintln!("waiting: {running} running; RSS {} MiB", after >> 20);
         node.shutdown().await;
-        println!(
-            "{}",
-            json!({
-                "scenario": "waiting",
-                "instances": n,
-                "running": running,
-                "rss_bytes": after,
-                "rss_before_bytes": before,
-                "peak_rss_bytes": memory.peak,
-                "bytes_per_waiting_instance": (after.saturating_sub(before)) as f64 / n as f64,
-                "seconds_to_start": t0.elapsed().as_secs_f64(),
-            })
-        );
+        crate::measure::emit(json!({
+            "scenario": "waiting",
+            "instances": n,
+            "running": running,
+            "rss_bytes": after,
+            "rss_before_bytes": before,
+            "peak_rss_bytes": memory.peak,
+            "bytes_per_waiting_instance": (after.saturating_sub(before)) as f64 / n as f64,
+            "seconds_to_start": t0.elapsed().as_secs_f64(),
+        }));
         Ok(())
     })
 }

@@ -247,16 +247,13 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     }
     let memory = crate::measure::Memory::now();
     eprintln!("store: {}", memory.describe());
-    println!(
-        "{}",
-        serde_json::json!({
-            "scenario": "store",
-            "backend": store.backend_name(),
-            "step": "read record + 2 history appends + 1 inbox write + 1 inbox delete",
-            "results": results,
-            "rss_bytes": memory.rss,
-            "peak_rss_bytes": memory.peak,
-        })
-    );
+    crate::measure::emit(serde_json::json!({
+        "scenario": "store",
+        "backend": store.backend_name(),
+        "step": "read record + 2 history appends + 1 inbox write + 1 inbox delete",
+        "results": results,
+        "rss_bytes": memory.rss,
+        "peak_rss_bytes": memory.peak,
+    }));
     Ok(())
 }
