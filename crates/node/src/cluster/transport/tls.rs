@@ -23,6 +23,11 @@ fn err(what: &str, path: &std::path::Path, e: impl std::fmt::Display) -> Transpo
 
 impl Tls {
     pub(super) fn load(files: &TlsFiles) -> Result<Self, TransportError> {
+        // rustls picks its crypto provider from its crate features only when exactly one is
+        // on; a build that links another crate enabling `ring` beside ractor_cluster's
+        // `aws-lc-rs` (the test binaries do) would panic here. Name the provider, unless the
+        // application installed one already (then this is a no-op).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
             .map_err(|e| err("certificate", &files.cert, e))?
             .collect::<Result<_, _>>()
