@@ -331,3 +331,121 @@ async fn a_stopped_partition_actor_is_restarted() {
     history_once(&a, &id).await;
     a.shutdown().await;
 }
+
+/// Activity attempts of `GateAfterMove` that started, and a gate they wait at: the first
+/// attempt of each returns "first" once the gate opens; any later attempt (a new owner
+/// re-running the task) never returns, so only the first attempt's result can complete it.
+struct Gate {
+    started: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::Semaphore,
+}
+
+static GATE: Gate = Gate {
+    started: std::sync::atomic::AtomicUsize::new(0),
+    open: tokio::sync::Semaphore::const_new(0),
+};
+
+async fn gated(ctx: perdure_core::activity::ActivityContext, _: ()) -> Result<String, String> {
+    if ctx.attempt() > 1 {
+        std::future::pending::<()>().await;
+    }
+    GATE.started
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _permit = GATE.open.acquire().await.map_err(|e| e.to_string())?;
+    Ok("first".to_string())
+}
+
+async fn gate_after_move(
+    ctx: perdure_core::orchestration::OrchestrationContext,
+    _: (),
+) -> Result<String, perdure_core::orchestration::TaskError> {
+    ctx.call_activity("Gated", ()).await
+}
+
+/// An activity that was running on a node when its instance's partition moved to another
+/// node: its result goes to the instance's inbox and the new owner records it, exactly once
+/// (the new owner's re-run of the task never finishes here, so only the moved result can
+/// complete the instance).
+async fn an_activity_result_follows_its_partition(store: Arc<dyn Store>) {
+    let mut registry = perdure_node::sample::sample_registry();
+    registry
+        .add_orchestration("GateAfterMove", gate_after_move)
+        .add_activity("Gated", gated);
+    let registry = Arc::new(registry);
+    let peers = LocalPeers::new();
+    let start = |name: &'static str| {
+        Node::builder()
+            .registry(registry.clone())
+            .store(store.clone())
+            .options(opts(name, 3000))
+            .peer_nudge(peers.clone() as Arc<dyn PeerNudge>)
+            .start()
+    };
+    let a = start("node-a").await.expect("a starts");
+    // Instances on partitions that will move to node-b, and one that stays on node-a.
+    let owners = perdure_node::cluster::placement::placement(&["node-a", "node-b"], P);
+    let on = |owner: &str, n: usize| -> Vec<String> {
+        (0..)
+            .map(|i| format!("gate-{}-{i}", std::process::id()))
+            .filter(|id| owners[perdure_node::state::partition_of(id, P) as usize] == Some(owner))
+            .take(n)
+            .collect()
+    };
+    let moving = on("node-b", 4);
+    let staying = on("node-a", 2);
+    let before = GATE.started.load(std::sync::atomic::Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for id in moving.iter().chain(&staying) {
+        ids.push(common::start(&a, "GateAfterMove", id, None).await);
+    }
+    let all = ids.len();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while GATE.started.load(std::sync::atomic::Ordering::SeqCst) < before + all {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every first attempt started on node-a");
+    let b = start("node-b").await.expect("b starts");
+    let want_b = owners.iter().filter(|o| **o == Some("node-b")).count();
+    until(&b, "b holds its share", |v| v.owned.len() == want_b).await;
+    until(&a, "a drained", |v| v.owned.len() == P as usize - want_b).await;
+    // The first attempts finish now, on node-a, after the move.
+    GATE.open.add_permits(all);
+    for id in &ids {
+        let owner = if moving.contains(&id.as_str().to_string()) {
+            &b
+        } else {
+            &a
+        };
+        let st = tokio::time::timeout(Duration::from_secs(30), common::wait(owner, id))
+            .await
+            .unwrap_or_else(|_| panic!("{id}: the first attempt's result never arrived"));
+        assert_eq!(
+            st.runtime_status,
+            OrchestrationStatus::Completed,
+            "{id}: {st:?}"
+        );
+        assert_eq!(common::output::<String>(owner, id).await, "first", "{id}");
+        let hist = owner.get_history(id.clone()).await.unwrap().unwrap();
+        assert_eq!(
+            hist.iter().filter(|e| e.name() == "TaskCompleted").count(),
+            1,
+            "{id}: one result recorded"
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_result_follows_its_partition_memory() {
+    an_activity_result_follows_its_partition(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_result_follows_its_partition_postgres() {
+    if let Some(s) = postgres("cluster_activity_moves").await {
+        an_activity_result_follows_its_partition(s).await;
+    }
+}

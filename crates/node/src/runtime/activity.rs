@@ -4,8 +4,9 @@
 //! is durably queued by the episode that scheduled it; the pool runs it at once, without
 //! re-reading the store. When this node owns the orchestration's partition (always, on a
 //! single node), the result goes to the partition actor in memory and the episode that
-//! records it removes the task in the same transaction; otherwise the result commits to the
-//! orchestration's inbox together with the task's removal. Either way a task is removed
+//! records it removes the task in the same transaction; otherwise (the partition moved to
+//! another node while the activity ran) the result commits to the orchestration's inbox
+//! together with the task's removal, and the new owner records it. Either way a task is removed
 //! exactly when its result is durable, and recovery re-runs tasks left in the queue (at least
 //! once).
 
@@ -207,11 +208,11 @@ async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
             failure,
         },
     };
-    let epoch = shared.epoch(partition);
-    if epoch != 0 {
+    if shared.holds(partition) {
         // The instance's partition is owned here: hand the result to its actor in memory.
         // The episode that records it also removes the task (its key is the message key),
-        // in one transaction; if the node dies first, recovery runs the task again.
+        // in one transaction; if the node dies first, or the partition moves before the
+        // episode, the next owner runs the task again (at least once).
         let msg = crate::state::records::InboxMessage {
             target: Target::Instance(task.instance_id.clone()),
             body: MessageBody::Event {
@@ -229,7 +230,10 @@ async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
     let committed = transact(shared.store.as_ref(), &shared.retry, move |tx| {
         let (sh, key, task, kind) = (sh.clone(), key.clone(), task.clone(), kind.clone());
         Box::pin(async move {
-            leases::check(tx, partition, epoch).await?;
+            // No lease check: the partition moved away (or was never here), and its new
+            // owner takes the result from the inbox. The task record is the guard: the
+            // result that removes it first is the one recorded (exactly once), whichever
+            // node ran the attempt.
             let mut out = Outbox::default();
             if !queues::consume(tx, &key).await? {
                 // Already reported (a redelivered task finished twice).
