@@ -126,20 +126,9 @@ pub fn postgres_url(test: &str) -> Option<String> {
     }
 }
 
-/// Whether `backend` is listed in a test's exceptions: prints the reason loudly if so.
-pub fn excluded(test: &str, backend: &str, except: &[(&str, &str)]) -> bool {
-    match except.iter().find(|(b, _)| *b == backend) {
-        Some((_, why)) => {
-            eprintln!("\n*** NOT RUN {test} on {backend}: {why} ***\n");
-            true
-        }
-        None => false,
-    }
-}
-
 /// One test body, run as three tests: on memory, on embedded and on PostgreSQL. A backend a
-/// test cannot run on is named with the reason, `except [postgres = "why"]`, and reported as
-/// not run.
+/// test cannot run on is named with the reason, `except [postgres = "why"]`, and its test is
+/// marked `#[ignore]` with that reason (the runner reports it skipped).
 ///
 /// ```ignore
 /// every_store! {
@@ -155,47 +144,59 @@ macro_rules! every_store {
     ($(#[$attr:meta])* async fn $name:ident($ts:ident) $body:block) => {
         $crate::every_store! { except [] $(#[$attr])* async fn $name($ts) $body }
     };
-    (except [$($skip:ident = $why:literal),*] $(#[$attr:meta])* async fn $name:ident($ts:ident) $body:block) => {
+    (except [$($skip:ident = $why:literal),* $(,)?] $(#[$attr:meta])* async fn $name:ident($ts:ident) $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
-            const EXCEPT: &[(&str, &str)] = &[$((stringify!($skip), $why)),*];
-
             async fn run($ts: &$crate::common::stores::TestStore) $body
 
-            $(#[$attr])*
-            async fn memory() {
-                if $crate::common::stores::excluded(module_path!(), "memory", EXCEPT) {
-                    return;
+            $crate::every_store! { @memory [$($skip = $why),*]
+                $(#[$attr])*
+                async fn memory() {
+                    let ts = $crate::common::stores::TestStore::memory();
+                    run(&ts).await;
+                    ts.finish().await;
                 }
-                let ts = $crate::common::stores::TestStore::memory();
-                run(&ts).await;
-                ts.finish().await;
             }
 
-            $(#[$attr])*
-            async fn embedded() {
-                if $crate::common::stores::excluded(module_path!(), "embedded", EXCEPT) {
-                    return;
+            $crate::every_store! { @embedded [$($skip = $why),*]
+                $(#[$attr])*
+                async fn embedded() {
+                    let ts = $crate::common::stores::TestStore::embedded();
+                    run(&ts).await;
+                    ts.finish().await;
                 }
-                let ts = $crate::common::stores::TestStore::embedded();
-                run(&ts).await;
-                ts.finish().await;
             }
 
-            $(#[$attr])*
-            async fn postgres() {
-                if $crate::common::stores::excluded(module_path!(), "postgres", EXCEPT) {
-                    return;
+            $crate::every_store! { @postgres [$($skip = $why),*]
+                $(#[$attr])*
+                async fn postgres() {
+                    let test = concat!(module_path!(), "::postgres");
+                    let Some(ts) = $crate::common::stores::TestStore::postgres(test).await else {
+                        return;
+                    };
+                    run(&ts).await;
+                    ts.finish().await;
                 }
-                let test = concat!(module_path!(), "::postgres");
-                let Some(ts) = $crate::common::stores::TestStore::postgres(test).await else {
-                    return;
-                };
-                run(&ts).await;
-                ts.finish().await;
             }
         }
+    };
+    // An excluded backend's test is marked ignored with the reason, so the test runner
+    // reports it as skipped, never as passed.
+    (@memory [] $item:item) => { $item };
+    (@memory [memory = $why:literal $(, $k:ident = $w:literal)*] $item:item) => { #[ignore = $why] $item };
+    (@memory [$s:ident = $sw:literal $(, $k:ident = $w:literal)*] $item:item) => {
+        $crate::every_store! { @memory [$($k = $w),*] $item }
+    };
+    (@embedded [] $item:item) => { $item };
+    (@embedded [embedded = $why:literal $(, $k:ident = $w:literal)*] $item:item) => { #[ignore = $why] $item };
+    (@embedded [$s:ident = $sw:literal $(, $k:ident = $w:literal)*] $item:item) => {
+        $crate::every_store! { @embedded [$($k = $w),*] $item }
+    };
+    (@postgres [] $item:item) => { $item };
+    (@postgres [postgres = $why:literal $(, $k:ident = $w:literal)*] $item:item) => { #[ignore = $why] $item };
+    (@postgres [$s:ident = $sw:literal $(, $k:ident = $w:literal)*] $item:item) => {
+        $crate::every_store! { @postgres [$($k = $w),*] $item }
     };
 }
