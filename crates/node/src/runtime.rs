@@ -167,9 +167,36 @@ impl Shared {
         partition: u32,
         actor: Option<ractor::ActorRef<partition_actor::ActorMsg>>,
     ) {
-        let mut r = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = r.get_mut(partition as usize) {
-            *slot = actor;
+        let withdrawn = actor.is_none();
+        {
+            let mut r = self.routes.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = r.get_mut(partition as usize) {
+                *slot = actor;
+            }
+        }
+        if withdrawn {
+            self.wake_partition_waiters(partition);
+        }
+    }
+
+    /// Wakes the waiters of every instance of a partition this node no longer runs: no
+    /// completion will notify them here, so they go back to reading the store (a long poll
+    /// whose partition moved answers when the instance completes on its new owner, not at
+    /// its timeout).
+    fn wake_partition_waiters(&self, partition: u32) {
+        let woken: Vec<oneshot::Sender<()>> = match self.waiters.lock() {
+            Ok(mut w) => {
+                let ids: Vec<InstanceId> = w
+                    .keys()
+                    .filter(|id| self.partition_of_instance(id) == partition)
+                    .cloned()
+                    .collect();
+                ids.iter().filter_map(|id| w.remove(id)).flatten().collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for s in woken {
+            let _ = s.send(());
         }
     }
 

@@ -449,3 +449,52 @@ async fn an_activity_result_follows_its_partition_postgres() {
         an_activity_result_follows_its_partition(s).await;
     }
 }
+
+/// A long poll that began while this node ran the instance's partition answers as soon as
+/// the instance completes on the partition's new owner, not at the poll's timeout.
+async fn a_long_poll_follows_its_partition(store: Arc<dyn Store>) {
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "node-a", 3000)
+        .await
+        .expect("a starts");
+    let owners = perdure_node::cluster::placement::placement(&["node-a", "node-b"], P);
+    let id = (0..)
+        .map(|i| format!("poll-{}-{i}", std::process::id()))
+        .find(|id| owners[perdure_node::state::partition_of(id, P) as usize] == Some("node-b"))
+        .expect("an id that moves to node-b");
+    let input =
+        perdure_core::Payload::json(&serde_json::json!({"timeoutSeconds": 600})).expect("input");
+    let id = common::start(&a, "Approval", &id, Some(input)).await;
+    common::until_status(&a, &id, OrchestrationStatus::Running).await;
+    let poll = {
+        let (a, id) = (a.clone(), id.clone());
+        tokio::spawn(async move { a.wait_for_completion(id, Duration::from_secs(120)).await })
+    };
+    let b = node(&store, &peers, "node-b", 3000)
+        .await
+        .expect("b starts");
+    let want_b = owners.iter().filter(|o| **o == Some("node-b")).count();
+    until(&b, "b holds its share", |v| v.owned.len() == want_b).await;
+    common::approve(&b, &id, true).await;
+    let st = tokio::time::timeout(Duration::from_secs(20), poll)
+        .await
+        .expect("the long poll on node-a answered within 20 s of the completion on node-b")
+        .expect("poll task")
+        .expect("wait")
+        .expect("instance exists");
+    assert_eq!(st.runtime_status, OrchestrationStatus::Completed, "{st:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_follows_its_partition_memory() {
+    a_long_poll_follows_its_partition(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_follows_its_partition_postgres() {
+    if let Some(s) = postgres("cluster_long_poll_moves").await {
+        a_long_poll_follows_its_partition(s).await;
+    }
+}
