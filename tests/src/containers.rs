@@ -81,9 +81,12 @@ pub struct Network {
 }
 
 impl Network {
-    /// Creates `perdure-tc-<pid>`.
+    /// Creates `perdure-tc-<pid>-<n>`: unique per call, so two tests of one process (a plain
+    /// `cargo test` runs them on threads) never share a network or a container name.
     pub fn create() -> anyhow::Result<Self> {
-        let name = format!("perdure-tc-{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("perdure-tc-{}-{n}", std::process::id());
         docker(&["network", "create", &name])?;
         Ok(Self { name })
     }

@@ -47,6 +47,12 @@ pub const DEFAULT_TABLE: &str = "kv";
 /// How long to wait for a connection to be established or handed out by the pool.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long data sent to PostgreSQL may stay unacknowledged before the connection is closed
+/// (`TCP_USER_TIMEOUT`, Linux). Without it a node cut from the store (a network partition)
+/// waits on its connections until the kernel gives up, about 15 minutes: its heartbeat hangs,
+/// it never reports not ready, and after the heal it stays stuck on the dead connections.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why the PostgreSQL backend could not start or run, carried as a [`StoreError`] source.
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
@@ -179,6 +185,9 @@ impl PostgresStore {
             url.parse().map_err(|e| fatal(PostgresError::BadUrl(e)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
         let target = describe_target(&config);
         let manager = Manager::from_config(
