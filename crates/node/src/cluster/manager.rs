@@ -107,6 +107,12 @@ impl Manager {
             }
             next = match self.tick().await {
                 Ok(d) => d,
+                // Contention with the other nodes' rounds (every retry conflicted) says
+                // nothing about whether this node can serve: try again soon, stay ready.
+                Err(crate::store::StoreError::Conflict) => {
+                    tracing::info!("cluster round kept conflicting; trying again");
+                    self.shared.opts.cluster.heartbeat_interval / 4
+                }
                 Err(e) => {
                     self.not_ready(format!("the store is unreachable: {e}"));
                     self.shared.opts.cluster.heartbeat_interval
