@@ -616,8 +616,10 @@ async fn three_nodes_survive_kill_join_and_stop() {
     eprintln!("phase 1: {:.1} s", began.elapsed().as_secs_f64());
     open_accounts(&http, &n1.proc.origin).await;
 
-    // The issue asks for 3,000 orchestrations; a debug build on a loaded 2-core machine runs
-    // about 1,000 in the time budget (PERDURE_CHAOS_ORCHESTRATIONS=3000 runs the full figure).
+    // The issue asks for 3,000 orchestrations: in a debug build on a 2-core machine shared
+    // with other work 3,000 took 94 s (over the budget of a test run in parallel with the
+    // others), 1,000 took 23 s. The default is 1,000; PERDURE_CHAOS_ORCHESTRATIONS=3000 runs
+    // the full figure.
     let total = orchestrations();
     let wave = total / 4;
     let mut ledger = Ledger::default();
