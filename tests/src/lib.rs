@@ -120,6 +120,20 @@ impl NodeProcess {
         Self::spawn_bin("perdure-node", args, envs, data_dir, false)
     }
 
+    /// Like [`NodeProcess::spawn`], running `perdure-test-node` (the test app, [`app`]).
+    pub fn spawn_app(
+        args: &[std::ffi::OsString],
+        envs: &[(&str, &str)],
+        data_dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_bin("perdure-test-node", args, envs, data_dir, false)
+    }
+
+    /// The process id (for `kill -STOP` and the like).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Like [`NodeProcess::spawn`], capturing stderr (read it with
     /// [`NodeProcess::stop_and_collect_stderr`]); `envs` may set `RUST_LOG` (default `warn`).
     pub fn spawn_logged(
