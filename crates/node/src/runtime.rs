@@ -174,6 +174,13 @@ impl Shared {
                 *slot = actor;
             }
         }
+        // A re-read queued to the previous actor may never be processed (it stopped with the
+        // re-read in its mailbox): left set, the flag would swallow every later re-read of the
+        // partition on this node, and what other nodes send to it would never be read. The
+        // next actor reads the whole inbox when it recovers.
+        if let Some(flag) = self.rescans.get(partition as usize) {
+            flag.store(false, Ordering::Release);
+        }
         if withdrawn {
             self.wake_partition_waiters(partition);
         }
@@ -343,3 +350,86 @@ impl Shared {
 
 /// A task handed to the pool: (partition, key, task).
 pub(crate) type TaskItem = (u32, Vec<u8>, ActivityTask);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    use tokio::sync::mpsc;
+
+    use super::partition_actor::ActorMsg;
+    use super::*;
+
+    /// A stand-in for a partition actor: reports each re-read it is sent, and never clears
+    /// the queued flag (as an actor that stopped with the re-read still in its mailbox).
+    struct Stub;
+
+    impl Actor for Stub {
+        type Msg = ActorMsg;
+        type State = mpsc::UnboundedSender<()>;
+        type Arguments = mpsc::UnboundedSender<()>;
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<ActorMsg>,
+            report: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(report)
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<ActorMsg>,
+            msg: ActorMsg,
+            report: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if matches!(msg, ActorMsg::External(PartitionMsg::Rescan)) {
+                let _ = report.send(());
+            }
+            Ok(())
+        }
+    }
+
+    async fn rescanned(rx: &mut mpsc::UnboundedReceiver<()>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no re-read within 5 s"))
+            .expect("stub alive");
+    }
+
+    /// A re-read queued to a partition actor that stopped before reading it does not swallow
+    /// the re-reads of the partition's next actor on this node (they are how messages from
+    /// other nodes reach it).
+    #[tokio::test]
+    async fn a_rescan_lost_with_a_stopped_actor_does_not_block_the_next_actor() {
+        let registry = Arc::new(perdure_core::registry::Registry::new());
+        let shared = Shared::new(
+            Arc::new(crate::store::memory::MemoryStore::new()),
+            Arc::new(core_executor::CoreExecutor::new(registry)),
+            NodeOptions::default(),
+            4,
+            1,
+            Arc::new(Metrics::default()),
+        );
+        let p = 2;
+        let (tx, mut old_rx) = mpsc::unbounded_channel();
+        let (old, old_task) = Actor::spawn(None, Stub, tx).await.expect("old stub");
+        shared.set_route(p, Some(old.clone()));
+        shared.rescan(p);
+        rescanned(&mut old_rx, "old actor").await;
+        // The old actor stops (fenced) with the re-read unprocessed; the node withdraws its
+        // route and later starts a new actor for the partition.
+        old.stop(None);
+        old_task.await.expect("old stub stops");
+        shared.set_route(p, None);
+        let (tx, mut new_rx) = mpsc::unbounded_channel();
+        let (new, new_task) = Actor::spawn(None, Stub, tx).await.expect("new stub");
+        shared.set_route(p, Some(new.clone()));
+        // A nudge from another node (or the periodic safety net) reaches the new actor.
+        shared.rescan(p);
+        rescanned(&mut new_rx, "new actor").await;
+        new.stop(None);
+        new_task.await.expect("new stub stops");
+    }
+}
