@@ -49,6 +49,8 @@ pub(crate) struct Manager {
     backoff: BTreeMap<u32, (Instant, u32)>,
     view: watch::Sender<ClusterView>,
     last_rescan: Instant,
+    /// Rounds in a row whose every retry conflicted.
+    conflicts: u32,
     superseded: bool,
 }
 
@@ -74,6 +76,7 @@ impl Manager {
                 backoff: BTreeMap::new(),
                 view,
                 last_rescan: Instant::now(),
+                conflicts: 0,
                 superseded: false,
             },
             rx,
@@ -105,13 +108,30 @@ impl Manager {
                     None => return,
                 },
             }
+            let interval = self.shared.opts.cluster.heartbeat_interval;
             next = match self.tick().await {
-                Ok(d) => d,
+                Ok(d) => {
+                    self.conflicts = 0;
+                    d
+                }
                 // Contention with the other nodes' rounds (every retry conflicted) says
-                // nothing about whether this node can serve: try again soon, stay ready.
+                // nothing by itself about whether this node can serve: try again soon, stay
+                // ready. Rounds that keep conflicting for half a lease lifetime do: the
+                // heartbeat is not getting through, and the others will count this node dead.
                 Err(crate::store::StoreError::Conflict) => {
-                    tracing::info!("cluster round kept conflicting; trying again");
-                    self.shared.opts.cluster.heartbeat_interval / 4
+                    self.conflicts = self.conflicts.saturating_add(1);
+                    let retry = interval / 4;
+                    if retry.saturating_mul(self.conflicts)
+                        >= self.shared.opts.cluster.lease_ttl / 2
+                    {
+                        self.not_ready(format!(
+                            "the store refused this node's heartbeat {} rounds in a row (conflicts)",
+                            self.conflicts
+                        ));
+                    } else {
+                        tracing::info!("cluster round kept conflicting; trying again");
+                    }
+                    retry
                 }
                 Err(e) => {
                     self.not_ready(format!("the store is unreachable: {e}"));
