@@ -64,6 +64,28 @@ pub fn ensure_built() -> anyhow::Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
+/// The arguments of `run` for a cluster node on PostgreSQL: `url`, an HTTP port the system
+/// picks, `partitions`, and the node name.
+pub fn postgres_run_args(url: &str, partitions: u32, name: &str) -> Vec<std::ffi::OsString> {
+    let partitions = partitions.to_string();
+    [
+        "run",
+        "--store",
+        "postgres",
+        "--store-url",
+        url,
+        "--http",
+        "127.0.0.1:0",
+        "--partitions",
+        &partitions,
+        "--node-name",
+        name,
+    ]
+    .iter()
+    .map(Into::into)
+    .collect()
+}
+
 /// A `perdure-node dev` process on a free port with its own data directory; killed on drop.
 pub struct NodeProcess {
     child: Child,

@@ -71,22 +71,7 @@ struct Node {
 }
 
 fn spawn_node(url: &str, table: &str, name: &str, listen: &str, seeds: &str) -> Node {
-    let args: Vec<std::ffi::OsString> = [
-        "run",
-        "--store",
-        "postgres",
-        "--store-url",
-        url,
-        "--http",
-        "127.0.0.1:0",
-        "--partitions",
-        &PARTITIONS.to_string(),
-        "--node-name",
-        name,
-    ]
-    .iter()
-    .map(Into::into)
-    .collect();
+    let args = perdure_tests::postgres_run_args(url, PARTITIONS, name);
     let env = [
         ("PERDURE_STORE_TABLE", table),
         ("PERDURE_CLUSTER_LEASE_TTL", "2s"),

@@ -27,22 +27,7 @@ fn pg_url() -> Option<String> {
 type Link<'a> = Option<(&'a str, &'a str)>;
 
 fn spawn(url: &str, table: &str, name: &str, link: Link<'_>) -> NodeProcess {
-    let args: Vec<std::ffi::OsString> = [
-        "run",
-        "--store",
-        "postgres",
-        "--store-url",
-        url,
-        "--http",
-        "127.0.0.1:0",
-        "--partitions",
-        "8",
-        "--node-name",
-        name,
-    ]
-    .iter()
-    .map(Into::into)
-    .collect();
+    let args = perdure_tests::postgres_run_args(url, 8, name);
     let mut env = vec![
         ("PERDURE_STORE_TABLE", table),
         ("PERDURE_CLUSTER_LEASE_TTL", "2s"),
