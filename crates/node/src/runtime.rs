@@ -255,15 +255,10 @@ impl Shared {
     /// Sends a message to a partition actor. A partition this node does not run has the
     /// message in its store inbox already: its owner is nudged (or reads it on acquisition).
     pub(crate) fn route(&self, partition: u32, msg: PartitionMsg) {
-        if let Some(tx) = self.local(partition) {
-            if let PartitionMsg::Deliver(m) = &msg
-                && let Some(d) = self.depth.get(partition as usize)
-            {
-                d.fetch_add(m.len(), Ordering::Relaxed);
-            }
-            let _ = tx.cast(partition_actor::ActorMsg::External(msg));
-            return;
-        }
+        let msg = match self.try_local(partition, msg) {
+            Ok(()) | Err(None) => return,
+            Err(Some(msg)) => msg,
+        };
         if matches!(msg, PartitionMsg::Deliver(_) | PartitionMsg::Timers(_)) {
             let owner = self
                 .owners
@@ -276,6 +271,41 @@ impl Shared {
                 && owner != self.opts.cluster.name
             {
                 self.nudge.nudge(&owner, partition);
+            }
+        }
+    }
+
+    /// Hands a message to the partition's local actor. Gives the message back when this
+    /// node runs no actor for the partition or the actor has stopped (its mailbox is closed);
+    /// `Err(None)`: the send failed in a way that did not return the message.
+    pub(crate) fn try_local(
+        &self,
+        partition: u32,
+        msg: PartitionMsg,
+    ) -> Result<(), Option<PartitionMsg>> {
+        let Some(tx) = self.local(partition) else {
+            return Err(Some(msg));
+        };
+        let depth = match &msg {
+            PartitionMsg::Deliver(m) => m.len(),
+            _ => 0,
+        };
+        let d = self.depth.get(partition as usize);
+        if let Some(d) = d {
+            d.fetch_add(depth, Ordering::Relaxed);
+        }
+        match tx.cast(partition_actor::ActorMsg::External(msg)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some(d) = d {
+                    d.fetch_sub(depth, Ordering::Relaxed);
+                }
+                match e {
+                    ractor::MessagingErr::SendErr(partition_actor::ActorMsg::External(m)) => {
+                        Err(Some(m))
+                    }
+                    _ => Err(None),
+                }
             }
         }
     }
@@ -431,5 +461,50 @@ mod tests {
         rescanned(&mut new_rx, "new actor").await;
         new.stop(None);
         new_task.await.expect("new stub stops");
+    }
+
+    /// A message for a partition whose actor has stopped, its route not yet withdrawn (the
+    /// window in which an activity result used to be dropped and its activity run again),
+    /// comes back to the sender, which then takes the store path.
+    #[tokio::test]
+    async fn a_stopped_actor_gives_the_message_back() {
+        let registry = Arc::new(perdure_core::registry::Registry::new());
+        let shared = Shared::new(
+            Arc::new(crate::store::memory::MemoryStore::new()),
+            Arc::new(core_executor::CoreExecutor::new(registry)),
+            NodeOptions::default(),
+            4,
+            1,
+            Arc::new(Metrics::default()),
+        );
+        let p = 1;
+        assert!(matches!(
+            shared.try_local(p, PartitionMsg::Rescan),
+            Err(Some(PartitionMsg::Rescan))
+        ));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (actor, task) = Actor::spawn(None, Stub, tx).await.expect("stub");
+        shared.set_route(p, Some(actor.clone()));
+        assert!(shared.try_local(p, PartitionMsg::Rescan).is_ok());
+        rescanned(&mut rx, "running actor").await;
+        actor.stop(None);
+        task.await.expect("stub stops");
+        let msg = InboxMessage {
+            target: Target::Instance(InstanceId::new("i").expect("id")),
+            body: crate::state::records::MessageBody::Terminate {
+                reason: None,
+                recursive: false,
+            },
+        };
+        let back = shared.try_local(p, PartitionMsg::Deliver(vec![(b"k".to_vec(), msg)]));
+        assert!(
+            matches!(back, Err(Some(PartitionMsg::Deliver(_)))),
+            "a stopped actor must give the message back"
+        );
+        assert_eq!(
+            shared.depth[p as usize].load(Ordering::Relaxed),
+            0,
+            "an undelivered message is not counted as queued"
+        );
     }
 }

@@ -212,16 +212,22 @@ async fn run(shared: Arc<Shared>, (partition, key, task): TaskItem) {
         // The instance's partition is owned here: hand the result to its actor in memory.
         // The episode that records it also removes the task (its key is the message key),
         // in one transaction; if the node dies first, or the partition moves before the
-        // episode, the next owner runs the task again (at least once).
+        // episode, the next owner runs the task again (at least once). An actor that stopped
+        // meanwhile refuses the message: the result then goes through the store below.
         let msg = crate::state::records::InboxMessage {
             target: Target::Instance(task.instance_id.clone()),
             body: MessageBody::Event {
                 execution_id: Some(task.execution_id.clone()),
-                event: HistoryEvent::new(shared.clock.now(), kind),
+                event: HistoryEvent::new(shared.clock.now(), kind.clone()),
             },
         };
-        shared.route(partition, super::PartitionMsg::Deliver(vec![(key, msg)]));
-        return;
+        let key = key.clone();
+        if shared
+            .try_local(partition, super::PartitionMsg::Deliver(vec![(key, msg)]))
+            .is_ok()
+        {
+            return;
+        }
     }
     let key = Arc::new(key);
     let task = Arc::new(task);
