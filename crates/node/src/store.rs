@@ -286,6 +286,22 @@ pub trait Transaction: Send {
     fn clear_range(&mut self, range: &KeyRange);
     /// Commits; returns only once the data is durable.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// Lets the reads that follow come from the backend's cache of recent values, where it
+    /// has one (PostgreSQL's group commit). Such reads are guesses checked when the
+    /// transaction commits (a wrong guess is a [`StoreError::Conflict`], retried), so only a
+    /// transaction that commits, or whose error goes through [`validate_reads`], may call it:
+    /// [`transact`] does both. The default does nothing (the reads stay consistent).
+    ///
+    /// [`validate_reads`]: Transaction::validate_reads
+    fn cached_reads(&mut self) {}
+    /// Checks that every read so far still holds (a [`StoreError::Conflict`] if not), so that
+    /// an error decided from those reads may be reported. Without [`cached_reads`] the reads
+    /// came from one consistent snapshot, and the default says yes at once.
+    ///
+    /// [`cached_reads`]: Transaction::cached_reads
+    async fn validate_reads(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A transactional, ordered key-value store.
@@ -355,7 +371,15 @@ where
         attempt += 1;
         let result: Result<T, StoreError> = async {
             let mut tx = store.begin().await?;
-            let value = f(tx.as_mut()).await?;
+            let value = match f(tx.as_mut()).await {
+                Ok(v) => v,
+                // An error decided from reads that no longer hold is a conflict (retried).
+                Err(e) if !e.is_retryable() => {
+                    tx.validate_reads().await?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             tx.commit().await?;
             Ok(value)
         }

@@ -263,3 +263,105 @@ async fn a_connection_lost_during_the_group_commit_is_maybe_committed_for_every_
     store.drop_table(&table).await?;
     Ok(())
 }
+
+/// The node's cache of recent values (`store/postgres/cache.rs`): two stores on one table
+/// are two nodes. A value this node wrote is read from its cache; after the other node
+/// changes it, the guess is wrong, and the transaction that used it must neither commit nor
+/// report what it decided from it: its commit conflicts, its error is re-checked, and the
+/// retry sees the other node's value.
+#[tokio::test]
+async fn a_stale_cached_read_never_decides_an_outcome() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_stale_cached_read_never_decides_an_outcome") else {
+        return Ok(());
+    };
+    let table = format!("kv_group_cache_{}", std::process::id());
+    let here = store(&url, &table).await?;
+    let there = PostgresStore::connect_with(&url, 4, &table, CommitMode::Group).await?;
+    let retry = RetryOptions::default();
+    // Written here: this node's cache holds "1".
+    transact(&here, &retry, |tx| {
+        Box::pin(async move {
+            tx.set(b"k", b"1")?;
+            Ok(())
+        })
+    })
+    .await?;
+    // The other node changes it.
+    transact(&there, &retry, |tx| {
+        Box::pin(async move {
+            tx.set(b"k", b"2")?;
+            Ok(())
+        })
+    })
+    .await?;
+
+    // 1. A read-write transaction: its first run reads the stale "1" from the cache and
+    //    would copy it; the commit refuses that run, and the retry copies "2".
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = {
+        let runs = runs.clone();
+        transact(&here, &retry, move |tx| {
+            let runs = runs.clone();
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tx.cached_reads();
+                let v = tx.get(b"k").await?.unwrap_or_default();
+                tx.set(b"copy", &v)?;
+                Ok(v)
+            })
+        })
+        .await?
+    };
+    assert_eq!(seen, b"2", "the committed run saw the other node's value");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the stale run was refused");
+    assert_eq!(read(&there, b"copy").await?.as_deref(), Some(&b"2"[..]));
+
+    // 2. An error decided from a stale cached value is not reported: the other node moves
+    //    on to "3", and a transaction that fails unless it sees "3" fails only while its
+    //    reads are stale, which the check before reporting finds.
+    transact(&there, &retry, |tx| {
+        Box::pin(async move {
+            tx.set(b"k", b"3")?;
+            Ok(())
+        })
+    })
+    .await?;
+    let outcome = transact(&here, &retry, |tx| {
+        Box::pin(async move {
+            tx.cached_reads();
+            match tx.get(b"k").await?.as_deref() {
+                Some(b"3") => Ok(()),
+                _ => Err(StoreError::Fenced {
+                    partition: 0,
+                    held: 3,
+                    current: 2,
+                }),
+            }
+        })
+    })
+    .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+
+    // 3. A read-only transaction that read from the cache is checked at commit too.
+    transact(&there, &retry, |tx| {
+        Box::pin(async move {
+            tx.set(b"k", b"4")?;
+            Ok(())
+        })
+    })
+    .await?;
+    let mut stale = here.begin().await?;
+    stale.cached_reads();
+    let guess = stale.get(b"k").await?;
+    if guess.as_deref() == Some(&b"4"[..]) {
+        // Only if the cache was refreshed meanwhile; then the commit must hold.
+        stale.commit().await?;
+    } else {
+        assert!(
+            matches!(stale.commit().await, Err(StoreError::Conflict)),
+            "a read-only transaction with a stale cached read must conflict"
+        );
+    }
+    here.drop_table(&table).await?;
+    Ok(())
+}

@@ -59,6 +59,9 @@ pub(crate) async fn commit(
     transact(shared.store.as_ref(), &shared.retry, move |tx| {
         let (sh, plan) = (sh.clone(), plan.clone());
         Box::pin(async move {
+            // The keys read here are the owner's own (lease, consumed messages, record):
+            // the node's cache usually knows them, and the commit checks them anyway.
+            tx.cached_reads();
             leases::check(tx, partition, epoch).await?;
             let consumed = plan.consumed();
             for (k, _) in consumed {

@@ -36,6 +36,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction, check_write};
 
+mod cache;
 mod group;
 mod optimistic;
 
@@ -189,6 +190,15 @@ impl PostgresStore {
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
+        // Every statement reads by key: an index scan is always right. Without this, plans
+        // cached while the table was empty (a new table has no statistics) scan the whole
+        // table for as long as the connection lives (measured: 10 million rows read in a
+        // 13 s benchmark, and 4x the PostgreSQL CPU per orchestration).
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} -c enable_seqscan=off"),
+            _ => "-c enable_seqscan=off".to_owned(),
+        };
+        config.options(options);
         let target = describe_target(&config);
         let manager = Manager::from_config(
             config,
@@ -225,6 +235,7 @@ impl PostgresStore {
                 pool.clone(),
                 sql.clone(),
                 group::COMMITTERS,
+                cache::DEFAULT_BUDGET,
             ))
         });
         Ok(Self {

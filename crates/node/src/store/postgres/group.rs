@@ -39,6 +39,7 @@ use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
+use super::cache::ReadCache;
 use super::{Pending, PostgresError, Sql, pg_error};
 use crate::store::{KeyRange, KeyValue, StoreError};
 
@@ -120,6 +121,7 @@ struct Request {
 pub(super) struct GroupCommitter {
     sender: mpsc::UnboundedSender<Request>,
     counters: Arc<Counters>,
+    cache: Arc<ReadCache>,
 }
 
 /// The committer task has stopped (its runtime shut down).
@@ -136,21 +138,32 @@ struct GroupFailed(#[source] Source);
 type Source = Arc<dyn std::error::Error + Send + Sync>;
 
 impl GroupCommitter {
-    /// Starts the committer task on the current runtime.
-    /// Starts `committers` committer tasks (at least 1) on the current runtime.
-    pub(super) fn start(pool: Pool, sql: Arc<Sql>, committers: usize) -> Self {
+    /// Starts `committers` committer tasks (at least 1) on the current runtime, with a
+    /// cache of recent values of `cache_budget` bytes.
+    pub(super) fn start(pool: Pool, sql: Arc<Sql>, committers: usize, cache_budget: usize) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let counters = Arc::new(Counters::default());
+        let cache = Arc::new(ReadCache::new(cache_budget));
         for _ in 0..committers.max(1) {
             tokio::spawn(run(
                 pool.clone(),
                 sql.clone(),
                 receiver.clone(),
                 counters.clone(),
+                cache.clone(),
             ));
         }
-        Self { sender, counters }
+        Self {
+            sender,
+            counters,
+            cache,
+        }
+    }
+
+    /// The cache of recent values the committer keeps.
+    pub(super) fn cache(&self) -> &ReadCache {
+        &self.cache
     }
 
     /// Commits one logical transaction; returns once its group committed (durably) or failed.
@@ -183,6 +196,7 @@ async fn run(
     sql: Arc<Sql>,
     receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
     counters: Arc<Counters>,
+    cache: Arc<ReadCache>,
 ) {
     let mut conn: Option<Object> = None;
     loop {
@@ -202,7 +216,7 @@ async fn run(
             batch
         };
         let started = std::time::Instant::now();
-        let outcomes = commit_group(&pool, &sql, &mut conn, &batch, &counters).await;
+        let outcomes = commit_group(&pool, &sql, &mut conn, &batch, &counters, &cache).await;
         tracing::debug!(
             members = batch.len(),
             conflicts = outcomes.iter().filter(|o| o.is_err()).count(),
@@ -239,15 +253,16 @@ async fn commit_group(
     conn: &mut Option<Object>,
     batch: &[Request],
     counters: &Counters,
+    cache: &ReadCache,
 ) -> Vec<Result<(), StoreError>> {
     let members: Vec<&Request> = batch.iter().collect();
-    let outcome = attempt_with_retries(pool, sql, conn, &members, counters).await;
+    let outcome = attempt_with_retries(pool, sql, conn, &members, counters, cache).await;
     match outcome {
         Attempt::Failed(_, FailKind::Fatal) if members.len() > 1 => {
             // One member's write may be the cause: commit each on its own.
             let mut out = Vec::with_capacity(members.len());
             for m in &members {
-                let single = attempt_with_retries(pool, sql, conn, &[m], counters).await;
+                let single = attempt_with_retries(pool, sql, conn, &[m], counters, cache).await;
                 out.extend(outcomes(single, 1, counters));
             }
             out
@@ -298,10 +313,11 @@ async fn attempt_with_retries(
     conn: &mut Option<Object>,
     members: &[&Request],
     counters: &Counters,
+    cache: &ReadCache,
 ) -> Attempt {
     let mut tries = 0;
     loop {
-        let attempt = attempt(pool, sql, conn, members).await;
+        let attempt = attempt(pool, sql, conn, members, cache).await;
         match attempt {
             Attempt::Aborted if tries < GROUP_RETRIES => {
                 tries += 1;
@@ -370,6 +386,7 @@ async fn attempt(
     sql: &Sql,
     conn: &mut Option<Object>,
     members: &[&Request],
+    cache: &ReadCache,
 ) -> Attempt {
     if conn.is_none() {
         match pool.get().await {
@@ -453,7 +470,7 @@ async fn attempt(
     let Some(client) = conn.as_ref() else {
         return failed(StoreError::Unavailable(Box::new(CommitterStopped)));
     };
-    let writes = send_writes(client, &stmts, merged);
+    let writes = send_writes(client, &stmts, &merged);
     let commit = client.batch_execute("COMMIT");
     let t = std::time::Instant::now();
     let (written, committed) = futures::join!(writes, commit);
@@ -462,7 +479,17 @@ async fn attempt(
         "postgres group written"
     );
     match (written, committed) {
-        (Ok(()), Ok(())) => Attempt::Done(accepted),
+        (Ok(()), Ok(())) => {
+            // Before any member is answered: what the group saw and wrote is the newest
+            // this node knows.
+            cache.committed(
+                point_keys
+                    .iter()
+                    .map(|k| (k.as_slice(), current_keys.get(k).map(Vec::as_slice))),
+                &merged,
+            );
+            Attempt::Done(accepted)
+        }
         // A statement failed with an answer from the server: it aborted the transaction,
         // and answered the pipelined COMMIT with a rollback.
         (Err(e), _) if e.code().is_some() => classify(e, conn),
@@ -473,6 +500,7 @@ async fn attempt(
             if let Some(c) = conn.take() {
                 drop(Object::take(c));
             }
+            cache.clear();
             Attempt::Unknown(Arc::new(PostgresError::Commit(e)))
         }
     }
@@ -524,12 +552,12 @@ async fn validate(
 async fn send_writes(
     client: &Object,
     stmts: &Statements,
-    pending: Pending,
+    pending: &Pending,
 ) -> Result<(), tokio_postgres::Error> {
-    let mut deletes: Vec<Vec<u8>> = Vec::new();
-    let mut keys: Vec<Vec<u8>> = Vec::new();
-    let mut values: Vec<Vec<u8>> = Vec::new();
-    for (key, value) in pending.writes {
+    let mut deletes: Vec<&[u8]> = Vec::new();
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let mut values: Vec<&[u8]> = Vec::new();
+    for (key, value) in &pending.writes {
         match value {
             Some(v) => {
                 keys.push(key);

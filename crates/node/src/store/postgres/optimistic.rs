@@ -8,9 +8,13 @@
 //! - Reads see the transaction's own writes (overlaid in the client). Each value read from the
 //!   server is recorded: a key with the value seen (or its absence), a range with the exact
 //!   query and rows seen.
-//! - A transaction that wrote nothing commits at once (it read one consistent snapshot, as a
-//!   read-only FoundationDB transaction does). One that wrote joins a group; see
-//!   [`group`](super::group) for how the group decides and what it guarantees.
+//! - After [`cached_reads`](crate::store::Transaction::cached_reads), a key the node's
+//!   [cache](super::cache) knows is read from it (no round trip); it is recorded like any
+//!   other read, so the group checks it.
+//! - A transaction that wrote nothing and read nothing from the cache commits at once (it
+//!   read one consistent snapshot, as a read-only FoundationDB transaction does). Any other
+//!   joins a group; see [`group`](super::group) for how the group decides and what it
+//!   guarantees.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +36,12 @@ pub(super) struct OptimisticTransaction {
     pub(super) pending: Pending,
     pub(super) reads: ReadSet,
     pub(super) tx_bytes: usize,
+    /// Whether reads may come from the cache.
+    use_cache: bool,
+    /// Whether any read came from the cache (the reads must then be validated).
+    from_cache: bool,
+    /// The cache's generation when the snapshot began.
+    snapshot_generation: u64,
 }
 
 impl OptimisticTransaction {
@@ -44,6 +54,9 @@ impl OptimisticTransaction {
             pending: Pending::default(),
             reads: ReadSet::default(),
             tx_bytes: 0,
+            use_cache: false,
+            from_cache: false,
+            snapshot_generation: 0,
         }
     }
 
@@ -60,6 +73,8 @@ impl OptimisticTransaction {
         }
         let client = self.pool.get().await.map_err(checkout_error)?;
         let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+        // Before BEGIN: the snapshot sees every commit of this generation.
+        self.snapshot_generation = self.committer.cache().generation();
         // Both are sent when first polled, BEGIN first (`join!` polls in order).
         let (begun, rows) = futures::join!(
             client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
@@ -134,6 +149,13 @@ impl Transaction for OptimisticTransaction {
         if let Some(seen) = self.reads.keys.get(key) {
             return Ok(seen.clone());
         }
+        if self.use_cache
+            && let Some(guess) = self.committer.cache().get(key)
+        {
+            self.from_cache = true;
+            self.reads.keys.insert(key.to_vec(), guess.clone());
+            return Ok(guess);
+        }
         let sql = self.sql.clone();
         let rows = self.query(&sql.get, &[&key]).await?;
         let value = rows
@@ -141,6 +163,9 @@ impl Transaction for OptimisticTransaction {
             .map(|r| r.try_get::<_, Vec<u8>>(0))
             .transpose()
             .map_err(|e| StoreError::Fatal(Box::new(PostgresError::Statement(e))))?;
+        self.committer
+            .cache()
+            .fill(self.snapshot_generation, key, &value);
         self.reads.keys.insert(key.to_vec(), value.clone());
         Ok(value)
     }
@@ -207,11 +232,24 @@ impl Transaction for OptimisticTransaction {
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.release_reader();
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.from_cache {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
         let reads = std::mem::take(&mut self.reads);
         self.committer.commit(reads, pending).await
+    }
+
+    fn cached_reads(&mut self) {
+        self.use_cache = true;
+    }
+
+    async fn validate_reads(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.release_reader();
+        if !self.from_cache {
+            return Ok(());
+        }
+        let reads = std::mem::take(&mut self.reads);
+        self.committer.commit(reads, Pending::default()).await
     }
 }
