@@ -179,6 +179,25 @@ impl NodeHandle {
         .await
     }
 
+    /// Like [`load_record`](Self::load_record), allowed to read the record from the store's
+    /// cache of recent values (checked before it is returned; see
+    /// [`Transaction::cached_reads`](crate::store::Transaction::cached_reads)): a long poll
+    /// reads the record its own node just wrote, without a snapshot of its own.
+    async fn load_record_cached(
+        &self,
+        id: &InstanceId,
+    ) -> ManagementResult<Option<InstanceRecord>> {
+        let id = id.clone();
+        self.read(move |tx| {
+            let id = id.clone();
+            Box::pin(async move {
+                tx.cached_reads();
+                instances::load(tx, &id).await
+            })
+        })
+        .await
+    }
+
     /// Sends a control message to an instance whose status passes `allowed`.
     async fn control(
         &self,
@@ -408,10 +427,20 @@ impl ManagementApi for NodeHandle {
             // A caller may pass any duration (`Duration::MAX`: no limit): past what an
             // `Instant` holds, the wait has no deadline.
             let deadline = tokio::time::Instant::now().checked_add(timeout);
+            // The first read takes a snapshot (the instance has just been started: a check
+            // of a cached read would queue behind its first episode's commit); a read after
+            // a wake usually finds the record this node just wrote in its cache.
+            let mut woken = false;
             loop {
                 // Register before reading, so a completion in between is not missed.
                 let rx = sh.add_waiter(&id);
-                let Some(r) = self.load_record(&id).await? else {
+                let record = if woken {
+                    self.load_record_cached(&id).await?
+                } else {
+                    self.load_record(&id).await?
+                };
+                woken = true;
+                let Some(r) = record else {
                     sh.prune_waiters(&id);
                     return Ok(None);
                 };

@@ -98,6 +98,7 @@ struct Sql {
     upsert: String,
     delete_keys: String,
     delete_range: String,
+    delete_ranges: String,
 }
 
 impl Sql {
@@ -117,6 +118,10 @@ impl Sql {
             ),
             delete_keys: format!("DELETE FROM {t} WHERE key = ANY($1::bytea[])"),
             delete_range: format!("DELETE FROM {t} WHERE key >= $1 AND key < $2"),
+            delete_ranges: format!(
+                "DELETE FROM {t} USING unnest($1::bytea[], $2::bytea[]) AS r(b, e) \
+                 WHERE {t}.key >= r.b AND {t}.key < r.e"
+            ),
         }
     }
 }

@@ -12,8 +12,8 @@
 //!    that write). Conflicting members get [`StoreError::Conflict`] and are retried by
 //!    `transact`; the others are accepted.
 //! 3. The accepted members' writes, merged in order (a later write of a key wins; a range
-//!    clear removes earlier writes in it), are sent as at most one range-delete per range,
-//!    one multi-row delete and one multi-row upsert, pipelined with `COMMIT`.
+//!    clear removes earlier writes in it), are sent as one multi-range delete, one multi-row
+//!    delete and one multi-row upsert, pipelined with `COMMIT`.
 //!
 //! Why this is serializable: every accepted member's reads equal the database's state inside
 //! the group's SERIALIZABLE transaction (checked in step 1, adjusted for the earlier members
@@ -360,7 +360,7 @@ struct Statements {
     get_many: Statement,
     range_forward: Statement,
     range_reverse: Statement,
-    delete_range: Statement,
+    delete_ranges: Statement,
     delete_keys: Statement,
     upsert: Statement,
 }
@@ -373,7 +373,7 @@ impl Statements {
             get_many: client.prepare_cached(&sql.get_many).await?,
             range_forward: client.prepare_cached(&sql.range_forward).await?,
             range_reverse: client.prepare_cached(&sql.range_reverse).await?,
-            delete_range: client.prepare_cached(&sql.delete_range).await?,
+            delete_ranges: client.prepare_cached(&sql.delete_ranges).await?,
             delete_keys: client.prepare_cached(&sql.delete_keys).await?,
             upsert: client.prepare_cached(&sql.upsert).await?,
         })
@@ -566,11 +566,19 @@ async fn send_writes(
             None => deletes.push(key),
         }
     }
-    let ranges = join_all(pending.cleared.iter().map(|r| async move {
-        client
-            .execute(&stmts.delete_range, &[&r.begin, &r.end])
-            .await
-    }));
+    // Every range clear in one statement (a group clears many: each removed value clears
+    // the range of its chunks).
+    let begins: Vec<&[u8]> = pending.cleared.iter().map(|r| r.begin.as_slice()).collect();
+    let ends: Vec<&[u8]> = pending.cleared.iter().map(|r| r.end.as_slice()).collect();
+    let ranges = async {
+        if begins.is_empty() {
+            Ok(0)
+        } else {
+            client
+                .execute(&stmts.delete_ranges, &[&begins, &ends])
+                .await
+        }
+    };
     let dels = async {
         if deletes.is_empty() {
             Ok(0)
@@ -586,9 +594,7 @@ async fn send_writes(
         }
     };
     let (r, d, s) = futures::join!(ranges, dels, sets);
-    for x in r {
-        x?;
-    }
+    r?;
     d?;
     s?;
     Ok(())
