@@ -235,22 +235,35 @@ async fn a_connection_lost_during_the_group_commit_is_maybe_committed_for_every_
     let via = url.replace(&addr, &format!("127.0.0.1:{}", proxy.port));
     let table = format!("kv_group_lost_{}", std::process::id());
     let store = store(&via, &table).await?;
+    // Written before: the node's cache holds it.
+    let mut setup = store.begin().await?;
+    setup.set(b"e", b"0")?;
+    setup.commit().await?;
 
     let mut a = store.begin().await?;
     let mut b = store.begin().await?;
     let mut c = store.begin().await?;
+    // A read-only member whose read came from the cache: it joins the group to be checked.
+    let mut e = store.begin().await?;
+    e.cached_reads();
+    assert_eq!(e.get(b"e").await?.as_deref(), Some(&b"0"[..]));
     assert_eq!(a.get(b"a").await?, None);
     a.set(b"a", b"1")?;
     b.set(b"b", b"1")?;
     c.set(b"c", b"1")?;
     proxy.armed.store(true, Ordering::SeqCst);
-    let (ra, rb, rc) = tokio::join!(a.commit(), b.commit(), c.commit());
+    let (ra, rb, rc, re) = tokio::join!(a.commit(), b.commit(), c.commit(), e.commit());
     for r in [&ra, &rb, &rc] {
         assert!(
             matches!(r, Err(e) if e.is_maybe_committed() && !e.is_retryable()),
             "{r:?}"
         );
     }
+    // It wrote nothing, so nothing of it can have committed: a retryable failure.
+    assert!(
+        matches!(&re, Err(StoreError::Unavailable(_))),
+        "a write-free member of a group with an unknown outcome: {re:?}"
+    );
     proxy.armed.store(false, Ordering::SeqCst);
     // COMMIT never reached the server: nothing was written, and the store recovers.
     for k in [b"a", b"b", b"c"] {
@@ -363,5 +376,37 @@ async fn a_stale_cached_read_never_decides_an_outcome() -> anyhow::Result<()> {
         );
     }
     here.drop_table(&table).await?;
+    Ok(())
+}
+
+/// The multi-range delete aliases its target: a table named like the alias of the ranges
+/// (`r`) still commits range clears.
+#[tokio::test]
+async fn a_table_named_r_clears_ranges() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_table_named_r_clears_ranges") else {
+        return Ok(());
+    };
+    let store = store(&url, "r").await?;
+    let retry = RetryOptions::default();
+    transact(&store, &retry, |tx| {
+        Box::pin(async move {
+            for k in [&b"a1"[..], b"a2", b"b1"] {
+                tx.set(k, b"v")?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    transact(&store, &retry, |tx| {
+        Box::pin(async move {
+            tx.clear_range(&perdure_node::store::KeyRange::prefix(b"a"));
+            Ok(())
+        })
+    })
+    .await?;
+    assert_eq!(read(&store, b"a1").await?, None);
+    assert_eq!(read(&store, b"a2").await?, None);
+    assert_eq!(read(&store, b"b1").await?.as_deref(), Some(&b"v"[..]));
+    store.drop_table("r").await?;
     Ok(())
 }

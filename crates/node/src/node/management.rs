@@ -439,7 +439,6 @@ impl ManagementApi for NodeHandle {
                 } else {
                     self.load_record(&id).await?
                 };
-                woken = true;
                 let Some(r) = record else {
                     sh.prune_waiters(&id);
                     return Ok(None);
@@ -468,6 +467,9 @@ impl ManagementApi for NodeHandle {
                         false
                     }
                 };
+                // Woken by this node's own commit: the record is in its cache. (A recheck of
+                // an instance another node runs would find only an old copy there.)
+                woken = !timed_out && sh.holds(p);
                 if timed_out {
                     if deadline.is_none_or(|d| until.is_some_and(|u| u < d)) {
                         sh.prune_waiters(&id);

@@ -118,9 +118,11 @@ impl Sql {
             ),
             delete_keys: format!("DELETE FROM {t} WHERE key = ANY($1::bytea[])"),
             delete_range: format!("DELETE FROM {t} WHERE key >= $1 AND key < $2"),
+            // The target is aliased: a table named like the ranges' alias would otherwise
+            // be "specified more than once".
             delete_ranges: format!(
-                "DELETE FROM {t} USING unnest($1::bytea[], $2::bytea[]) AS r(b, e) \
-                 WHERE {t}.key >= r.b AND {t}.key < r.e"
+                "DELETE FROM {t} AS target USING unnest($1::bytea[], $2::bytea[]) AS r(b, e) \
+                 WHERE target.key >= r.b AND target.key < r.e"
             ),
         }
     }
@@ -198,12 +200,12 @@ impl PostgresStore {
         // Every statement reads by key: an index scan is always right. Without this, plans
         // cached while the table was empty (a new table has no statistics) scan the whole
         // table for as long as the connection lives (measured: 10 million rows read in a
-        // 13 s benchmark, and 4x the PostgreSQL CPU per orchestration).
-        let options = match config.get_options() {
-            Some(o) if !o.is_empty() => format!("{o} -c enable_seqscan=off"),
-            _ => "-c enable_seqscan=off".to_owned(),
-        };
-        config.options(options);
+        // 13 s benchmark, and 4x the PostgreSQL CPU per orchestration). Set with `SET` on
+        // each new connection, not as a startup parameter (poolers such as PgBouncer refuse
+        // unknown ones); a URL whose `options` set `enable_seqscan` itself is left alone.
+        let index_scans = !config
+            .get_options()
+            .is_some_and(|o| o.contains("enable_seqscan"));
         let target = describe_target(&config);
         let manager = Manager::from_config(
             config,
@@ -212,7 +214,18 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
+        let mut builder = Pool::builder(manager);
+        if index_scans {
+            builder = builder.post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute("SET enable_seqscan = off")
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }));
+        }
+        let pool = builder
             .max_size(pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(30)))

@@ -131,6 +131,18 @@ fn end_snapshot(client: Object) {
     }
 }
 
+/// A member that wrote nothing cannot have committed anything: a group whose outcome is
+/// unknown is, for it, only a failed check, which `transact` retries.
+fn nothing_written_is_unavailable(
+    wrote: bool,
+    outcome: Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    match outcome {
+        Err(StoreError::MaybeCommitted(source)) if !wrote => Err(StoreError::Unavailable(source)),
+        other => other,
+    }
+}
+
 impl Drop for OptimisticTransaction {
     fn drop(&mut self) {
         self.release_reader();
@@ -237,7 +249,8 @@ impl Transaction for OptimisticTransaction {
         }
         let pending = std::mem::take(&mut self.pending);
         let reads = std::mem::take(&mut self.reads);
-        self.committer.commit(reads, pending).await
+        let wrote = !pending.is_empty();
+        nothing_written_is_unavailable(wrote, self.committer.commit(reads, pending).await)
     }
 
     fn cached_reads(&mut self) {
@@ -250,6 +263,9 @@ impl Transaction for OptimisticTransaction {
             return Ok(());
         }
         let reads = std::mem::take(&mut self.reads);
-        self.committer.commit(reads, Pending::default()).await
+        nothing_written_is_unavailable(
+            false,
+            self.committer.commit(reads, Pending::default()).await,
+        )
     }
 }
