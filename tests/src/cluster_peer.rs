@@ -115,6 +115,11 @@ impl PeerProcess {
         self.read_line(Duration::from_secs(60))
     }
 
+    /// Its process id (to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its log so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -1,6 +1,6 @@
 //! The cluster transport across processes (ractor's `pg` registry is process-wide, so each
 //! node is its own `perdure-cluster-peer` process on loopback): forwarding to the owner,
-//! cookie refusal, and malformed peer messages.
+//! cookie refusal, malformed peer messages, and a link that goes silent.
 
 use perdure_tests::cluster_peer::{PeerProcess, write_test_certs};
 
@@ -93,5 +93,51 @@ fn tls_between_nodes() -> anyhow::Result<()> {
     t1.cmd("quit")?;
     t2.cmd("quit")?;
     plain.cmd("quit")?;
+    Ok(())
+}
+
+/// A link that goes silent without a reset (the peer frozen: its kernel still acknowledges
+/// the bytes, as across a network partition or after a peer came back under another address)
+/// is found by the liveness pings: its session is closed instead of swallowing every call for
+/// the ~15 minutes TCP takes to give up, and the link comes back once the peer answers again.
+#[test]
+fn a_silent_link_is_closed_and_dialled_again() -> anyhow::Result<()> {
+    let mut n1 = PeerProcess::spawn("n1", "n1,n2", &[], Some("s3cret"))?;
+    let mut n2 = PeerProcess::spawn("n2", "n1,n2", &[&n1.addr], Some("s3cret"))?;
+    assert_eq!(n1.cmd("wait-node n2 20000")?, "true");
+    assert_eq!(n1.cmd("ping n2")?, "Pong");
+    let pid = n2.pid().to_string();
+    let signal = |sig: &str| -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {sig} {pid}: {status}");
+        Ok(())
+    };
+    signal("-STOP")?;
+    // Three unanswered pings, one per redial period (2 s): the session is closed.
+    let closed = n1.cmd("wait-stat dead 1 20000");
+    signal("-CONT")?;
+    assert_eq!(closed?, "true", "{:?}", n1.log());
+    assert!(
+        n1.log()
+            .iter()
+            .any(|l| l.contains("cluster peer does not answer")),
+        "{:?}",
+        n1.log()
+    );
+    // n2 dials its seed again; the link serves again.
+    assert_eq!(n1.cmd("wait-node n2 20000")?, "true", "{:?}", n1.log());
+    let mut pong = String::new();
+    for _ in 0..50 {
+        pong = n1.cmd("ping n2")?;
+        if pong == "Pong" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(pong, "Pong", "{:?} {:?}", n1.log(), n2.log());
+    n1.cmd("quit")?;
+    n2.cmd("quit")?;
     Ok(())
 }

@@ -221,6 +221,7 @@ async fn run(
                 .wait_for_stat(
                     move |s| match which.as_str() {
                         "refused" => s.refused_sessions.load(Ordering::Relaxed),
+                        "dead" => s.dead_sessions.load(Ordering::Relaxed),
                         "undecodable_calls" => s.undecodable_calls.load(Ordering::Relaxed),
                         "undecodable_casts" => s.undecodable_casts.load(Ordering::Relaxed),
                         _ => 0,

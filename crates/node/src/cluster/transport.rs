@@ -230,7 +230,17 @@ struct Inner {
     wanted: Mutex<BTreeSet<String>>,
     tls: Option<tls::Tls>,
     stopped: OnceLock<()>,
+    /// Ready sessions: session id -> (peer name, the session's actor), for the liveness probe.
+    sessions: Mutex<HashMap<u64, (String, ActorRef<ractor_cluster::NodeSessionMessage>)>>,
+    /// Consecutive unanswered pings per peer.
+    unanswered: Mutex<HashMap<String, u32>>,
 }
+
+/// Pings in a row a peer may leave unanswered (one per `redial_every`) before its sessions are
+/// closed: a link cut without a reset (a network partition, a peer that came back with
+/// another address) otherwise stays "connected" until TCP gives up, about 15 minutes, and
+/// every call over it times out — while the peer's new connections are refused as duplicates.
+const UNANSWERED_PINGS: u32 = 3;
 
 /// A running transport. Clones share it.
 #[derive(Clone)]
@@ -315,6 +325,8 @@ impl Transport {
                 wanted: Mutex::new(wanted),
                 tls,
                 stopped: OnceLock::new(),
+                sessions: Mutex::new(HashMap::new()),
+                unanswered: Mutex::new(HashMap::new()),
             }),
         };
         t.inner
@@ -347,7 +359,9 @@ impl Transport {
                 if inner.stopped.get().is_some() {
                     return;
                 }
-                Transport { inner }.redial().await;
+                let t = Transport { inner };
+                t.probe().await;
+                t.redial().await;
             }
         });
         Ok(t)
@@ -456,6 +470,9 @@ impl Transport {
              # HELP perdure_cluster_refused_sessions_total Peer sessions closed before authenticating.\n\
              # TYPE perdure_cluster_refused_sessions_total counter\n\
              perdure_cluster_refused_sessions_total {}\n\
+             # HELP perdure_cluster_dead_sessions_total Peer sessions closed because the peer stopped answering pings.\n\
+             # TYPE perdure_cluster_dead_sessions_total counter\n\
+             perdure_cluster_dead_sessions_total {}\n\
              # HELP perdure_cluster_linked_peers Peers with a ready transport session.\n\
              # TYPE perdure_cluster_linked_peers gauge\n\
              perdure_cluster_linked_peers {}\n",
@@ -463,6 +480,7 @@ impl Transport {
             get(&s.undecodable_calls),
             get(&s.undecodable_casts),
             get(&s.refused_sessions),
+            get(&s.dead_sessions),
             self.inner.peers.borrow().len(),
         )
     }
@@ -522,6 +540,64 @@ impl Transport {
 
     fn connected_addrs(&self) -> BTreeSet<String> {
         self.inner.peers.borrow().values().cloned().collect()
+    }
+
+    /// Pings every ready peer (answer within `redial_every`); closes the sessions of a peer
+    /// that left [`UNANSWERED_PINGS`] pings in a row unanswered, so that the link is dialled
+    /// again (or the peer's own new connection is accepted).
+    async fn probe(&self) {
+        let peers: Vec<String> = self.peers().into_keys().collect();
+        let wait = self.inner.opts.redial_every;
+        let answers = futures::future::join_all(peers.iter().map(|p| async move {
+            let r = Links::call(self, p, &PeerRequest::Ping, wait).await;
+            (p.clone(), !matches!(r, Err(LinkError::Timeout(..))))
+        }))
+        .await;
+        let mut dead = Vec::new();
+        {
+            let mut unanswered = self
+                .inner
+                .unanswered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            unanswered.retain(|p, _| peers.contains(p));
+            for (peer, answered) in answers {
+                if answered {
+                    unanswered.remove(&peer);
+                    continue;
+                }
+                let n = unanswered.entry(peer.clone()).or_insert(0);
+                *n += 1;
+                if *n >= UNANSWERED_PINGS {
+                    unanswered.remove(&peer);
+                    dead.push(peer);
+                }
+            }
+        }
+        for peer in dead {
+            let sessions: Vec<ActorRef<ractor_cluster::NodeSessionMessage>> = self
+                .inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|(n, _)| *n == peer)
+                .map(|(_, a)| a.clone())
+                .collect();
+            tracing::warn!(
+                peer = %peer,
+                pings = UNANSWERED_PINGS,
+                "cluster peer does not answer: closing its session to dial it again"
+            );
+            self.inner
+                .stats
+                .dead_sessions
+                .fetch_add(1, Ordering::Relaxed);
+            self.inner.stats.changed.notify_waiters();
+            for s in sessions {
+                s.stop(Some("the peer does not answer pings".into()));
+            }
+        }
     }
 
     async fn redial(&self) {
@@ -620,6 +696,11 @@ impl NodeEventSubscription for Events {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(ses.node_id, name.clone());
+            inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(ses.node_id, (name.clone(), ses.actor.clone()));
             tracing::info!(peer = %name, addr = %addr, "cluster peer connected");
             inner.peers.send_modify(|m| {
                 m.insert(name, addr);
@@ -631,6 +712,11 @@ impl NodeEventSubscription for Events {
         let Some(inner) = self.transport.upgrade() else {
             return;
         };
+        inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ses.node_id);
         let was_authenticated = self
             .authenticated
             .lock()

@@ -74,6 +74,8 @@ pub struct TransportStats {
     pub calls_served: AtomicU64,
     /// Peer sessions closed before they authenticated (wrong cookie, or not a Perdure node).
     pub refused_sessions: AtomicU64,
+    /// Peer sessions closed because the peer stopped answering pings (a dead link).
+    pub dead_sessions: AtomicU64,
     /// Woken when a counter changes.
     pub(crate) changed: tokio::sync::Notify,
 }
