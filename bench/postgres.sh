@@ -28,24 +28,15 @@ die() { echo "postgres-bench: error: $*" >&2; exit 1; }
 for tool in curl python3 psql; do
   command -v "$tool" >/dev/null || die "'$tool' is not installed"
 done
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  (cd "$ROOT" && cargo build --release -p perdure-node -p perdure-bench)
-fi
-[ -x "$BIN/perdure-node" ] && [ -x "$BIN/perdure-bench" ] || die "no release binaries in $BIN"
-PM_PID="$(head -1 /var/run/postgresql/*-main.pid 2>/dev/null || true)"
-[ -n "$PM_PID" ] || die "no PostgreSQL postmaster pid in /var/run/postgresql"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+build_release "$ROOT" "$BIN"
+find_postmaster
 DB="$(python3 -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1]).path.lstrip("/"))' "$PG_URL")"
 
-pg_ticks() {
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v pm="$PM_PID" '{
-      if ($1 == pm) t += $14 + $15 + $16 + $17;
-      else if ($4 == pm) t += $14 + $15;
-    } END { print t + 0 }'
-}
 xacts() {
   psql -Atq "$PG_URL" -c "SELECT xact_commit || ' ' || xact_rollback FROM pg_stat_database WHERE datname = '$DB'"
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 NODE=""
 cleanup() {

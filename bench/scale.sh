@@ -44,22 +44,11 @@ die() { echo "scale: error: $*" >&2; exit 1; }
 for tool in taskset curl python3; do
   command -v "$tool" >/dev/null || die "'$tool' is not installed"
 done
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  (cd "$ROOT" && cargo build --release -p perdure-node -p perdure-bench)
-fi
-[ -x "$BIN/perdure-node" ] && [ -x "$BIN/perdure-bench" ] || die "no release binaries in $BIN"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+build_release "$ROOT" "$BIN"
 
-PM_PID="$(head -1 /var/run/postgresql/*-main.pid 2>/dev/null || true)"
-[ -n "$PM_PID" ] || die "no PostgreSQL postmaster pid in /var/run/postgresql"
-
-# pg_ticks: CPU ticks of the postmaster, its reaped children and its live children.
-pg_ticks() {
-  awk -v pm="$PM_PID" '{
-      # Fields after the command name, which is in parentheses (no spaces for postgres).
-      if ($1 == pm) t += $14 + $15 + $16 + $17;
-      else if ($4 == pm) t += $14 + $15;
-    } END { print t + 0 }' /proc/[0-9]*/stat 2>/dev/null
-}
+find_postmaster
 
 # pids_ticks PID...: CPU ticks (user + system) of these processes.
 pids_ticks() {
@@ -81,7 +70,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # owners_ok URL N: whether N distinct nodes own partitions and none is without an owner.
 owners_ok() {

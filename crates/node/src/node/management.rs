@@ -171,27 +171,25 @@ impl NodeHandle {
         &self,
         id: &InstanceId,
     ) -> ManagementResult<Option<InstanceRecord>> {
-        let id = id.clone();
-        self.read(move |tx| {
-            let id = id.clone();
-            Box::pin(async move { instances::load(tx, &id).await })
-        })
-        .await
+        self.read_record(id, false).await
     }
 
-    /// Like [`load_record`](Self::load_record), allowed to read the record from the store's
-    /// cache of recent values (checked before it is returned; see
+    /// Reads an instance record; with `cached`, allowed to take it from the store's cache of
+    /// recent values (checked before it is returned; see
     /// [`Transaction::cached_reads`](crate::store::Transaction::cached_reads)): a long poll
     /// reads the record its own node just wrote, without a snapshot of its own.
-    async fn load_record_cached(
+    async fn read_record(
         &self,
         id: &InstanceId,
+        cached: bool,
     ) -> ManagementResult<Option<InstanceRecord>> {
         let id = id.clone();
         self.read(move |tx| {
             let id = id.clone();
             Box::pin(async move {
-                tx.cached_reads();
+                if cached {
+                    tx.cached_reads();
+                }
                 instances::load(tx, &id).await
             })
         })
@@ -434,11 +432,7 @@ impl ManagementApi for NodeHandle {
             loop {
                 // Register before reading, so a completion in between is not missed.
                 let rx = sh.add_waiter(&id);
-                let record = if woken {
-                    self.load_record_cached(&id).await?
-                } else {
-                    self.load_record(&id).await?
-                };
+                let record = self.read_record(&id, woken).await?;
                 let Some(r) = record else {
                     sh.prune_waiters(&id);
                     return Ok(None);
