@@ -233,14 +233,19 @@ struct Inner {
     /// Ready sessions: session id -> (peer name, the session's actor), for the liveness probe.
     sessions: Mutex<HashMap<u64, (String, ActorRef<ractor_cluster::NodeSessionMessage>)>>,
     /// Consecutive unanswered pings per peer.
-    unanswered: Mutex<HashMap<String, u32>>,
+    unanswered: Mutex<HashMap<String, (u32, BTreeSet<u64>)>>,
 }
 
-/// Pings in a row a peer may leave unanswered (one per `redial_every`) before its sessions are
+/// Pings in a row a peer may leave unanswered (one per probe round) before its sessions are
 /// closed: a link cut without a reset (a network partition, a peer that came back with
 /// another address) otherwise stays "connected" until TCP gives up, about 15 minutes, and
 /// every call over it times out — while the peer's new connections are refused as duplicates.
 const UNANSWERED_PINGS: u32 = 3;
+/// How long a peer has to answer a liveness ping (all traffic to a peer shares one stream:
+/// a large transfer or a busy runtime may delay it).
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one dial (TCP connect, TLS and the cluster handshake) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running transport. Clones share it.
 #[derive(Clone)]
@@ -352,6 +357,8 @@ impl Transport {
         let every = t.inner.opts.redial_every;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            // A round may outlast the period (a ping waits up to PING_TIMEOUT): no burst after.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -360,8 +367,7 @@ impl Transport {
                     return;
                 }
                 let t = Transport { inner };
-                t.probe().await;
-                t.redial().await;
+                tokio::join!(t.probe(), t.redial());
             }
         });
         Ok(t)
@@ -542,48 +548,66 @@ impl Transport {
         self.inner.peers.borrow().values().cloned().collect()
     }
 
-    /// Pings every ready peer (answer within `redial_every`); closes the sessions of a peer
+    /// Pings every ready peer (answer within [`PING_TIMEOUT`]); closes the sessions of a peer
     /// that left [`UNANSWERED_PINGS`] pings in a row unanswered, so that the link is dialled
     /// again (or the peer's own new connection is accepted).
     async fn probe(&self) {
-        let peers: Vec<String> = self.peers().into_keys().collect();
-        let wait = self.inner.opts.redial_every;
-        let answers = futures::future::join_all(peers.iter().map(|p| async move {
-            let r = Links::call(self, p, &PeerRequest::Ping, wait).await;
+        // The sessions each peer has now: misses count against these, and only these are
+        // closed (a session that replaced them meanwhile starts with a clean slate).
+        let mut snapshot: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        for (id, (peer, _)) in self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            snapshot.entry(peer.clone()).or_default().insert(*id);
+        }
+        let answers = futures::future::join_all(snapshot.keys().map(|p| async move {
+            let r = Links::call(self, p, &PeerRequest::Ping, PING_TIMEOUT).await;
             (p.clone(), !matches!(r, Err(LinkError::Timeout(..))))
         }))
         .await;
-        let mut dead = Vec::new();
+        let mut dead: Vec<(String, BTreeSet<u64>)> = Vec::new();
         {
             let mut unanswered = self
                 .inner
                 .unanswered
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            unanswered.retain(|p, _| peers.contains(p));
+            unanswered.retain(|p, _| snapshot.contains_key(p));
             for (peer, answered) in answers {
+                let ids = snapshot.remove(&peer).unwrap_or_default();
                 if answered {
                     unanswered.remove(&peer);
                     continue;
                 }
-                let n = unanswered.entry(peer.clone()).or_insert(0);
-                *n += 1;
-                if *n >= UNANSWERED_PINGS {
+                let entry = unanswered.entry(peer.clone()).or_insert((0, ids.clone()));
+                if entry.1 != ids {
+                    *entry = (0, ids.clone());
+                }
+                entry.0 += 1;
+                if entry.0 >= UNANSWERED_PINGS {
                     unanswered.remove(&peer);
-                    dead.push(peer);
+                    dead.push((peer, ids));
                 }
             }
         }
-        for peer in dead {
-            let sessions: Vec<ActorRef<ractor_cluster::NodeSessionMessage>> = self
-                .inner
-                .sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .filter(|(n, _)| *n == peer)
-                .map(|(_, a)| a.clone())
-                .collect();
+        for (peer, ids) in dead {
+            let sessions: Vec<ActorRef<ractor_cluster::NodeSessionMessage>> = {
+                let map = self
+                    .inner
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                ids.iter()
+                    .filter_map(|id| map.get(id).map(|(_, a)| a.clone()))
+                    .collect()
+            };
+            if sessions.is_empty() {
+                continue;
+            }
             tracing::warn!(
                 peer = %peer,
                 pings = UNANSWERED_PINGS,
@@ -592,7 +616,7 @@ impl Transport {
             self.inner
                 .stats
                 .dead_sessions
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(sessions.len() as u64, Ordering::Relaxed);
             self.inner.stats.changed.notify_waiters();
             for s in sessions {
                 s.stop(Some("the peer does not answer pings".into()));
@@ -612,9 +636,17 @@ impl Transport {
             .filter(|a| !connected.contains(*a) && **a != own)
             .cloned()
             .collect();
-        for addr in wanted {
-            self.dial(&addr).await;
-        }
+        // Concurrently, each bounded: a connect to an address that drops packets would
+        // otherwise hold every other dial (and the next probe) for minutes.
+        futures::future::join_all(wanted.iter().map(|addr| async move {
+            if tokio::time::timeout(DIAL_TIMEOUT, self.dial(addr))
+                .await
+                .is_err()
+            {
+                tracing::debug!(addr, "cluster dial timed out (will retry)");
+            }
+        }))
+        .await;
     }
 
     async fn dial(&self, addr: &str) {
