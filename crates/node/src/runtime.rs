@@ -431,17 +431,22 @@ mod tests {
     /// A re-read queued to a partition actor that stopped before reading it does not swallow
     /// the re-reads of the partition's next actor on this node (they are how messages from
     /// other nodes reach it).
-    #[tokio::test]
-    async fn a_rescan_lost_with_a_stopped_actor_does_not_block_the_next_actor() {
+    /// A node's shared state on a memory store, 4 partitions, no registered functions.
+    fn memory_shared() -> Shared {
         let registry = Arc::new(perdure_core::registry::Registry::new());
-        let shared = Shared::new(
+        Shared::new(
             Arc::new(crate::store::memory::MemoryStore::new()),
             Arc::new(core_executor::CoreExecutor::new(registry)),
             NodeOptions::default(),
             4,
             1,
             Arc::new(Metrics::default()),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_rescan_lost_with_a_stopped_actor_does_not_block_the_next_actor() {
+        let shared = memory_shared();
         let p = 2;
         let (tx, mut old_rx) = mpsc::unbounded_channel();
         let (old, old_task) = Actor::spawn(None, Stub, tx).await.expect("old stub");
@@ -468,15 +473,7 @@ mod tests {
     /// comes back to the sender, which then takes the store path.
     #[tokio::test]
     async fn a_stopped_actor_gives_the_message_back() {
-        let registry = Arc::new(perdure_core::registry::Registry::new());
-        let shared = Shared::new(
-            Arc::new(crate::store::memory::MemoryStore::new()),
-            Arc::new(core_executor::CoreExecutor::new(registry)),
-            NodeOptions::default(),
-            4,
-            1,
-            Arc::new(Metrics::default()),
-        );
+        let shared = memory_shared();
         let p = 1;
         assert!(matches!(
             shared.try_local(p, PartitionMsg::Rescan),

@@ -230,7 +230,8 @@ struct Inner {
     wanted: Mutex<BTreeSet<String>>,
     tls: Option<tls::Tls>,
     stopped: OnceLock<()>,
-    /// Ready sessions: session id -> (peer name, the session's actor), for the liveness probe.
+    /// Ready sessions: session id -> (peer name, the session's actor). A peer may briefly have
+    /// two while ractor_cluster settles a simultaneous connect; the liveness probe stops them.
     sessions: Mutex<HashMap<u64, (String, ActorRef<ractor_cluster::NodeSessionMessage>)>>,
     /// Consecutive unanswered pings per peer.
     unanswered: Mutex<HashMap<String, (u32, BTreeSet<u64>)>>,
@@ -341,7 +342,6 @@ impl Transport {
                 subscription: Box::new(Events {
                     transport: Arc::downgrade(&t.inner),
                     authenticated: Mutex::new(HashSet::new()),
-                    ready: Mutex::new(HashMap::new()),
                 }),
             })
             .map_err(|e| TransportError::Spawn(e.to_string()))?;
@@ -696,9 +696,6 @@ impl Links for Transport {
 struct Events {
     transport: std::sync::Weak<Inner>,
     authenticated: Mutex<HashSet<u64>>,
-    /// Ready sessions: session id -> peer name (a peer may briefly have two sessions while
-    /// ractor_cluster settles a simultaneous connect).
-    ready: Mutex<HashMap<u64, String>>,
 }
 
 fn peer_of(ses: &ractor_cluster::node::NodeServerSessionInformation) -> Option<(String, String)> {
@@ -724,10 +721,6 @@ impl NodeEventSubscription for Events {
             return;
         };
         if let Some((name, addr)) = peer_of(&ses) {
-            self.ready
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(ses.node_id, name.clone());
             inner
                 .sessions
                 .lock()
@@ -744,11 +737,13 @@ impl NodeEventSubscription for Events {
         let Some(inner) = self.transport.upgrade() else {
             return;
         };
-        inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ses.node_id);
+        // What other sessions the peer still has (an unauthenticated session was never in
+        // the table).
+        let others = {
+            let mut sessions = inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            sessions.remove(&ses.node_id);
+            peer_of(&ses).map(|(name, _)| (sessions.values().any(|(n, _)| *n == name), name))
+        };
         let was_authenticated = self
             .authenticated
             .lock()
@@ -757,11 +752,8 @@ impl NodeEventSubscription for Events {
         if !was_authenticated {
             // ractor_cluster closes one of two sessions when two nodes dial each other at
             // once: not a refusal when the peer is connected through the other session.
-            let duplicate = {
-                let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-                let by_name = peer_of(&ses).is_some_and(|(n, _)| ready.values().any(|r| *r == n));
-                by_name || inner.peers.borrow().values().any(|a| *a == ses.peer_addr)
-            };
+            let by_name = others.as_ref().is_some_and(|(connected, _)| *connected);
+            let duplicate = by_name || inner.peers.borrow().values().any(|a| *a == ses.peer_addr);
             if duplicate {
                 tracing::debug!(peer_addr = %ses.peer_addr, "duplicate cluster session closed");
                 return;
@@ -776,12 +768,7 @@ impl NodeEventSubscription for Events {
             );
             return;
         }
-        let still_connected = {
-            let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-            ready.remove(&ses.node_id);
-            peer_of(&ses).map(|(name, _)| (ready.values().any(|n| *n == name), name))
-        };
-        if let Some((false, name)) = still_connected {
+        if let Some((false, name)) = others {
             tracing::warn!(peer = %name, "cluster peer disconnected");
             inner.peers.send_modify(|m| {
                 m.remove(&name);
