@@ -4,11 +4,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use perdure_core::management::ManagementApi;
-use perdure_core::{InstanceId, OrchestrationStatus};
+use perdure_core::{InstanceId, OrchestrationStatus, Timestamp};
 use perdure_node::cluster::{ClusterView, LocalPeers, PeerNudge};
 use perdure_node::node::{Node, NodeError, NodeHandle};
 use perdure_node::options::{ClusterOptions, NodeOptions};
@@ -496,5 +497,165 @@ async fn a_long_poll_follows_its_partition_memory() {
 async fn a_long_poll_follows_its_partition_postgres() {
     if let Some(s) = postgres("cluster_long_poll_moves").await {
         a_long_poll_follows_its_partition(s).await;
+    }
+}
+
+/// A store whose scans of the activity task queues (a partition's recovery reads them) take
+/// `delay_ms` each, counted in `slowed`. Over the embedded store or PostgreSQL: the memory
+/// store runs one transaction at a time, so a slow one would stall every other.
+struct SlowRecovery {
+    inner: Arc<dyn Store>,
+    delay_ms: std::sync::atomic::AtomicU64,
+    slowed: std::sync::atomic::AtomicUsize,
+}
+
+struct SlowRecoveryTx {
+    inner: Box<dyn perdure_node::store::Transaction>,
+    store: Arc<SlowRecovery>,
+}
+
+#[async_trait::async_trait]
+impl perdure_node::store::Transaction for SlowRecoveryTx {
+    async fn get(
+        &mut self,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, perdure_node::store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &mut self,
+        range: &perdure_node::store::KeyRange,
+        opts: perdure_node::store::RangeOptions,
+    ) -> Result<Vec<perdure_node::store::KeyValue>, perdure_node::store::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let tasks = perdure_node::state::keys::Key::new()
+            .str(perdure_node::state::space::TASK)
+            .into_bytes();
+        let delay = self.store.delay_ms.load(SeqCst);
+        if delay > 0 && range.begin.starts_with(&tasks) {
+            self.store.slowed.fetch_add(1, SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        self.inner.get_range(range, opts).await
+    }
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), perdure_node::store::StoreError> {
+        self.inner.set(key, value)
+    }
+    fn clear(&mut self, key: &[u8]) {
+        self.inner.clear(key)
+    }
+    fn clear_range(&mut self, range: &perdure_node::store::KeyRange) {
+        self.inner.clear_range(range)
+    }
+    async fn commit(self: Box<Self>) -> Result<(), perdure_node::store::StoreError> {
+        self.inner.commit().await
+    }
+}
+
+struct SlowRecoveryStore(Arc<SlowRecovery>);
+
+#[async_trait::async_trait]
+impl Store for SlowRecoveryStore {
+    async fn begin(
+        &self,
+    ) -> Result<Box<dyn perdure_node::store::Transaction>, perdure_node::store::StoreError> {
+        Ok(Box::new(SlowRecoveryTx {
+            inner: self.0.inner.begin().await?,
+            store: self.0.clone(),
+        }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "slow-recovery"
+    }
+}
+
+/// A node whose round takes longer than the lease (here: the recovery of the partitions it
+/// acquires, each 1.5 leases long) keeps its heartbeat and its leases: the other node never
+/// counts it dead, no lease it took lapses, and it keeps every partition at the epoch it
+/// took it with.
+async fn a_slow_round_keeps_the_heartbeat_and_the_leases(inner: Arc<dyn Store>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    const TTL_MS: u64 = 1000;
+    let slow = Arc::new(SlowRecovery {
+        inner,
+        delay_ms: 0.into(),
+        slowed: 0.into(),
+    });
+    let store: Arc<dyn Store> = Arc::new(SlowRecoveryStore(slow.clone()));
+    let peers = LocalPeers::new();
+    let a = node(&store, &peers, "steady", TTL_MS)
+        .await
+        .expect("a starts");
+    let mut seen = a.cluster();
+    slow.delay_ms.store(TTL_MS * 3 / 2, SeqCst);
+    let b = node(&store, &peers, "slow", TTL_MS)
+        .await
+        .expect("b starts");
+    let mut b_view = b.cluster();
+    // Every view `a` publishes, from `b`'s start until `b` has heartbeated for a whole lease
+    // after recovering its share: `b` is live, and a partition once owned by `b` stays so
+    // (at the same epoch, never lapsing) while placement gives it to `b`.
+    let mut taken: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut recovered: Option<Timestamp> = None;
+    let watch = async {
+        loop {
+            tokio::select! {
+                r = seen.changed() => {
+                    r.expect("a's view");
+                    let v = seen.borrow_and_update().clone();
+                    let Some(n) = v.nodes.iter().find(|n| n.name == "slow") else { continue };
+                    assert!(n.live, "a counted b dead during b's slow round: {n:?}");
+                    for row in &v.partitions {
+                        // A partition that placement gives to another node may move (under
+                        // load a node's own heartbeat can miss a round and placement flaps).
+                        if row.desired.as_deref() != Some("slow") {
+                            taken.remove(&row.partition);
+                            continue;
+                        }
+                        if let Some(epoch) = taken.get(&row.partition) {
+                            assert_eq!(
+                                (row.owner.as_deref(), row.epoch),
+                                (Some("slow"), *epoch),
+                                "a partition of b lapsed or moved: {row:?}"
+                            );
+                        } else if row.owner.as_deref() == Some("slow") {
+                            taken.insert(row.partition, row.epoch);
+                        }
+                    }
+                    if recovered.is_some_and(|t| n.last_seen > t.add(Duration::from_millis(TTL_MS))) {
+                        return;
+                    }
+                }
+                r = b_view.wait_for(|v| v.owned.len() == P as usize / 2), if recovered.is_none() => {
+                    r.expect("b's view");
+                    recovered = Some(Timestamp::from_system_time(std::time::SystemTime::now()));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), watch)
+        .await
+        .expect("b recovers its share and keeps it");
+    assert!(slow.slowed.load(SeqCst) > 0, "no recovery was slowed");
+    assert!(!taken.is_empty(), "b never owned a partition in a's views");
+    slow.delay_ms.store(0, SeqCst);
+    let id = common::start(&b, "HelloSequence", "slow-1", None).await;
+    history_once(&b, &id).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_round_keeps_the_heartbeat_and_the_leases_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = perdure_node::store::embedded::EmbeddedStore::open(dir.path()).expect("opens");
+    a_slow_round_keeps_the_heartbeat_and_the_leases(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_round_keeps_the_heartbeat_and_the_leases_postgres() {
+    if let Some(store) = postgres("slow_round").await {
+        a_slow_round_keeps_the_heartbeat_and_the_leases(store).await;
     }
 }

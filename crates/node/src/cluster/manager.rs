@@ -154,31 +154,9 @@ impl Manager {
         if self.superseded {
             return Ok(interval);
         }
-        // The manager's transactions give up within a heartbeat: a store outage must show
-        // (not ready) long before leases expire, not after the runtime's long retry budget.
-        let retry = crate::store::RetryOptions {
-            max_attempts: 6,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: interval / 8,
-        };
+        let retry = round_retry(interval);
         // Heartbeat.
-        let now = self.shared.clock.now();
-        self.me.last_seen = now;
-        self.me.beats += 1;
-        let me = self.me.clone();
-        let still_me = transact(self.shared.store.as_ref(), &retry, move |tx| {
-            let me = me.clone();
-            Box::pin(async move {
-                match members::read(tx, &me.name).await? {
-                    Some(r) if r.incarnation != me.incarnation => Ok(false),
-                    _ => {
-                        members::write(tx, &me)?;
-                        Ok(true)
-                    }
-                }
-            })
-        })
-        .await?;
+        let still_me = beat(&self.shared, &mut self.me).await?;
         if !still_me {
             // A newer process of this node's name took over: everything held is fenced.
             tracing::error!(node = %c.name, "a newer process took this node's name over: stopping all partitions");
@@ -249,7 +227,7 @@ impl Manager {
                 "handing partition off"
             );
         }
-        self.drain(give).await;
+        self.drain_beating(give).await;
 
         // Acquire what this node should run and is free.
         let take: Vec<u32> = (0..partitions)
@@ -268,7 +246,10 @@ impl Manager {
         let pending = (0..partitions)
             .filter(|p| desired.get(*p as usize).copied().flatten() == Some(c.name.as_str()))
             .any(|p| !self.held.contains_key(&p) && !take.contains(&p));
-        self.acquire(take).await;
+        let mut me = self.me.clone();
+        let shared = self.shared.clone();
+        beating(&shared, &mut me, self.acquire(take)).await;
+        self.me = me;
 
         // Without links that deliver nudges, owners re-read their inboxes every heartbeat;
         // with them, once per lease lifetime as a safety net (a nudge sent by a node with a
@@ -453,6 +434,15 @@ impl Manager {
         futures::future::join_all(waits).await;
     }
 
+    /// [`Manager::drain`] with the heartbeat kept up: a partition may take long to finish
+    /// its runs in flight, and the node must not look dead meanwhile.
+    async fn drain_beating(&mut self, give: Vec<u32>) {
+        let mut me = self.me.clone();
+        let shared = self.shared.clone();
+        beating(&shared, &mut me, self.drain(give)).await;
+        self.me = me;
+    }
+
     /// Leaves: marks the record leaving (others stop counting this node), hands every
     /// partition off, and removes the record.
     async fn leave(&mut self) {
@@ -471,7 +461,8 @@ impl Manager {
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not mark this node as leaving");
         }
-        self.drain(self.held.keys().copied().collect()).await;
+        self.drain_beating(self.held.keys().copied().collect())
+            .await;
         let (name, inc) = (self.me.name.clone(), self.me.incarnation);
         let r = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
             let name = name.clone();
@@ -490,6 +481,67 @@ impl Manager {
             v.not_ready = Some("the node is stopping".into());
         });
         tracing::info!("left the cluster");
+    }
+}
+
+/// The manager's transactions give up within a heartbeat: a store outage must show (not
+/// ready) long before leases expire, not after the runtime's long retry budget.
+fn round_retry(interval: Duration) -> crate::store::RetryOptions {
+    crate::store::RetryOptions {
+        max_attempts: 6,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: interval / 8,
+    }
+}
+
+/// Writes this node's heartbeat record, unless a newer process of its name took the record
+/// over: then writes nothing and returns `false`.
+async fn beat(shared: &Shared, me: &mut NodeRecord) -> Result<bool, StoreError> {
+    me.last_seen = shared.clock.now();
+    me.beats += 1;
+    let rec = me.clone();
+    let retry = round_retry(shared.opts.cluster.heartbeat_interval);
+    transact(shared.store.as_ref(), &retry, move |tx| {
+        let me = rec.clone();
+        Box::pin(async move {
+            match members::read(tx, &me.name).await? {
+                Some(r) if r.incarnation != me.incarnation => Ok(false),
+                _ => {
+                    members::write(tx, &me)?;
+                    Ok(true)
+                }
+            }
+        })
+    })
+    .await
+}
+
+/// Runs `work` (an acquisition's recovery, a drain) and writes a heartbeat every interval
+/// until it is done: the round's own heartbeat comes before it, and a round that takes
+/// longer than the lease would otherwise make the node look dead to the others. The work
+/// keeps running while a heartbeat is written (it may hold a store connection the
+/// heartbeat waits for). Stops beating when the record was taken over or the process is
+/// frozen (test seam); the next round acts on either.
+async fn beating<T>(shared: &Shared, me: &mut NodeRecord, work: impl Future<Output = T>) -> T {
+    use futures::future::{Either, select};
+    let interval = shared.opts.cluster.heartbeat_interval;
+    let beats = async {
+        loop {
+            tokio::time::sleep(interval).await;
+            if shared.abandoned.load(Ordering::Relaxed) {
+                return;
+            }
+            match beat(shared, me).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "heartbeat during a long round failed"),
+            }
+        }
+    };
+    let mut work = std::pin::pin!(work);
+    match select(work.as_mut(), std::pin::pin!(beats)).await {
+        Either::Left((out, _)) => out,
+        Either::Right(((), work)) => work.await,
     }
 }
 

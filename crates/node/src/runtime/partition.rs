@@ -318,18 +318,16 @@ impl Partition {
         self.add_pending(due);
     }
 
-    pub(crate) async fn renew(&mut self) -> Result<(), StoreError> {
-        let (p, epoch) = (self.partition, self.epoch);
-        let now = self.shared.clock.now();
-        let dur = self.shared.opts.cluster.lease_ttl;
-        if self.shared.abandoned.load(Ordering::Relaxed) {
-            // Test seam: a frozen process renews nothing.
-            return Ok(());
+    /// What renews this partition's lease, apart from the actor: a renewal must never wait
+    /// behind a long message (a recovery over a slow store), or the lease would lapse while
+    /// the partition is busy. It renews at the actor's epoch only, so it is fenced like
+    /// every other write once another node took the partition.
+    pub(crate) fn renewal(&self) -> Renewal {
+        Renewal {
+            shared: self.shared.clone(),
+            partition: self.partition,
+            epoch: self.epoch,
         }
-        transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-            Box::pin(async move { leases::renew(tx, p, epoch, now, dur).await })
-        })
-        .await
     }
 
     /// Gives the partition's lease up (on stop), so that another node need not wait for it
@@ -527,5 +525,29 @@ impl Partition {
             self.mark_dirty(target);
         }
         Ok(())
+    }
+}
+
+/// Renews one partition's lease at one epoch (see [`Partition::renewal`]).
+pub(crate) struct Renewal {
+    shared: Arc<Shared>,
+    partition: u32,
+    epoch: u64,
+}
+
+impl Renewal {
+    /// Extends the lease by the lease time from now, unless the node is frozen (test seam).
+    pub(crate) async fn renew(&self) -> Result<(), StoreError> {
+        let (p, epoch) = (self.partition, self.epoch);
+        let now = self.shared.clock.now();
+        let dur = self.shared.opts.cluster.lease_ttl;
+        if self.shared.abandoned.load(Ordering::Relaxed) {
+            // Test seam: a frozen process renews nothing.
+            return Ok(());
+        }
+        transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+            Box::pin(async move { leases::renew(tx, p, epoch, now, dur).await })
+        })
+        .await
     }
 }

@@ -26,8 +26,8 @@ pub(crate) enum ActorMsg {
     Ran(Ran),
     /// The armed timer is due.
     TimerDue(u64),
-    /// Renew the lease.
-    Renew,
+    /// The lease could not be renewed (fenced, or the store failed past its retries): stop.
+    LeaseLost(StoreError),
     /// Passivate idle instances.
     Sweep,
 }
@@ -43,7 +43,7 @@ impl std::fmt::Debug for ActorMsg {
             Self::Recover(_) => "Recover",
             Self::Ran(_) => "Ran",
             Self::TimerDue(_) => "TimerDue",
-            Self::Renew => "Renew",
+            Self::LeaseLost(_) => "LeaseLost",
             Self::Sweep => "Sweep",
         })
     }
@@ -75,10 +75,20 @@ impl Actor for PartitionActor {
     ) -> Result<ActorState, ActorProcessingErr> {
         let renew = part.shared.opts.cluster.lease_ttl / 3;
         let sweep = part.shared.opts.idle_passivation;
-        let intervals = vec![
-            myself.send_interval(renew, || ActorMsg::Renew),
-            myself.send_interval(sweep, || ActorMsg::Sweep),
-        ];
+        let renewal = part.renewal();
+        let me = myself.clone();
+        let renewer = tokio::spawn(async move {
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + renew, renew);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = renewal.renew().await {
+                    let _ = me.cast(ActorMsg::LeaseLost(e));
+                    return;
+                }
+            }
+        });
+        let intervals = vec![renewer, myself.send_interval(sweep, || ActorMsg::Sweep)];
         Ok(ActorState {
             part,
             wake: None,
@@ -153,7 +163,7 @@ impl Actor for PartitionActor {
                 st.part.fire_due();
                 Ok(())
             }
-            ActorMsg::Renew => st.part.renew().await,
+            ActorMsg::LeaseLost(e) => Err(e),
             ActorMsg::Sweep => {
                 st.part.passivate_idle();
                 Ok(())
