@@ -275,6 +275,16 @@ impl Shared {
         }
     }
 
+    /// Forgets the messages counted as queued for a partition: its actor stopped, and what
+    /// its mailbox still held was dropped with it (those messages are in the store and the
+    /// next owner reads them). Without this the count would only grow with every handoff,
+    /// and the node would refuse new work for the partition as overloaded.
+    pub(crate) fn forget_queued(&self, partition: u32) {
+        if let Some(d) = self.depth.get(partition as usize) {
+            d.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Hands a message to the partition's local actor. Gives the message back when this
     /// node runs no actor for the partition or the actor has stopped (its mailbox is closed);
     /// `Err(None)`: the send failed in a way that did not return the message.
@@ -298,7 +308,7 @@ impl Shared {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let Some(d) = d {
-                    d.fetch_sub(depth, Ordering::Relaxed);
+                    sub_depth(d, depth);
                 }
                 match e {
                     ractor::MessagingErr::SendErr(partition_actor::ActorMsg::External(m)) => {
@@ -381,6 +391,15 @@ impl Shared {
 /// A task handed to the pool: (partition, key, task).
 pub(crate) type TaskItem = (u32, Vec<u8>, ActivityTask);
 
+/// Takes `n` off a partition's count of queued messages, never below zero: the count is
+/// reset when the partition's actor stops (see [`Shared::forget_queued`]), and a send that
+/// fails after that reset takes back what it added before.
+pub(crate) fn sub_depth(d: &AtomicUsize, n: usize) {
+    let _ = d.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -428,9 +447,6 @@ mod tests {
             .expect("stub alive");
     }
 
-    /// A re-read queued to a partition actor that stopped before reading it does not swallow
-    /// the re-reads of the partition's next actor on this node (they are how messages from
-    /// other nodes reach it).
     /// A node's shared state on a memory store, 4 partitions, no registered functions.
     fn memory_shared() -> Shared {
         let registry = Arc::new(perdure_core::registry::Registry::new());
@@ -444,6 +460,9 @@ mod tests {
         )
     }
 
+    /// A re-read queued to a partition actor that stopped before reading it does not swallow
+    /// the re-reads of the partition's next actor on this node (they are how messages from
+    /// other nodes reach it).
     #[tokio::test]
     async fn a_rescan_lost_with_a_stopped_actor_does_not_block_the_next_actor() {
         let shared = memory_shared();
@@ -503,5 +522,51 @@ mod tests {
             0,
             "an undelivered message is not counted as queued"
         );
+    }
+
+    /// Messages still queued in a partition actor's mailbox when it stops are dropped with
+    /// it (they are in the store; the next owner reads them). The node's count of queued
+    /// messages for the partition, which admits or refuses new work, forgets them: otherwise
+    /// it only grows with every handoff until the node refuses the partition's work for good.
+    #[tokio::test]
+    async fn messages_dropped_with_a_stopped_actor_are_not_counted_as_queued() {
+        let shared = Arc::new(memory_shared());
+        let p = 3;
+        crate::cluster::membership::join(&shared)
+            .await
+            .expect("membership record");
+        let part = partition::Partition::start(shared.clone(), p)
+            .await
+            .expect("partition acquired");
+        let (actor, task) = Actor::spawn(None, partition_actor::PartitionActor, part)
+            .await
+            .expect("partition actor");
+        shared.set_route(p, Some(actor.clone()));
+        let msg = |i: u32| {
+            let m = InboxMessage {
+                target: Target::Instance(InstanceId::new(format!("i{i}")).expect("id")),
+                body: crate::state::records::MessageBody::Terminate {
+                    reason: None,
+                    recursive: false,
+                },
+            };
+            PartitionMsg::Deliver(vec![(format!("k{i}").into_bytes(), m)])
+        };
+        // On this single-threaded runtime the actor runs only when the test yields: both
+        // deliveries are queued, and the stop (a signal, ahead of messages) drops them.
+        for i in 0..2 {
+            assert!(shared.try_local(p, msg(i)).is_ok(), "queued");
+        }
+        assert_eq!(shared.depth[p as usize].load(Ordering::Relaxed), 2);
+        actor.stop(None);
+        task.await.expect("partition actor stops");
+        assert_eq!(
+            shared.depth[p as usize].load(Ordering::Relaxed),
+            0,
+            "messages dropped with the stopped actor are still counted"
+        );
+        // The count never wraps below zero: a send that failed after the reset.
+        sub_depth(&shared.depth[p as usize], 5);
+        assert_eq!(shared.depth[p as usize].load(Ordering::Relaxed), 0);
     }
 }

@@ -500,8 +500,8 @@ async fn a_long_poll_follows_its_partition_postgres() {
     }
 }
 
-/// A store whose scans of the activity task queues (a partition's recovery reads them) take
-/// `delay_ms` each, counted in `slowed`. Over the embedded store or PostgreSQL: the memory
+/// A store whose scans of the inboxes and of the activity task queues (a partition's
+/// recovery reads both) take `delay_ms` each, counted in `slowed`. Over the embedded store or PostgreSQL: the memory
 /// store runs one transaction at a time, so a slow one would stall every other.
 struct SlowRecovery {
     inner: Arc<dyn Store>,
@@ -527,12 +527,11 @@ impl perdure_node::store::Transaction for SlowRecoveryTx {
         range: &perdure_node::store::KeyRange,
         opts: perdure_node::store::RangeOptions,
     ) -> Result<Vec<perdure_node::store::KeyValue>, perdure_node::store::StoreError> {
+        use perdure_node::state::{keys::Key, space};
         use std::sync::atomic::Ordering::SeqCst;
-        let tasks = perdure_node::state::keys::Key::new()
-            .str(perdure_node::state::space::TASK)
-            .into_bytes();
+        let slowed = [space::INBOX, space::TASK].map(|s| Key::new().str(s).into_bytes());
         let delay = self.store.delay_ms.load(SeqCst);
-        if delay > 0 && range.begin.starts_with(&tasks) {
+        if delay > 0 && slowed.iter().any(|p| range.begin.starts_with(p)) {
             self.store.slowed.fetch_add(1, SeqCst);
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
@@ -571,12 +570,12 @@ impl Store for SlowRecoveryStore {
 }
 
 /// A node whose round takes longer than the lease (here: the recovery of the partitions it
-/// acquires, each 1.5 leases long) keeps its heartbeat and its leases: the other node never
-/// counts it dead, no lease it took lapses, and it keeps every partition at the epoch it
-/// took it with.
+/// acquires, 1.4 leases long: two reads of 0.7 leases each) keeps its heartbeat and its
+/// leases: the other node never counts it dead, no lease it took lapses, and it keeps every
+/// partition at the epoch it took it with.
 async fn a_slow_round_keeps_the_heartbeat_and_the_leases(inner: Arc<dyn Store>) {
     use std::sync::atomic::Ordering::SeqCst;
-    const TTL_MS: u64 = 1000;
+    const TTL_MS: u64 = 2000;
     let slow = Arc::new(SlowRecovery {
         inner,
         delay_ms: 0.into(),
@@ -588,7 +587,7 @@ async fn a_slow_round_keeps_the_heartbeat_and_the_leases(inner: Arc<dyn Store>) 
         .await
         .expect("a starts");
     let mut seen = a.cluster();
-    slow.delay_ms.store(TTL_MS * 3 / 2, SeqCst);
+    slow.delay_ms.store(TTL_MS * 7 / 10, SeqCst);
     let b = node(&store, &peers, "slow", TTL_MS)
         .await
         .expect("b starts");

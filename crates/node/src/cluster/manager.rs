@@ -165,6 +165,20 @@ impl Manager {
             self.not_ready("superseded by a newer process of the same node name".into());
             return Ok(interval);
         }
+        // The rest of the round (draining, recovering) may outlast the lease: the heartbeat
+        // goes on beside it.
+        let mut me = self.me.clone();
+        let shared = self.shared.clone();
+        let next = beating(&shared, &mut me, self.round(retry)).await;
+        self.me = me;
+        next
+    }
+
+    /// A round after its heartbeat: read the membership and the leases, hand off, acquire,
+    /// publish. Returns when to run the next.
+    async fn round(&mut self, retry: crate::store::RetryOptions) -> Result<Duration, StoreError> {
+        let c = self.shared.opts.cluster.clone();
+        let interval = c.heartbeat_interval;
         let partitions = self.shared.partitions;
         let (nodes, table) = transact(self.shared.store.as_ref(), &retry, move |tx| {
             Box::pin(async move {
@@ -227,7 +241,7 @@ impl Manager {
                 "handing partition off"
             );
         }
-        self.drain_beating(give).await;
+        self.drain(give).await;
 
         // Acquire what this node should run and is free.
         let take: Vec<u32> = (0..partitions)
@@ -246,10 +260,7 @@ impl Manager {
         let pending = (0..partitions)
             .filter(|p| desired.get(*p as usize).copied().flatten() == Some(c.name.as_str()))
             .any(|p| !self.held.contains_key(&p) && !take.contains(&p));
-        let mut me = self.me.clone();
-        let shared = self.shared.clone();
-        beating(&shared, &mut me, self.acquire(take)).await;
-        self.me = me;
+        self.acquire(take).await;
 
         // Without links that deliver nudges, owners re-read their inboxes every heartbeat;
         // with them, once per lease lifetime as a safety net (a nudge sent by a node with a
@@ -434,15 +445,6 @@ impl Manager {
         futures::future::join_all(waits).await;
     }
 
-    /// [`Manager::drain`] with the heartbeat kept up: a partition may take long to finish
-    /// its runs in flight, and the node must not look dead meanwhile.
-    async fn drain_beating(&mut self, give: Vec<u32>) {
-        let mut me = self.me.clone();
-        let shared = self.shared.clone();
-        beating(&shared, &mut me, self.drain(give)).await;
-        self.me = me;
-    }
-
     /// Leaves: marks the record leaving (others stop counting this node), hands every
     /// partition off, and removes the record.
     async fn leave(&mut self) {
@@ -461,8 +463,12 @@ impl Manager {
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not mark this node as leaving");
         }
-        self.drain_beating(self.held.keys().copied().collect())
-            .await;
+        // Draining may take long: keep the (leaving) record fresh meanwhile.
+        let mut me = self.me.clone();
+        let shared = self.shared.clone();
+        let all = self.held.keys().copied().collect();
+        beating(&shared, &mut me, self.drain(all)).await;
+        self.me = me;
         let (name, inc) = (self.me.name.clone(), self.me.incarnation);
         let r = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
             let name = name.clone();
@@ -516,21 +522,21 @@ async fn beat(shared: &Shared, me: &mut NodeRecord) -> Result<bool, StoreError> 
     .await
 }
 
-/// Runs `work` (an acquisition's recovery, a drain) and writes a heartbeat every interval
-/// until it is done: the round's own heartbeat comes before it, and a round that takes
-/// longer than the lease would otherwise make the node look dead to the others. The work
-/// keeps running while a heartbeat is written (it may hold a store connection the
-/// heartbeat waits for). Stops beating when the record was taken over or the process is
-/// frozen (test seam); the next round acts on either.
+/// Runs `work` (the rest of a round, a leave's drain) and writes a heartbeat every interval
+/// until it is done, counting from the heartbeat written just before: draining and
+/// recovering may take longer than the lease, and the node must not look dead meanwhile.
+/// The work keeps running while a heartbeat is written (it may hold a store connection the
+/// heartbeat waits for). Stops beating when the record was taken over; the next round acts
+/// on it.
 async fn beating<T>(shared: &Shared, me: &mut NodeRecord, work: impl Future<Output = T>) -> T {
     use futures::future::{Either, select};
     let interval = shared.opts.cluster.heartbeat_interval;
     let beats = async {
+        // Every interval from the heartbeat just written, however long each write takes.
+        let mut every = tokio::time::interval_at(Instant::now() + interval, interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::time::sleep(interval).await;
-            if shared.abandoned.load(Ordering::Relaxed) {
-                return;
-            }
+            every.tick().await;
             match beat(shared, me).await {
                 Ok(true) => {}
                 Ok(false) => return,

@@ -123,9 +123,13 @@ impl Partition {
     }
 
     /// Reads the partition's inbox, timers and activity queue (on acquisition).
+    ///
+    /// Renewals are messages to the partition's actor and wait behind the recovery, which
+    /// may take longer than the lease on a slow store: every batch of the recovery renews
+    /// the lease in its own transaction instead (from the time its reads are done).
     pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
         let armed = self.timers.len();
-        self.scan_inbox_and_timers().await?;
+        self.scan_inbox_and_timers(true).await?;
         self.recover_tasks().await?;
         self.shared
             .metrics
@@ -138,7 +142,7 @@ impl Partition {
     /// already known is skipped.
     pub(crate) async fn rescan(&mut self) -> Result<(), StoreError> {
         let armed = self.timers.len();
-        self.scan_inbox_and_timers().await?;
+        self.scan_inbox_and_timers(false).await?;
         self.shared
             .metrics
             .armed_timers
@@ -146,15 +150,23 @@ impl Partition {
         Ok(())
     }
 
-    async fn scan_inbox_and_timers(&mut self) -> Result<(), StoreError> {
+    /// Reads the inbox and the timers in batches; with `renew`, each batch also renews the
+    /// lease (see [`Partition::recover`]).
+    async fn scan_inbox_and_timers(&mut self, renew: bool) -> Result<(), StoreError> {
         let p = self.partition;
         let batch = self.shared.opts.recovery_batch.get();
+        let lease = self.renewal(renew);
         let mut after: Option<Vec<u8>> = None;
         loop {
             let a = after.clone();
+            let lease = lease.clone();
             let msgs = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-                let a = a.clone();
-                Box::pin(async move { queues::read_inbox(tx, p, a.as_deref(), batch).await })
+                let (a, lease) = (a.clone(), lease.clone());
+                Box::pin(async move {
+                    let msgs = queues::read_inbox(tx, p, a.as_deref(), batch).await?;
+                    renew_in(tx, lease).await?;
+                    Ok(msgs)
+                })
             })
             .await?;
             let n = msgs.len();
@@ -167,9 +179,14 @@ impl Partition {
         let mut after: Option<Vec<u8>> = None;
         loop {
             let a = after.clone();
+            let lease = lease.clone();
             let ts = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-                let a = a.clone();
-                Box::pin(async move { queues::read_timers(tx, p, a.as_deref(), batch).await })
+                let (a, lease) = (a.clone(), lease.clone());
+                Box::pin(async move {
+                    let ts = queues::read_timers(tx, p, a.as_deref(), batch).await?;
+                    renew_in(tx, lease).await?;
+                    Ok(ts)
+                })
             })
             .await?;
             let n = ts.len();
@@ -195,21 +212,23 @@ impl Partition {
         // Activity tasks left by a previous owner run again (at least once), with their
         // attempt count raised and a new lease.
         let mut after: Option<Vec<u8>> = None;
-        let epoch = self.epoch;
         let lease = self.shared.opts.activity_lease;
         let now = self.shared.clock.now();
+        let renewal = self.renewal(true);
         loop {
             let a = after.clone();
+            let renewal = renewal.clone();
             let tasks = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-                let a = a.clone();
+                let (a, renewal) = (a.clone(), renewal.clone());
                 Box::pin(async move {
-                    leases::check(tx, p, epoch).await?;
                     let mut tasks = queues::read_tasks(tx, p, a.as_deref(), batch).await?;
                     for (_, t) in tasks.iter_mut() {
                         t.attempt += 1;
                         t.lease_until = now.add(lease);
                         queues::put_task(tx, p, t)?;
                     }
+                    // Checks the epoch too: a deposed owner writes nothing.
+                    renew_in(tx, renewal).await?;
                     Ok(tasks)
                 })
             })
@@ -273,7 +292,7 @@ impl Partition {
         match m {
             PartitionMsg::Deliver(msgs) => {
                 if let Some(d) = self.shared.depth.get(self.partition as usize) {
-                    d.fetch_sub(msgs.len(), Ordering::Relaxed);
+                    super::sub_depth(d, msgs.len());
                 }
                 self.add_pending(msgs);
             }
@@ -318,16 +337,30 @@ impl Partition {
         self.add_pending(due);
     }
 
-    /// What renews this partition's lease, apart from the actor: a renewal must never wait
-    /// behind a long message (a recovery over a slow store), or the lease would lapse while
-    /// the partition is busy. It renews at the actor's epoch only, so it is fenced like
-    /// every other write once another node took the partition.
-    pub(crate) fn renewal(&self) -> Renewal {
-        Renewal {
-            shared: self.shared.clone(),
+    /// What a recovery batch needs to renew the lease in its own transaction (`None`: a
+    /// re-read, which renews nothing).
+    fn renewal(&self, renew: bool) -> Option<LeaseRenewal> {
+        renew.then(|| LeaseRenewal {
             partition: self.partition,
             epoch: self.epoch,
+            ttl: self.shared.opts.cluster.lease_ttl,
+            clock: self.shared.clock,
+            frozen: self.shared.abandoned.load(Ordering::Relaxed),
+        })
+    }
+
+    pub(crate) async fn renew(&mut self) -> Result<(), StoreError> {
+        let (p, epoch) = (self.partition, self.epoch);
+        let now = self.shared.clock.now();
+        let dur = self.shared.opts.cluster.lease_ttl;
+        if self.shared.abandoned.load(Ordering::Relaxed) {
+            // Test seam: a frozen process renews nothing.
+            return Ok(());
         }
+        transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
+            Box::pin(async move { leases::renew(tx, p, epoch, now, dur).await })
+        })
+        .await
     }
 
     /// Gives the partition's lease up (on stop), so that another node need not wait for it
@@ -528,26 +561,26 @@ impl Partition {
     }
 }
 
-/// Renews one partition's lease at one epoch (see [`Partition::renewal`]).
-pub(crate) struct Renewal {
-    shared: Arc<Shared>,
+/// A lease renewal that rides in a recovery batch's transaction (see [`Partition::recover`]).
+#[derive(Clone)]
+struct LeaseRenewal {
     partition: u32,
     epoch: u64,
+    ttl: std::time::Duration,
+    clock: super::Clock,
+    /// Test seam: a frozen process renews nothing.
+    frozen: bool,
 }
 
-impl Renewal {
-    /// Extends the lease by the lease time from now, unless the node is frozen (test seam).
-    pub(crate) async fn renew(&self) -> Result<(), StoreError> {
-        let (p, epoch) = (self.partition, self.epoch);
-        let now = self.shared.clock.now();
-        let dur = self.shared.opts.cluster.lease_ttl;
-        if self.shared.abandoned.load(Ordering::Relaxed) {
-            // Test seam: a frozen process renews nothing.
-            return Ok(());
-        }
-        transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-            Box::pin(async move { leases::renew(tx, p, epoch, now, dur).await })
-        })
-        .await
+/// Renews the lease in `tx` from now (when the batch's reads are done), after checking the
+/// epoch; with `None`, does nothing.
+async fn renew_in(
+    tx: &mut dyn crate::store::Transaction,
+    renewal: Option<LeaseRenewal>,
+) -> Result<(), StoreError> {
+    match renewal {
+        Some(r) if r.frozen => leases::check(tx, r.partition, r.epoch).await.map(drop),
+        Some(r) => leases::renew(tx, r.partition, r.epoch, r.clock.now(), r.ttl).await,
+        None => Ok(()),
     }
 }

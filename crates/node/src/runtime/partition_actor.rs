@@ -26,8 +26,8 @@ pub(crate) enum ActorMsg {
     Ran(Ran),
     /// The armed timer is due.
     TimerDue(u64),
-    /// The lease could not be renewed (fenced, or the store failed past its retries): stop.
-    LeaseLost(StoreError),
+    /// Renew the lease.
+    Renew,
     /// Passivate idle instances.
     Sweep,
 }
@@ -43,7 +43,7 @@ impl std::fmt::Debug for ActorMsg {
             Self::Recover(_) => "Recover",
             Self::Ran(_) => "Ran",
             Self::TimerDue(_) => "TimerDue",
-            Self::LeaseLost(_) => "LeaseLost",
+            Self::Renew => "Renew",
             Self::Sweep => "Sweep",
         })
     }
@@ -73,22 +73,15 @@ impl Actor for PartitionActor {
         myself: ActorRef<ActorMsg>,
         part: Partition,
     ) -> Result<ActorState, ActorProcessingErr> {
+        // Nothing is queued for this actor yet (its route is published after it started);
+        // what a previous actor of the partition left counted was dropped with it.
+        part.shared.forget_queued(part.partition);
         let renew = part.shared.opts.cluster.lease_ttl / 3;
         let sweep = part.shared.opts.idle_passivation;
-        let renewal = part.renewal();
-        let me = myself.clone();
-        let renewer = tokio::spawn(async move {
-            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + renew, renew);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                if let Err(e) = renewal.renew().await {
-                    let _ = me.cast(ActorMsg::LeaseLost(e));
-                    return;
-                }
-            }
-        });
-        let intervals = vec![renewer, myself.send_interval(sweep, || ActorMsg::Sweep)];
+        let intervals = vec![
+            myself.send_interval(renew, || ActorMsg::Renew),
+            myself.send_interval(sweep, || ActorMsg::Sweep),
+        ];
         Ok(ActorState {
             part,
             wake: None,
@@ -111,6 +104,7 @@ impl Actor for PartitionActor {
         }
         state.part.passivate_all();
         let p = state.part.partition;
+        state.part.shared.forget_queued(p);
         if let Some(e) = state.part.shared.epochs.get(p as usize) {
             e.store(0, Ordering::Release);
         }
@@ -163,7 +157,7 @@ impl Actor for PartitionActor {
                 st.part.fire_due();
                 Ok(())
             }
-            ActorMsg::LeaseLost(e) => Err(e),
+            ActorMsg::Renew => st.part.renew().await,
             ActorMsg::Sweep => {
                 st.part.passivate_idle();
                 Ok(())
