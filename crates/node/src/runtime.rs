@@ -553,7 +553,7 @@ mod tests {
             PartitionMsg::Deliver(vec![(format!("k{i}").into_bytes(), m)])
         };
         // On this single-threaded runtime the actor runs only when the test yields: both
-        // deliveries are queued, and the stop (a signal, ahead of messages) drops them.
+        // deliveries are queued, and the stop (ractor polls it ahead of messages) drops them.
         for i in 0..2 {
             assert!(shared.try_local(p, msg(i)).is_ok(), "queued");
         }

@@ -501,12 +501,14 @@ async fn a_long_poll_follows_its_partition_postgres() {
 }
 
 /// A store whose scans of the inboxes and of the activity task queues (a partition's
-/// recovery reads both) take `delay_ms` each, counted in `slowed`. Over the embedded store or PostgreSQL: the memory
+/// recovery reads both) take `delay_ms` each, counted in `slowed`: the first scan from each
+/// start key only (a recovery; the periodic re-reads that follow are not slowed). Over the embedded store or PostgreSQL: the memory
 /// store runs one transaction at a time, so a slow one would stall every other.
 struct SlowRecovery {
     inner: Arc<dyn Store>,
     delay_ms: std::sync::atomic::AtomicU64,
     slowed: std::sync::atomic::AtomicUsize,
+    seen: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
 }
 
 struct SlowRecoveryTx {
@@ -531,7 +533,15 @@ impl perdure_node::store::Transaction for SlowRecoveryTx {
         use std::sync::atomic::Ordering::SeqCst;
         let slowed = [space::INBOX, space::TASK].map(|s| Key::new().str(s).into_bytes());
         let delay = self.store.delay_ms.load(SeqCst);
-        if delay > 0 && slowed.iter().any(|p| range.begin.starts_with(p)) {
+        if delay > 0
+            && slowed.iter().any(|p| range.begin.starts_with(p))
+            && self
+                .store
+                .seen
+                .lock()
+                .expect("seen")
+                .insert(range.begin.clone())
+        {
             self.store.slowed.fetch_add(1, SeqCst);
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
@@ -580,6 +590,7 @@ async fn a_slow_round_keeps_the_heartbeat_and_the_leases(inner: Arc<dyn Store>) 
         inner,
         delay_ms: 0.into(),
         slowed: 0.into(),
+        seen: Default::default(),
     });
     let store: Arc<dyn Store> = Arc::new(SlowRecoveryStore(slow.clone()));
     let peers = LocalPeers::new();

@@ -200,6 +200,8 @@ impl Manager {
         for p in stopped {
             self.held.remove(&p);
             self.shared.set_route(p, None);
+            // An actor that panicked skipped its own reset of the count.
+            self.shared.forget_queued(p);
             let failures = self.backoff.get(&p).map_or(0, |(_, n)| *n) + 1;
             let delay = interval
                 .saturating_mul(1 << failures.min(5))

@@ -53,6 +53,8 @@ pub struct Partition {
     /// Targets whose stored records do not decode: they are not run again until the node
     /// restarts; their messages stay queued (in memory and in the store), nothing is dropped.
     quarantined: HashSet<Target>,
+    /// When the lease was last renewed (or acquired).
+    renewed: Instant,
 }
 
 impl std::fmt::Debug for Partition {
@@ -118,6 +120,7 @@ impl Partition {
             timers: BTreeMap::new(),
             residents: HashMap::new(),
             quarantined: HashSet::new(),
+            renewed: Instant::now(),
         };
         Ok(me)
     }
@@ -125,11 +128,12 @@ impl Partition {
     /// Reads the partition's inbox, timers and activity queue (on acquisition).
     ///
     /// Renewals are messages to the partition's actor and wait behind the recovery, which
-    /// may take longer than the lease on a slow store: every batch of the recovery renews
-    /// the lease in its own transaction instead (from the time its reads are done).
+    /// may take longer than the lease on a slow store: between its pages the recovery (and a
+    /// re-read) renews the lease itself once a renewal is due. The pages stay read-only
+    /// transactions, which never conflict with the messages written meanwhile.
     pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
         let armed = self.timers.len();
-        self.scan_inbox_and_timers(true).await?;
+        self.scan_inbox_and_timers().await?;
         self.recover_tasks().await?;
         self.shared
             .metrics
@@ -142,7 +146,7 @@ impl Partition {
     /// already known is skipped.
     pub(crate) async fn rescan(&mut self) -> Result<(), StoreError> {
         let armed = self.timers.len();
-        self.scan_inbox_and_timers(false).await?;
+        self.scan_inbox_and_timers().await?;
         self.shared
             .metrics
             .armed_timers
@@ -150,25 +154,18 @@ impl Partition {
         Ok(())
     }
 
-    /// Reads the inbox and the timers in batches; with `renew`, each batch also renews the
-    /// lease (see [`Partition::recover`]).
-    async fn scan_inbox_and_timers(&mut self, renew: bool) -> Result<(), StoreError> {
+    async fn scan_inbox_and_timers(&mut self) -> Result<(), StoreError> {
         let p = self.partition;
         let batch = self.shared.opts.recovery_batch.get();
-        let lease = self.renewal(renew);
         let mut after: Option<Vec<u8>> = None;
         loop {
             let a = after.clone();
-            let lease = lease.clone();
             let msgs = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-                let (a, lease) = (a.clone(), lease.clone());
-                Box::pin(async move {
-                    let msgs = queues::read_inbox(tx, p, a.as_deref(), batch).await?;
-                    renew_in(tx, lease).await?;
-                    Ok(msgs)
-                })
+                let a = a.clone();
+                Box::pin(async move { queues::read_inbox(tx, p, a.as_deref(), batch).await })
             })
             .await?;
+            self.renew_if_due().await?;
             let n = msgs.len();
             after = msgs.last().map(|(k, _)| k.clone());
             self.add_pending(msgs);
@@ -179,16 +176,12 @@ impl Partition {
         let mut after: Option<Vec<u8>> = None;
         loop {
             let a = after.clone();
-            let lease = lease.clone();
             let ts = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-                let (a, lease) = (a.clone(), lease.clone());
-                Box::pin(async move {
-                    let ts = queues::read_timers(tx, p, a.as_deref(), batch).await?;
-                    renew_in(tx, lease).await?;
-                    Ok(ts)
-                })
+                let a = a.clone();
+                Box::pin(async move { queues::read_timers(tx, p, a.as_deref(), batch).await })
             })
             .await?;
+            self.renew_if_due().await?;
             let n = ts.len();
             after = ts.last().map(|(k, _)| k.clone());
             for (k, m) in ts {
@@ -214,25 +207,24 @@ impl Partition {
         let mut after: Option<Vec<u8>> = None;
         let lease = self.shared.opts.activity_lease;
         let now = self.shared.clock.now();
-        let renewal = self.renewal(true);
+        let epoch = self.epoch;
         loop {
             let a = after.clone();
-            let renewal = renewal.clone();
             let tasks = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-                let (a, renewal) = (a.clone(), renewal.clone());
+                let a = a.clone();
                 Box::pin(async move {
+                    leases::check(tx, p, epoch).await?;
                     let mut tasks = queues::read_tasks(tx, p, a.as_deref(), batch).await?;
                     for (_, t) in tasks.iter_mut() {
                         t.attempt += 1;
                         t.lease_until = now.add(lease);
                         queues::put_task(tx, p, t)?;
                     }
-                    // Checks the epoch too: a deposed owner writes nothing.
-                    renew_in(tx, renewal).await?;
                     Ok(tasks)
                 })
             })
             .await?;
+            self.renew_if_due().await?;
             let n = tasks.len();
             after = tasks.last().map(|(k, _)| k.clone());
             if let Some(pool) = self.shared.activities.get() {
@@ -337,16 +329,13 @@ impl Partition {
         self.add_pending(due);
     }
 
-    /// What a recovery batch needs to renew the lease in its own transaction (`None`: a
-    /// re-read, which renews nothing).
-    fn renewal(&self, renew: bool) -> Option<LeaseRenewal> {
-        renew.then(|| LeaseRenewal {
-            partition: self.partition,
-            epoch: self.epoch,
-            ttl: self.shared.opts.cluster.lease_ttl,
-            clock: self.shared.clock,
-            frozen: self.shared.abandoned.load(Ordering::Relaxed),
-        })
+    /// Renews the lease if a third of its time has passed since the last renewal: for the
+    /// pages of a recovery or re-read, during which the actor's renewal messages wait.
+    async fn renew_if_due(&mut self) -> Result<(), StoreError> {
+        if self.renewed.elapsed() >= self.shared.opts.cluster.lease_ttl / 3 {
+            self.renew().await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn renew(&mut self) -> Result<(), StoreError> {
@@ -357,10 +346,13 @@ impl Partition {
             // Test seam: a frozen process renews nothing.
             return Ok(());
         }
+        let started = Instant::now();
         transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
             Box::pin(async move { leases::renew(tx, p, epoch, now, dur).await })
         })
-        .await
+        .await?;
+        self.renewed = started;
+        Ok(())
     }
 
     /// Gives the partition's lease up (on stop), so that another node need not wait for it
@@ -558,29 +550,5 @@ impl Partition {
             self.mark_dirty(target);
         }
         Ok(())
-    }
-}
-
-/// A lease renewal that rides in a recovery batch's transaction (see [`Partition::recover`]).
-#[derive(Clone)]
-struct LeaseRenewal {
-    partition: u32,
-    epoch: u64,
-    ttl: std::time::Duration,
-    clock: super::Clock,
-    /// Test seam: a frozen process renews nothing.
-    frozen: bool,
-}
-
-/// Renews the lease in `tx` from now (when the batch's reads are done), after checking the
-/// epoch; with `None`, does nothing.
-async fn renew_in(
-    tx: &mut dyn crate::store::Transaction,
-    renewal: Option<LeaseRenewal>,
-) -> Result<(), StoreError> {
-    match renewal {
-        Some(r) if r.frozen => leases::check(tx, r.partition, r.epoch).await.map(drop),
-        Some(r) => leases::renew(tx, r.partition, r.epoch, r.clock.now(), r.ttl).await,
-        None => Ok(()),
     }
 }
