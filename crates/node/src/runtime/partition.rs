@@ -78,6 +78,8 @@ impl Partition {
         // took its name over acquires nothing.
         let owner = shared.opts.cluster.name.clone();
         let now = shared.clock.now();
+        // The lease's time counts from here, not from when the acquisition committed.
+        let acquired = Instant::now();
         let dur = shared.opts.cluster.lease_ttl;
         let incarnation = shared.node_id;
         let epoch = transact(shared.store.as_ref(), &shared.retry, move |tx| {
@@ -120,7 +122,7 @@ impl Partition {
             timers: BTreeMap::new(),
             residents: HashMap::new(),
             quarantined: HashSet::new(),
-            renewed: Instant::now(),
+            renewed: acquired,
         };
         Ok(me)
     }
@@ -332,13 +334,27 @@ impl Partition {
     /// Renews the lease if a third of its time has passed since the last renewal: for the
     /// pages of a recovery or re-read, during which the actor's renewal messages wait.
     async fn renew_if_due(&mut self) -> Result<(), StoreError> {
-        if self.renewed.elapsed() >= self.shared.opts.cluster.lease_ttl / 3 {
+        self.renew_after(self.shared.opts.cluster.lease_ttl / 3)
+            .await
+    }
+
+    /// The actor's periodic renewal (every third of the lease): skipped when the lease was
+    /// renewed less than a sixth of it ago, so the renewals that queued up behind a long
+    /// recovery do not all run back to back (each writes the lease row that new runs read).
+    /// The longest gap between renewals stays under half the lease.
+    pub(crate) async fn renew_periodic(&mut self) -> Result<(), StoreError> {
+        self.renew_after(self.shared.opts.cluster.lease_ttl / 6)
+            .await
+    }
+
+    async fn renew_after(&mut self, since: std::time::Duration) -> Result<(), StoreError> {
+        if self.renewed.elapsed() >= since {
             self.renew().await?;
         }
         Ok(())
     }
 
-    pub(crate) async fn renew(&mut self) -> Result<(), StoreError> {
+    async fn renew(&mut self) -> Result<(), StoreError> {
         let (p, epoch) = (self.partition, self.epoch);
         let now = self.shared.clock.now();
         let dur = self.shared.opts.cluster.lease_ttl;

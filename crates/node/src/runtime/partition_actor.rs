@@ -157,7 +157,7 @@ impl Actor for PartitionActor {
                 st.part.fire_due();
                 Ok(())
             }
-            ActorMsg::Renew => st.part.renew().await,
+            ActorMsg::Renew => st.part.renew_periodic().await,
             ActorMsg::Sweep => {
                 st.part.passivate_idle();
                 Ok(())
