@@ -156,7 +156,7 @@ impl Manager {
         }
         let retry = round_retry(interval);
         // Heartbeat.
-        let still_me = beat(&self.shared, &mut self.me).await?;
+        let still_me = beat(&self.shared, &mut self.me, &retry).await?;
         if !still_me {
             // A newer process of this node's name took over: everything held is fenced.
             tracing::error!(node = %c.name, "a newer process took this node's name over: stopping all partitions");
@@ -451,17 +451,7 @@ impl Manager {
     /// partition off, and removes the record.
     async fn leave(&mut self) {
         self.me.leaving = true;
-        let me = self.me.clone();
-        let r = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
-            let me = me.clone();
-            Box::pin(async move {
-                match members::read(tx, &me.name).await? {
-                    Some(r) if r.incarnation != me.incarnation => Ok(()),
-                    _ => members::write(tx, &me),
-                }
-            })
-        })
-        .await;
+        let r = beat(&self.shared, &mut self.me, &self.shared.retry).await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not mark this node as leaving");
         }
@@ -504,12 +494,15 @@ fn round_retry(interval: Duration) -> crate::store::RetryOptions {
 
 /// Writes this node's heartbeat record, unless a newer process of its name took the record
 /// over: then writes nothing and returns `false`.
-async fn beat(shared: &Shared, me: &mut NodeRecord) -> Result<bool, StoreError> {
+async fn beat(
+    shared: &Shared,
+    me: &mut NodeRecord,
+    retry: &crate::store::RetryOptions,
+) -> Result<bool, StoreError> {
     me.last_seen = shared.clock.now();
     me.beats += 1;
     let rec = me.clone();
-    let retry = round_retry(shared.opts.cluster.heartbeat_interval);
-    transact(shared.store.as_ref(), &retry, move |tx| {
+    transact(shared.store.as_ref(), retry, move |tx| {
         let me = rec.clone();
         Box::pin(async move {
             match members::read(tx, &me.name).await? {
@@ -533,13 +526,14 @@ async fn beat(shared: &Shared, me: &mut NodeRecord) -> Result<bool, StoreError> 
 async fn beating<T>(shared: &Shared, me: &mut NodeRecord, work: impl Future<Output = T>) -> T {
     use futures::future::{Either, select};
     let interval = shared.opts.cluster.heartbeat_interval;
+    let retry = round_retry(interval);
     let beats = async {
         // Every interval from the heartbeat just written, however long each write takes.
         let mut every = tokio::time::interval_at(Instant::now() + interval, interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            match beat(shared, me).await {
+            match beat(shared, me, &retry).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => tracing::warn!(error = %e, "heartbeat during a long round failed"),
