@@ -117,6 +117,8 @@ pub struct RuntimeLayer {
     pub partition_lease: Option<String>,
     /// Inbox messages per recovery batch.
     pub recovery_batch: Option<u64>,
+    /// History events plus effects above which an episode commits in stages.
+    pub staged_commit_items: Option<u64>,
 }
 
 /// The `[cluster]` table: membership and partition ownership.
@@ -290,6 +292,7 @@ impl NodeConfig {
         nz!(partition_queue_bound, "node.partition_queue_bound");
         nz!(max_payload_bytes, "node.max_payload_bytes");
         nz!(recovery_batch, "node.recovery_batch");
+        nz!(staged_commit_items, "node.staged_commit_items");
         dur!(activity_lease, "node.activity_lease");
         dur!(idle_passivation, "node.idle_passivation");
         let cdur = |v: &String, name: &str, src: &str| {

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub episodes: AtomicU64,
     /// Episodes whose commit failed (rerun).
     pub episode_failures: AtomicU64,
+    /// Episodes too large for one transaction, committed in stages.
+    pub staged_episodes: AtomicU64,
     /// Activities executed.
     pub activities: AtomicU64,
     /// Activities that failed (as data).
@@ -104,7 +106,7 @@ impl Metrics {
     /// ```
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "perdure_episodes_total",
                 "Episodes committed.",
@@ -114,6 +116,11 @@ impl Metrics {
                 "perdure_episode_failures_total",
                 "Episodes whose commit failed.",
                 &self.episode_failures,
+            ),
+            (
+                "perdure_staged_episodes_total",
+                "Episodes too large for one transaction, committed in stages.",
+                &self.staged_episodes,
             ),
             (
                 "perdure_activities_total",

@@ -28,6 +28,10 @@ pub struct NodeOptions {
     pub max_payload_bytes: NonZeroUsize,
     /// Inbox messages read per batch during recovery.
     pub recovery_batch: NonZeroUsize,
+    /// An episode with more history events plus effects than this commits in stages, each
+    /// transaction holding at most this many (see docs/runtime.md, "Episodes larger than one
+    /// transaction"); episodes over the store's transaction limit are staged too.
+    pub staged_commit_items: NonZeroUsize,
     /// Cluster membership and partition ownership.
     pub cluster: ClusterOptions,
 }
@@ -93,6 +97,7 @@ impl Default for NodeOptions {
             partition_queue_bound: NonZeroUsize::new(50_000).unwrap_or(NonZeroUsize::MIN),
             max_payload_bytes: NonZeroUsize::new(1 << 20).unwrap_or(NonZeroUsize::MIN),
             recovery_batch: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
+            staged_commit_items: NonZeroUsize::new(5000).unwrap_or(NonZeroUsize::MIN),
             cluster: ClusterOptions::default(),
         }
     }

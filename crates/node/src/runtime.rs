@@ -26,6 +26,7 @@ pub(crate) mod outbox;
 pub mod partition;
 pub(crate) mod partition_actor;
 pub mod rewind;
+pub(crate) mod staged;
 pub(crate) mod target_actor;
 
 pub use clock::Clock;

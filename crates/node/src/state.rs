@@ -23,6 +23,7 @@ pub mod members;
 pub mod purge;
 pub mod queues;
 pub mod records;
+pub mod staged;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +65,8 @@ pub mod space {
     pub const CHUNK: &str = "c";
     /// Cluster membership: one heartbeat record per node name.
     pub const NODE: &str = "nd";
+    /// Episodes committed in stages: their markers and effect chunks, per partition.
+    pub const STAGED: &str = "s";
 }
 
 /// The stable partition of an instance id or entity id string (`@name@key`): FNV-1a 64.
@@ -94,7 +97,7 @@ pub fn chunk_span(begin: &[u8], end: &[u8]) -> KeyRange {
 }
 
 /// Encodes `value` and writes it at `key`, split into chunks if it is large.
-pub fn put<T: Serialize>(
+pub fn put<T: Serialize + ?Sized>(
     tx: &mut dyn Transaction,
     key: &[u8],
     value: &T,

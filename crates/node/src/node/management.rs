@@ -405,10 +405,10 @@ impl ManagementApi for NodeHandle {
             self.read(move |tx| {
                 let id = id.clone();
                 Box::pin(async move {
-                    if instances::load(tx, &id).await?.is_none() {
+                    let Some(rec) = instances::load(tx, &id).await? else {
                         return Ok(None);
-                    }
-                    Ok(Some(history::load(tx, &id).await?))
+                    };
+                    Ok(Some(history::load(tx, &id, rec.history_len).await?))
                 })
             })
             .await

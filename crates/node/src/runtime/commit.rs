@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::entity::{self, EntityPlan};
-use super::instance::{self, InstancePlan};
+use super::instance::{self, InstancePlan, Writes};
 use super::outbox::Outbox;
 use super::partition::Keyed;
+use super::staged;
 use crate::state::{leases, queues};
-use crate::store::{StoreError, transact};
+use crate::store::{LimitKind, StoreError, transact};
 
 /// One prepared transaction.
 pub(crate) enum Plan {
@@ -46,14 +47,39 @@ pub(crate) enum Committed {
     /// The plan starts an execution that another start replaced meanwhile: its message was
     /// removed, nothing else was written.
     Superseded,
+    /// A staged episode (see `staged`) was published, but writing out its effects failed
+    /// with this error: the partition's recovery finishes them.
+    Unfinished(StoreError),
 }
 
-/// Commits a plan under the partition's lease epoch.
+/// Commits a plan under the partition's lease epoch: in one transaction, or in stages when
+/// the episode is large (see `staged`).
 pub(crate) async fn commit(
     shared: &Arc<Shared>,
     partition: u32,
     epoch: u64,
     plan: Arc<Plan>,
+) -> Result<Committed, StoreError> {
+    let large = |p: &Plan| matches!(p, Plan::Instance(ip) if staged::stageable(ip));
+    if matches!(plan.as_ref(), Plan::Instance(ip) if staged::wanted(shared, ip)) {
+        return staged::commit(shared, partition, epoch, plan).await;
+    }
+    match commit_with(shared, partition, epoch, plan.clone(), Writes::Whole).await {
+        Err(StoreError::LimitExceeded {
+            kind: LimitKind::Transaction,
+            ..
+        }) if large(&plan) => staged::commit(shared, partition, epoch, plan).await,
+        r => r,
+    }
+}
+
+/// Commits a plan in one transaction, with its history and effects written as `writes` says.
+pub(crate) async fn commit_with(
+    shared: &Arc<Shared>,
+    partition: u32,
+    epoch: u64,
+    plan: Arc<Plan>,
+    writes: Writes,
 ) -> Result<Committed, StoreError> {
     let sh = shared.clone();
     transact(shared.store.as_ref(), &shared.retry, move |tx| {
@@ -90,7 +116,7 @@ pub(crate) async fn commit(
                 queues::remove(tx, k, m);
             }
             let out = match plan.as_ref() {
-                Plan::Instance(p) => instance::write(tx, &sh, partition, p, old).await?,
+                Plan::Instance(p) => instance::write(tx, &sh, partition, p, old, writes).await?,
                 Plan::Entity(p) => entity::write(tx, &sh, p).await?,
             };
             Ok(Committed::Done(out))

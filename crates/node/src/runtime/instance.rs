@@ -34,8 +34,9 @@ pub struct InstanceSlot {
     pub(crate) session: Option<Box<dyn OrchestrationSession>>,
 }
 
-/// Something an episode's transaction writes besides history and record.
-#[derive(Debug)]
+/// Something an episode's transaction writes besides history and record (stored as such in
+/// the chunks of an episode committed in stages, see `staged`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Effect {
     /// A message to a target's inbox.
     Send(Target, MessageBody),
@@ -146,16 +147,41 @@ async fn load_record(
     .await
 }
 
+/// Events read per transaction when a history is loaded.
+const HISTORY_PAGE: u64 = 10_000;
+
+/// Loads the first `len` events of an instance's history (the record's `history_len`), in
+/// transactions of [`HISTORY_PAGE`] events. Only the instance's actor changes its history,
+/// and it is the one loading, so the pages form one history.
 pub(super) async fn load_history(
     shared: &Shared,
     id: &InstanceId,
+    len: u64,
 ) -> Result<Vec<HistoryEvent>, StoreError> {
-    let id = id.clone();
-    transact(shared.store.as_ref(), &shared.retry, move |tx| {
+    let mut out = Vec::with_capacity(usize::try_from(len.min(HISTORY_PAGE * 10)).unwrap_or(0));
+    while (out.len() as u64) < len {
+        let from = out.len() as u64;
+        let n = (len - from).min(HISTORY_PAGE);
         let id = id.clone();
-        Box::pin(async move { history::load(tx, &id).await })
-    })
-    .await
+        let page = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+            let id = id.clone();
+            Box::pin(async move {
+                history::load_page(
+                    tx,
+                    &id,
+                    from,
+                    Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                )
+                .await
+            })
+        })
+        .await?;
+        if page.is_empty() {
+            break;
+        }
+        out.extend(page);
+    }
+    Ok(out)
 }
 
 pub(super) fn failed_record(
@@ -327,7 +353,7 @@ async fn prepare_plan(
         return Ok((Some(InstancePlan::drop_only(id, consumed)), msgs));
     };
     if slot.session.is_none() {
-        let hist = load_history(shared, &id).await?;
+        let hist = load_history(shared, &id, rec.history_len).await?;
         shared.metrics.replays.fetch_add(1, Ordering::Relaxed);
         match shared.exec.load_orchestration(&id, hist) {
             Ok(s) => slot.session = Some(s),
@@ -621,6 +647,16 @@ pub(crate) async fn check_base(
     Ok(plan.base.holds(old.as_ref()).then_some(old))
 }
 
+/// How an episode's transaction writes its history events and effects.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Writes {
+    /// All of them, in this transaction.
+    Whole,
+    /// Staged already (see `staged`): this transaction publishes the staged events and the
+    /// effect chunks of `attempt` (`chunks` of them; none: no marker).
+    Publish { attempt: (u64, u64), chunks: u64 },
+}
+
 /// Writes a prepared episode into the transaction (after the caller checked the lease and
 /// the base, see [`check_base`], and consumed the messages); `old` is the stored record.
 pub(crate) async fn write(
@@ -629,6 +665,7 @@ pub(crate) async fn write(
     partition: u32,
     plan: &InstancePlan,
     old: Option<InstanceRecord>,
+    writes: Writes,
 ) -> Result<Outbox, StoreError> {
     let mut out = Outbox::default();
     if let Some(rec) = &plan.record {
@@ -649,11 +686,30 @@ pub(crate) async fn write(
             }
             _ => rec,
         };
-        if plan.cut_history {
-            history::cut(tx, &plan.id);
-        }
         instances::save(tx, old.as_ref(), rec)?;
-        history::append(tx, &plan.id, plan.first_seq, &plan.events)?;
+        match writes {
+            Writes::Whole => {
+                if plan.cut_history {
+                    history::cut(tx, &plan.id);
+                }
+                history::append(tx, &plan.id, plan.first_seq, &plan.events)?;
+            }
+            Writes::Publish { attempt, chunks } => {
+                // The events are in place: what follows them is an older execution's rest
+                // (a cut history) or an unpublished attempt's.
+                history::cut_from(tx, &plan.id, plan.first_seq + plan.events.len() as u64);
+                crate::state::staged::clear_other_attempts(tx, partition, &plan.id, attempt);
+                if chunks > 0 {
+                    let m = crate::state::records::StagedMarker {
+                        attempt,
+                        chunks,
+                        next: 0,
+                    };
+                    crate::state::staged::set_marker(tx, partition, &plan.id, &m)?;
+                }
+                return Ok(out);
+            }
+        }
     }
     write_effects(tx, shared, partition, &plan.effects, &mut out).await?;
     Ok(out)

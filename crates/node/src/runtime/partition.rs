@@ -135,6 +135,9 @@ impl Partition {
     /// transactions, which never conflict with the messages written meanwhile.
     pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
         let armed = self.timers.len();
+        // Episodes committed in stages whose effects a previous owner did not finish writing
+        // go first: what they write is read by the scans below.
+        self.finish_staged().await?;
         self.scan_inbox_and_timers().await?;
         self.recover_tasks().await?;
         self.shared
@@ -154,6 +157,25 @@ impl Partition {
             .armed_timers
             .fetch_add((self.timers.len() - armed) as i64, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn finish_staged(&mut self) -> Result<(), StoreError> {
+        let batch = self.shared.opts.recovery_batch.get();
+        let mut after = None;
+        loop {
+            let page =
+                super::staged::unfinished(&self.shared, self.partition, after, batch).await?;
+            self.renew_if_due().await?;
+            let n = page.len();
+            for (id, m) in &page {
+                super::staged::finish(&self.shared, self.partition, self.epoch, id, m).await?;
+                self.renew_if_due().await?;
+            }
+            after = page.into_iter().last().map(|(id, _)| id);
+            if n < batch {
+                return Ok(());
+            }
+        }
     }
 
     async fn scan_inbox_and_timers(&mut self) -> Result<(), StoreError> {

@@ -217,6 +217,15 @@ async fn run(st: &mut TargetState, msgs: VecDeque<Keyed>) -> Ran {
             ran.gone = plan.consumed().iter().map(|(k, _)| k.clone()).collect();
             applied(st, plan, out);
         }
+        Ok(Committed::Unfinished(e)) => {
+            // The episode committed; its remaining effects are written out by the
+            // partition's recovery, which this error starts (its actor stops).
+            tracing::error!(partition = st.partition, target = ?ran.target, error = %e, "a staged episode's write-out failed; the partition restarts to finish it");
+            ran.gone = plan.consumed().iter().map(|(k, _)| k.clone()).collect();
+            applied(st, plan, super::outbox::Outbox::default());
+            st.resident.forget();
+            ran.fatal = Some(e);
+        }
         Err(StoreError::LimitExceeded { .. }) if matches!(&plan, Plan::Entity(p) if p.operations > 1) =>
         {
             // Nothing is dropped: the same messages run again, in batches of half as many
@@ -340,6 +349,10 @@ async fn fail_too_large(
         Committed::Superseded => {
             st.resident.forget();
             Ok(Ok(plan.consumed().iter().map(|(k, _)| k.clone()).collect()))
+        }
+        Committed::Unfinished(e) => {
+            st.resident.forget();
+            Err(e)
         }
         Committed::Stale => Ok(Err(plan.into_consumed())),
     }

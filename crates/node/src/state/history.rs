@@ -49,18 +49,34 @@ pub async fn load_page(
     Ok(out)
 }
 
-/// Loads the whole history of the current execution.
+/// Loads the history of the current execution: its first `len` events (the record's
+/// `history_len`). Events stored beyond it belong to an episode being staged (or to one that
+/// never published) and are not part of the history yet.
 pub async fn load(
     tx: &mut dyn Transaction,
     id: &InstanceId,
+    len: u64,
 ) -> Result<Vec<HistoryEvent>, StoreError> {
-    load_page(tx, id, 0, None).await
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = usize::try_from(len).unwrap_or(usize::MAX);
+    load_page(tx, id, 0, Some(limit)).await
 }
 
 /// Removes the whole history in one range clear (continue-as-new and restart cut it; purge
 /// removes it in batches with [`purge_batch`]).
 pub fn cut(tx: &mut dyn Transaction, id: &InstanceId) {
     clear_prefix(tx, prefix(id).as_bytes());
+}
+
+/// Removes the events from sequence number `from` on (a staged new execution wrote its
+/// events over the start of the previous one's; this removes the rest of the previous one).
+pub fn cut_from(tx: &mut dyn Transaction, id: &InstanceId, from: u64) {
+    let begin = prefix(id).uint(from).into_bytes();
+    let end = prefix_end(prefix(id).as_bytes());
+    tx.clear_range(&chunk_span(&begin, &end));
+    tx.clear_range(&KeyRange::new(begin, end));
 }
 
 /// Removes the first `limit` sequence numbers of the history (with their chunks), reading

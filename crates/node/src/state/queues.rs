@@ -37,6 +37,12 @@ impl MessageIds {
     fn next(&self) -> (u64, u64) {
         (self.node, self.counter.fetch_add(1, Ordering::Relaxed))
     }
+
+    /// A pair unique among every pair this generator and the others make (the generator's
+    /// node and its next counter value): names one attempt of a staged episode.
+    pub fn unique(&self) -> (u64, u64) {
+        self.next()
+    }
 }
 
 /// The inbox prefix of a partition.

@@ -267,3 +267,15 @@ pub struct NodeRecord {
     /// The node is leaving (handing its partitions off): it is no desired owner any more.
     pub leaving: bool,
 }
+
+/// An episode committed in stages whose effects (messages, timers, tasks, new instance
+/// records) are still being written: chunks `next..chunks` of attempt `attempt` remain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedMarker {
+    /// The staging attempt whose chunks the episode published (unique per node process).
+    pub attempt: (u64, u64),
+    /// How many effect chunks the attempt staged.
+    pub chunks: u64,
+    /// The first chunk not yet written out.
+    pub next: u64,
+}

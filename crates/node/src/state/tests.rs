@@ -176,7 +176,7 @@ async fn records_indexes_history_and_removal() {
     .unwrap();
     assert_eq!(counts.values().sum::<u64>(), 9);
     let h = tx(&store, |t| {
-        Box::pin(async move { history::load(t, &InstanceId::new("r1").unwrap()).await })
+        Box::pin(async move { history::load(t, &InstanceId::new("r1").unwrap(), u64::MAX).await })
     })
     .await
     .unwrap();

@@ -120,3 +120,46 @@ pub async fn approve(node: &NodeHandle, id: &InstanceId, approved: bool) {
     .await
     .expect("event accepted");
 }
+
+/// How many keys of the staged-episode keyspace (`"s"`) are left in the store.
+pub async fn staged_keys(store: &Arc<dyn Store>) -> usize {
+    use perdure_node::state::keys::Key;
+    use perdure_node::store::{KeyRange, RangeOptions, RetryOptions, StoreError, transact};
+    transact(store.as_ref(), &RetryOptions::default(), |tx| {
+        Box::pin(async move {
+            let range = KeyRange::prefix(Key::new().str("s").as_bytes());
+            Ok::<_, StoreError>(tx.get_range(&range, RangeOptions::default()).await?.len())
+        })
+    })
+    .await
+    .expect("the staged keyspace reads")
+}
+
+/// Checks a completed `FanOutFanIn` of `n`: its sum of squares, and each task scheduled and
+/// completed exactly once in its history.
+pub async fn check_fan_out(node: &NodeHandle, id: &InstanceId, n: u64) {
+    use perdure_core::EventKind;
+    use perdure_core::management::ManagementApi;
+    let sum: u64 = output(node, id).await;
+    let want = (1..=n)
+        .map(|i| i.wrapping_mul(i))
+        .fold(0u64, u64::wrapping_add);
+    assert_eq!(sum, want);
+    let hist = node.get_history(id.clone()).await.unwrap().unwrap();
+    let mut scheduled = std::collections::BTreeSet::new();
+    let mut completed = std::collections::BTreeSet::new();
+    for e in &hist {
+        match &e.kind {
+            EventKind::TaskScheduled { .. } => assert!(scheduled.insert(e.event_id)),
+            EventKind::TaskCompleted {
+                task_scheduled_id, ..
+            } => assert!(
+                completed.insert(*task_scheduled_id),
+                "a task completed twice"
+            ),
+            _ => {}
+        }
+    }
+    assert_eq!(scheduled.len() as u64, n);
+    assert_eq!(completed, scheduled);
+}

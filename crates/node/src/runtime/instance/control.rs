@@ -52,7 +52,7 @@ pub(super) async fn control_message(
                 false,
             );
             if recursive {
-                for child in running_children(&load_history(shared, id).await?) {
+                for child in running_children(&load_history(shared, id, rec.history_len).await?) {
                     plan.effects.push(Effect::Send(
                         Target::Instance(child),
                         MessageBody::Terminate {
@@ -103,7 +103,7 @@ pub(super) async fn control_message(
                     | OrchestrationStatus::Running
             ) =>
         {
-            let hist = load_history(shared, id).await?;
+            let hist = load_history(shared, id, rec.history_len).await?;
             // Suspended or Running, the record may also be a later execution's (a start
             // replaced the failed one and ran): only a history that still ends in the
             // failure is rewound.
