@@ -115,37 +115,163 @@ pub(crate) fn hello3(rest: &[String]) -> anyhow::Result<()> {
     })
 }
 
-/// `fanout`: one `FanOutFanIn` orchestration with N activities.
+/// The bench's orchestrations beside the sample app's: `FanOutChain` (a fan-out of `n` per
+/// execution over `executions` executions, through continue-as-new, returning the total) and
+/// `FanOutThenWait` (a fan-out of `n`, then waits for the event `go`).
+fn registry() -> perdure_core::registry::Registry {
+    use perdure_core::orchestration::{OrchestrationContext, when_all};
+    let mut r = perdure_node::sample::sample_registry();
+    r.add_orchestration(
+        "FanOutChain",
+        |ctx: OrchestrationContext, (n, left, acc): (u64, u64, u64)| async move {
+            let tasks = (1..=n).map(|i| ctx.call_activity::<u64>("Square", i));
+            let mut sum = acc;
+            for r in when_all(tasks).await {
+                sum = sum.wrapping_add(r.map_err(|e| e.to_string())?);
+            }
+            if left > 1 {
+                ctx.continue_as_new((n, left - 1, sum), false);
+            }
+            Ok::<_, String>(sum)
+        },
+    );
+    r.add_orchestration(
+        "FanOutThenWait",
+        |ctx: OrchestrationContext, n: u64| async move {
+            let tasks = (1..=n).map(|i| ctx.call_activity::<u64>("Square", i));
+            let mut sum = 0u64;
+            for r in when_all(tasks).await {
+                sum = sum.wrapping_add(r.map_err(|e| e.to_string())?);
+            }
+            let _: bool = ctx
+                .wait_for_external_event("go")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(sum)
+        },
+    );
+    r
+}
+
+async fn start_fanout_node(store: Arc<EmbeddedStore>) -> anyhow::Result<NodeHandle> {
+    let opts = NodeOptions {
+        max_concurrent_activities: std::num::NonZeroUsize::new(256).context("nonzero")?,
+        activity_queue_bound: std::num::NonZeroUsize::new(1 << 21).context("nonzero")?,
+        ..NodeOptions::default()
+    };
+    Ok(Node::builder()
+        .registry(Arc::new(registry()))
+        .store(store)
+        .options(opts)
+        .start()
+        .await?)
+}
+
+/// `fanout`: one orchestration with `--n` activities (`FanOutFanIn`), or, with
+/// `--executions K`, `K` executions of `--n` each through continue-as-new (`FanOutChain`).
+/// Prints activities/s and the peak memory above the node's idle memory per activity in
+/// flight. With `--activate`, the orchestration then waits for an event, the node restarts,
+/// and the time from raising the event to completion (load + replay of the whole history,
+/// one episode) is measured too.
 pub(crate) fn fanout(rest: &[String]) -> anyhow::Result<()> {
     let n = arg(rest, "--n", 10_000);
+    let executions = arg(rest, "--executions", 1).max(1);
+    let activate = rest.iter().any(|a| a == "--activate");
     let dir = tempfile::tempdir()?;
     runtime()?.block_on(async {
-        let node = start_node(dir.path()).await?;
-        let mut req = StartRequest::new("FanOutFanIn");
-        req.input = Some(Payload::json(&n)?);
+        let store = Arc::new(EmbeddedStore::open(dir.path()).context("open embedded store")?);
+        let node = start_fanout_node(store.clone()).await?;
+        let idle = Memory::now();
+        let mut req = if activate {
+            let mut r = StartRequest::new("FanOutThenWait");
+            r.input = Some(Payload::json(&n)?);
+            r
+        } else if executions > 1 {
+            let mut r = StartRequest::new("FanOutChain");
+            r.input = Some(Payload::json(&(n, executions, 0u64))?);
+            r
+        } else {
+            let mut r = StartRequest::new("FanOutFanIn");
+            r.input = Some(Payload::json(&n)?);
+            r
+        };
+        req.instance_id = Some(InstanceId::new("fanout-bench")?);
+        let total = n * executions;
         let t0 = Instant::now();
         let id = start(&node, req).await?;
-        let st = node
-            .wait_for_completion(id, Duration::from_secs(3600))
-            .await?
-            .context("instance vanished")?;
-        let elapsed = t0.elapsed();
-        anyhow::ensure!(
-            st.runtime_status == OrchestrationStatus::Completed,
-            "fan-out ended {:?}",
-            st.runtime_status
-        );
-        eprintln!("fanout: {n} activities in {elapsed:.2?}");
+        let elapsed;
+        let mut activation_ms = None;
+        let mut history_events = None;
+        let node = if activate {
+            // Done when every result is in the history and the instance waits for `go`.
+            let want = 2 * n as usize;
+            loop {
+                let h = node.get_history(id.clone()).await?.unwrap_or_default();
+                let done = h.iter().filter(|e| e.name() == "TaskCompleted").count();
+                if done >= n as usize {
+                    elapsed = t0.elapsed();
+                    history_events = Some(h.len());
+                    break;
+                }
+                anyhow::ensure!(h.len() < want * 4, "unexpected history");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // A new node on the same store: the instance is not in memory any more.
+            node.shutdown().await;
+            drop(node);
+            let node = start_fanout_node(store.clone()).await?;
+            let t = Instant::now();
+            node.raise_event(id.clone(), "go".into(), Some(Payload::json(&true)?))
+                .await?;
+            let st = node
+                .wait_for_completion(id.clone(), Duration::from_secs(3600))
+                .await?
+                .context("instance vanished")?;
+            anyhow::ensure!(st.runtime_status == OrchestrationStatus::Completed);
+            activation_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+            node
+        } else {
+            let st = node
+                .wait_for_completion(id.clone(), Duration::from_secs(7200))
+                .await?
+                .context("instance vanished")?;
+            elapsed = t0.elapsed();
+            anyhow::ensure!(
+                st.runtime_status == OrchestrationStatus::Completed,
+                "fan-out ended {:?}: {:?}",
+                st.runtime_status,
+                st.failure
+            );
+            let sum: u64 = st.output.context("no output")?.decode()?;
+            let one: u64 = (1..=n).map(|i| i.wrapping_mul(i)).fold(0, u64::wrapping_add);
+            anyhow::ensure!(sum == one.wrapping_mul(executions), "wrong sum {sum}");
+            node
+        };
+        let staged = node.metrics().staged_episodes.load(Ordering::Relaxed);
         node.shutdown().await;
         let memory = Memory::now();
-        eprintln!("fanout: {}", memory.describe());
+        let per_task = memory.peak.saturating_sub(idle.rss) / n.max(1);
+        eprintln!(
+            "fanout: {total} activities ({executions} x {n}) in {elapsed:.2?}; {}; ~{per_task} B of peak memory per activity in flight",
+            memory.describe()
+        );
+        if let Some(ms) = activation_ms {
+            eprintln!("fanout: activation (load + replay of {history_events:?} events, one episode) {ms:.1} ms");
+        }
         crate::measure::emit(json!({
             "scenario": "fanout",
             "rss_bytes": memory.rss,
             "peak_rss_bytes": memory.peak,
-            "activities": n,
+            "idle_rss_bytes": idle.rss,
+            "peak_bytes_per_activity_in_flight": per_task,
+            "activities": total,
+            "executions": executions,
+            "per_execution": n,
             "seconds": elapsed.as_secs_f64(),
-            "activities_per_sec": n as f64 / elapsed.as_secs_f64(),
+            "activities_per_sec": total as f64 / elapsed.as_secs_f64(),
+            "staged_episodes": staged,
+            "activation_ms": activation_ms,
+            "history_events": history_events,
         }));
         Ok(())
     })

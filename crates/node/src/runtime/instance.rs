@@ -652,9 +652,14 @@ pub(crate) async fn check_base(
 pub(crate) enum Writes {
     /// All of them, in this transaction.
     Whole,
-    /// Staged already (see `staged`): this transaction publishes the staged events and the
-    /// effect chunks of `attempt` (`chunks` of them; none: no marker).
-    Publish { attempt: (u64, u64), chunks: u64 },
+    /// Staged already (see `staged`): this transaction publishes the effect chunks of
+    /// `attempt` (`chunks` of them; none: no marker), and the staged events, or, with
+    /// `events`, writes the events itself.
+    Publish {
+        attempt: (u64, u64),
+        chunks: u64,
+        events: bool,
+    },
 }
 
 /// Writes a prepared episode into the transaction (after the caller checked the lease and
@@ -694,7 +699,17 @@ pub(crate) async fn write(
                 }
                 history::append(tx, &plan.id, plan.first_seq, &plan.events)?;
             }
-            Writes::Publish { attempt, chunks } => {
+            Writes::Publish {
+                attempt,
+                chunks,
+                events,
+            } => {
+                if events {
+                    if plan.cut_history {
+                        history::cut(tx, &plan.id);
+                    }
+                    history::append(tx, &plan.id, plan.first_seq, &plan.events)?;
+                }
                 // The events are in place: what follows them is an older execution's rest
                 // (a cut history) or an unpublished attempt's.
                 history::cut_from(tx, &plan.id, plan.first_seq + plan.events.len() as u64);

@@ -167,11 +167,11 @@ impl Partition {
                 super::staged::unfinished(&self.shared, self.partition, after, batch).await?;
             self.renew_if_due().await?;
             let n = page.len();
-            for (id, m) in &page {
+            for (id, m) in page.iter().filter_map(|(_, row)| row.as_ref()) {
                 super::staged::finish(&self.shared, self.partition, self.epoch, id, m).await?;
                 self.renew_if_due().await?;
             }
-            after = page.into_iter().last().map(|(id, _)| id);
+            after = page.into_iter().last().map(|(k, _)| k);
             if n < batch {
                 return Ok(());
             }

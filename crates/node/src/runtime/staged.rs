@@ -28,10 +28,10 @@ use serde::Serialize;
 
 use super::Shared;
 use super::commit::{Committed, Plan, commit_with};
-use super::instance::{self, Effect, InstancePlan, Writes};
+use super::instance::{self, Base, Effect, InstancePlan, Writes};
 use super::outbox::Outbox;
 use crate::state::records::StagedMarker;
-use crate::state::{history, leases, staged};
+use crate::state::{history, leases, queues, staged};
 use crate::store::{MAX_TRANSACTION_BYTES, StoreError, transact};
 
 /// Encoded bytes of events or effects one staging transaction holds at most (writing out a
@@ -67,6 +67,17 @@ fn runs<T: Serialize>(items: &[T], max: usize) -> Vec<Range<usize>> {
     out
 }
 
+/// What a staging transaction found.
+enum Staged {
+    /// Written.
+    Done,
+    /// The instance record is no longer the plan's base: nothing was written.
+    Stale,
+    /// The plan starts an execution another start replaced: its start message was removed
+    /// (as the one-transaction commit does), nothing else was written.
+    Superseded,
+}
+
 /// Commits a large instance plan in stages (see the module's documentation).
 pub(crate) async fn commit(
     shared: &Arc<Shared>,
@@ -77,16 +88,49 @@ pub(crate) async fn commit(
     let Plan::Instance(p) = plan.as_ref() else {
         return commit_with(shared, partition, epoch, plan, Writes::Whole).await;
     };
+    // An earlier episode of the instance whose write-out did not finish (its chunk did not
+    // decode at recovery) goes first: its effects come before this episode's, and the
+    // publish below replaces the marker. A chunk that still does not decode fails this
+    // commit with `Corrupt`, which quarantines the instance (its messages are kept).
+    if let Some(m) = marker(shared, partition, &p.id).await? {
+        write_out(
+            shared,
+            partition,
+            epoch,
+            &p.id,
+            m.attempt,
+            m.next..m.chunks,
+            true,
+        )
+        .await?;
+    }
+    // The events of a plan that replaces the history are staged past the stored history
+    // only when nothing needs that history any more: a new execution (its record is the
+    // Pending one its start wrote, whose history was cut, or a ContinuedAsNew one). A
+    // rewind rewrites the history it rewinds, which a rerun must still find: its events
+    // go into the publishing transaction, which fails over the transaction limit.
+    let events_inline = p.cut_history && !matches!(p.base, Base::Execution(_));
     let max = shared.opts.staged_commit_items.get();
     let attempt = shared.ids.unique();
-    for r in runs(&p.events, max) {
+    let abandon = |outcome: Committed| async move {
+        discard(shared, partition, epoch, &p.id, attempt).await;
+        Ok(outcome)
+    };
+    let event_runs = if events_inline {
+        Vec::new()
+    } else {
+        runs(&p.events, max)
+    };
+    for r in event_runs {
         let staged = stage(shared, partition, epoch, &plan, move |tx, p| {
             let first = p.first_seq + r.start as u64;
             history::append(tx, &p.id, first, &p.events[r.clone()])
         })
         .await?;
-        if !staged {
-            return Ok(Committed::Stale);
+        match staged {
+            Staged::Done => {}
+            Staged::Stale => return abandon(Committed::Stale).await,
+            Staged::Superseded => return abandon(Committed::Superseded).await,
         }
     }
     let chunks = runs(&p.effects, max);
@@ -103,15 +147,28 @@ pub(crate) async fn commit(
             )
         })
         .await?;
-        if !staged {
-            return Ok(Committed::Stale);
+        match staged {
+            Staged::Done => {}
+            Staged::Stale => return abandon(Committed::Stale).await,
+            Staged::Superseded => return abandon(Committed::Superseded).await,
         }
     }
     tracing::info!(instance = %p.id, events = p.events.len(), effects = p.effects.len(), chunks = n, "episode staged");
-    let writes = Writes::Publish { attempt, chunks: n };
-    match commit_with(shared, partition, epoch, plan.clone(), writes).await? {
-        Committed::Done(_) => {}
-        other => return Ok(other),
+    let writes = Writes::Publish {
+        attempt,
+        chunks: n,
+        events: events_inline,
+    };
+    match commit_with(shared, partition, epoch, plan.clone(), writes).await {
+        Ok(Committed::Done(_)) => {}
+        // Perhaps published: the partition restarts, and its recovery finishes the
+        // write-out if it was (or reruns the episode if not).
+        Err(e @ StoreError::MaybeCommitted(_)) => return Ok(Committed::Unfinished(e)),
+        Ok(other) => return abandon(other).await,
+        Err(e) => {
+            discard(shared, partition, epoch, &p.id, attempt).await;
+            return Err(e);
+        }
     }
     shared
         .metrics
@@ -123,15 +180,52 @@ pub(crate) async fn commit(
     }
 }
 
-/// One staging transaction: checks the lease and the instance record, then writes. Returns
-/// false (nothing written) when the record is no longer the plan's base.
+/// The instance's marker, if a write-out of one of its episodes is unfinished.
+async fn marker(
+    shared: &Arc<Shared>,
+    partition: u32,
+    id: &InstanceId,
+) -> Result<Option<StagedMarker>, StoreError> {
+    let id = id.clone();
+    transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let id = id.clone();
+        Box::pin(async move { staged::marker(tx, partition, &id).await })
+    })
+    .await
+}
+
+/// Removes the chunks of an attempt that will not be published (best effort: a later
+/// publish of the instance, or its purge, removes them otherwise).
+async fn discard(
+    shared: &Arc<Shared>,
+    partition: u32,
+    epoch: u64,
+    id: &InstanceId,
+    attempt: (u64, u64),
+) {
+    let id2 = id.clone();
+    let r = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let id = id2.clone();
+        Box::pin(async move {
+            leases::check(tx, partition, epoch).await?;
+            staged::clear_attempt(tx, partition, &id, attempt);
+            Ok(())
+        })
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(instance = %id, error = %e, "the chunks of an abandoned staging attempt stay until the instance's next publish or purge");
+    }
+}
+
+/// One staging transaction: checks the lease and the instance record, then writes.
 async fn stage<F>(
     shared: &Arc<Shared>,
     partition: u32,
     epoch: u64,
     plan: &Arc<Plan>,
     write: F,
-) -> Result<bool, StoreError>
+) -> Result<Staged, StoreError>
 where
     F: Fn(&mut dyn crate::store::Transaction, &InstancePlan) -> Result<(), StoreError>
         + Clone
@@ -144,15 +238,28 @@ where
         let (plan, write) = (plan.clone(), write.clone());
         Box::pin(async move {
             let Plan::Instance(p) = plan.as_ref() else {
-                return Ok(false);
+                return Ok(Staged::Stale);
             };
             tx.cached_reads();
             leases::check(tx, partition, epoch).await?;
-            if instance::check_base(tx, p).await?.is_none() {
-                return Ok(false);
+            if instance::check_base(tx, p).await?.is_some() {
+                write(tx, p)?;
+                return Ok(Staged::Done);
             }
-            write(tx, p)?;
-            Ok(true)
+            // As the one-transaction commit: no reload revives a replaced execution, so its
+            // start is dropped (if it is still there).
+            if !matches!(p.base, Base::Execution(_)) {
+                return Ok(Staged::Stale);
+            }
+            for (k, _) in &p.consumed {
+                if tx.get(k).await?.is_none() {
+                    return Ok(Staged::Stale);
+                }
+            }
+            for (k, m) in &p.consumed {
+                queues::remove(tx, k, m);
+            }
+            Ok(Staged::Superseded)
         })
     })
     .await
@@ -220,12 +327,12 @@ async fn write_out(
 pub(crate) async fn unfinished(
     shared: &Arc<Shared>,
     partition: u32,
-    after: Option<InstanceId>,
+    after: Option<Vec<u8>>,
     batch: usize,
-) -> Result<Vec<(InstanceId, StagedMarker)>, StoreError> {
+) -> Result<Vec<staged::MarkerRow>, StoreError> {
     transact(shared.store.as_ref(), &shared.retry, move |tx| {
         let a = after.clone();
-        Box::pin(async move { staged::read_markers(tx, partition, a.as_ref(), batch).await })
+        Box::pin(async move { staged::read_markers(tx, partition, a.as_deref(), batch).await })
     })
     .await
 }

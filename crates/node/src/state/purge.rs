@@ -9,7 +9,7 @@
 //! purge that stops between steps is resumed by purging again.
 
 use super::records::InstanceRecord;
-use super::{history, instances, queues};
+use super::{history, instances, queues, staged};
 use crate::store::{StoreError, Transaction};
 
 /// What a purge [`step`] left.
@@ -37,6 +37,12 @@ pub async fn step(
         || queues::purge_tasks(tx, partition, id, limit).await?
     {
         return Ok(Progress::More);
+    }
+    // The chunks of staging attempts that never published; an unfinished write-out (its
+    // marker) is left to finish, with its chunks.
+    match staged::marker(tx, partition, id).await? {
+        Some(m) => staged::clear_other_attempts(tx, partition, id, m.attempt),
+        None => staged::clear_all_attempts(tx, partition, id),
     }
     instances::remove(tx, record);
     Ok(Progress::Done)

@@ -88,6 +88,21 @@ pub fn clear_chunk(
     );
 }
 
+/// Removes the chunks of one attempt (blind range clears).
+pub fn clear_attempt(
+    tx: &mut dyn Transaction,
+    partition: u32,
+    id: &InstanceId,
+    attempt: (u64, u64),
+) {
+    super::clear_prefix(tx, attempt_prefix(partition, id, attempt).as_bytes());
+}
+
+/// Removes the chunks of every attempt of the instance (blind range clears).
+pub fn clear_all_attempts(tx: &mut dyn Transaction, partition: u32, id: &InstanceId) {
+    super::clear_prefix(tx, chunks_of(partition, id).as_bytes());
+}
+
 /// Removes the chunks of every attempt of the instance except `keep` (blind range clears).
 pub fn clear_other_attempts(
     tx: &mut dyn Transaction,
@@ -129,17 +144,20 @@ pub fn clear_marker(tx: &mut dyn Transaction, partition: u32, id: &InstanceId) {
     clear(tx, &marker_key(partition, id));
 }
 
-/// Up to `limit` markers of a partition, after the instance `after` (exclusive).
+/// One marker row: its key, and the instance with its marker (`None`: it does not decode).
+pub type MarkerRow = (Vec<u8>, Option<(InstanceId, StagedMarker)>);
+
+/// Up to `limit` marker rows of a partition, after the key `after` (exclusive).
 pub async fn read_markers(
     tx: &mut dyn Transaction,
     partition: u32,
-    after: Option<&InstanceId>,
+    after: Option<&[u8]>,
     limit: usize,
-) -> Result<Vec<(InstanceId, StagedMarker)>, StoreError> {
+) -> Result<Vec<MarkerRow>, StoreError> {
     let pre = marker_prefix(partition);
     let begin = match after {
         Some(a) => {
-            let mut b = marker_key(partition, a);
+            let mut b = a.to_vec();
             b.push(0);
             b
         }
@@ -149,13 +167,24 @@ pub async fn read_markers(
     let rows = tx.get_range(&range, RangeOptions::limit(limit)).await?;
     let mut out = Vec::with_capacity(rows.len());
     for (k, v) in rows {
-        let corrupt = || StoreError::corrupt(&k, perdure_core::codec::CodecError::Empty);
+        // One marker that does not decode costs its own instance's write-out, not the
+        // partition's recovery: it is logged and passed over.
         let id = match Key::decode(&k).ok().and_then(|e| e.get(3).cloned()) {
-            Some(Elem::Str(s)) => InstanceId::new(s).map_err(|_| corrupt())?,
-            _ => return Err(corrupt()),
+            Some(Elem::Str(s)) => InstanceId::new(s).ok(),
+            _ => None,
         };
-        let m: StagedMarker = decode_value(tx, &k, &v).await?;
-        out.push((id, m));
+        let m = match decode_value::<StagedMarker>(tx, &k, &v).await {
+            Ok(m) => Some(m),
+            Err(StoreError::Corrupt { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        match (id, m) {
+            (Some(id), Some(m)) => out.push((k, Some((id, m)))),
+            _ => {
+                tracing::error!(key = ?k, "a staged episode's marker does not decode; passed over");
+                out.push((k, None));
+            }
+        }
     }
     Ok(out)
 }
