@@ -50,6 +50,10 @@ pub(crate) enum Committed {
     /// A staged episode (see `staged`) was published, but writing out its effects failed
     /// with this error: the partition's recovery finishes them.
     Unfinished(StoreError),
+    /// Nothing of this plan was written, but an earlier episode's write-out failed with this
+    /// error (its outcome perhaps unknown): the partition restarts, and its recovery
+    /// finishes that write-out.
+    Restart(StoreError),
 }
 
 /// Commits a plan under the partition's lease epoch: in one transaction, or in stages when

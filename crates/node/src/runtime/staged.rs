@@ -93,7 +93,7 @@ pub(crate) async fn commit(
     // publish below replaces the marker. A chunk that still does not decode fails this
     // commit with `Corrupt`, which quarantines the instance (its messages are kept).
     if let Some(m) = marker(shared, partition, &p.id).await? {
-        write_out(
+        let r = write_out(
             shared,
             partition,
             epoch,
@@ -101,8 +101,13 @@ pub(crate) async fn commit(
             m.attempt,
             m.next..m.chunks,
             true,
-        )
-        .await?;
+        );
+        match r.await {
+            Ok(()) => {}
+            Err(e @ StoreError::Corrupt { .. }) => return Err(e),
+            // What was written may not have been delivered: the recovery delivers it.
+            Err(e) => return Ok(Committed::Restart(e)),
+        }
     }
     // The events of a plan that replaces the history are staged past the stored history
     // only when nothing needs that history any more: a new execution (its record is the

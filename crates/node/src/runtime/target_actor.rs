@@ -217,6 +217,11 @@ async fn run(st: &mut TargetState, msgs: VecDeque<Keyed>) -> Ran {
             ran.gone = plan.consumed().iter().map(|(k, _)| k.clone()).collect();
             applied(st, plan, out);
         }
+        Ok(Committed::Restart(e)) => {
+            tracing::error!(partition = st.partition, target = ?ran.target, error = %e, "an earlier staged episode's write-out failed; the partition restarts to finish it");
+            st.resident.forget();
+            ran.fatal = Some(e);
+        }
         Ok(Committed::Unfinished(e)) => {
             // The episode committed; its remaining effects are written out by the
             // partition's recovery, which this error starts (its actor stops).
@@ -350,7 +355,7 @@ async fn fail_too_large(
             st.resident.forget();
             Ok(Ok(plan.consumed().iter().map(|(k, _)| k.clone()).collect()))
         }
-        Committed::Unfinished(e) => {
+        Committed::Unfinished(e) | Committed::Restart(e) => {
             st.resident.forget();
             Err(e)
         }
