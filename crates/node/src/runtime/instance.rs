@@ -36,7 +36,7 @@ pub struct InstanceSlot {
 
 /// Something an episode's transaction writes besides history and record (stored as such in
 /// the chunks of an episode committed in stages, see `staged`).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Effect {
     /// A message to a target's inbox.
     Send(Target, MessageBody),
@@ -692,24 +692,17 @@ pub(crate) async fn write(
             _ => rec,
         };
         instances::save(tx, old.as_ref(), rec)?;
-        match writes {
-            Writes::Whole => {
-                if plan.cut_history {
-                    history::cut(tx, &plan.id);
-                }
-                history::append(tx, &plan.id, plan.first_seq, &plan.events)?;
+        if matches!(writes, Writes::Whole | Writes::Publish { events: true, .. }) {
+            if plan.cut_history {
+                history::cut(tx, &plan.id);
             }
+            history::append(tx, &plan.id, plan.first_seq, &plan.events)?;
+        }
+        match writes {
+            Writes::Whole => {}
             Writes::Publish {
-                attempt,
-                chunks,
-                events,
+                attempt, chunks, ..
             } => {
-                if events {
-                    if plan.cut_history {
-                        history::cut(tx, &plan.id);
-                    }
-                    history::append(tx, &plan.id, plan.first_seq, &plan.events)?;
-                }
                 // The events are in place: what follows them is an older execution's rest
                 // (a cut history) or an unpublished attempt's.
                 history::cut_from(tx, &plan.id, plan.first_seq + plan.events.len() as u64);

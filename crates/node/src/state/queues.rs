@@ -34,14 +34,10 @@ impl MessageIds {
         }
     }
 
-    fn next(&self) -> (u64, u64) {
-        (self.node, self.counter.fetch_add(1, Ordering::Relaxed))
-    }
-
     /// A pair unique among every pair this generator and the others make (the generator's
-    /// node and its next counter value): names one attempt of a staged episode.
+    /// node and its next counter value): message keys, and the attempts of staged episodes.
     pub fn unique(&self) -> (u64, u64) {
-        self.next()
+        (self.node, self.counter.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -68,7 +64,7 @@ pub fn send(
     now: Timestamp,
     msg: &InboxMessage,
 ) -> Result<Vec<u8>, StoreError> {
-    let (node, n) = ids.next();
+    let (node, n) = ids.unique();
     let key = inbox_prefix(partition)
         .uint(now.as_millis())
         .uint(node)
@@ -87,7 +83,7 @@ pub fn add_timer(
     due: Timestamp,
     msg: &InboxMessage,
 ) -> Result<Vec<u8>, StoreError> {
-    let (node, n) = ids.next();
+    let (node, n) = ids.unique();
     let key = timer_prefix(partition)
         .uint(due.as_millis())
         .uint(node)
