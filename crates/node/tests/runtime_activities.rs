@@ -10,7 +10,6 @@ use perdure_core::orchestration::OrchestrationContext;
 use perdure_node::store::memory::MemoryStore;
 
 every_store! {
-    except [postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"]
     #[tokio::test(start_paused = true)]
     async fn a_task_whose_lease_expires_runs_again(ts) {
         let mut r = perdure_node::sample::sample_registry();

@@ -57,9 +57,6 @@ fn approval_input() -> Option<Payload> {
 // On the embedded store this failed about one run in two before the fix of issue 12's defect 1
 // (an episode committed its cached record over the status that suspend/resume set at once).
 every_store! {
-    except [
-        postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"
-    ]
     #[tokio::test(start_paused = true)]
     async fn suspend_buffers_events_until_resume(ts) {
         let node = common::start_with(ts.store.clone(), registry()).await;
@@ -95,7 +92,6 @@ every_store! {
 }
 
 every_store! {
-    except [postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"]
     #[tokio::test(start_paused = true)]
     async fn terminate_and_events_on_finished_or_unknown_instances(ts) {
         let node = common::start_with(ts.store.clone(), registry()).await;
@@ -123,7 +119,6 @@ every_store! {
 }
 
 every_store! {
-    except [postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"]
     #[tokio::test(start_paused = true)]
     async fn recursive_terminate_reaches_sub_orchestrations(ts) {
         let node = common::start_with(ts.store.clone(), registry()).await;

@@ -11,7 +11,6 @@ use perdure_node::store::memory::MemoryStore;
 use serde_json::json;
 
 every_store! {
-    except [postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"]
     #[tokio::test(start_paused = true)]
     async fn approval_times_out_after_its_timer_and_not_before(ts) {
         let node = common::start_on(ts.store.clone()).await;
@@ -31,7 +30,6 @@ every_store! {
 }
 
 every_store! {
-    except [postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"]
     #[tokio::test(start_paused = true)]
     async fn approval_receives_the_event(ts) {
         let node = common::start_on(ts.store.clone()).await;
@@ -59,7 +57,6 @@ every_store! {
 }
 
 every_store! {
-    except [postgres = "paused time: the clock jumps while the test waits on PostgreSQL's sockets, so the pool's connect timeouts fire"]
     #[tokio::test(start_paused = true)]
     async fn monitor_continues_as_new_and_shows_checks(ts) {
         let node = common::start_on(ts.store.clone()).await;

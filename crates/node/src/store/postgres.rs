@@ -140,6 +140,13 @@ pub enum CommitMode {
     Plain,
 }
 
+/// Whether the client side keeps its timeouts (see [`PostgresStore::connect_without_timers`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timers {
+    On,
+    Off,
+}
+
 /// The PostgreSQL store. Clones share the pool (and the group committer).
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -176,6 +183,29 @@ impl PostgresStore {
         table: &str,
         mode: CommitMode,
     ) -> Result<Self, StoreError> {
+        Self::open(url, pool_size, table, mode, Timers::On).await
+    }
+
+    /// Like [`connect_with_table`](Self::connect_with_table), with no client-side timers:
+    /// no connect, pool-wait, create or recycle timeout (the kernel's TCP user timeout
+    /// stays). For runtimes whose clock is paused (tokio's `start_paused` tests): a paused
+    /// clock jumps ahead whenever every task waits, a wait on PostgreSQL's socket included,
+    /// so the pool's timeouts would fire at once. Servers use the timers.
+    pub async fn connect_without_timers(
+        url: &str,
+        pool_size: usize,
+        table: &str,
+    ) -> Result<Self, StoreError> {
+        Self::open(url, pool_size, table, CommitMode::default(), Timers::Off).await
+    }
+
+    async fn open(
+        url: &str,
+        pool_size: usize,
+        table: &str,
+        mode: CommitMode,
+        timers: Timers,
+    ) -> Result<Self, StoreError> {
         let fatal = |e: PostgresError| StoreError::Fatal(Box::new(e));
         let valid_table = !table.is_empty()
             && table.len() <= 63
@@ -191,7 +221,7 @@ impl PostgresStore {
         }
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| fatal(PostgresError::BadUrl(e)))?;
-        if config.get_connect_timeout().is_none() {
+        if timers == Timers::On && config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_tcp_user_timeout().is_none() {
@@ -225,12 +255,13 @@ impl PostgresStore {
                 })
             }));
         }
+        let timeout = |d: Duration| (timers == Timers::On).then_some(d);
         let pool = builder
             .max_size(pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(timeout(Duration::from_secs(30)))
+            .create_timeout(timeout(CONNECT_TIMEOUT))
+            .recycle_timeout(timeout(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| fatal(PostgresError::Pool(e)))?;
 

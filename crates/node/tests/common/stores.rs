@@ -77,7 +77,7 @@ impl TestStore {
             })
             .take(63)
             .collect();
-        let store = PostgresStore::connect_with_table(&url, 16, &table)
+        let store = PostgresStore::connect_without_timers(&url, 16, &table)
             .await
             .expect("connect to PostgreSQL");
         Some(Self {
@@ -92,7 +92,7 @@ impl TestStore {
     pub async fn reopen(&self) -> Arc<dyn Store> {
         match &self.place {
             Place::Table { url, table } => Arc::new(
-                PostgresStore::connect_with_table(url, 16, table)
+                PostgresStore::connect_without_timers(url, 16, table)
                     .await
                     .expect("reconnect to PostgreSQL"),
             ),
@@ -103,7 +103,9 @@ impl TestStore {
     /// Drops the PostgreSQL table (the other stores clean up on drop).
     pub async fn finish(self) {
         if let Place::Table { url, table } = &self.place {
-            let admin = PostgresStore::connect(url, 1).await.expect("connect");
+            let admin = PostgresStore::connect_without_timers(url, 1, table)
+                .await
+                .expect("connect");
             admin.drop_table(table).await.expect("drop test table");
         }
     }
