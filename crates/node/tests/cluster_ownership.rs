@@ -50,10 +50,17 @@ async fn node(
 /// Waits (on the node's published view, no polling) until `pred` holds.
 async fn until(n: &NodeHandle, what: &str, pred: impl Fn(&ClusterView) -> bool) {
     let mut rx = n.cluster();
-    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|v| pred(v)))
-        .await
-        .unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", n.name()))
-        .expect("view published");
+    let r = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|v| pred(v))).await;
+    match r {
+        Ok(r) => {
+            r.expect("view published");
+        }
+        Err(_) => panic!(
+            "{}: timed out waiting for {what}; its view: {:?}",
+            n.name(),
+            n.cluster().borrow()
+        ),
+    }
 }
 
 async fn history_once(n: &NodeHandle, id: &InstanceId) {
@@ -500,6 +507,27 @@ async fn a_long_poll_follows_its_partition_postgres() {
     }
 }
 
+/// Two tests, `$embedded` and `$postgres`: the async fn `$test(store)` on a fresh embedded
+/// store and on a fresh PostgreSQL table named after `$table`.
+macro_rules! on_real_stores {
+    ($test:ident, $embedded:ident, $postgres:ident, $table:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store =
+                perdure_node::store::embedded::EmbeddedStore::open(dir.path()).expect("opens");
+            $test(Arc::new(store)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            if let Some(store) = postgres($table).await {
+                $test(store).await;
+            }
+        }
+    };
+}
+
 /// A store whose scans of the inboxes and of the activity task queues (a partition's
 /// recovery reads both) take `delay_ms` each, counted in `slowed`: the first scan from each
 /// start key only (a recovery; the periodic re-reads that follow are not slowed). Over the embedded store or PostgreSQL: the memory
@@ -509,11 +537,16 @@ struct SlowRecovery {
     delay_ms: std::sync::atomic::AtomicU64,
     slowed: std::sync::atomic::AtomicUsize,
     seen: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
+    /// While set, a transaction that writes a membership record fails as unavailable.
+    fail_beats: std::sync::atomic::AtomicBool,
+    /// Notified when a scan starts being slowed.
+    slowing: tokio::sync::Notify,
 }
 
 struct SlowRecoveryTx {
     inner: Box<dyn perdure_node::store::Transaction>,
     store: Arc<SlowRecovery>,
+    beats: bool,
 }
 
 #[async_trait::async_trait]
@@ -543,11 +576,14 @@ impl perdure_node::store::Transaction for SlowRecoveryTx {
                 .insert(range.begin.clone())
         {
             self.store.slowed.fetch_add(1, SeqCst);
+            self.store.slowing.notify_one();
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         self.inner.get_range(range, opts).await
     }
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), perdure_node::store::StoreError> {
+        use perdure_node::state::{keys::Key, space};
+        self.beats |= key.starts_with(&Key::new().str(space::NODE).into_bytes());
         self.inner.set(key, value)
     }
     fn clear(&mut self, key: &[u8]) {
@@ -557,11 +593,35 @@ impl perdure_node::store::Transaction for SlowRecoveryTx {
         self.inner.clear_range(range)
     }
     async fn commit(self: Box<Self>) -> Result<(), perdure_node::store::StoreError> {
+        if self.beats
+            && self
+                .store
+                .fail_beats
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(perdure_node::store::StoreError::Unavailable(
+                "heartbeats switched off by the test".into(),
+            ));
+        }
         self.inner.commit().await
     }
 }
 
 struct SlowRecoveryStore(Arc<SlowRecovery>);
+
+/// `inner` behind a [`SlowRecoveryStore`] (not slowed yet), and its controls.
+fn slow_recovery(inner: &Arc<dyn Store>) -> (Arc<SlowRecovery>, Arc<dyn Store>) {
+    let slow = Arc::new(SlowRecovery {
+        inner: inner.clone(),
+        delay_ms: 0.into(),
+        slowed: 0.into(),
+        seen: Default::default(),
+        fail_beats: false.into(),
+        slowing: tokio::sync::Notify::new(),
+    });
+    let store: Arc<dyn Store> = Arc::new(SlowRecoveryStore(slow.clone()));
+    (slow, store)
+}
 
 #[async_trait::async_trait]
 impl Store for SlowRecoveryStore {
@@ -571,6 +631,7 @@ impl Store for SlowRecoveryStore {
         Ok(Box::new(SlowRecoveryTx {
             inner: self.0.inner.begin().await?,
             store: self.0.clone(),
+            beats: false,
         }))
     }
 
@@ -586,13 +647,7 @@ impl Store for SlowRecoveryStore {
 async fn a_slow_round_keeps_the_heartbeat_and_the_leases(inner: Arc<dyn Store>) {
     use std::sync::atomic::Ordering::SeqCst;
     const TTL_MS: u64 = 2000;
-    let slow = Arc::new(SlowRecovery {
-        inner: inner.clone(),
-        delay_ms: 0.into(),
-        slowed: 0.into(),
-        seen: Default::default(),
-    });
-    let store: Arc<dyn Store> = Arc::new(SlowRecoveryStore(slow.clone()));
+    let (slow, store) = slow_recovery(&inner);
     let peers = LocalPeers::new();
     // Only `b` reads through the slow store (`a`'s own re-reads would otherwise use up the
     // slow first scans of the partitions `b` is about to recover).
@@ -658,16 +713,115 @@ async fn a_slow_round_keeps_the_heartbeat_and_the_leases(inner: Arc<dyn Store>) 
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_round_keeps_the_heartbeat_and_the_leases_embedded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = perdure_node::store::embedded::EmbeddedStore::open(dir.path()).expect("opens");
-    a_slow_round_keeps_the_heartbeat_and_the_leases(Arc::new(store)).await;
+/// Node `steady` on `inner`, then node `name` on `inner` behind a [`SlowRecoveryStore`]
+/// whose recovery scans take `delay_ms`; both with leases of `ttl_ms`.
+async fn steady_and_slow(
+    inner: &Arc<dyn Store>,
+    ttl_ms: u64,
+    name: &str,
+    delay_ms: u64,
+) -> (Arc<SlowRecovery>, NodeHandle, NodeHandle) {
+    let (slow, store) = slow_recovery(inner);
+    let peers = LocalPeers::new();
+    let a = node(inner, &peers, "steady", ttl_ms)
+        .await
+        .expect("a starts");
+    slow.delay_ms
+        .store(delay_ms, std::sync::atomic::Ordering::SeqCst);
+    let b = node(&store, &peers, name, ttl_ms).await.expect("b starts");
+    (slow, a, b)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_round_keeps_the_heartbeat_and_the_leases_postgres() {
-    if let Some(store) = postgres("slow_round").await {
-        a_slow_round_keeps_the_heartbeat_and_the_leases(store).await;
-    }
+on_real_stores!(
+    a_slow_round_keeps_the_heartbeat_and_the_leases,
+    a_slow_round_keeps_the_heartbeat_and_the_leases_embedded,
+    a_slow_round_keeps_the_heartbeat_and_the_leases_postgres,
+    "slow_round"
+);
+
+/// A node whose round is stuck (here: every partition it acquires takes 7 s to recover, past
+/// five 1 s leases) reports not ready and stops heartbeating, so the other node counts it
+/// dead and takes over the partitions whose leases lapsed. When the slow reads end, the node
+/// heartbeats again, is ready, and takes partitions again (its whole share may take longer:
+/// the actors that were fenced restart after a backoff); orchestrations complete once.
+async fn a_stuck_round_makes_the_node_unready_and_lets_others_take_over(inner: Arc<dyn Store>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (slow, a, b) = steady_and_slow(&inner, 1000, "stuck", 7000).await;
+    until(&b, "b not ready: its round is stuck", |v| {
+        v.not_ready
+            .as_deref()
+            .is_some_and(|r| r.contains("a cluster round has run for"))
+    })
+    .await;
+    until(&a, "a counts b dead and holds every partition", |v| {
+        v.owned.len() == P as usize && v.nodes.iter().all(|n| n.name != "stuck" || !n.live)
+    })
+    .await;
+    assert!(slow.slowed.load(SeqCst) > 0, "no recovery was slowed");
+    let id = common::start(&a, "HelloSequence", "stuck-1", None).await;
+    history_once(&a, &id).await;
+    until(&b, "b ready again, holding partitions", |v| {
+        v.not_ready.is_none() && !v.owned.is_empty()
+    })
+    .await;
+    until(&a, "a sees b live and gave partitions back", |v| {
+        v.owned.len() < P as usize && v.nodes.iter().any(|n| n.name == "stuck" && n.live)
+    })
+    .await;
+    let id = common::start(&b, "HelloSequence", "stuck-2", None).await;
+    history_once(&b, &id).await;
+    a.shutdown().await;
+    b.shutdown().await;
 }
+
+on_real_stores!(
+    a_stuck_round_makes_the_node_unready_and_lets_others_take_over,
+    a_stuck_round_makes_the_node_unready_and_lets_others_take_over_embedded,
+    a_stuck_round_makes_the_node_unready_and_lets_others_take_over_postgres,
+    "stuck_round"
+);
+
+/// Heartbeats that fail during a long round (here: the recovery of the partitions the node
+/// acquires, two reads of 3 s each) make the node not ready with the reason once they have
+/// failed for half a lease; the next heartbeat that gets through makes it ready again.
+async fn failing_heartbeats_in_a_long_round_make_the_node_unready(inner: Arc<dyn Store>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (slow, a, b) = steady_and_slow(&inner, 2000, "beats", 3000).await;
+    // Once b's round is recovering what it acquired, its heartbeats fail.
+    tokio::time::timeout(Duration::from_secs(30), slow.slowing.notified())
+        .await
+        .expect("b starts recovering a partition");
+    let mut views = b.cluster();
+    slow.fail_beats.store(true, SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        views.wait_for(|v| {
+            v.not_ready
+                .as_deref()
+                .is_some_and(|r| r.contains("heartbeats have failed"))
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "b never reported its failing heartbeats: {:?}",
+            b.cluster().borrow()
+        )
+    })
+    .expect("view");
+    assert!(slow.slowed.load(SeqCst) > 0, "the round was not a long one");
+    slow.fail_beats.store(false, SeqCst);
+    until(&b, "b ready again", |v| v.not_ready.is_none()).await;
+    slow.delay_ms.store(0, SeqCst);
+    let id = common::start(&b, "HelloSequence", "beats-1", None).await;
+    history_once(&b, &id).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+on_real_stores!(
+    failing_heartbeats_in_a_long_round_make_the_node_unready,
+    failing_heartbeats_in_a_long_round_make_the_node_unready_embedded,
+    failing_heartbeats_in_a_long_round_make_the_node_unready_postgres,
+    "failing_beats"
+);

@@ -169,7 +169,8 @@ impl Manager {
         // goes on beside it.
         let mut me = self.me.clone();
         let shared = self.shared.clone();
-        let next = beating(&shared, &mut me, self.round(retry)).await;
+        let view = self.view.clone();
+        let next = beating(&shared, &mut me, &view, self.round(retry)).await;
         self.me = me;
         next
     }
@@ -424,7 +425,13 @@ impl Manager {
                     );
                 }
                 // The actor stops itself; the next round restarts it after a backoff.
-                _ => tracing::warn!(partition = p, "partition recovery failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = p, error = %e, "partition recovery failed")
+                }
+                Err(_) => tracing::warn!(
+                    partition = p,
+                    "partition recovery failed: the actor stopped before answering"
+                ),
             }
         }
     }
@@ -458,8 +465,9 @@ impl Manager {
         // Draining may take long: keep the (leaving) record fresh meanwhile.
         let mut me = self.me.clone();
         let shared = self.shared.clone();
+        let view = self.view.clone();
         let all = self.held.keys().copied().collect();
-        beating(&shared, &mut me, self.drain(all)).await;
+        beating(&shared, &mut me, &view, self.drain(all)).await;
         self.me = me;
         let (name, inc) = (self.me.name.clone(), self.me.incarnation);
         let r = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
@@ -517,26 +525,78 @@ async fn beat(
     .await
 }
 
+/// A round (or a leave's drain) running this many lease lifetimes is taken as stuck (a
+/// store call or a partition that never answers): see [`beating`].
+const STUCK_ROUND_LEASES: u32 = 5;
+
 /// Runs `work` (the rest of a round, a leave's drain) and writes a heartbeat every interval
 /// until it is done, counting from the heartbeat written just before: draining and
 /// recovering may take longer than the lease, and the node must not look dead meanwhile.
 /// The work keeps running while a heartbeat is written (it may hold a store connection the
 /// heartbeat waits for). Stops beating when the record was taken over; the next round acts
 /// on it.
-async fn beating<T>(shared: &Shared, me: &mut NodeRecord, work: impl Future<Output = T>) -> T {
+///
+/// What the node reports meanwhile (`/readyz`, the cluster view):
+/// - heartbeats that keep failing for half a lease make it not ready, with the error; the
+///   next heartbeat that gets through makes it ready again;
+/// - work that runs [`STUCK_ROUND_LEASES`] lease lifetimes makes it not ready and stops the
+///   heartbeats, so that the other nodes count it dead and take over the partitions whose
+///   leases lapse (a partition stuck in recovery or in a drain renews nothing); the node's
+///   healthy partitions stay with it as long as their actors renew them. When the work ends,
+///   the next round heartbeats again and publishes the node ready.
+async fn beating<T>(
+    shared: &Shared,
+    me: &mut NodeRecord,
+    view: &watch::Sender<ClusterView>,
+    work: impl Future<Output = T>,
+) -> T {
     use futures::future::{Either, select};
-    let interval = shared.opts.cluster.heartbeat_interval;
+    let c = &shared.opts.cluster;
+    let interval = c.heartbeat_interval;
     let retry = round_retry(interval);
+    let started = Instant::now();
+    let stuck_after = c.lease_ttl.saturating_mul(STUCK_ROUND_LEASES);
+    let set_reason = |reason: Option<String>| {
+        if let Some(r) = &reason {
+            tracing::warn!(reason = %r, "node not ready");
+        }
+        view.send_modify(|v| v.not_ready = reason);
+    };
     let beats = async {
         // Every interval from the heartbeat just written, however long each write takes.
         let mut every = tokio::time::interval_at(Instant::now() + interval, interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_ok = Instant::now();
+        let mut failing = false;
         loop {
             every.tick().await;
+            if started.elapsed() >= stuck_after {
+                set_reason(Some(format!(
+                    "a cluster round has run for {} s (a partition's recovery or drain, or a \
+                     store call, does not finish): heartbeats stopped so that other nodes take \
+                     over what lapses",
+                    started.elapsed().as_secs()
+                )));
+                return;
+            }
             match beat(shared, me, &retry).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    last_ok = Instant::now();
+                    if std::mem::take(&mut failing) {
+                        set_reason(None);
+                    }
+                }
                 Ok(false) => return,
-                Err(e) => tracing::warn!(error = %e, "heartbeat during a long round failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "heartbeat during a long round failed");
+                    if last_ok.elapsed() >= c.lease_ttl / 2 {
+                        failing = true;
+                        set_reason(Some(format!(
+                            "heartbeats have failed for {} ms during a long cluster round: {e}",
+                            last_ok.elapsed().as_millis()
+                        )));
+                    }
+                }
             }
         }
     };
