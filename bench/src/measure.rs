@@ -89,3 +89,19 @@ impl Memory {
         format!("RSS {} MiB (peak {} MiB)", self.rss >> 20, self.peak >> 20)
     }
 }
+
+/// CPU time (user + system) the process has used, in seconds, from `/proc/self/stat` (in
+/// clock ticks of 1/100 s, Linux's fixed `USER_HZ`); 0 where it cannot be read.
+pub(crate) fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (field(11) + field(12)) as f64 / 100.0
+}

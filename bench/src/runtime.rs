@@ -14,10 +14,15 @@ use perdure_node::options::NodeOptions;
 use perdure_node::store::embedded::EmbeddedStore;
 use serde_json::json;
 
-use crate::measure::{Memory, arg, percentile_ms};
+use crate::counting::CountingStore;
+use crate::measure::{Memory, arg, cpu_seconds, percentile_ms};
 
 async fn start_node(dir: &std::path::Path) -> anyhow::Result<NodeHandle> {
     let store = Arc::new(EmbeddedStore::open(dir).context("open embedded store")?);
+    start_node_on(store).await
+}
+
+async fn start_node_on(store: Arc<dyn perdure_node::store::Store>) -> anyhow::Result<NodeHandle> {
     let opts = NodeOptions {
         max_concurrent_activities: std::num::NonZeroUsize::new(256).context("nonzero")?,
         ..NodeOptions::default()
@@ -54,7 +59,12 @@ pub(crate) fn hello3(rest: &[String]) -> anyhow::Result<()> {
     let concurrency = arg(rest, "--concurrency", 256) as usize;
     let dir = tempfile::tempdir()?;
     runtime()?.block_on(async {
-        let node = start_node(dir.path()).await?;
+        let store = Arc::new(CountingStore::new(Arc::new(
+            EmbeddedStore::open(dir.path()).context("open embedded store")?,
+        )));
+        let node = start_node_on(store.clone()).await?;
+        let before = store.counts();
+        let cpu0 = cpu_seconds();
         let t0 = Instant::now();
         let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let mut handles = Vec::with_capacity(n as usize);
@@ -83,8 +93,32 @@ pub(crate) fn hello3(rest: &[String]) -> anyhow::Result<()> {
             lat.push(h.await??);
         }
         let elapsed = t0.elapsed();
+        let cpu = cpu_seconds() - cpu0;
+        let written = store.counts();
+        let per = |x: u64, y: u64| (x.saturating_sub(y)) as f64 / n.max(1) as f64;
+        let (now, then) = (written.total(), before.total());
+        let writes = json!({
+            "commits": per(written.commits, before.commits),
+            "keys_set": per(now.sets, then.sets),
+            "bytes_set": per(now.bytes, then.bytes),
+            "keys_cleared": per(now.clears, then.clears),
+            "ranges_cleared": per(now.range_clears, then.range_clears),
+            "by_keyspace": written.spaces.iter().map(|(k, w)| {
+                let b = before.spaces.get(k).copied().unwrap_or_default();
+                (k.clone(), json!({
+                    "keys_set": per(w.sets, b.sets),
+                    "bytes_set": per(w.bytes, b.bytes),
+                    "keys_cleared": per(w.clears, b.clears),
+                    "ranges_cleared": per(w.range_clears, b.range_clears),
+                }))
+            }).collect::<serde_json::Map<_, _>>(),
+        });
         lat.sort();
-        eprintln!("hello3: {n} completed in {elapsed:.2?}; measuring unloaded latency");
+        eprintln!(
+            "hello3: {n} completed in {elapsed:.2?}, {:.0} µs of CPU per orchestration; \
+             per orchestration: {writes}; measuring unloaded latency",
+            cpu * 1e6 / n.max(1) as f64
+        );
         let mut unloaded = Vec::with_capacity(unloaded_n as usize);
         for i in 0..unloaded_n {
             let mut req = StartRequest::new("HelloSequence");
@@ -110,6 +144,8 @@ pub(crate) fn hello3(rest: &[String]) -> anyhow::Result<()> {
             "latency_ms_p99": percentile_ms(&lat, 0.99),
             "unloaded_ms_p50": percentile_ms(&unloaded, 0.5),
             "unloaded_ms_p99": percentile_ms(&unloaded, 0.99),
+            "cpu_us_per_orchestration": cpu * 1e6 / n.max(1) as f64,
+            "written_per_orchestration": writes,
         }));
         Ok(())
     })
