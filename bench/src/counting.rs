@@ -108,7 +108,10 @@ impl Transaction for CountingTx {
     }
     fn clear_range(&mut self, range: &KeyRange) {
         self.inner.clear_range(range);
-        self.mine.entry(space(&range.begin)).or_default().range_clears += 1;
+        self.mine
+            .entry(space(&range.begin))
+            .or_default()
+            .range_clears += 1;
     }
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let Self {

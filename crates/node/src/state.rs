@@ -166,6 +166,16 @@ pub fn clear(tx: &mut dyn Transaction, key: &[u8]) {
     tx.clear_range(&chunk_range(key));
 }
 
+/// Clears the value at `key`, whose stored bytes `raw` the caller read in this transaction:
+/// its chunks only if it was stored in chunks (a range clear saved for every small value).
+pub fn clear_read(tx: &mut dyn Transaction, key: &[u8], raw: &[u8]) {
+    if raw.first() == Some(&INLINE) {
+        tx.clear(key);
+    } else {
+        clear(tx, key);
+    }
+}
+
 /// Clears every value under `prefix` and their chunks.
 pub fn clear_prefix(tx: &mut dyn Transaction, prefix: &[u8]) {
     tx.clear_range(&KeyRange::prefix(prefix));

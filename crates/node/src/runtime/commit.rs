@@ -94,9 +94,11 @@ pub(crate) async fn commit_with(
             tx.cached_reads();
             leases::check(tx, partition, epoch).await?;
             let consumed = plan.consumed();
+            let mut raws = Vec::with_capacity(consumed.len());
             for (k, _) in consumed {
-                if tx.get(k).await?.is_none() {
-                    return Ok(Committed::Stale);
+                match tx.get(k).await? {
+                    Some(raw) => raws.push(raw),
+                    None => return Ok(Committed::Stale),
                 }
             }
             // An instance record changed outside the episode (a start replacing the
@@ -107,8 +109,8 @@ pub(crate) async fn commit_with(
                     Some(old) => old,
                     // No reload can revive a replaced execution: its start is dropped.
                     None if matches!(p.base, instance::Base::Execution(_)) => {
-                        for (k, m) in consumed {
-                            queues::remove(tx, k, m);
+                        for ((k, m), raw) in consumed.iter().zip(&raws) {
+                            queues::remove_read(tx, k, m, raw);
                         }
                         return Ok(Committed::Superseded);
                     }
@@ -116,8 +118,8 @@ pub(crate) async fn commit_with(
                 },
                 Plan::Entity(_) => None,
             };
-            for (k, m) in consumed {
-                queues::remove(tx, k, m);
+            for ((k, m), raw) in consumed.iter().zip(&raws) {
+                queues::remove_read(tx, k, m, raw);
             }
             let out = match plan.as_ref() {
                 Plan::Instance(p) => instance::write(tx, &sh, partition, p, old, writes).await?,

@@ -54,16 +54,18 @@ pub fn save(
     old: Option<&InstanceRecord>,
     new: &InstanceRecord,
 ) -> Result<(), StoreError> {
-    let new_idx = index_keys(new);
-    if let Some(old) = old {
-        for (o, n) in index_keys(old).iter().zip(new_idx.iter()) {
-            if o != n {
-                tx.clear(o);
-            }
+    // Only the entries that change are written: an episode that keeps the status writes
+    // none (the old record's entries exist, written with it).
+    let old_idx = old.map(index_keys);
+    for (i, n) in index_keys(new).iter().enumerate() {
+        let o = old_idx.as_ref().and_then(|o| o.get(i));
+        if o == Some(n) {
+            continue;
         }
-    }
-    for k in &new_idx {
-        tx.set(k, &[])?;
+        if let Some(o) = o {
+            tx.clear(o);
+        }
+        tx.set(n, &[])?;
     }
     put(tx, &record_key(&new.instance_id), new)
 }

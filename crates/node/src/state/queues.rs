@@ -126,6 +126,15 @@ pub fn remove(tx: &mut dyn Transaction, key: &[u8], msg: &InboxMessage) {
     }
 }
 
+/// [`remove`], for a caller that has the stored bytes `raw` of `key` at hand (read in this
+/// transaction): a small value's chunk range is not cleared.
+pub fn remove_read(tx: &mut dyn Transaction, key: &[u8], msg: &InboxMessage, raw: &[u8]) {
+    super::clear_read(tx, key, raw);
+    if let Some(k) = index_key(key, msg) {
+        tx.clear(&k);
+    }
+}
+
 /// Removes up to `limit` pending inbox messages and timers addressed to `id`, with their index
 /// entries (reading only the empty index entries, not the messages); returns whether more may remain (call again in a new transaction). Reading the
 /// index range makes a concurrent send to the instance conflict with this transaction.
@@ -224,11 +233,13 @@ pub async fn read_timers(
 /// whether it was. Reading it makes two consumers conflict, so exactly one commits. Inbox
 /// messages and timers are removed with [`remove`], which also clears their index entry.
 pub async fn consume(tx: &mut dyn Transaction, key: &[u8]) -> Result<bool, StoreError> {
-    if tx.get(key).await?.is_none() {
-        return Ok(false);
+    match tx.get(key).await? {
+        None => Ok(false),
+        Some(raw) => {
+            super::clear_read(tx, key, &raw);
+            Ok(true)
+        }
     }
-    clear(tx, key);
-    Ok(true)
 }
 
 /// The key of an activity task.
