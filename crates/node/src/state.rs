@@ -168,6 +168,9 @@ pub fn clear(tx: &mut dyn Transaction, key: &[u8]) {
 
 /// Clears the value at `key`, whose stored bytes `raw` the caller read in this transaction:
 /// its chunks only if it was stored in chunks (a range clear saved for every small value).
+/// Sound for values that never shrink from chunked to inline ([`put_bytes`] leaves the old
+/// chunks of such a value behind): inbox messages and timers are written once, and an
+/// activity task's record only grows (its attempt count and lease).
 pub fn clear_read(tx: &mut dyn Transaction, key: &[u8], raw: &[u8]) {
     if raw.first() == Some(&INLINE) {
         tx.clear(key);
