@@ -80,6 +80,9 @@ pub struct Shared {
     pub(crate) nudge: Arc<dyn crate::cluster::PeerNudge>,
     /// Test seam: the node behaves as if its process froze (no renewals, no releases).
     pub(crate) abandoned: AtomicBool,
+    /// Bumped by every page of a partition's recovery or re-read and by every partition a
+    /// drain finishes: the cluster manager's sign that a long round is still moving.
+    pub(crate) round_progress: AtomicU64,
     /// A re-read of the inbox is queued per partition (nudges coalesce).
     pub(crate) rescans: Vec<AtomicBool>,
     /// Messages waiting per partition (admission control).
@@ -124,6 +127,7 @@ impl Shared {
             owners: RwLock::new(vec![None; partitions as usize]),
             nudge: Arc::new(crate::cluster::NoNudge),
             abandoned: AtomicBool::new(false),
+            round_progress: AtomicU64::new(0),
             rescans: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
             depth: (0..partitions).map(|_| AtomicUsize::new(0)).collect(),
             epochs: (0..partitions).map(|_| AtomicU64::new(0)).collect(),

@@ -20,8 +20,11 @@ fn approval_input() -> Option<Payload> {
 }
 
 /// Yields to the runtime until `pred` holds on the metrics (bounded).
-/// Polls the metrics every real millisecond for up to 20 real seconds. The wait is a blocking
-/// task, which keeps a paused clock from jumping ahead (a wait on the store's I/O does not).
+/// Polls the metrics up to 20,000 times, each after a real millisecond and then a paused
+/// millisecond. The real one is a blocking task, which keeps a paused clock still while the
+/// store's I/O runs (a wait on a socket lets it jump to the next timer); the paused one lets
+/// the node's short timers (a retry's backoff) fire, and being the nearest timer it bounds
+/// how far the clock moves: at most 20 s over the whole poll.
 async fn until(metrics: &Metrics, what: &str, pred: impl Fn(&Metrics) -> bool) {
     for _ in 0..20_000 {
         if pred(metrics) {
@@ -30,6 +33,7 @@ async fn until(metrics: &Metrics, what: &str, pred: impl Fn(&Metrics) -> bool) {
         tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
             .await
             .expect("sleep");
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     panic!("never reached: {what}");
 }

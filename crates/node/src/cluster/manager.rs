@@ -52,7 +52,15 @@ pub(crate) struct Manager {
     /// Rounds in a row whose every retry conflicted.
     conflicts: u32,
     superseded: bool,
+    /// Set while a round taken as stuck finishes: what it publishes was read before it got
+    /// stuck, so it publishes the node not ready.
+    stuck: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// A heartbeat got no answer from the store in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the store did not answer a heartbeat within {} ms", .0.as_millis())]
+struct NoAnswer(Duration);
 
 /// How the manager is reached.
 pub(crate) struct ManagerHandle {
@@ -78,6 +86,7 @@ impl Manager {
                 last_rescan: Instant::now(),
                 conflicts: 0,
                 superseded: false,
+                stuck: Arc::default(),
             },
             rx,
         )
@@ -155,8 +164,11 @@ impl Manager {
             return Ok(interval);
         }
         let retry = round_retry(interval);
-        // Heartbeat.
-        let still_me = beat(&self.shared, &mut self.me, &retry).await?;
+        // Heartbeat (a store that does not answer counts as unreachable).
+        let still_me =
+            tokio::time::timeout(c.lease_ttl / 2, beat(&self.shared, &mut self.me, &retry))
+                .await
+                .map_err(|_| StoreError::Unavailable(Box::new(NoAnswer(c.lease_ttl / 2))))??;
         if !still_me {
             // A newer process of this node's name took over: everything held is fenced.
             tracing::error!(node = %c.name, "a newer process took this node's name over: stopping all partitions");
@@ -170,8 +182,14 @@ impl Manager {
         let mut me = self.me.clone();
         let shared = self.shared.clone();
         let view = self.view.clone();
-        let next = beating(&shared, &mut me, &view, self.round(retry)).await;
+        let stuck = self.stuck.clone();
+        let next = beating(&shared, &mut me, &view, &stuck, self.round(retry)).await;
         self.me = me;
+        if self.stuck.swap(false, Ordering::Relaxed) {
+            // The round published the node not ready: run a fresh one (heartbeat first) at
+            // once.
+            return next.map(|_| Duration::ZERO);
+        }
         next
     }
 
@@ -360,9 +378,14 @@ impl Manager {
             nodes.iter().filter(|n| n.live && !n.leaving).count() as i64,
             Ordering::Relaxed,
         );
+        // A round taken as stuck read all this before it got stuck.
+        let not_ready = self
+            .stuck
+            .load(Ordering::Relaxed)
+            .then(|| "catching up after a stuck cluster round".to_string());
         self.view.send_replace(ClusterView {
             node: c.name.clone(),
-            not_ready: None,
+            not_ready,
             owned,
             nodes,
             partitions: rows,
@@ -445,9 +468,11 @@ impl Manager {
                 self.shared.set_route(p, None);
                 let (tx, rx) = oneshot::channel();
                 let _ = h.actor.cast(ActorMsg::External(PartitionMsg::Shutdown(tx)));
+                let progress = &self.shared.round_progress;
                 waits.push(async move {
                     let _ = rx.await;
                     let _ = h.task.await;
+                    progress.fetch_add(1, Ordering::Relaxed);
                 });
             }
         }
@@ -467,7 +492,9 @@ impl Manager {
         let shared = self.shared.clone();
         let view = self.view.clone();
         let all = self.held.keys().copied().collect();
-        beating(&shared, &mut me, &view, self.drain(all)).await;
+        let stuck = self.stuck.clone();
+        beating(&shared, &mut me, &view, &stuck, self.drain(all)).await;
+        self.stuck.store(false, Ordering::Relaxed);
         self.me = me;
         let (name, inc) = (self.me.name.clone(), self.me.incarnation);
         let r = transact(self.shared.store.as_ref(), &self.shared.retry, move |tx| {
@@ -525,8 +552,8 @@ async fn beat(
     .await
 }
 
-/// A round (or a leave's drain) running this many lease lifetimes is taken as stuck (a
-/// store call or a partition that never answers): see [`beating`].
+/// A round (or a leave's drain) that makes no progress for this many lease lifetimes is taken
+/// as stuck (a store call or a partition that never answers): see [`beating`].
 const STUCK_ROUND_LEASES: u32 = 5;
 
 /// Runs `work` (the rest of a round, a leave's drain) and writes a heartbeat every interval
@@ -534,27 +561,29 @@ const STUCK_ROUND_LEASES: u32 = 5;
 /// recovering may take longer than the lease, and the node must not look dead meanwhile.
 /// The work keeps running while a heartbeat is written (it may hold a store connection the
 /// heartbeat waits for). Stops beating when the record was taken over; the next round acts
-/// on it.
+/// on it. Sets `stuck` when it takes the work as stuck.
 ///
 /// What the node reports meanwhile (`/readyz`, the cluster view):
-/// - heartbeats that keep failing for half a lease make it not ready, with the error; the
-///   next heartbeat that gets through makes it ready again;
-/// - work that runs [`STUCK_ROUND_LEASES`] lease lifetimes makes it not ready and stops the
-///   heartbeats, so that the other nodes count it dead and take over the partitions whose
-///   leases lapse (a partition stuck in recovery or in a drain renews nothing); the node's
-///   healthy partitions stay with it as long as their actors renew them. When the work ends,
-///   the next round heartbeats again and publishes the node ready.
+/// - heartbeats that keep failing (or do not answer within half a lease) for half a lease
+///   make it not ready, with the error; the next heartbeat that gets through makes it ready
+///   again;
+/// - work that makes no progress (no page of a recovery or re-read, no partition drained:
+///   `Shared::round_progress`) for [`STUCK_ROUND_LEASES`] lease lifetimes makes it not ready
+///   and stops the heartbeats, so that the other nodes count it dead and take over the
+///   partitions whose leases lapse (a partition stuck on one store call renews nothing);
+///   the partitions whose actors keep renewing stay with it. The caller runs a fresh round
+///   when the work ends.
 async fn beating<T>(
     shared: &Shared,
     me: &mut NodeRecord,
     view: &watch::Sender<ClusterView>,
+    stuck: &std::sync::atomic::AtomicBool,
     work: impl Future<Output = T>,
 ) -> T {
     use futures::future::{Either, select};
     let c = &shared.opts.cluster;
     let interval = c.heartbeat_interval;
     let retry = round_retry(interval);
-    let started = Instant::now();
     let stuck_after = c.lease_ttl.saturating_mul(STUCK_ROUND_LEASES);
     let set_reason = |reason: Option<String>| {
         if let Some(r) = &reason {
@@ -562,41 +591,49 @@ async fn beating<T>(
         }
         view.send_modify(|v| v.not_ready = reason);
     };
+    let progress = || shared.round_progress.load(Ordering::Relaxed);
     let beats = async {
         // Every interval from the heartbeat just written, however long each write takes.
         let mut every = tokio::time::interval_at(Instant::now() + interval, interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_ok = Instant::now();
         let mut failing = false;
+        let (mut seen, mut moved) = (progress(), Instant::now());
         loop {
             every.tick().await;
-            if started.elapsed() >= stuck_after {
+            if progress() != seen {
+                (seen, moved) = (progress(), Instant::now());
+            }
+            if moved.elapsed() >= stuck_after {
                 set_reason(Some(format!(
-                    "a cluster round has run for {} s (a partition's recovery or drain, or a \
-                     store call, does not finish): heartbeats stopped so that other nodes take \
-                     over what lapses",
-                    started.elapsed().as_secs()
+                    "a cluster round has made no progress for {} s (a partition's recovery or \
+                     drain, or a store call, does not finish): heartbeats stopped so that \
+                     other nodes take over what lapses",
+                    moved.elapsed().as_secs()
                 )));
+                stuck.store(true, Ordering::Relaxed);
                 return;
             }
-            match beat(shared, me, &retry).await {
-                Ok(true) => {
+            let beat = tokio::time::timeout(c.lease_ttl / 2, beat(shared, me, &retry));
+            let error = match beat.await {
+                Ok(Ok(true)) => {
                     last_ok = Instant::now();
                     if std::mem::take(&mut failing) {
                         set_reason(None);
                     }
+                    continue;
                 }
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "heartbeat during a long round failed");
-                    if last_ok.elapsed() >= c.lease_ttl / 2 {
-                        failing = true;
-                        set_reason(Some(format!(
-                            "heartbeats have failed for {} ms during a long cluster round: {e}",
-                            last_ok.elapsed().as_millis()
-                        )));
-                    }
-                }
+                Ok(Ok(false)) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => NoAnswer(c.lease_ttl / 2).to_string(),
+            };
+            tracing::warn!(error = %error, "heartbeat during a long round failed");
+            if last_ok.elapsed() >= c.lease_ttl / 2 {
+                failing = true;
+                set_reason(Some(format!(
+                    "heartbeats have failed for {} ms during a long cluster round: {error}",
+                    last_ok.elapsed().as_millis()
+                )));
             }
         }
     };

@@ -356,6 +356,8 @@ impl Partition {
     /// Renews the lease if a third of its time has passed since the last renewal: for the
     /// pages of a recovery or re-read, during which the actor's renewal messages wait.
     async fn renew_if_due(&mut self) -> Result<(), StoreError> {
+        // Called between pages: the recovery is moving.
+        self.shared.round_progress.fetch_add(1, Ordering::Relaxed);
         self.renew_after(self.shared.opts.cluster.lease_ttl / 3)
             .await
     }

@@ -187,8 +187,8 @@ impl PostgresStore {
     }
 
     /// Like [`connect_with_table`](Self::connect_with_table), with no client-side timers:
-    /// no connect, pool-wait, create or recycle timeout (the kernel's TCP user timeout
-    /// stays). For runtimes whose clock is paused (tokio's `start_paused` tests): a paused
+    /// no connect (unless `url` sets `connect_timeout`), pool-wait, create or recycle
+    /// timeout (the kernel's TCP user timeout stays). For runtimes whose clock is paused (tokio's `start_paused` tests): a paused
     /// clock jumps ahead whenever every task waits, a wait on PostgreSQL's socket included,
     /// so the pool's timeouts would fire at once. Servers use the timers.
     pub async fn connect_without_timers(
