@@ -55,6 +55,9 @@ pub struct Partition {
     quarantined: HashSet<Target>,
     /// When the lease was last renewed (or acquired).
     renewed: Instant,
+    /// While [`recover`](Self::recover) runs: its pages count as the cluster round's progress
+    /// (a re-read's do not: it is not the round's work).
+    recovering: bool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -123,6 +126,7 @@ impl Partition {
             residents: HashMap::new(),
             quarantined: HashSet::new(),
             renewed: acquired,
+            recovering: false,
         };
         Ok(me)
     }
@@ -135,11 +139,17 @@ impl Partition {
     /// transactions, which never conflict with the messages written meanwhile.
     pub(crate) async fn recover(&mut self) -> Result<(), StoreError> {
         let armed = self.timers.len();
+        self.recovering = true;
         // Episodes committed in stages whose effects a previous owner did not finish writing
         // go first: what they write is read by the scans below.
-        self.finish_staged().await?;
-        self.scan_inbox_and_timers().await?;
-        self.recover_tasks().await?;
+        let read = async {
+            self.finish_staged().await?;
+            self.scan_inbox_and_timers().await?;
+            self.recover_tasks().await
+        }
+        .await;
+        self.recovering = false;
+        read?;
         self.shared
             .metrics
             .armed_timers
@@ -356,8 +366,10 @@ impl Partition {
     /// Renews the lease if a third of its time has passed since the last renewal: for the
     /// pages of a recovery or re-read, during which the actor's renewal messages wait.
     async fn renew_if_due(&mut self) -> Result<(), StoreError> {
-        // Called between pages: the recovery is moving.
-        self.shared.round_progress.fetch_add(1, Ordering::Relaxed);
+        // Called between pages: a recovery is moving.
+        if self.recovering {
+            self.shared.round_progress.fetch_add(1, Ordering::Relaxed);
+        }
         self.renew_after(self.shared.opts.cluster.lease_ttl / 3)
             .await
     }
