@@ -23,6 +23,7 @@ pub mod members;
 pub mod purge;
 pub mod queues;
 pub mod records;
+pub mod shards;
 pub mod staged;
 #[cfg(test)]
 mod tests;

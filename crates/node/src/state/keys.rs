@@ -144,21 +144,8 @@ impl Key {
             i += 1;
             match tag {
                 BYTES | STRING => {
-                    let mut v = Vec::new();
-                    loop {
-                        let b = *bytes.get(i).ok_or(KeyError::Truncated(i))?;
-                        i += 1;
-                        if b == 0 {
-                            if bytes.get(i) == Some(&0xFF) {
-                                v.push(0);
-                                i += 1;
-                            } else {
-                                break;
-                            }
-                        } else {
-                            v.push(b);
-                        }
-                    }
+                    let (v, next) = unescape(bytes, i).ok_or(KeyError::Truncated(bytes.len()))?;
+                    i = next;
                     if tag == STRING {
                         out.push(Elem::Str(
                             String::from_utf8(v).map_err(|_| KeyError::NotUtf8)?,
@@ -189,6 +176,27 @@ impl Key {
             }
         }
         Ok(out)
+    }
+}
+
+/// The escaped bytes of a string or bytes element whose body starts at `at`, unescaped, and
+/// the position after its terminator; `None` if the key ends first.
+pub(crate) fn unescape(bytes: &[u8], at: usize) -> Option<(Vec<u8>, usize)> {
+    let mut v = Vec::new();
+    let mut i = at;
+    loop {
+        let b = *bytes.get(i)?;
+        i += 1;
+        if b == 0 {
+            if bytes.get(i) == Some(&0xFF) {
+                v.push(0);
+                i += 1;
+            } else {
+                return Some((v, i));
+            }
+        } else {
+            v.push(b);
+        }
     }
 }
 

@@ -40,7 +40,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
 use super::cache::ReadCache;
-use super::{Pending, PostgresError, Sql, pg_error};
+use super::{KeyWrites, Pending, PostgresError, RangeQuery, Sql, pg_error, range_clears};
+use crate::state::shards;
 use crate::store::{KeyRange, KeyValue, StoreError};
 
 /// Most members in one group.
@@ -61,12 +62,8 @@ pub(super) struct RangeRead {
 }
 
 impl RangeRead {
-    pub(super) fn sql<'s>(&self, sql: &'s Sql) -> &'s str {
-        if self.reverse {
-            &sql.range_reverse
-        } else {
-            &sql.range_forward
-        }
+    pub(super) fn query(&self) -> RangeQuery<'_> {
+        RangeQuery::new(&self.range, self.reverse, self.limit)
     }
 
     /// Whether a write of `key` or a clear of `cleared` may change this read's result.
@@ -360,6 +357,8 @@ struct Statements {
     get_many: Statement,
     range_forward: Statement,
     range_reverse: Statement,
+    span_forward: Statement,
+    span_reverse: Statement,
     delete_ranges: Statement,
     delete_keys: Statement,
     upsert: Statement,
@@ -373,6 +372,8 @@ impl Statements {
             get_many: client.prepare_cached(&sql.get_many).await?,
             range_forward: client.prepare_cached(&sql.range_forward).await?,
             range_reverse: client.prepare_cached(&sql.range_reverse).await?,
+            span_forward: client.prepare_cached(&sql.span_forward).await?,
+            span_reverse: client.prepare_cached(&sql.span_reverse).await?,
             delete_ranges: client.prepare_cached(&sql.delete_ranges).await?,
             delete_keys: client.prepare_cached(&sql.delete_keys).await?,
             upsert: client.prepare_cached(&sql.upsert).await?,
@@ -520,20 +521,21 @@ async fn validate(
         if keys.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let rows = client.query(&stmts.get_many, &[&keys]).await?;
+        let shards: Vec<i32> = keys.iter().map(|k| shards::shard_of(k)).collect();
+        let rows = client.query(&stmts.get_many, &[&shards, &keys]).await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<BTreeMap<Vec<u8>, Vec<u8>>, tokio_postgres::Error>>()
     };
     let range_reads = join_all(ranges.iter().map(|r| async move {
-        let stmt = if r.reverse {
-            &stmts.range_reverse
-        } else {
-            &stmts.range_forward
+        let q = r.query();
+        let stmt = match (q.shard.is_some(), r.reverse) {
+            (true, false) => &stmts.range_forward,
+            (true, true) => &stmts.range_reverse,
+            (false, false) => &stmts.span_forward,
+            (false, true) => &stmts.span_reverse,
         };
-        let rows = client
-            .query(stmt, &[&r.range.begin, &r.range.end, &r.limit])
-            .await?;
+        let rows = client.query(stmt, &q.params()).await?;
         let pairs = rows
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -554,43 +556,35 @@ async fn send_writes(
     stmts: &Statements,
     pending: &Pending,
 ) -> Result<(), tokio_postgres::Error> {
-    let mut deletes: Vec<&[u8]> = Vec::new();
-    let mut keys: Vec<&[u8]> = Vec::new();
-    let mut values: Vec<&[u8]> = Vec::new();
-    for (key, value) in &pending.writes {
-        match value {
-            Some(v) => {
-                keys.push(key);
-                values.push(v);
-            }
-            None => deletes.push(key),
-        }
-    }
+    let w = KeyWrites::of(pending);
     // Every range clear in one statement (a group clears many: each removed value clears
     // the range of its chunks).
-    let begins: Vec<&[u8]> = pending.cleared.iter().map(|r| r.begin.as_slice()).collect();
-    let ends: Vec<&[u8]> = pending.cleared.iter().map(|r| r.end.as_slice()).collect();
+    let (shards, begins, ends) = range_clears(pending.cleared.iter());
     let ranges = async {
         if begins.is_empty() {
             Ok(0)
         } else {
             client
-                .execute(&stmts.delete_ranges, &[&begins, &ends])
+                .execute(&stmts.delete_ranges, &[&shards, &begins, &ends])
                 .await
         }
     };
     let dels = async {
-        if deletes.is_empty() {
+        if w.deleted.is_empty() {
             Ok(0)
         } else {
-            client.execute(&stmts.delete_keys, &[&deletes]).await
+            client
+                .execute(&stmts.delete_keys, &[&w.deleted_shards, &w.deleted])
+                .await
         }
     };
     let sets = async {
-        if keys.is_empty() {
+        if w.set.is_empty() {
             Ok(0)
         } else {
-            client.execute(&stmts.upsert, &[&keys, &values]).await
+            client
+                .execute(&stmts.upsert, &[&w.set_shards, &w.set, &w.values])
+                .await
         }
     };
     let (r, d, s) = futures::join!(ranges, dels, sets);

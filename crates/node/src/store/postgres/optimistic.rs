@@ -24,6 +24,7 @@ use deadpool_postgres::{Object, Pool};
 
 use super::group::{GroupCommitter, RangeRead, ReadSet};
 use super::{Pending, PostgresError, Sql, checkout_error, pg_error, rows_to_pairs};
+use crate::state::shards;
 use crate::store::{KeyRange, KeyValue, RangeOptions, StoreError, Transaction, check_write};
 
 /// A transaction of a group-committing [`PostgresStore`](super::PostgresStore).
@@ -169,7 +170,8 @@ impl Transaction for OptimisticTransaction {
             return Ok(guess);
         }
         let sql = self.sql.clone();
-        let rows = self.query(&sql.get, &[&key]).await?;
+        let shard = shards::shard_of(key);
+        let rows = self.query(&sql.get, &[&shard, &key]).await?;
         let value = rows
             .first()
             .map(|r| r.try_get::<_, Vec<u8>>(0))
@@ -200,9 +202,8 @@ impl Transaction for OptimisticTransaction {
             limit: limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         };
         let sql = self.sql.clone();
-        let rows = self
-            .query(read.sql(&sql), &[&range.begin, &range.end, &read.limit])
-            .await?;
+        let q = read.query();
+        let rows = self.query(q.sql(&sql), &q.params()).await?;
         let rows = rows_to_pairs(&rows)?;
         self.reads.ranges.push((read, rows.clone()));
         if !local {
