@@ -9,7 +9,7 @@ use common::stores::postgres_url;
 use perdure_node::state::keys::Key;
 use perdure_node::state::shards;
 use perdure_node::store::postgres::{CommitMode, PostgresStore};
-use perdure_node::store::{KeyRange, RangeOptions, RetryOptions, Store, transact};
+use perdure_node::store::{KeyRange, RangeOptions, RetryOptions, Store, StoreError, transact};
 
 async fn raw_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
@@ -195,5 +195,45 @@ async fn a_table_of_the_old_layout_is_moved_and_keeps_every_key() -> anyhow::Res
     assert!(want.len() < rows.len() - 100, "the clears removed rows");
 
     a.drop_table(table).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_another_layout_is_refused() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_table_of_another_layout_is_refused") else {
+        return Ok(());
+    };
+    let table = "layout_stamp";
+    let raw = raw_client(&url).await?;
+    raw.batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+        .await?;
+    let store = PostgresStore::connect_with_table(&url, 2, table).await?;
+    let stamp: Option<String> = raw
+        .query_one(
+            "SELECT obj_description($1::text::regclass, 'pg_class')",
+            &[&table],
+        )
+        .await?
+        .get(0);
+    let stamp = stamp.ok_or_else(|| anyhow::anyhow!("a new table has no layout comment"))?;
+    assert!(stamp.starts_with("perdure kv layout 2"), "{stamp}");
+    // Connecting again to a table of this layout works.
+    drop(PostgresStore::connect_with_table(&url, 2, table).await?);
+
+    raw.batch_execute(&format!(
+        "COMMENT ON TABLE {table} IS 'perdure kv layout 3: something else'"
+    ))
+    .await?;
+    let err = PostgresStore::connect_with_table(&url, 2, table)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a table of another layout was accepted"))?;
+    assert!(matches!(err, StoreError::Fatal(_)), "{err:?}");
+    let text = format!(
+        "{err} {:?}",
+        std::error::Error::source(&err).map(|s| s.to_string())
+    );
+    assert!(text.contains(table) && text.contains("layout 3"), "{text}");
+    store.drop_table(table).await?;
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! The PostgreSQL backend: one table `kv(key bytea primary key, value bytea)`, SERIALIZABLE
-//! transactions, a connection pool (deadpool-postgres over tokio-postgres, no TLS).
+//! The PostgreSQL backend: one table `kv(shard int4, key bytea, value bytea)` with primary
+//! key `(shard, key)` (the `layout` module; the shard of a key is `state::shards::shard_of`),
+//! SERIALIZABLE transactions, a connection pool (deadpool-postgres over tokio-postgres, no
+//! TLS).
 //!
 //! Two [`CommitMode`]s: group commit (the default; `optimistic` reads from a snapshot,
 //! `group` validates and writes many logical transactions in one SERIALIZABLE PostgreSQL
@@ -87,6 +89,18 @@ pub enum PostgresError {
     /// A statement failed.
     #[error("PostgreSQL statement failed: {0}")]
     Statement(#[source] tokio_postgres::Error),
+    /// The table was written with another layout (its comment names it).
+    #[error(
+        "table {table} has the layout {found:?}, not the one this version reads ({expected:?}); \
+         use the version that wrote it, or another table",
+        expected = layout::LAYOUT
+    )]
+    Layout {
+        /// The table.
+        table: String,
+        /// Its comment.
+        found: String,
+    },
     /// The connection failed during `COMMIT`: the outcome is unknown.
     #[error("connection lost during COMMIT: {0}")]
     Commit(#[source] tokio_postgres::Error),

@@ -10,12 +10,17 @@
 use deadpool_postgres::Object;
 use tokio_postgres::error::SqlState;
 
-use super::pg_error;
+use super::{PostgresError, pg_error};
 use crate::state::shards;
 use crate::store::StoreError;
 
 /// Keys given their shard per statement while moving an older table.
 const MOVE_BATCH: i64 = 10_000;
+
+/// The table's comment: names the layout, so that a later version whose shard function
+/// differs (another shard count, hash or keyspace list) finds out instead of missing rows.
+pub(super) const LAYOUT: &str = "perdure kv layout 2: primary key (shard, key), \
+     shards by state::shards (256, FNV-1a of the instance or entity id)";
 
 /// Creates `table` if it is missing, and moves it to the sharded layout if it has the old one.
 pub(super) async fn prepare(client: &Object, table: &str) -> Result<(), StoreError> {
@@ -29,15 +34,39 @@ pub(super) async fn prepare(client: &Object, table: &str) -> Result<(), StoreErr
             return Err(pg_error(e));
         }
     }
-    if has_shard_column(client, table).await? {
-        return Ok(());
+    if !has_shard_column(client, table).await? {
+        client.batch_execute("BEGIN").await.map_err(pg_error)?;
+        let moved = move_to_shards(client, table).await;
+        let end = if moved.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = client.batch_execute(end).await.map_err(pg_error);
+        moved?;
+        ended?;
     }
-    client.batch_execute("BEGIN").await.map_err(pg_error)?;
-    let moved = move_to_shards(client, table).await;
-    let end = if moved.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    let ended = client.batch_execute(end).await.map_err(pg_error);
-    moved?;
-    ended
+    check_layout(client, table).await
+}
+
+/// Stamps a table without a comment with [`LAYOUT`]; refuses a table stamped otherwise.
+async fn check_layout(client: &Object, table: &str) -> Result<(), StoreError> {
+    let found: Option<String> = client
+        .query_one(
+            "SELECT obj_description($1::text::regclass, 'pg_class')",
+            &[&table],
+        )
+        .await
+        .map_err(pg_error)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    match found {
+        Some(f) if f == LAYOUT => Ok(()),
+        Some(f) => Err(StoreError::Fatal(Box::new(PostgresError::Layout {
+            table: table.to_owned(),
+            found: f,
+        }))),
+        None => client
+            .batch_execute(&format!("COMMENT ON TABLE {table} IS '{LAYOUT}'"))
+            .await
+            .map_err(pg_error),
+    }
 }
 
 async fn has_shard_column(client: &Object, table: &str) -> Result<bool, StoreError> {
