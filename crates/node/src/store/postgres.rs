@@ -555,23 +555,36 @@ struct KeyWrites<'a> {
 }
 
 impl<'a> KeyWrites<'a> {
+    /// In index order, `(shard, key)`: each statement then walks the index forwards, as
+    /// it did when keys alone were the index order (measured: sent in key order, a group's
+    /// rows jump between shards and cost PostgreSQL more CPU).
     fn of(pending: &'a Pending) -> Self {
         let mut w = Self::default();
-        for (key, value) in &pending.writes {
+        for (shard, key, value) in in_index_order(pending.writes.iter()) {
             match value {
                 Some(v) => {
-                    w.set_shards.push(shards::shard_of(key));
+                    w.set_shards.push(shard);
                     w.set.push(key);
                     w.values.push(v);
                 }
                 None => {
-                    w.deleted_shards.push(shards::shard_of(key));
+                    w.deleted_shards.push(shard);
                     w.deleted.push(key);
                 }
             }
         }
         w
     }
+}
+
+/// `(key, value)` pairs in key order, with their shards, in index order: by shard, then key.
+fn in_index_order<'a, V>(pairs: impl Iterator<Item = (&'a Vec<u8>, V)>) -> Vec<(i32, &'a [u8], V)> {
+    let mut out: Vec<(i32, &[u8], V)> = pairs
+        .map(|(k, v)| (shards::shard_of(k), k.as_slice(), v))
+        .collect();
+    // Stable: keys stay in key order within a shard.
+    out.sort_by_key(|(s, _, _)| *s);
+    out
 }
 
 /// Rows of `key, value` as pairs.

@@ -40,8 +40,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 
 use super::cache::ReadCache;
-use super::{KeyWrites, Pending, PostgresError, RangeQuery, Sql, pg_error, range_clears};
-use crate::state::shards;
+use super::{
+    KeyWrites, Pending, PostgresError, RangeQuery, Sql, in_index_order, pg_error, range_clears,
+};
 use crate::store::{KeyRange, KeyValue, StoreError};
 
 /// Most members in one group.
@@ -521,7 +522,10 @@ async fn validate(
         if keys.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let shards: Vec<i32> = keys.iter().map(|k| shards::shard_of(k)).collect();
+        let (shards, keys): (Vec<i32>, Vec<&[u8]>) = in_index_order(keys.iter().map(|k| (k, ())))
+            .into_iter()
+            .map(|(s, k, ())| (s, k))
+            .unzip();
         let rows = client.query(&stmts.get_many, &[&shards, &keys]).await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
