@@ -362,7 +362,7 @@ impl PostgresStore {
                     client
                         .batch_execute(
                             "SET enable_seqscan = off; SET enable_hashjoin = off; \
-                             SET enable_mergejoin = off",
+                             SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan",
                         )
                         .await
                         .map_err(deadpool_postgres::HookError::Backend)
