@@ -195,11 +195,22 @@ impl<'a> RangeQuery<'a> {
     }
 
     fn sql<'s>(&self, sql: &'s Sql) -> &'s str {
+        self.pick([
+            &sql.range_forward,
+            &sql.range_reverse,
+            &sql.span_forward,
+            &sql.span_reverse,
+        ])
+    }
+
+    /// Of the four statements (one shard forward, one shard reverse, all shards forward,
+    /// all shards reverse), the one this read runs.
+    fn pick<'s, T: ?Sized>(&self, [one, one_rev, span, span_rev]: [&'s T; 4]) -> &'s T {
         match (self.shard.is_some(), self.reverse) {
-            (true, false) => &sql.range_forward,
-            (true, true) => &sql.range_reverse,
-            (false, false) => &sql.span_forward,
-            (false, true) => &sql.span_reverse,
+            (true, false) => one,
+            (true, true) => one_rev,
+            (false, false) => span,
+            (false, true) => span_rev,
         }
     }
 
@@ -222,11 +233,11 @@ fn range_clears<'a>(
 ) -> (Vec<i32>, Vec<&'a [u8]>, Vec<&'a [u8]>) {
     let (mut s, mut b, mut e) = (Vec::new(), Vec::new(), Vec::new());
     for r in ranges {
-        let one = shards::shard_of_range(&r.begin, &r.end);
-        for shard in one
-            .into_iter()
-            .chain(shards::all().filter(|_| one.is_none()))
-        {
+        let spanned: Vec<i32> = match shards::shard_of_range(&r.begin, &r.end) {
+            Some(one) => vec![one],
+            None => shards::all().collect(),
+        };
+        for shard in spanned {
             s.push(shard);
             b.push(r.begin.as_slice());
             e.push(r.end.as_slice());

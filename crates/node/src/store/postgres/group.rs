@@ -533,12 +533,12 @@ async fn validate(
     };
     let range_reads = join_all(ranges.iter().map(|r| async move {
         let q = r.query();
-        let stmt = match (q.shard.is_some(), r.reverse) {
-            (true, false) => &stmts.range_forward,
-            (true, true) => &stmts.range_reverse,
-            (false, false) => &stmts.span_forward,
-            (false, true) => &stmts.span_reverse,
-        };
+        let stmt = q.pick([
+            &stmts.range_forward,
+            &stmts.range_reverse,
+            &stmts.span_forward,
+            &stmts.span_reverse,
+        ]);
         let rows = client.query(stmt, &q.params()).await?;
         let pairs = rows
             .iter()
