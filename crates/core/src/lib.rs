@@ -32,11 +32,16 @@
 //! (the replay engine), [`entity::execute_entity_batch`], [`rewind`], [`testing`].
 #![deny(missing_docs)]
 
+// The attribute macros write `::perdure_core::...` paths; this makes them resolve in this
+// crate's own tests too.
+extern crate self as perdure_core;
+
 pub mod action;
 pub mod activity;
 pub mod codec;
 pub mod entity;
 pub mod failure;
+pub mod handles;
 pub mod history;
 pub mod ids;
 pub mod iso8601;
@@ -58,10 +63,13 @@ pub use activity::ActivityContext;
 pub use entity::{EntityContext, execute_entity_batch};
 pub use failure::FailureDetails;
 pub use failure::IntoFailureDetails;
+pub use handles::{DurableFunction, EntityInterface};
 pub use history::{EventKind, HistoryEvent, ParentInstance};
 pub use ids::{EntityId, ExecutionId, IdError, InstanceId};
 pub use orchestration::{DurableTask, OrchestrationContext, TaskError, when_all, when_any};
 pub use payload::{Encoding, Payload, PayloadError};
+/// The attribute macros: typed orchestrations, activities and entities (see [`handles`]).
+pub use perdure_macros::{activity, entity, orchestration};
 pub use registry::Registry;
 pub use replay::{Episode, NonDeterminismError, OrchestrationExecutor, Outcome, ReplayError};
 pub use retry::RetryPolicy;

@@ -184,6 +184,7 @@ where
             actions: Vec::new(),
             guid_seed: format!("{id}_{}_{index}", op.request_id),
             guid_counter: 0,
+            state_replaced: false,
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
             .unwrap_or_else(|p| Err(panic_failure(p)));

@@ -16,6 +16,9 @@ pub struct EntityContext<S> {
     pub(crate) actions: Vec<EntityAction>,
     pub(crate) guid_seed: String,
     pub(crate) guid_counter: u64,
+    /// Set by `set_state` and `delete_state`: a typed operation (see `run_operation`) then
+    /// keeps what the operation chose instead of the state it was given.
+    pub(crate) state_replaced: bool,
 }
 
 impl<S> std::fmt::Debug for EntityContext<S> {
@@ -92,11 +95,49 @@ impl<S> EntityContext<S> {
     /// Replaces the state.
     pub fn set_state(&mut self, state: S) {
         self.state = Some(state);
+        self.state_replaced = true;
     }
 
     /// Deletes the state (the entity is deleted when the batch ends without a state).
     pub fn delete_state(&mut self) {
         self.state = None;
+        self.state_replaced = true;
+    }
+
+    /// Runs a `&mut self` operation of an [`entity`](macro@crate::entity) type: the state
+    /// (or its default) is lent to `op` beside the context, and kept afterwards unless the
+    /// operation called `set_state` or `delete_state` on the context.
+    #[doc(hidden)]
+    pub fn run_operation<R>(&mut self, op: impl FnOnce(&mut S, &mut Self) -> R) -> R
+    where
+        S: Default,
+    {
+        let mut state = self.state.take().unwrap_or_default();
+        self.state_replaced = false;
+        let r = op(&mut state, self);
+        if !self.state_replaced {
+            self.state = Some(state);
+        }
+        r
+    }
+
+    /// Runs a `&self` operation of an [`entity`](macro@crate::entity) type: an entity
+    /// without a state is read as its default, which is not stored.
+    #[doc(hidden)]
+    pub fn run_read_operation<R>(&mut self, op: impl FnOnce(&S, &mut Self) -> R) -> R
+    where
+        S: Default,
+    {
+        let state = self.state.take();
+        self.state_replaced = false;
+        let r = match &state {
+            Some(s) => op(s, self),
+            None => op(&S::default(), self),
+        };
+        if !self.state_replaced {
+            self.state = state;
+        }
+        r
     }
 
     /// The failure to return for an operation name the entity does not know.

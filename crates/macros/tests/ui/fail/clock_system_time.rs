@@ -1,0 +1,10 @@
+use perdure_core::{orchestration, OrchestrationContext, TaskError};
+
+#[orchestration]
+async fn orch(ctx: OrchestrationContext) -> Result<u64, TaskError> {
+    let _ = &ctx;
+    let _t = std::time::SystemTime::now();
+    Ok(0)
+}
+
+fn main() {}
