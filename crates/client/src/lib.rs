@@ -112,6 +112,7 @@
 mod client;
 mod error;
 pub mod http;
+pub mod typed;
 mod wire;
 
 pub use client::{DurableClient, HttpResponseParts, OrchestrationMetadata, StartOptions};
@@ -121,3 +122,4 @@ pub use perdure_core::management::{
     EntityQuery, EntityState, InstanceQuery, ManagementApi, PurgeFilter,
 };
 pub use perdure_core::{EntityId, InstanceId, OrchestrationStatus, Payload, Timestamp};
+pub use typed::{ClientEntity, ClientSignal};
