@@ -14,10 +14,12 @@ use perdure_core::orchestration::{
     Either, OrchestrationContext, TaskError, TaskFuture, when_all, when_any, when_any2,
 };
 use perdure_core::replay::{NON_DURABLE_AWAIT_ERROR, OrchestrationExecutor, Outcome};
-use perdure_core::testing::{OrchestrationTester, events, replay_history};
+use perdure_core::testing::{
+    HistoryBuilder, NonDeterminismReport, OrchestrationTester, events, replay_history,
+};
 use perdure_core::{
-    EntityContext, EntityId, EventKind, FailureDetails, HistoryEvent, InstanceId,
-    OrchestratorAction, Registry, RetryPolicy, Timestamp,
+    EntityContext, EntityId, FailureDetails, HistoryEvent, InstanceId, OrchestratorAction,
+    Registry, RetryPolicy, Timestamp,
 };
 
 /// Polls its task once, keeps it, and never polls it again nor wakes anyone: the kind of
@@ -394,19 +396,42 @@ fn locks_are_released_and_the_failure_replays() {
 }
 
 #[test]
-fn a_history_recorded_before_the_check_fails_on_its_next_episode() {
-    // An instance that was left Running, waiting for nothing, by an engine without the check.
+fn a_history_recorded_stuck_but_running_is_a_mismatch() {
+    // Instances left Running, waiting for nothing, by an engine without the check: replaying
+    // them, the code fails where history says it kept running.
     let registry = registry(Outside::default());
-    let history = vec![
-        HistoryEvent::new(Timestamp(0), EventKind::OrchestratorStarted),
-        events::execution_started("Pending", &()),
-        HistoryEvent::new(Timestamp(0), EventKind::OrchestratorCompleted),
-    ];
-    replay_history(registry.clone(), id(), &history).expect("replays");
-    let mut ex = OrchestrationExecutor::load(registry, id(), &history).unwrap();
-    assert!(ex.non_determinism().is_none());
-    let ep = ex.execute(Timestamp(1), Vec::new());
-    non_durable_failure(&ep.outcome);
+    let at_start = HistoryBuilder::new(Timestamp(0))
+        .started("Pending", &())
+        .end()
+        .build();
+    let after_actions = HistoryBuilder::new(Timestamp(0))
+        .started("ScheduledThenPending", &())
+        .task_scheduled(0, "Work")
+        .episode(Timestamp(1))
+        .task_completed(0, &2)
+        .end()
+        .build();
+    for history in [at_start, after_actions] {
+        match replay_history(registry.clone(), id(), &history) {
+            Err(NonDeterminismReport::NonDeterminism(nd)) => {
+                assert_eq!(nd.expected, "the orchestration still running");
+                assert!(nd.actual.contains(NON_DURABLE_AWAIT_ERROR), "{nd}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut ex = OrchestrationExecutor::load(registry.clone(), id(), &history).unwrap();
+        assert!(ex.non_determinism().is_some());
+        match ex.execute(Timestamp(2), Vec::new()).outcome {
+            Outcome::Failed { failure } => {
+                assert_eq!(failure.error_type, "NonDeterminismError");
+                assert!(
+                    failure.message.contains(NON_DURABLE_AWAIT_ERROR),
+                    "{failure}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 #[test]

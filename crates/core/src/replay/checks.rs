@@ -132,10 +132,12 @@ impl OrchestrationExecutor {
     ///
     /// Runs where an episode's new events have all been applied: at the end of
     /// [`execute`](Self::execute)'s new events and, when replaying, before the first event that
-    /// an episode appends after them (an action event, ExecutionCompleted or ContinueAsNew).
-    /// The state there is the same live and in replay, so the failure replays. Once true it
-    /// stays true (nothing can poll the code), so batching does not change the outcome. Only
-    /// the first call of an episode checks: nothing polls the code after it in that episode.
+    /// an episode appends after them (an action event, ExecutionCompleted, ContinueAsNew or
+    /// OrchestratorCompleted). The state there is the same live and in replay, so the failure
+    /// replays, and a recorded episode that ended with the code stuck but still running is a
+    /// mismatch. Once true it stays true (nothing can poll the code), so batching does not
+    /// change the outcome. Only the first call of an episode checks: nothing polls the code
+    /// after it in that episode.
     pub(super) fn check_non_durable_await(&mut self, sh: &Shared) {
         if std::mem::replace(&mut self.awaits_checked, true)
             || self.future.is_none()

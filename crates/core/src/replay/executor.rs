@@ -363,7 +363,10 @@ impl OrchestrationExecutor {
             (_, Some(sh)) => sh.clone(),
         };
         match &event.kind {
-            EventKind::OrchestratorCompleted => self.check_episode_end(&sh),
+            EventKind::OrchestratorCompleted => {
+                self.check_non_durable_await(&sh);
+                self.check_episode_end(&sh);
+            }
             EventKind::ExecutionCompleted {
                 status,
                 result,
