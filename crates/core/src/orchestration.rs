@@ -19,7 +19,7 @@ pub use combinators::{WhenAll, WhenAny, WhenAny2, when_all, when_any, when_any2}
 pub use context::{OrchestrationContext, SubOrchestrationOptions};
 pub use entities::{CriticalSection, LockError};
 pub use logging::{LogLevel, LogRecord};
-pub use task::{DurableTask, TaskError, TaskFuture, TaskKind};
+pub use task::{DurableTask, TIMEOUT_ERROR, TaskError, TaskFuture, TaskKind};
 
 /// Re-exported for [`when_any2`]'s output.
 pub use futures::future::Either;

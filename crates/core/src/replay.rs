@@ -21,5 +21,7 @@ mod executor;
 
 pub use describe::{describe_action, describe_event};
 pub use episode::{Episode, Outcome};
-pub use error::{NONDETERMINISM_CODE, NonDeterminismError, ReplayError, ReplayErrorKind};
+pub use error::{
+    NON_DURABLE_AWAIT_ERROR, NONDETERMINISM_CODE, NonDeterminismError, ReplayError, ReplayErrorKind,
+};
 pub use executor::OrchestrationExecutor;

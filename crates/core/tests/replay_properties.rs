@@ -32,6 +32,10 @@ enum Step {
     Signal,
     Locked,
     Retry,
+    /// `wait_for_external_event_with_timeout`: events 0 and 1 are raised, 2 never is.
+    EventOrTimeout(u8),
+    /// `when_any!` of an activity, a timer and an event wait that never completes.
+    AnyOf(u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -49,6 +53,8 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Step::Signal),
         Just(Step::Locked),
         Just(Step::Retry),
+        (0u8..3).prop_map(Step::EventOrTimeout),
+        (0u8..3).prop_map(Step::AnyOf),
     ]
 }
 
@@ -122,6 +128,23 @@ fn registry() -> Arc<Registry> {
                                 .unwrap_or(-3),
                         )
                     }
+                    Step::EventOrTimeout(n) => acc.push(
+                        match ctx
+                            .wait_for_external_event_with_timeout::<i64>(
+                                &format!("E{n}"),
+                                Duration::from_millis(10),
+                            )
+                            .await
+                        {
+                            Err(e) if e.is_timeout() => -4,
+                            other => other?,
+                        },
+                    ),
+                    Step::AnyOf(n) => acc.push(perdure_core::when_any! {
+                        v = ctx.call_activity::<i64>(&format!("A{n}"), 5) => v?,
+                        () = ctx.create_timer_after(Duration::from_millis(10)) => -5,
+                        v = ctx.wait_for_external_event::<i64>("Never") => v?,
+                    }),
                 }
             }
             Ok::<_, TaskError>(acc)
@@ -184,8 +207,11 @@ fn run(steps: &[Step], batch: &[usize], clock: bool) -> Run {
     let mut queue: VecDeque<HistoryEvent> = VecDeque::new();
     // External events are raised up front: they are buffered until waited for.
     for s in steps {
-        if let Step::Event(n) = s {
-            queue.push_back(events::event_raised(&format!("E{n}"), &i64::from(*n + 100)));
+        match s {
+            Step::Event(n) | Step::EventOrTimeout(n @ 0..2) => {
+                queue.push_back(events::event_raised(&format!("E{n}"), &i64::from(*n + 100)));
+            }
+            _ => {}
         }
     }
     let mut inputs = Vec::new();

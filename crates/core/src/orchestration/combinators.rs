@@ -199,3 +199,116 @@ impl<A: Future + Unpin, B: Future + Unpin> Future for WhenAny2<A, B> {
             .map(futures::future::Either::Right)
     }
 }
+
+/// Waits for the first of several durable tasks and evaluates that branch's expression with
+/// its output: a typed `when_any` in the spirit of `tokio::select!`, for orchestrators.
+///
+/// ```text
+/// when_any! {
+///     <pattern> = <task> => <expression>,
+///     ...
+/// }
+/// ```
+///
+/// Every `<task>` is evaluated first, in branch order, so the scheduling calls take their
+/// sequence numbers in that order; then they race. A task is any future (a
+/// [`DurableTask`](crate::DurableTask), a [`TaskFuture`](crate::orchestration::TaskFuture), an
+/// `async` block over durable tasks, `&mut task` to keep a task); it need not be `Unpin`.
+/// The branch whose task completes first in history order wins; when several are already
+/// complete at the poll (for example when the macro is reached after their events arrived),
+/// the first branch in order wins, as with [`when_any`](crate::orchestration::when_any) and
+/// [`when_any2`](crate::orchestration::when_any2). The losers are dropped before the winner's
+/// expression runs, as Durable Functions leaves them: a loser's later completion is ignored,
+/// and a losing event wait leaves its queue (the event is buffered for the next wait). Pass
+/// `&mut task` to keep a loser and await it later.
+///
+/// The winner's output is matched against its irrefutable `<pattern>`, and the macro's value
+/// is `<expression>`'s (all branches have one type). The expressions run in the orchestrator's
+/// own `async` body, so `?`, `return` and `.await` work in them. A comma after a branch is
+/// optional when its expression is a block. Unlike `tokio::select!` there is no random
+/// choice, no `else` and no precondition: the choice must replay.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use perdure_core::{OrchestrationContext, Registry, TaskError, when_any};
+/// use perdure_core::testing::OrchestrationTester;
+///
+/// async fn approval(ctx: OrchestrationContext, _: ()) -> Result<String, TaskError> {
+///     let outcome = when_any! {
+///         approved = ctx.wait_for_external_event::<bool>("Approval") => {
+///             if approved? { "approved" } else { "rejected" }
+///         }
+///         reason = ctx.wait_for_external_event::<String>("Cancel") => {
+///             ctx.log_info(format!("cancelled: {}", reason?));
+///             "cancelled"
+///         }
+///         () = ctx.create_timer_after(Duration::from_secs(3600)) => "timed out",
+///     };
+///     Ok(outcome.to_string())
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.add_orchestration("Approval", approval);
+/// let registry = Arc::new(registry);
+///
+/// let mut tester = OrchestrationTester::new(registry.clone());
+/// tester.raise_event_after(Duration::from_secs(60), "Approval", &true);
+/// assert_eq!(tester.run("Approval", &()).output::<String>().unwrap(), "approved");
+///
+/// let run = OrchestrationTester::new(registry).run("Approval", &());
+/// assert_eq!(run.output::<String>().unwrap(), "timed out");
+/// ```
+#[macro_export]
+macro_rules! when_any {
+    ($($branches:tt)+) => {
+        $crate::__when_any!(@parse [] $($branches)+)
+    };
+}
+
+/// The rules behind [`when_any!`]: parse the branches one at a time, then race them with
+/// nested `when_any2` and match the nested `Either`. Every piece is carried as raw tokens so
+/// that nothing is parsed twice.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __when_any {
+    (@parse [$($done:tt)*] $p:pat = $f:expr => $b:block , $($rest:tt)*) => {
+        $crate::__when_any!(@parse [$($done)* [($p) ($f) ($b)]] $($rest)*)
+    };
+    (@parse [$($done:tt)*] $p:pat = $f:expr => $b:block $($rest:tt)*) => {
+        $crate::__when_any!(@parse [$($done)* [($p) ($f) ($b)]] $($rest)*)
+    };
+    (@parse [$($done:tt)*] $p:pat = $f:expr => $b:expr , $($rest:tt)*) => {
+        $crate::__when_any!(@parse [$($done)* [($p) ($f) ($b)]] $($rest)*)
+    };
+    (@parse [$($done:tt)*] $p:pat = $f:expr => $b:expr) => {
+        $crate::__when_any!(@parse [$($done)* [($p) ($f) ($b)]])
+    };
+    (@parse [$([($($p:tt)*) ($($f:tt)*) ($($b:tt)*)])+]) => {{
+        // A statement of its own: the losers (temporaries of the race) are dropped at its end,
+        // before the winner's expression runs.
+        let __when_any_output = $crate::__when_any!(@race $(($($f)*))+).await;
+        $crate::__when_any!(@arms __when_any_output; $([($($p)*) ($($b)*)])+)
+    }};
+    (@race ($($f:tt)*)) => {
+        ::core::pin::pin!($($f)*)
+    };
+    (@race ($($f:tt)*) $(($($rest:tt)*))+) => {
+        $crate::orchestration::when_any2(
+            ::core::pin::pin!($($f)*),
+            $crate::__when_any!(@race $(($($rest)*))+),
+        )
+    };
+    (@arms $out:ident; [($($p:tt)*) ($($b:tt)*)]) => {
+        match $out {
+            $($p)* => $($b)*,
+        }
+    };
+    (@arms $out:ident; [($($p:tt)*) ($($b:tt)*)] $($rest:tt)+) => {
+        match $out {
+            $crate::orchestration::Either::Left($($p)*) => $($b)*,
+            $crate::orchestration::Either::Right(__when_any_rest) => {
+                $crate::__when_any!(@arms __when_any_rest; $($rest)+)
+            }
+        }
+    };
+}

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 
 use crate::orchestration::state::{ContinueAsNewRequest, ExecutionInfo, Shared, lock};
 use crate::orchestration::task::{convert_result, convert_unit, encode_payload};
-use crate::orchestration::{DurableTask, LogLevel, LogRecord, TaskError, TaskKind};
+use crate::orchestration::{
+    DurableTask, Either, LogLevel, LogRecord, TaskError, TaskKind, when_any2,
+};
 use crate::{
     ExecutionId, InstanceId, OrchestratorAction, ParentInstance, Payload, RetryPolicy, Timestamp,
 };
@@ -245,6 +247,94 @@ impl OrchestrationContext {
     ) -> DurableTask<Result<O, TaskError>> {
         let key = lock(&self.shared).wait_for_event(name);
         DurableTask::pending(self.shared.clone(), key, convert_result::<O>)
+    }
+
+    /// Waits for the next external event called `name`, at most `timeout` (orchestration
+    /// time); after that it fails with [`TaskError::Timeout`] (Durable Functions'
+    /// `WaitForExternalEvent<T>(name, timeout)` throwing `TimeoutException`).
+    ///
+    /// The timeout is a durable timer created by this call whatever happens (as Durable
+    /// Functions does), so the call takes one sequence number. When the event wins, the timer
+    /// is dropped and its TimerFired, when it comes, is ignored. When the timer wins, the wait
+    /// leaves the event's queue: a later event of that name is buffered for the next wait.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use perdure_core::{OrchestrationContext, Registry, TaskError, testing::OrchestrationTester};
+    ///
+    /// async fn approve(ctx: OrchestrationContext, _: ()) -> Result<String, TaskError> {
+    ///     let hour = Duration::from_secs(3600);
+    ///     Ok(match ctx.wait_for_external_event_with_timeout::<bool>("Approval", hour).await {
+    ///         Ok(true) => "approved".into(),
+    ///         Ok(false) => "rejected".into(),
+    ///         Err(e) if e.is_timeout() => "escalated".into(),
+    ///         Err(e) => return Err(e),
+    ///     })
+    /// }
+    ///
+    /// let mut registry = Registry::new();
+    /// registry.add_orchestration("Approve", approve);
+    /// let registry = Arc::new(registry);
+    /// let mut tester = OrchestrationTester::new(registry.clone());
+    /// tester.raise_event_after(Duration::from_secs(60), "Approval", &true);
+    /// assert_eq!(tester.run("Approve", &()).output::<String>().unwrap(), "approved");
+    /// // Nobody answers: the timer fires after an hour of orchestration time.
+    /// let run = OrchestrationTester::new(registry).run("Approve", &());
+    /// assert_eq!(run.output::<String>().unwrap(), "escalated");
+    /// ```
+    pub fn wait_for_external_event_with_timeout<O: DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> crate::orchestration::TaskFuture<Result<O, TaskError>> {
+        let event = self.wait_for_external_event::<O>(name);
+        let timer = self.create_timer_after(timeout);
+        let name = name.to_string();
+        Box::pin(async move {
+            // Both are complete at the first poll only if this is awaited late: then the event
+            // wins, as with Durable Functions' `Task.WhenAny(event, timer)`.
+            match when_any2(event, timer).await {
+                Either::Left(result) => result,
+                Either::Right(()) => Err(TaskError::Timeout {
+                    kind: TaskKind::ExternalEvent,
+                    name,
+                    timeout,
+                }),
+            }
+        })
+    }
+
+    /// Like [`wait_for_external_event_with_timeout`](Self::wait_for_external_event_with_timeout),
+    /// but resolves to `Ok(default)` when the timeout elapses (Durable Functions'
+    /// `WaitForExternalEvent<T>(name, timeout, defaultValue)`).
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use perdure_core::{OrchestrationContext, Registry, TaskError, testing::OrchestrationTester};
+    ///
+    /// async fn quorum(ctx: OrchestrationContext, _: ()) -> Result<u32, TaskError> {
+    ///     let votes = ctx.wait_for_external_event_or("Votes", Duration::from_secs(600), 0u32);
+    ///     votes.await
+    /// }
+    ///
+    /// let mut registry = Registry::new();
+    /// registry.add_orchestration("Quorum", quorum);
+    /// let run = OrchestrationTester::new(Arc::new(registry)).run("Quorum", &());
+    /// assert_eq!(run.output::<u32>().unwrap(), 0);
+    /// ```
+    pub fn wait_for_external_event_or<O: DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+        timeout: Duration,
+        default: O,
+    ) -> crate::orchestration::TaskFuture<Result<O, TaskError>> {
+        let wait = self.wait_for_external_event_with_timeout::<O>(name, timeout);
+        Box::pin(async move {
+            match wait.await {
+                Err(e) if e.is_timeout() => Ok(default),
+                other => other,
+            }
+        })
     }
 
     /// Raises an event on another instance (one-way).

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::orchestration::LockError;
 use crate::orchestration::state::{Completion, Shared, SlotKey, TaskInfo, lock};
 use crate::{FailureDetails, InstanceId, Payload};
+
+/// The error type (`FailureDetails::error_type`) of a [`TaskError::Timeout`] that an
+/// orchestrator propagates.
+pub const TIMEOUT_ERROR: &str = "TimeoutError";
 
 /// A boxed, `Send` future of a durable operation (for example an activity call with retries).
 pub type TaskFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -93,6 +98,18 @@ pub enum TaskError {
     /// A critical-section rule was broken.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The task did not complete within its timeout (Durable Functions' `TimeoutException`),
+    /// for example
+    /// [`wait_for_external_event_with_timeout`](crate::OrchestrationContext::wait_for_external_event_with_timeout).
+    #[error("{kind} '{name}' timed out after {timeout:?}")]
+    Timeout {
+        /// What timed out.
+        kind: TaskKind,
+        /// Its name (the event name for an external event).
+        name: String,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
 }
 
 impl TaskError {
@@ -105,7 +122,13 @@ impl TaskError {
             Self::Decode { .. } => FailureDetails::new("PayloadDecodeError", self.to_string()),
             Self::Encode { .. } => FailureDetails::new("PayloadEncodeError", self.to_string()),
             Self::Lock(e) => FailureDetails::new("LockingRulesViolation", e.to_string()),
+            Self::Timeout { .. } => FailureDetails::new(TIMEOUT_ERROR, self.to_string()),
         }
+    }
+
+    /// Whether the task timed out ([`TaskError::Timeout`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
     }
 
     /// The failure of the task, when it failed (rather than being misused).

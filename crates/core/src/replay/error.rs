@@ -7,6 +7,10 @@ use crate::{FailureDetails, InstanceId};
 /// The stable code of a non-determinism error.
 pub const NONDETERMINISM_CODE: &str = "PERDURE-NONDETERMINISM";
 
+/// The error type (`FailureDetails::error_type`) of an instance failed because its
+/// orchestrator waits for something that is not a durable task, so nothing can ever wake it.
+pub const NON_DURABLE_AWAIT_ERROR: &str = "NonDurableAwaitError";
+
 /// The orchestrator's code does not match its history: at sequence number `sequence`, history
 /// recorded `expected` but the code produced `actual`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

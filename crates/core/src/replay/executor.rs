@@ -84,6 +84,8 @@ pub struct OrchestrationExecutor {
     pub(super) history_outcome: Option<Outcome>,
     pub(super) events_applied: usize,
     pub(super) warnings: Vec<LogRecord>,
+    /// Whether the current episode's waits were checked (see `check_non_durable_await`).
+    pub(super) awaits_checked: bool,
 }
 
 impl std::fmt::Debug for OrchestrationExecutor {
@@ -117,6 +119,7 @@ impl OrchestrationExecutor {
             history_outcome: None,
             events_applied: 0,
             warnings: Vec::new(),
+            awaits_checked: false,
         }
     }
 
@@ -196,6 +199,16 @@ impl OrchestrationExecutor {
             self.warn(format!("{e}"));
         }
         history.push(started);
+        if self.future.is_some() && self.flag.0.load(Ordering::Acquire) {
+            // Only an applied event wakes the code through the engine, and each is followed by
+            // polls until the flag is clear: something else woke it since the last episode.
+            self.warn(format!(
+                "instance {}: the orchestrator was woken between episodes by a future that is \
+                 not a durable task; its progress depends on when episodes run and will not \
+                 replay (such code belongs in an activity)",
+                self.instance_id
+            ));
+        }
         for event in new_events {
             match self.apply(&event, base + history.len()) {
                 Ok(()) => history.push(event),
@@ -212,6 +225,7 @@ impl OrchestrationExecutor {
             );
             return self.close_episode(history, Vec::new(), Outcome::Failed { failure }, now, None);
         };
+        self.check_non_durable_await(&sh);
         let mut st = lock(&sh);
         // An ExecutionCompleted among the new events already ended the execution.
         let outcome = match &self.history_outcome {
@@ -328,6 +342,7 @@ impl OrchestrationExecutor {
         }
         let sh = match (&event.kind, &self.shared) {
             (EventKind::OrchestratorStarted, _) => {
+                self.awaits_checked = false;
                 self.current_time = event.timestamp;
                 if let Some(sh) = &self.shared {
                     lock(sh).current_time = event.timestamp;
@@ -348,12 +363,16 @@ impl OrchestrationExecutor {
             (_, Some(sh)) => sh.clone(),
         };
         match &event.kind {
-            EventKind::OrchestratorCompleted => self.check_episode_end(&sh),
+            EventKind::OrchestratorCompleted => {
+                self.check_non_durable_await(&sh);
+                self.check_episode_end(&sh);
+            }
             EventKind::ExecutionCompleted {
                 status,
                 result,
                 failure,
             } => {
+                self.check_non_durable_await(&sh);
                 self.check_history_completion(&sh, event, *status);
                 let outcome = match status {
                     OrchestrationStatus::Completed => Outcome::Completed {
@@ -379,6 +398,7 @@ impl OrchestrationExecutor {
                 self.history_outcome = Some(outcome);
             }
             EventKind::ContinueAsNew { input } => {
+                self.check_non_durable_await(&sh);
                 self.check_history_completion(&sh, event, OrchestrationStatus::ContinuedAsNew);
                 self.stop_code();
                 self.history_outcome = Some(Outcome::ContinuedAsNew {
@@ -399,7 +419,11 @@ impl OrchestrationExecutor {
                 }
             }
             EventKind::ExecutionSuspended { .. } | EventKind::ExecutionResumed { .. } => {}
-            kind if is_action_event(kind) => self.match_action(&sh, event, index)?,
+            kind if is_action_event(kind) => {
+                // Replaying: the episode's new events are applied (see `execute`).
+                self.check_non_durable_await(&sh);
+                self.match_action(&sh, event, index)?;
+            }
             EventKind::TaskCompleted {
                 task_scheduled_id,
                 result,
@@ -542,7 +566,7 @@ impl OrchestrationExecutor {
         }
     }
 
-    fn code_finished(&mut self, result: Result<Option<Payload>, FailureDetails>) {
+    pub(super) fn code_finished(&mut self, result: Result<Option<Payload>, FailureDetails>) {
         self.stop_code();
         self.code_result = Some(result);
         if let Some(sh) = &self.shared {
