@@ -32,7 +32,7 @@ async fn fan_out_fan_in_sums_the_squares() {
 #[tokio::test(start_paused = true)]
 async fn monitor_checks_on_a_timer_then_finishes() {
     assert_eq!(
-        monitor::demo(60, 3).await.unwrap(),
+        monitor::demo(10, 3).await.unwrap(),
         "finished after 3 checks"
     );
 }

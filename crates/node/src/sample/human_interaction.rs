@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use perdure_core::orchestration::{Either, when_any2};
-use perdure_core::{OrchestrationContext, TaskError, orchestration};
+use perdure_core::{OrchestrationContext, TaskError, orchestration, when_any};
 use serde::{Deserialize, Serialize};
 
 /// Input of `Approval`.
@@ -21,10 +20,11 @@ pub async fn approval(
     ctx: OrchestrationContext,
     input: ApprovalInput,
 ) -> Result<String, TaskError> {
-    let event = ctx.wait_for_external_event::<bool>("Approval");
-    let deadline = ctx.create_timer_after(Duration::from_secs(input.timeout_seconds));
-    Ok(match when_any2(event, deadline).await {
-        Either::Left(approved) => if approved? { "approved" } else { "rejected" }.to_string(),
-        Either::Right(()) => "timed out".to_string(),
-    })
+    let outcome = when_any! {
+        approved = ctx.wait_for_external_event::<bool>("Approval") => {
+            if approved? { "approved" } else { "rejected" }
+        }
+        () = ctx.create_timer_after(Duration::from_secs(input.timeout_seconds)) => "timed out",
+    };
+    Ok(outcome.to_string())
 }
