@@ -63,57 +63,30 @@
 //!
 //! ## The Durable Client binding, in Rust
 //!
-//! An axum handler that starts an orchestration and answers 202 with the management payload
-//! (`statusQueryGetUri`, `sendEventPostUri`, ...), as a Durable Functions HTTP starter does:
+//! With the feature `axum`, `binding::DurableClientBinding` is the `[DurableClient]` binding
+//! of an axum HTTP starter: an extractor that hands a handler the client, and the answers of
+//! Durable Functions' starters, `create_check_status_response` (202, `Location`,
+//! `Retry-After` and the management payload: `statusQueryGetUri`, `sendEventPostUri`, ...)
+//! and `wait_for_completion_or_create_check_status_response`. Client errors become responses
+//! with the node's status codes. See the `binding` module, `docs/client.md`, and the example
+//! service `examples/http_starter.rs`
+//! (`cargo run -p perdure-client --features axum --example http_starter`).
 //!
-//! ```no_run
-//! use axum::Json;
-//! use axum::extract::{Path, State};
-//! use axum::http::{StatusCode, header};
-//! use axum::response::{IntoResponse, Response};
-//! use perdure_client::{DurableClient, StartOptions};
-//!
-//! /// `POST /api/start/{name}`: starts the orchestration and answers 202 + Location + the
-//! /// management payload, like a Durable Functions HTTP starter.
-//! async fn http_start(
-//!     State(client): State<DurableClient>,
-//!     Path(name): Path<String>,
-//!     Json(input): Json<serde_json::Value>,
-//! ) -> Response {
-//!     match client.schedule_new_orchestration(&name, &input, StartOptions::default()).await {
-//!         Ok(id) => {
-//!             // The public origin of the Perdure node the caller will poll.
-//!             let r = client.create_check_status_response("http://127.0.0.1:8080", &id);
-//!             (
-//!                 StatusCode::ACCEPTED,
-//!                 [
-//!                     (header::LOCATION, r.location),
-//!                     (header::RETRY_AFTER, r.retry_after_secs.to_string()),
-//!                 ],
-//!                 Json(r.body),
-//!             )
-//!                 .into_response()
-//!         }
-//!         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-//!     }
-//! }
-//!
-//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = DurableClient::http(["http://127.0.0.1:8080"])?;
-//! let app = axum::Router::new()
-//!     .route("/api/start/{name}", axum::routing::post(http_start))
-//!     .with_state(client);
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, app).await?;
-//! # Ok(()) }
+//! ```toml
+//! perdure-client = { path = "crates/client", features = ["axum"] }
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod binding;
 mod client;
 mod error;
 pub mod http;
 pub mod typed;
 mod wire;
+
+#[cfg(feature = "axum")]
+pub use binding::{DurableClientBinding, NodeOrigin, RequestHead};
 
 pub use client::{DurableClient, HttpResponseParts, OrchestrationMetadata, StartOptions};
 pub use error::{ClientError, ClientResult};
