@@ -2,6 +2,8 @@
 //! file is compiled here as a module (its `main` is unused) and its `demo` is called.
 
 #![allow(dead_code)]
+// Each example has its own `mod common`, so the file is loaded once per example.
+#![allow(clippy::duplicate_mod)]
 
 #[path = "../../crates/node/examples/aggregator.rs"]
 mod aggregator;

@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Signals `add` for each amount to counter `demo`, then reads its value once all arrived.
-pub async fn demo(amounts: &[i64]) -> anyhow::Result<i64> {
+pub(crate) async fn demo(amounts: &[i64]) -> anyhow::Result<i64> {
     let (node, client) = common::node_and_client().await?;
     let counter = client.entity::<Counter>("demo");
     for &n in amounts {

@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Runs `HelloSequence` and returns its output.
-pub async fn demo() -> anyhow::Result<Vec<String>> {
+pub(crate) async fn demo() -> anyhow::Result<Vec<String>> {
     let (node, client) = common::node_and_client().await?;
     let id = client
         .schedule_new(hello_sequence, (), StartOptions::default())

@@ -7,23 +7,26 @@
 //! curl -i -X POST http://127.0.0.1:8080/runtime/webhooks/durabletask/orchestrators/HelloSequence
 //! ```
 
-use perdure_core::{ActivityContext, FailureDetails, OrchestrationContext, Registry};
+use perdure_core::{OrchestrationContext, Registry, TaskError, activity, orchestration};
+
+#[activity(name = "SayHello")]
+async fn say_hello(city: String) -> Result<String, String> {
+    Ok(format!("Hello {city}!"))
+}
+
+#[orchestration(name = "HelloSequence")]
+async fn hello_sequence(ctx: OrchestrationContext) -> Result<Vec<String>, TaskError> {
+    let mut out = Vec::new();
+    for city in ["Tokyo", "Seattle", "London"] {
+        // Input and output types come from `say_hello`'s signature.
+        out.push(ctx.call(say_hello, city).await?);
+    }
+    Ok(out)
+}
 
 fn main() -> std::process::ExitCode {
     let mut registry = Registry::new();
-    registry.add_activity("SayHello", |_ctx: ActivityContext, city: String| async move {
-        Ok::<_, String>(format!("Hello {city}!"))
-    });
-    registry.add_orchestration(
-        "HelloSequence",
-        |ctx: OrchestrationContext, _: ()| async move {
-            let mut out = Vec::new();
-            for city in ["Tokyo", "Seattle", "London"] {
-                out.push(ctx.call_activity::<String>("SayHello", city).await?);
-            }
-            Ok::<_, FailureDetails>(out)
-        },
-    );
+    registry.register(say_hello).register(hello_sequence);
     // A node binary of your own, with your functions (same `dev` / `run` commands):
     perdure_node::cli::main(registry)
 }

@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Runs `FanOutFanIn` over 1..=n and returns the sum of the squares.
-pub async fn demo(n: u64) -> anyhow::Result<u64> {
+pub(crate) async fn demo(n: u64) -> anyhow::Result<u64> {
     let (node, client) = common::node_and_client().await?;
     let id = client
         .schedule_new(fan_out_fan_in, n, StartOptions::default())

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Starts an approval with a one-second deadline, sends `decision` (if any) as the event,
 /// and returns the outcome.
-pub async fn demo(decision: Option<bool>) -> anyhow::Result<String> {
+pub(crate) async fn demo(decision: Option<bool>) -> anyhow::Result<String> {
     let (node, client) = common::node_and_client().await?;
     let input = ApprovalInput { timeout_seconds: 1 };
     let id = client

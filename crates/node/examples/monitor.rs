@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Runs `Monitor` with `max_checks` checks `interval_seconds` apart; returns its output.
-pub async fn demo(interval_seconds: u64, max_checks: u32) -> anyhow::Result<String> {
+pub(crate) async fn demo(interval_seconds: u64, max_checks: u32) -> anyhow::Result<String> {
     let (node, client) = common::node_and_client().await?;
     let input = MonitorInput {
         interval_seconds,

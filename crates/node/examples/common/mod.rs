@@ -10,7 +10,7 @@ use perdure_node::sample::sample_registry;
 use perdure_node::store::memory::MemoryStore;
 
 /// Starts a node with the sample app and returns it with a client.
-pub async fn node_and_client() -> anyhow::Result<(NodeHandle, DurableClient)> {
+pub(crate) async fn node_and_client() -> anyhow::Result<(NodeHandle, DurableClient)> {
     let node = Node::builder()
         .registry(Arc::new(sample_registry()))
         .store(Arc::new(MemoryStore::new()))
