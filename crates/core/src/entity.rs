@@ -35,6 +35,6 @@ mod context;
 pub(crate) use batch::run_batch;
 pub use batch::{
     EntityAction, EntityBatchResult, OperationRequest, OperationResult, UnknownEntity,
-    execute_entity_batch,
+    execute_entity_batch, execute_entity_batch_async,
 };
-pub use context::{Entity, EntityContext};
+pub use context::{Entity, EntityContext, block_on_dispatch};

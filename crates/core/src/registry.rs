@@ -36,7 +36,7 @@ use crate::entity::{Entity, EntityContext};
 use crate::failure::IntoFailureDetails;
 use crate::orchestration::OrchestrationContext;
 
-pub use functions::{ActivityFn, EntityFn, OrchestratorFn, execute_activity};
+pub use functions::{ActivityFn, EntityFn, OperationFn, OrchestratorFn, execute_activity};
 
 /// An unknown function name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -209,7 +209,9 @@ impl Registry {
         let name = name.into().to_lowercase();
         self.entities.insert(
             name,
-            functions::entity_fn(|ctx: &mut EntityContext<T>| T::dispatch(ctx)),
+            functions::async_entity_fn(std::sync::Arc::new(|ctx: &mut EntityContext<T>| {
+                T::dispatch_async(ctx)
+            })),
         );
         self
     }

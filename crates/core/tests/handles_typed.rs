@@ -176,6 +176,38 @@ impl Counter {
         ctx.signal_entity(&other, "add", self.value)
     }
 
+    /// An `async` operation: awaits (here a future that yields once) before it changes the
+    /// state, with the context at hand.
+    pub async fn add_later(
+        &mut self,
+        ctx: &mut EntityContext<Self>,
+        n: i64,
+    ) -> Result<i64, String> {
+        YieldOnce(false).await;
+        if ctx.operation_name() != "add_later" {
+            return Err("wrong context".into());
+        }
+        self.value += n;
+        Ok(self.value)
+    }
+
+    pub async fn peek_later(&self) -> i64 {
+        YieldOnce(false).await;
+        self.value
+    }
+
+    pub async fn fail_later(&mut self) -> Result<(), String> {
+        self.value += 1000;
+        YieldOnce(false).await;
+        Err("failed after a change".into())
+    }
+
+    pub async fn panic_later(&mut self) {
+        self.value += 1000;
+        YieldOnce(false).await;
+        panic!("entity exploded while awaiting");
+    }
+
     pub fn reset_and_forget(&mut self, ctx: &mut EntityContext<Self>) {
         self.value = 99;
         ctx.delete_state();
@@ -185,6 +217,68 @@ impl Counter {
     fn helper(&self) -> i64 {
         self.value
     }
+}
+
+/// A future that is pending once (waking itself), then ready: an `await` that really
+/// suspends.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn async_operations_await_and_roll_back_like_the_others() {
+    let mut r = Registry::new();
+    r.register_entity::<Counter>();
+    let id = EntityId::new("counter", "a1").unwrap();
+    let ops = || {
+        vec![
+            op("add", 2),
+            op("add_later", 5),
+            OperationRequest::new("fail_later", None),
+            OperationRequest::new("panic_later", None),
+            OperationRequest::new("peek_later", None),
+        ]
+    };
+    // The node's path (a future) and the blocking one give the same batch.
+    let out = futures::executor::block_on(perdure_core::entity::execute_entity_batch_async(
+        &r,
+        &id,
+        None,
+        ops(),
+    ))
+    .unwrap();
+    assert_eq!(out, execute_entity_batch(&r, &id, None, ops()).unwrap());
+    assert_eq!(
+        out.results[1],
+        OperationResult::Completed(Some(Payload::json(&7).unwrap()))
+    );
+    assert!(
+        matches!(&out.results[2], OperationResult::Failed(f) if f.message.contains("failed after a change"))
+    );
+    assert!(matches!(&out.results[3], OperationResult::Failed(f) if f.error_type == "PanicError"));
+    assert_eq!(
+        out.results[4],
+        OperationResult::Completed(Some(Payload::json(&7).unwrap()))
+    );
+    assert_eq!(
+        state(&out.state).value,
+        7,
+        "the failed and panicked operations rolled back"
+    );
 }
 
 fn op<T: Serialize>(name: &str, input: T) -> OperationRequest {

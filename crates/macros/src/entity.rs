@@ -3,7 +3,6 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-use syn::spanned::Spanned;
 use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, ReturnType, Type, Visibility};
 
 use crate::args;
@@ -14,6 +13,7 @@ struct Operation {
     /// The operation's name as sent and matched (lower case).
     name: String,
     mutates: bool,
+    is_async: bool,
     has_context: bool,
     inputs: Vec<(syn::Ident, Type)>,
     /// The type of a successful result (`()` when the method returns nothing).
@@ -72,6 +72,47 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             }
         }
     });
+    let result_ty = quote!(
+        ::core::result::Result<
+            ::core::option::Option<::perdure_core::Payload>,
+            ::perdure_core::FailureDetails,
+        >
+    );
+    let body = quote! {
+        let __op = ctx.operation_name().to_ascii_lowercase();
+        match __op.as_str() {
+            #(#arms)*
+            #delete_arm
+            _ => ::core::result::Result::Err(ctx.unknown_operation()),
+        }
+    };
+    // With an `async` operation the batch is a future the node awaits; `dispatch` (for
+    // blocking callers such as the test harness) drives it on the calling thread.
+    let entity_impl = if ops.iter().any(|o| o.is_async) {
+        quote! {
+            impl ::perdure_core::entity::Entity for #self_ty {
+                fn dispatch(ctx: &mut ::perdure_core::EntityContext<Self>) -> #result_ty {
+                    ::perdure_core::entity::block_on_dispatch(ctx)
+                }
+
+                fn dispatch_async(
+                    ctx: &mut ::perdure_core::EntityContext<Self>,
+                ) -> ::core::pin::Pin<::std::boxed::Box<
+                    dyn ::core::future::Future<Output = #result_ty> + ::core::marker::Send + '_,
+                >> {
+                    ::std::boxed::Box::pin(async move { #body })
+                }
+            }
+        }
+    } else {
+        quote! {
+            impl ::perdure_core::entity::Entity for #self_ty {
+                fn dispatch(ctx: &mut ::perdure_core::EntityContext<Self>) -> #result_ty {
+                    #body
+                }
+            }
+        }
+    };
     let methods = ops.iter().map(proxy_method);
     let delete_method = (!has_delete).then(|| {
         quote! {
@@ -89,21 +130,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     Ok(quote! {
         #block
 
-        impl ::perdure_core::entity::Entity for #self_ty {
-            fn dispatch(
-                ctx: &mut ::perdure_core::EntityContext<Self>,
-            ) -> ::core::result::Result<
-                ::core::option::Option<::perdure_core::Payload>,
-                ::perdure_core::FailureDetails,
-            > {
-                let __op = ctx.operation_name().to_ascii_lowercase();
-                match __op.as_str() {
-                    #(#arms)*
-                    #delete_arm
-                    _ => ::core::result::Result::Err(ctx.unknown_operation()),
-                }
-            }
-        }
+        #entity_impl
 
         impl ::perdure_core::EntityInterface for #self_ty {
             const NAME: &'static str = #entity_name;
@@ -134,14 +161,6 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
 
 fn operation(f: &ImplItemFn) -> syn::Result<Operation> {
     let sig = &f.sig;
-    if sig.asyncness.is_some() {
-        return Err(syn::Error::new(
-            sig.asyncness.span(),
-            "entity operations are synchronous in Perdure (an entity runs a batch of \
-             operations in one step); do async work in an activity, or start an \
-             orchestration with `ctx.start_orchestration`",
-        ));
-    }
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
             &sig.generics,
@@ -194,6 +213,7 @@ fn operation(f: &ImplItemFn) -> syn::Result<Operation> {
         method: sig.ident.clone(),
         name: sig.ident.to_string().to_ascii_lowercase(),
         mutates,
+        is_async: sig.asyncness.is_some(),
         has_context,
         inputs,
         output,
@@ -213,16 +233,24 @@ fn dispatch_arm(op: &Operation) -> TokenStream {
         _ => quote!(let (#(#names),*): (#(#types),*) = ctx.input()?;),
     };
     let ctx_arg = op.has_context.then(|| quote!(__ctx,));
-    let run = if op.mutates {
-        quote!(ctx.run_operation(|__state, __ctx| {
+    let call = quote!(__state.#method(#ctx_arg #(#names),*));
+    let run = match (op.is_async, op.mutates) {
+        (false, true) => quote!(ctx.run_operation(|__state, __ctx| {
             let _ = &__ctx;
-            __state.#method(#ctx_arg #(#names),*)
-        }))
-    } else {
-        quote!(ctx.run_read_operation(|__state, __ctx| {
+            #call
+        })),
+        (false, false) => quote!(ctx.run_read_operation(|__state, __ctx| {
             let _ = &__ctx;
-            __state.#method(#ctx_arg #(#names),*)
-        }))
+            #call
+        })),
+        (true, true) => quote!(ctx.run_operation_async(move |__state, __ctx| {
+            let _ = &__ctx;
+            ::std::boxed::Box::pin(#call)
+        }).await),
+        (true, false) => quote!(ctx.run_read_operation_async(move |__state, __ctx| {
+            let _ = &__ctx;
+            ::std::boxed::Box::pin(#call)
+        }).await),
     };
     let finish = if op.returns_result {
         quote! {

@@ -11,8 +11,39 @@ use perdure_core::{EntityId, FailureDetails, InstanceId, OrchestrationStatus, Pa
 use perdure_node::store::memory::MemoryStore;
 use serde_json::json;
 
+/// An entity whose operation awaits the node's runtime (a tokio timer) before it changes its
+/// state: `#[entity]` with an `async` method.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct Slow {
+    total: i64,
+}
+
+#[perdure_core::entity]
+impl Slow {
+    pub async fn add_after(&mut self, ctx: &mut EntityContext<Self>, n: i64, ms: u64) -> i64 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        // Still the same operation's context after the await (a panic fails the operation).
+        assert_eq!(ctx.operation_name(), "add_after");
+        self.total += n;
+        self.total
+    }
+
+    pub fn total(&self) -> i64 {
+        self.total
+    }
+}
+
+#[perdure_core::orchestration]
+async fn call_slow(ctx: OrchestrationContext, n: i64) -> Result<(i64, i64), TaskError> {
+    let slow = ctx.entity::<Slow>("s");
+    slow.signal().add_after(n, 5)?;
+    let after = slow.add_after(n, 20).await?;
+    Ok((after, slow.total().await?))
+}
+
 fn registry() -> perdure_core::registry::Registry {
     let mut r = perdure_node::sample::sample_registry();
+    r.register_entity::<Slow>().register(call_slow);
     r.add_orchestration(
         "ReadCounter",
         |ctx: OrchestrationContext, key: String| async move {
@@ -115,6 +146,19 @@ every_store! {
             .await
             .unwrap();
         assert_eq!(page.entities.len(), 1);
+        node.shutdown().await;
+    }
+}
+
+every_store! {
+    #[tokio::test]
+    async fn async_entity_operations_await_on_the_node(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = common::start(&node, "call_slow", "slow-1", Some(Payload::json(&6).unwrap())).await;
+        let (after, total): (i64, i64) = common::output(&node, &id).await;
+        assert_eq!((after, total), (12, 12), "the signal and the call both ran, in order");
+        let st = node.get_entity(EntityId::new("Slow", "s").unwrap()).await.unwrap().unwrap();
+        assert_eq!(st.state, Some(Payload::json(&json!({"total": 12})).unwrap()));
         node.shutdown().await;
     }
 }

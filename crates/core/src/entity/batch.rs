@@ -2,13 +2,15 @@
 
 use std::panic::AssertUnwindSafe;
 
+use futures::FutureExt;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::entity::EntityContext;
 use crate::orchestration::task::{decode_payload, encode_payload};
 use crate::panic::panic_failure;
-use crate::registry::Registry;
+use crate::registry::{OperationFn, Registry};
 use crate::{EntityId, FailureDetails, InstanceId, Payload, Timestamp};
 
 /// One operation to run on an entity.
@@ -136,19 +138,34 @@ pub fn execute_entity_batch(
     let f = registry.entity(id.name()).ok_or_else(|| UnknownEntity {
         name: id.name().to_string(),
     })?;
-    Ok(f(id, state, ops))
+    // Synchronous operations are ready futures; an `async` operation is driven to the end
+    // on this thread (the node uses `execute_entity_batch_async`).
+    Ok(futures::executor::block_on(f(id, state, ops)))
 }
 
-/// The typed batch loop behind every registered entity.
-pub(crate) fn run_batch<S, F>(
+/// [`execute_entity_batch`] as a future: what the node runs, so that an `async` operation
+/// (see [`crate::entity`](macro@crate::entity)) awaits on the node's runtime.
+pub async fn execute_entity_batch_async(
+    registry: &Registry,
     id: &EntityId,
     state: Option<Payload>,
     ops: Vec<OperationRequest>,
-    f: &F,
+) -> Result<EntityBatchResult, UnknownEntity> {
+    let f = registry.entity(id.name()).ok_or_else(|| UnknownEntity {
+        name: id.name().to_string(),
+    })?;
+    Ok(f(id, state, ops).await)
+}
+
+/// The typed batch loop behind every registered entity.
+pub(crate) async fn run_batch<S>(
+    id: &EntityId,
+    state: Option<Payload>,
+    ops: Vec<OperationRequest>,
+    f: &OperationFn<S>,
 ) -> EntityBatchResult
 where
-    S: Serialize + DeserializeOwned,
-    F: Fn(&mut EntityContext<S>) -> Result<Option<Payload>, FailureDetails>,
+    S: Serialize + DeserializeOwned + Send,
 {
     let mut results = Vec::with_capacity(ops.len());
     let mut actions = Vec::new();
@@ -186,7 +203,10 @@ where
             guid_counter: 0,
             state_replaced: false,
         };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
+        // A panic while the operation is called or polled fails that operation only.
+        let outcome = AssertUnwindSafe(async { f(&mut ctx).await })
+            .catch_unwind()
+            .await
             .unwrap_or_else(|p| Err(panic_failure(p)));
         let outcome = outcome.and_then(|out| {
             let encoded = match &ctx.state {

@@ -1,5 +1,6 @@
 //! [`EntityContext`]: what an entity operation sees and does.
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,6 +36,24 @@ impl<S> std::fmt::Debug for EntityContext<S> {
 pub trait Entity: Serialize + DeserializeOwned + Default + Send + 'static {
     /// Runs the operation named by `ctx.operation_name()`.
     fn dispatch(ctx: &mut EntityContext<Self>) -> Result<Option<Payload>, FailureDetails>;
+
+    /// Runs the operation as a future: what the node calls. The default runs
+    /// [`dispatch`](Self::dispatch); an entity with `async` operations overrides it (the
+    /// [`entity`](macro@crate::entity) macro does), and its `dispatch` blocks on it.
+    fn dispatch_async(
+        ctx: &mut EntityContext<Self>,
+    ) -> BoxFuture<'_, Result<Option<Payload>, FailureDetails>> {
+        Box::pin(std::future::ready(Self::dispatch(ctx)))
+    }
+}
+
+/// Drives an entity's asynchronous dispatch to the end on this thread (the `dispatch` the
+/// [`entity`](macro@crate::entity) macro writes for an entity with `async` operations).
+#[doc(hidden)]
+pub fn block_on_dispatch<T: Entity>(
+    ctx: &mut EntityContext<T>,
+) -> Result<Option<Payload>, FailureDetails> {
+    futures::executor::block_on(T::dispatch_async(ctx))
 }
 
 impl<S> EntityContext<S> {
@@ -117,6 +136,50 @@ impl<S> EntityContext<S> {
         let r = op(&mut state, self);
         if !self.state_replaced {
             self.state = Some(state);
+        }
+        r
+    }
+
+    /// [`run_operation`](Self::run_operation) for an `async` operation.
+    #[doc(hidden)]
+    pub async fn run_operation_async<R>(
+        &mut self,
+        op: impl for<'a> FnOnce(&'a mut S, &'a mut Self) -> BoxFuture<'a, R>,
+    ) -> R
+    where
+        S: Default,
+    {
+        let mut state = self.state.take().unwrap_or_default();
+        self.state_replaced = false;
+        let r = op(&mut state, self).await;
+        if !self.state_replaced {
+            self.state = Some(state);
+        }
+        r
+    }
+
+    /// [`run_read_operation`](Self::run_read_operation) for an `async` operation.
+    #[doc(hidden)]
+    pub async fn run_read_operation_async<R>(
+        &mut self,
+        op: impl for<'a> FnOnce(&'a S, &'a mut Self) -> BoxFuture<'a, R>,
+    ) -> R
+    where
+        S: Default,
+    {
+        let state = self.state.take();
+        self.state_replaced = false;
+        let default;
+        let view = match &state {
+            Some(s) => s,
+            None => {
+                default = S::default();
+                &default
+            }
+        };
+        let r = op(view, self).await;
+        if !self.state_replaced {
+            self.state = state;
         }
         r
     }

@@ -34,10 +34,21 @@ pub type ActivityFn = Arc<
 >;
 
 /// An entity, erased: runs a batch of operations over a state. Use
-/// [`crate::entity::execute_entity_batch`].
+/// [`crate::entity::execute_entity_batch_async`] (or the blocking
+/// [`crate::entity::execute_entity_batch`]).
 pub type EntityFn = Arc<
-    dyn Fn(&EntityId, Option<Payload>, Vec<OperationRequest>) -> EntityBatchResult + Send + Sync,
+    dyn Fn(&EntityId, Option<Payload>, Vec<OperationRequest>) -> TaskFuture<EntityBatchResult>
+        + Send
+        + Sync,
 >;
+
+/// One operation of an entity over its context, as a future (a synchronous operation is a
+/// ready future).
+pub type OperationFn<S> = dyn for<'a> Fn(
+        &'a mut EntityContext<S>,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Payload>, FailureDetails>>
+    + Send
+    + Sync;
 
 fn decode_error(what: String, type_name: &str, message: String) -> FailureDetails {
     FailureDetails::new(
@@ -143,9 +154,20 @@ where
     S: Serialize + DeserializeOwned + Send + 'static,
     F: Fn(&mut EntityContext<S>) -> Result<Option<Payload>, FailureDetails> + Send + Sync + 'static,
 {
+    async_entity_fn(Arc::new(move |ctx: &mut EntityContext<S>| {
+        Box::pin(std::future::ready(f(ctx))) as futures::future::BoxFuture<'_, _>
+    }))
+}
+
+pub(super) fn async_entity_fn<S>(f: Arc<OperationFn<S>>) -> EntityFn
+where
+    S: Serialize + DeserializeOwned + Send + 'static,
+{
     Arc::new(
         move |id: &EntityId, state: Option<Payload>, ops: Vec<OperationRequest>| {
-            crate::entity::run_batch(id, state, ops, &f)
+            let f = f.clone();
+            let id = id.clone();
+            Box::pin(async move { crate::entity::run_batch(&id, state, ops, &*f).await })
         },
     )
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use perdure_core::activity::ActivityContext;
-use perdure_core::entity::{EntityAction, OperationRequest, OperationResult, execute_entity_batch};
+use perdure_core::entity::{
+    EntityAction, OperationRequest, OperationResult, execute_entity_batch_async,
+};
 use perdure_core::management::FunctionKind;
 use perdure_core::registry::{Registry, execute_activity};
 use perdure_core::replay::{Episode, OrchestrationExecutor, Outcome};
@@ -103,61 +105,10 @@ impl Executors for CoreExecutor {
         state: Option<Payload>,
         ops: Vec<EntityOp>,
         _now: Timestamp,
-    ) -> EntityBatchOutput {
-        let n = ops.len();
-        let reqs = ops
-            .into_iter()
-            .map(|o| OperationRequest::new(o.operation, o.input).with_request_id(o.request_id))
-            .collect();
-        match execute_entity_batch(&self.registry, id, state.clone(), reqs) {
-            Ok(out) => EntityBatchOutput {
-                state: out.state,
-                results: out
-                    .results
-                    .into_iter()
-                    .map(|r| match r {
-                        OperationResult::Completed(p) => Ok(p),
-                        OperationResult::Failed(f) => Err(f),
-                    })
-                    .collect(),
-                sends: out
-                    .actions
-                    .into_iter()
-                    .map(|a| match a {
-                        EntityAction::SignalEntity {
-                            entity,
-                            operation,
-                            input,
-                            scheduled_time,
-                        } => EntitySend::Signal {
-                            entity,
-                            operation,
-                            input,
-                            scheduled_time,
-                        },
-                        EntityAction::StartOrchestration {
-                            name,
-                            version,
-                            instance_id,
-                            input,
-                        } => EntitySend::StartOrchestration {
-                            name,
-                            version,
-                            instance_id,
-                            input,
-                        },
-                    })
-                    .collect(),
-            },
-            Err(e) => {
-                let f = FailureDetails::new("EntityNotFound", e.to_string());
-                EntityBatchOutput {
-                    state,
-                    results: (0..n).map(|_| Err(f.clone())).collect(),
-                    sends: Vec::new(),
-                }
-            }
-        }
+    ) -> BoxFuture<'static, EntityBatchOutput> {
+        let registry = self.registry.clone();
+        let id = id.clone();
+        Box::pin(async move { run_entity_batch(&registry, &id, state, ops).await })
     }
 
     fn names(&self, kind: FunctionKind) -> Vec<String> {
@@ -173,6 +124,69 @@ impl Executors for CoreExecutor {
             FunctionKind::Orchestration => self.registry.orchestration(name, None).is_ok(),
             FunctionKind::Activity => self.registry.activity(name).is_some(),
             FunctionKind::Entity => self.registry.entity(name).is_some(),
+        }
+    }
+}
+
+/// Runs an entity batch with the registry's entity and converts the outcome.
+async fn run_entity_batch(
+    registry: &Registry,
+    id: &EntityId,
+    state: Option<Payload>,
+    ops: Vec<EntityOp>,
+) -> EntityBatchOutput {
+    let n = ops.len();
+    let reqs = ops
+        .into_iter()
+        .map(|o| OperationRequest::new(o.operation, o.input).with_request_id(o.request_id))
+        .collect();
+    match execute_entity_batch_async(registry, id, state.clone(), reqs).await {
+        Ok(out) => EntityBatchOutput {
+            state: out.state,
+            results: out
+                .results
+                .into_iter()
+                .map(|r| match r {
+                    OperationResult::Completed(p) => Ok(p),
+                    OperationResult::Failed(f) => Err(f),
+                })
+                .collect(),
+            sends: out
+                .actions
+                .into_iter()
+                .map(|a| match a {
+                    EntityAction::SignalEntity {
+                        entity,
+                        operation,
+                        input,
+                        scheduled_time,
+                    } => EntitySend::Signal {
+                        entity,
+                        operation,
+                        input,
+                        scheduled_time,
+                    },
+                    EntityAction::StartOrchestration {
+                        name,
+                        version,
+                        instance_id,
+                        input,
+                    } => EntitySend::StartOrchestration {
+                        name,
+                        version,
+                        instance_id,
+                        input,
+                    },
+                })
+                .collect(),
+        },
+        Err(e) => {
+            let f = FailureDetails::new("EntityNotFound", e.to_string());
+            EntityBatchOutput {
+                state,
+                results: (0..n).map(|_| Err(f.clone())).collect(),
+                sends: Vec::new(),
+            }
         }
     }
 }

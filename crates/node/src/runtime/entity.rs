@@ -125,7 +125,7 @@ pub(crate) async fn prepare(
                 ));
             }
             MessageBody::LockRequest(req) => {
-                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now);
+                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await;
                 if rec.lock.is_none() {
                     rec.lock = Some(EntityLock {
                         critical_section_id: req.critical_section_id.clone(),
@@ -138,7 +138,7 @@ pub(crate) async fn prepare(
                 critical_section_id,
                 holder,
             } => {
-                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now);
+                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await;
                 if rec.lock.as_ref().is_some_and(|l| {
                     l.holder == *holder && l.critical_section_id == *critical_section_id
                 }) {
@@ -157,7 +157,7 @@ pub(crate) async fn prepare(
         }
         consumed.push((k, m));
     }
-    operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now);
+    operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await;
     while let Some(d) = deferred.pop_back() {
         rest.push_front(d);
     }
@@ -205,7 +205,7 @@ fn forward_lock(req: &LockRequestMsg, now: Timestamp) -> Effect {
 }
 
 /// Runs the collected operations as one batch; returns how many ran.
-fn flush(
+async fn flush(
     shared: &Shared,
     id: &EntityId,
     rec: &mut EntityRecord,
@@ -219,7 +219,10 @@ fn flush(
     let (ops, callers): (Vec<EntityOp>, Vec<Option<EntityCaller>>) =
         std::mem::take(run).into_iter().unzip();
     let n = ops.len();
-    let out = shared.exec.run_entity_batch(id, rec.state.take(), ops, now);
+    let out = shared
+        .exec
+        .run_entity_batch(id, rec.state.take(), ops, now)
+        .await;
     rec.state = out.state;
     for (res, caller) in out.results.into_iter().zip(callers) {
         let Some(c) = caller else { continue };

@@ -117,14 +117,15 @@ pub trait Executors: Send + Sync + 'static {
         attempt: u32,
         input: Option<Payload>,
     ) -> BoxFuture<'static, Result<Option<Payload>, FailureDetails>>;
-    /// Runs a batch of operations on an entity's state.
+    /// Runs a batch of operations on an entity's state. A future: an operation may await
+    /// (an `async` entity method, or a batch handed to a worker out of process).
     fn run_entity_batch(
         &self,
         id: &EntityId,
         state: Option<Payload>,
         ops: Vec<EntityOp>,
         now: Timestamp,
-    ) -> EntityBatchOutput;
+    ) -> BoxFuture<'static, EntityBatchOutput>;
     /// Registered names of a kind, sorted.
     fn names(&self, kind: FunctionKind) -> Vec<String>;
     /// Whether a name of a kind is registered (entity names ignore case). Checked on every

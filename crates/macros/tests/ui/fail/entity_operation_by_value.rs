@@ -6,8 +6,8 @@ pub struct Counter(i64);
 
 #[entity]
 impl Counter {
-    pub async fn add(&mut self, n: i64) {
-        self.0 += n;
+    pub fn into_value(self) -> i64 {
+        self.0
     }
 }
 
