@@ -199,27 +199,55 @@ fn in_one_episode_history_order_decides() {
 }
 
 #[test]
-fn awaited_late_with_both_complete_the_event_wins() {
+fn awaited_late_the_deadline_is_decided_in_history_order() {
     let mut r = Registry::new();
     r.add_orchestration("Late", |ctx: OrchestrationContext, ()| async move {
         let wait = ctx.wait_for_external_event_with_timeout::<String>("Approval", HOUR);
         ctx.call_activity::<()>("Slow", ()).await?;
-        wait.await
+        let first = wait.await;
+        // The event that came after the deadline waits for the next wait of that name.
+        let next = ctx.wait_for_external_event::<String>("Approval").await?;
+        Ok::<_, TaskError>((first.map_err(|e| e.is_timeout()), next))
     });
-    let mut ex = OrchestrationExecutor::new(Arc::new(r), id());
+    let r = Arc::new(r);
+    let timer_then_event = vec![
+        events::timer_fired(0, Timestamp(3_600_000)),
+        events::event_raised("Approval", &"yes"),
+        events::task_completed(1, &()),
+    ];
+    let mut ex = OrchestrationExecutor::new(r.clone(), id());
     let first = ex.execute(Timestamp(0), vec![events::execution_started("Late", &())]);
     assert_eq!(first.actions.len(), 2);
+    let ep = ex.execute(Timestamp(2 * 3_600_000), timer_then_event);
+    // The timer fired first in history: a timeout, though the wait was polled only after
+    // both had arrived (Durable Functions attaches the race when the wait is made).
+    assert!(
+        matches!(&ep.outcome, Outcome::Completed { output: Some(p) }
+            if p.decode::<(Result<String, bool>, String)>().unwrap() == (Err(true), "yes".to_string())),
+        "{:?}",
+        ep.outcome
+    );
+    // Replayed from its history, the instance decides the same way.
+    let history: Vec<_> = first.history.iter().chain(&ep.history).cloned().collect();
+    let reloaded = OrchestrationExecutor::load(r.clone(), id(), &history).unwrap();
+    assert!(reloaded.non_determinism().is_none());
+
+    // And the other order: the event first wins, the late timer fires into nothing.
+    let mut ex = OrchestrationExecutor::new(r, id());
+    ex.execute(Timestamp(0), vec![events::execution_started("Late", &())]);
     let ep = ex.execute(
         Timestamp(2 * 3_600_000),
         vec![
-            events::timer_fired(0, Timestamp(3_600_000)),
             events::event_raised("Approval", &"yes"),
+            events::timer_fired(0, Timestamp(3_600_000)),
             events::task_completed(1, &()),
+            events::event_raised("Approval", &"second"),
         ],
     );
-    // Both were complete when the wait was first polled: the event wins, as with Durable
-    // Functions' `Task.WhenAny(event, timer)`.
     assert!(
-        matches!(&ep.outcome, Outcome::Completed { output: Some(p) } if p.decode::<String>().unwrap() == "yes")
+        matches!(&ep.outcome, Outcome::Completed { output: Some(p) }
+            if p.decode::<(Result<String, bool>, String)>().unwrap() == (Ok("yes".to_string()), "second".to_string())),
+        "{:?}",
+        ep.outcome
     );
 }

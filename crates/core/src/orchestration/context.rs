@@ -8,9 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::orchestration::state::{ContinueAsNewRequest, ExecutionInfo, Shared, lock};
 use crate::orchestration::task::{convert_result, convert_unit, encode_payload};
-use crate::orchestration::{
-    DurableTask, Either, LogLevel, LogRecord, TaskError, TaskKind, when_any2,
-};
+use crate::orchestration::{DurableTask, LogLevel, LogRecord, TaskError, TaskKind};
 use crate::{
     ExecutionId, InstanceId, OrchestratorAction, ParentInstance, Payload, RetryPolicy, Timestamp,
 };
@@ -287,21 +285,18 @@ impl OrchestrationContext {
         name: &str,
         timeout: Duration,
     ) -> crate::orchestration::TaskFuture<Result<O, TaskError>> {
-        let event = self.wait_for_external_event::<O>(name);
+        let key = lock(&self.shared).wait_for_event(name);
+        let event = DurableTask::pending(self.shared.clone(), key, convert_result::<O>);
+        // The deadline is decided when its TimerFired is applied, in history order, as Durable
+        // Functions decides it (its race is attached when the wait is made): an event that
+        // arrives after the deadline goes to the next wait, however late this one is awaited.
+        // The timer's own task is not kept; its TimerFired only ends the wait.
         let timer = self.create_timer_after(timeout);
-        let name = name.to_string();
-        Box::pin(async move {
-            // Both are complete at the first poll only if this is awaited late: then the event
-            // wins, as with Durable Functions' `Task.WhenAny(event, timer)`.
-            match when_any2(event, timer).await {
-                Either::Left(result) => result,
-                Either::Right(()) => Err(TaskError::Timeout {
-                    kind: TaskKind::ExternalEvent,
-                    name,
-                    timeout,
-                }),
-            }
-        })
+        if let Some(seq) = timer.task_id() {
+            lock(&self.shared).set_event_deadline(seq, key, timeout);
+        }
+        drop(timer);
+        Box::pin(event)
     }
 
     /// Like [`wait_for_external_event_with_timeout`](Self::wait_for_external_event_with_timeout),

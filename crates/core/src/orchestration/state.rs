@@ -39,6 +39,9 @@ pub(crate) enum Completion {
     Failure(FailureDetails),
     /// A timer fired, or a lock was granted.
     Signal,
+    /// An event wait's deadline timer fired first (see
+    /// `OrchestrationContext::wait_for_external_event_with_timeout`).
+    TimedOut(std::time::Duration),
 }
 
 /// Describes a task for error messages.
@@ -99,6 +102,9 @@ pub(crate) struct OrchestrationState {
     next_waiter: u64,
     event_waiters: BTreeMap<String, VecDeque<u64>>,
     event_buffer: BTreeMap<String, VecDeque<BufferedEvent>>,
+    /// Deadline timers of event waits: timer sequence number -> (waiter, timeout). Decided
+    /// when the timer's TimerFired is applied, in history order, not when the wait is polled.
+    event_deadlines: BTreeMap<i64, (u64, std::time::Duration)>,
     arrivals: u64,
     /// Critical section id -> sequence number of its lock request.
     pub(crate) lock_requests: BTreeMap<String, i64>,
@@ -128,6 +134,7 @@ impl OrchestrationState {
             next_waiter: 0,
             event_waiters: BTreeMap::new(),
             event_buffer: BTreeMap::new(),
+            event_deadlines: BTreeMap::new(),
             arrivals: 0,
             lock_requests: BTreeMap::new(),
             lock: LockState::None,
@@ -178,6 +185,16 @@ impl OrchestrationState {
     /// Fills the slot of a scheduled task; returns the waker to wake (after unlocking), or
     /// `Err(())` when no task waits on `seq` (abandoned or unknown).
     pub(crate) fn complete(&mut self, seq: i64, c: Completion) -> Result<Option<Waker>, ()> {
+        if let Some((waiter, timeout)) = self.event_deadlines.remove(&seq)
+            && let Some(waker) = self.expire_event_wait(waiter, timeout)
+        {
+            if let Some(slot) = self.slots.get_mut(&SlotKey::Task(seq))
+                && slot.result.is_none()
+            {
+                slot.result = Some(c);
+            }
+            return Ok(waker);
+        }
         match self.slots.get_mut(&SlotKey::Task(seq)) {
             Some(slot) if slot.result.is_none() => {
                 slot.result = Some(c);
@@ -185,6 +202,46 @@ impl OrchestrationState {
             }
             _ => Err(()),
         }
+    }
+
+    /// Ties an event wait to its deadline timer: when the timer fires before an event reached
+    /// the wait, the wait ends with [`Completion::TimedOut`] and leaves its queue, so a later
+    /// event goes to the next wait for that name.
+    pub(crate) fn set_event_deadline(
+        &mut self,
+        timer_seq: i64,
+        wait: SlotKey,
+        timeout: std::time::Duration,
+    ) {
+        if let SlotKey::Event(waiter) = wait
+            && self.slots.get(&wait).is_some_and(|s| s.result.is_none())
+        {
+            self.event_deadlines.insert(timer_seq, (waiter, timeout));
+        }
+    }
+
+    /// Ends a still-waiting event wait with a timeout; `None` when it already has a result or
+    /// is gone. Returns the waker to wake.
+    fn expire_event_wait(
+        &mut self,
+        waiter: u64,
+        timeout: std::time::Duration,
+    ) -> Option<Option<Waker>> {
+        let slot = self.slots.get_mut(&SlotKey::Event(waiter))?;
+        if slot.result.is_some() {
+            return None;
+        }
+        slot.result = Some(Completion::TimedOut(timeout));
+        let waker = slot.waker.take();
+        if let Some(name) = slot.event_name.clone()
+            && let Some(queue) = self.event_waiters.get_mut(&name)
+        {
+            queue.retain(|w| *w != waiter);
+            if queue.is_empty() {
+                self.event_waiters.remove(&name);
+            }
+        }
+        Some(waker)
     }
 
     /// Starts waiting for an external event: takes a buffered one if present.

@@ -307,6 +307,11 @@ pub(crate) fn convert_result<O: DeserializeOwned>(
             task_id: info.task_id,
             message,
         }),
+        Completion::TimedOut(timeout) => Err(TaskError::Timeout {
+            kind: info.kind,
+            name: info.name.clone(),
+            timeout,
+        }),
     }
 }
 
