@@ -420,9 +420,12 @@ impl HttpTransport {
         id: &InstanceId,
         timeout: Duration,
     ) -> ClientResult<Option<InstanceState>> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large for the clock (`Duration::MAX`, `?wait=1e19`) waits without end.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             let chunk = left.min(self.opts.wait_chunk);
             let st = self.status(id, true, Some(chunk)).await?;
             match &st {

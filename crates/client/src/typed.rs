@@ -5,7 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
-use perdure_core::handles::{DurableFunction, EntityInterface, EntityTarget, FunctionKind};
+use perdure_core::handles::{EntityInterface, EntityTarget, OrchestrationHandle};
 use perdure_core::management::ManagementError;
 use perdure_core::{EntityId, IdError, InstanceId, Timestamp};
 use serde::Serialize;
@@ -21,21 +21,16 @@ fn bad_id(e: &IdError) -> ClientError {
 }
 
 impl DurableClient {
-    /// Starts an orchestration by its handle (see `perdure_core::orchestration`): the input
-    /// type comes from its signature. An activity handle is refused.
-    pub async fn schedule_new<F: DurableFunction>(
+    /// Starts an orchestration by its handle (the function written with
+    /// `perdure_core::orchestration`): the input type comes from its signature, and only an
+    /// orchestration is accepted (an activity handle does not compile).
+    pub async fn schedule_new<F: OrchestrationHandle>(
         &self,
-        orchestration: F,
+        orchestration: impl FnOnce() -> F,
         input: impl Into<F::Input>,
         opts: StartOptions,
     ) -> ClientResult<InstanceId> {
         let _ = orchestration;
-        if F::KIND != FunctionKind::Orchestration {
-            return Err(ClientError::Config(format!(
-                "'{}' is an activity: only orchestrations are started from the client",
-                F::NAME
-            )));
-        }
         let mut opts = opts;
         if opts.version.is_none() {
             opts.version = F::VERSION.map(str::to_string);

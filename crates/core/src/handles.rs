@@ -52,9 +52,11 @@ pub enum FunctionKind {
     Orchestration,
 }
 
-/// An activity or orchestration known by type. The handle is a zero-sized value named after
-/// the function (`say_hello`), written by [`activity`](macro@crate::activity) and
-/// [`orchestration`](macro@crate::orchestration).
+/// An activity or orchestration known by type: a zero-sized handle type named after the
+/// function (`say_hello` -> `SayHelloActivity`), written by [`activity`](macro@crate::activity)
+/// and [`orchestration`](macro@crate::orchestration). The attribute keeps a function with the
+/// original name that returns the handle, and that function is what calls take
+/// (`ctx.call(say_hello, city)`): a `let say_hello = ...` may shadow it, as with any `fn`.
 pub trait DurableFunction: Copy + Send + Sync + 'static {
     /// The registered name (the function's name unless the attribute says otherwise).
     const NAME: &'static str;
@@ -70,10 +72,15 @@ pub trait DurableFunction: Copy + Send + Sync + 'static {
     fn register(self, registry: &mut Registry);
 }
 
+/// Marks the handles of orchestrations (what a client may start).
+pub trait OrchestrationHandle: DurableFunction {}
+
 impl Registry {
-    /// Registers a typed function (see [`DurableFunction`]) under its own name.
-    pub fn register<F: DurableFunction>(&mut self, function: F) -> &mut Self {
-        function.register(self);
+    /// Registers a typed function under its own name: pass the function written with
+    /// [`activity`](macro@crate::activity) or [`orchestration`](macro@crate::orchestration)
+    /// (`registry.register(say_hello)`).
+    pub fn register<F: DurableFunction>(&mut self, function: impl FnOnce() -> F) -> &mut Self {
+        function().register(self);
         self
     }
 
@@ -89,7 +96,7 @@ impl OrchestrationContext {
     /// and output types come from the function's signature.
     pub fn call<F: DurableFunction>(
         &self,
-        function: F,
+        function: impl FnOnce() -> F,
         input: impl Into<F::Input>,
     ) -> TaskFuture<Result<F::Output, TaskError>> {
         let _ = function;
@@ -111,7 +118,7 @@ impl OrchestrationContext {
     /// durable timer; a sub-orchestration is retried with the same child instance id).
     pub fn call_with_retry<F: DurableFunction>(
         &self,
-        function: F,
+        function: impl FnOnce() -> F,
         policy: RetryPolicy,
         input: impl Into<F::Input>,
     ) -> TaskFuture<Result<F::Output, TaskError>> {
@@ -135,7 +142,7 @@ impl OrchestrationContext {
     /// retry policy (an activity handle ignores the id and version and keeps the policy).
     pub fn call_with_options<F: DurableFunction>(
         &self,
-        function: F,
+        function: impl FnOnce() -> F,
         options: SubOrchestrationOptions,
         input: impl Into<F::Input>,
     ) -> TaskFuture<Result<F::Output, TaskError>> {

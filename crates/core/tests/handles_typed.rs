@@ -67,13 +67,35 @@ async fn retried(ctx: OrchestrationContext) -> Result<u32, TaskError> {
     ctx.call_with_retry(flaky, policy, 1u32).await
 }
 
+/// A `let` may shadow a handle's name, inside the function itself and at a call site.
+#[activity]
+async fn total(items: Vec<u32>) -> Result<u32, String> {
+    let total: u32 = items.iter().sum();
+    Ok(total)
+}
+
+#[orchestration]
+async fn shadows(ctx: OrchestrationContext) -> Result<u32, TaskError> {
+    let total = ctx.call(total, vec![1, 2, 3]).await?;
+    Ok(total * 2)
+}
+
+#[test]
+fn a_let_may_shadow_a_handle() {
+    let mut r = Registry::new();
+    r.register(total).register(shadows);
+    let run = OrchestrationTester::new(Arc::new(r)).run("shadows", &());
+    assert_eq!(run.output::<u32>().unwrap(), 12);
+}
+
 #[test]
 fn handles_carry_name_kind_and_types() {
-    assert_eq!(say_hello::NAME, "SayHello");
-    assert_eq!(hello_sequence::NAME, "HelloSequence");
-    assert_eq!(doubled::NAME, "doubled");
-    assert_eq!(doubled::VERSION, Some("2"));
-    assert_eq!(<parent as DurableFunction>::VERSION, None);
+    assert_eq!(SayHelloActivity::NAME, "SayHello");
+    assert_eq!(HelloSequenceOrchestration::NAME, "HelloSequence");
+    assert_eq!(DoubledOrchestration::NAME, "doubled");
+    assert_eq!(DoubledOrchestration::VERSION, Some("2"));
+    assert_eq!(<ParentOrchestration as DurableFunction>::VERSION, None);
+    assert_eq!(say_hello(), SayHelloActivity);
     let mut r = Registry::new();
     r.register(say_hello)
         .register(hello_sequence)
@@ -106,7 +128,7 @@ fn typed_calls_run_activities_and_sub_orchestrations() {
         ["Hello Tokyo!", "Hello Seattle!", "Hello London!", "7"]
     );
     // The function itself stays callable (for unit tests of an activity).
-    let out = futures::executor::block_on(no_input::run()).unwrap();
+    let out = futures::executor::block_on(NoInputActivity::run()).unwrap();
     assert_eq!(out, 7);
 
     let mut t = OrchestrationTester::new(registry());

@@ -8,8 +8,9 @@
 //! `#[nondeterministic]` is skipped (and the mark removed); `allow_nondeterministic` on the
 //! attribute skips the whole function.
 
+use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::visit_mut::{self, VisitMut};
-use syn::{Attribute, Block, Expr, ExprPath, Stmt};
+use syn::{Attribute, Block, Expr, ExprPath, Macro, Stmt};
 
 /// One rule: a path suffix and what to say about it.
 struct Rule {
@@ -215,27 +216,82 @@ impl VisitMut for Checker {
     }
 
     fn visit_expr_path_mut(&mut self, path: &mut ExprPath) {
-        if !self.allow_all {
-            let segments: Vec<String> = path
-                .path
-                .segments
-                .iter()
-                .map(|s| s.ident.to_string())
-                .collect();
-            if let Some(rule) = RULES.iter().find(|r| matches(&segments, r.suffix)) {
-                let shown = segments.join("::");
-                self.report(syn::Error::new_spanned(
-                    &*path,
-                    format!(
-                        "orchestrator code must be deterministic: `{shown}` {}; {}. \
-                         (Replay runs this code again and must see the same values. If this \
-                         use is safe, mark the statement `#[nondeterministic]`.)",
-                        rule.what, rule.instead
-                    ),
-                ));
-            }
+        let segments: Vec<String> = path
+            .path
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
+        if let Some(message) = self.check(&segments) {
+            self.report(syn::Error::new_spanned(&*path, message));
         }
         visit_mut::visit_expr_path_mut(self, path);
+    }
+
+    /// A macro's arguments are tokens, not expressions (`format!`, `json!`, `when_any!`):
+    /// the paths in them are checked as written.
+    fn visit_macro_mut(&mut self, mac: &mut Macro) {
+        let mut paths = Vec::new();
+        paths_in(mac.tokens.clone(), &mut paths);
+        for (segments, span) in paths {
+            if let Some(message) = self.check(&segments) {
+                self.report(syn::Error::new(span, message));
+            }
+        }
+    }
+}
+
+impl Checker {
+    /// The error message for `segments` if a rule matches.
+    fn check(&self, segments: &[String]) -> Option<String> {
+        if self.allow_all {
+            return None;
+        }
+        let rule = RULES.iter().find(|r| matches(segments, r.suffix))?;
+        Some(format!(
+            "orchestrator code must be deterministic: `{}` {}; {}. (Replay runs this code \
+             again and must see the same values. If this use is safe, mark the statement \
+             `#[nondeterministic]`.)",
+            segments.join("::"),
+            rule.what,
+            rule.instead
+        ))
+    }
+}
+
+/// The paths (`a::b::c`) written in a token stream, with the span of their first segment.
+fn paths_in(tokens: TokenStream, out: &mut Vec<(Vec<String>, Span)>) {
+    let mut current: Option<(Vec<String>, Span)> = None;
+    // Colons seen since the last segment: two make a `::`.
+    let mut colons = 0;
+    for tt in tokens {
+        match tt {
+            TokenTree::Ident(ident) => {
+                match (&mut current, colons) {
+                    (Some((segments, _)), 2) => segments.push(ident.to_string()),
+                    _ => {
+                        if let Some(done) = current.take() {
+                            out.push(done);
+                        }
+                        current = Some((vec![ident.to_string()], ident.span()));
+                    }
+                }
+                colons = 0;
+            }
+            TokenTree::Punct(p) if p.as_char() == ':' && colons < 2 => colons += 1,
+            other => {
+                if let Some(done) = current.take() {
+                    out.push(done);
+                }
+                colons = 0;
+                if let TokenTree::Group(g) = other {
+                    paths_in(g.stream(), out);
+                }
+            }
+        }
+    }
+    if let Some(done) = current.take() {
+        out.push(done);
     }
 }
 

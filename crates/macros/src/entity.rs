@@ -46,10 +46,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
 
     let mut ops = Vec::new();
     for item in &block.items {
+        // Every method visible outside the impl (`pub`, `pub(crate)`, ...) with a receiver
+        // is an operation; private methods are helpers.
         if let ImplItem::Fn(f) = item
-            && matches!(f.vis, Visibility::Public(_))
+            && !matches!(f.vis, Visibility::Inherited)
             && f.sig.receiver().is_some()
         {
+            if f.sig.ident == "signal" {
+                return Err(syn::Error::new_spanned(
+                    &f.sig.ident,
+                    "an operation cannot be called `signal`: the typed proxy uses that name for \
+                     its one-way form",
+                ));
+            }
             ops.push(operation(f)?);
         }
     }

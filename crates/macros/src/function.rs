@@ -23,6 +23,13 @@ impl Kind {
         }
     }
 
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Orchestration => "Orchestration",
+            Self::Activity => "Activity",
+        }
+    }
+
     fn context(self) -> &'static str {
         match self {
             Self::Orchestration => "OrchestrationContext",
@@ -66,6 +73,17 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
     let mut input_ty: Option<Type> = None;
     for (index, arg) in sig.inputs.iter().enumerate() {
         let FnArg::Typed(pat) = arg else { continue };
+        if let Type::Reference(r) = &*pat.ty
+            && args::last_ident(&r.elem).as_deref() == Some(kind.context())
+        {
+            return Err(syn::Error::new_spanned(
+                &pat.ty,
+                format!(
+                    "take the {} by value (it is cheap to clone), not by reference",
+                    kind.context()
+                ),
+            ));
+        }
         let is_context = args::last_ident(&pat.ty).as_deref() == Some(kind.context());
         if is_context && index == 0 {
             has_context = true;
@@ -137,11 +155,15 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
         Kind::Orchestration => quote!(::perdure_core::OrchestrationContext),
         Kind::Activity => quote!(::perdure_core::ActivityContext),
     };
+    // The handle is a type named after the function (`say_hello` -> `SayHelloActivity`) and
+    // a function with the function's own name that returns it: a `fn` item, unlike a unit
+    // struct, may be shadowed by a `let` of the same name.
+    let handle = format_ident!("{}{}", camel_case(&ident.to_string()), kind.suffix());
     let call = match (has_context, input_ty.is_some()) {
-        (true, true) => quote!(#ident::run(ctx, input)),
-        (true, false) => quote!(#ident::run(ctx)),
-        (false, true) => quote!(#ident::run(input)),
-        (false, false) => quote!(#ident::run()),
+        (true, true) => quote!(#handle::run(ctx, input)),
+        (true, false) => quote!(#handle::run(ctx)),
+        (false, true) => quote!(#handle::run(input)),
+        (false, false) => quote!(#handle::run()),
     };
     let (kind_tokens, add) = match (kind, &options.version) {
         (Kind::Activity, _) => (
@@ -160,25 +182,27 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
     };
     let what = kind.word();
     let handle_doc = format!(
-        " The handle of {what} `{name}`: pass it to `ctx.call` and `Registry::register`; \
-         the function itself is `{ident}::run`."
+        " The handle of {what} `{name}` (written by the attribute on `{ident}`); the function \
+         itself is `{handle}::run`."
     );
+    let fn_doc = format!(
+        " {what} `{name}`, as a handle: pass `{ident}` to `ctx.call` and `Registry::register`."
+    );
+    let marker = (kind == Kind::Orchestration)
+        .then(|| quote!(impl ::perdure_core::handles::OrchestrationHandle for #handle {}));
 
     let errors = checked.err().map(syn::Error::into_compile_error);
     Ok(quote! {
         #errors
-        #(#docs)*
-        #[doc = ""]
         #[doc = #handle_doc]
-        #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        #vis struct #ident;
+        #vis struct #handle;
 
-        impl #ident {
+        impl #handle {
             #run
         }
 
-        impl ::perdure_core::DurableFunction for #ident {
+        impl ::perdure_core::DurableFunction for #handle {
             const NAME: &'static str = #name;
             const VERSION: ::core::option::Option<&'static str> = #version;
             const KIND: ::perdure_core::handles::FunctionKind = #kind_tokens;
@@ -194,5 +218,30 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
                 #add
             }
         }
+
+        #marker
+
+        #(#docs)*
+        #[doc = ""]
+        #[doc = #fn_doc]
+        #[must_use]
+        #vis fn #ident() -> #handle {
+            #handle
+        }
     })
+}
+
+/// `say_hello` -> `SayHello`.
+fn camel_case(snake: &str) -> String {
+    snake
+        .split('_')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_uppercase().chain(chars).collect::<String>(),
+                None => String::new(),
+            }
+        })
+        .collect()
 }

@@ -95,6 +95,8 @@ pub async fn withdraw(
     ctx: OrchestrationContext,
     input: WithdrawInput,
 ) -> Result<i64, FailureDetails> {
+    // An invalid key is the caller's mistake (`BadInput`), found before anything is sent.
+    account_id(&input.account)?;
     Ok(ctx
         .entity::<Account>(input.account)
         .withdraw(input.amount)
