@@ -14,9 +14,10 @@ mod function;
 
 use proc_macro::TokenStream;
 
-/// Turns an `async fn` into an orchestration: a zero-sized handle named after the function
-/// (`ctx.call(handle, input)`, `Registry::register(handle)`), the function itself as
-/// `handle::run`.
+/// Turns an `async fn` into an orchestration: a handle type `{Name}Orchestration` (the
+/// function's body becomes its `run`) and a function with the original name that returns it,
+/// which `ctx.call(name, input)`, `Registry::register(name)` and the client's `schedule_new`
+/// take.
 ///
 /// Options: `name = "..."` (default: the function's name), `version = "..."`,
 /// `allow_nondeterministic` (turns the determinism checks off for the whole function; a
@@ -28,8 +29,9 @@ pub fn orchestration(attr: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
-/// Turns an `async fn` into an activity: a zero-sized handle named after the function, the
-/// function itself as `handle::run`. The `ActivityContext` parameter is optional.
+/// Turns an `async fn` into an activity: a handle type `{Name}Activity` (the function's body
+/// becomes its `run`) and a function with the original name that returns it. The
+/// `ActivityContext` parameter is optional.
 ///
 /// Options: `name = "..."` (default: the function's name).
 #[proc_macro_attribute]
