@@ -414,6 +414,16 @@ async fn uses_counter(ctx: OrchestrationContext, key: String) -> Result<i64, Tas
 }
 
 #[test]
+fn the_tester_runs_synchronous_entities_inside_another_executor() {
+    // A synchronous entity's batch is answered at the first poll: no nested executor.
+    let output = futures::executor::block_on(async {
+        let mut t = OrchestrationTester::new(registry());
+        t.run("uses_counter", &"nested").output::<i64>().unwrap()
+    });
+    assert_eq!(output, 12);
+}
+
+#[test]
 fn proxies_call_and_signal_entities_from_an_orchestration() {
     let mut t = OrchestrationTester::new(registry());
     t.with_entity_state(

@@ -251,3 +251,23 @@ fn awaited_late_the_deadline_is_decided_in_history_order() {
         ep.outcome
     );
 }
+
+#[test]
+fn only_a_timer_fired_ends_a_wait_at_its_deadline() {
+    let mut r = Registry::new();
+    r.add_orchestration("Wait", |ctx: OrchestrationContext, ()| async move {
+        ctx.wait_for_external_event_with_timeout::<String>("E", HOUR)
+            .await
+    });
+    let mut ex = OrchestrationExecutor::new(Arc::new(r), id());
+    ex.execute(Timestamp(0), vec![events::execution_started("Wait", &())]);
+    // A misdirected TaskCompleted for the deadline timer's sequence number is ignored.
+    let ep = ex.execute(Timestamp(1_000), vec![events::task_completed(0, &"dup")]);
+    assert_eq!(ep.outcome, Outcome::Running, "{:?}", ep.outcome);
+    let ep = ex.execute(Timestamp(2_000), vec![events::event_raised("E", &"real")]);
+    assert!(
+        matches!(&ep.outcome, Outcome::Completed { output: Some(p) } if p.decode::<String>().unwrap() == "real"),
+        "{:?}",
+        ep.outcome
+    );
+}

@@ -9,8 +9,9 @@
 //! attribute skips the whole function.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::punctuated::Punctuated;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Attribute, Block, Expr, ExprPath, Macro, Stmt};
+use syn::{Attribute, Block, Expr, ExprPath, Macro, Stmt, Token};
 
 /// One rule: a path suffix and what to say about it.
 struct Rule {
@@ -231,6 +232,14 @@ impl VisitMut for Checker {
     /// A macro's arguments are tokens, not expressions (`format!`, `json!`, `when_any!`):
     /// the paths in them are checked as written.
     fn visit_macro_mut(&mut self, mac: &mut Macro) {
+        // Arguments that parse as expressions (`format!`, `vec!`, `assert!`, ...) are checked
+        // like the body; others (`when_any!`'s branches) by the paths in their tokens.
+        if let Ok(mut args) = mac.parse_body_with(Punctuated::<Expr, Token![,]>::parse_terminated) {
+            for arg in &mut args {
+                self.visit_expr_mut(arg);
+            }
+            return;
+        }
         let mut paths = Vec::new();
         paths_in(mac.tokens.clone(), &mut paths);
         for (segments, span) in paths {
@@ -264,8 +273,17 @@ fn paths_in(tokens: TokenStream, out: &mut Vec<(Vec<String>, Span)>) {
     let mut current: Option<(Vec<String>, Span)> = None;
     // Colons seen since the last segment: two make a `::`.
     let mut colons = 0;
+    let mut after_dot = false;
     for tt in tokens {
+        let is_dot = matches!(&tt, TokenTree::Punct(p) if p.as_char() == '.');
         match tt {
+            TokenTree::Ident(_) if after_dot => {
+                // A field or method (`x.thread_rng`), not a path.
+                if let Some(done) = current.take() {
+                    out.push(done);
+                }
+                colons = 0;
+            }
             TokenTree::Ident(ident) => {
                 match (&mut current, colons) {
                     (Some((segments, _)), 2) => segments.push(ident.to_string()),
@@ -289,6 +307,7 @@ fn paths_in(tokens: TokenStream, out: &mut Vec<(Vec<String>, Span)>) {
                 }
             }
         }
+        after_dot = is_dot;
     }
     if let Some(done) = current.take() {
         out.push(done);

@@ -158,7 +158,9 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
     // The handle is a type named after the function (`say_hello` -> `SayHelloActivity`) and
     // a function with the function's own name that returns it: a `fn` item, unlike a unit
     // struct, may be shadowed by a `let` of the same name.
-    let handle = format_ident!("{}{}", camel_case(&ident.to_string()), kind.suffix());
+    let plain = ident.to_string();
+    let plain = plain.strip_prefix("r#").unwrap_or(&plain);
+    let handle = format_ident!("{}{}", camel_case(plain), kind.suffix());
     let call = match (has_context, input_ty.is_some()) {
         (true, true) => quote!(#handle::run(ctx, input)),
         (true, false) => quote!(#handle::run(ctx)),

@@ -138,9 +138,14 @@ pub fn execute_entity_batch(
     let f = registry.entity(id.name()).ok_or_else(|| UnknownEntity {
         name: id.name().to_string(),
     })?;
-    // Synchronous operations are ready futures; an `async` operation is driven to the end
-    // on this thread (the node uses `execute_entity_batch_async`).
-    Ok(futures::executor::block_on(f(id, state, ops)))
+    // Synchronous operations are ready futures, answered at the first poll (so this works
+    // inside any executor); only a batch that really awaits is driven on this thread (the node
+    // uses `execute_entity_batch_async`).
+    let mut batch = f(id, state, ops);
+    Ok(match (&mut batch).now_or_never() {
+        Some(out) => out,
+        None => futures::executor::block_on(batch),
+    })
 }
 
 /// [`execute_entity_batch`] as a future: what the node runs, so that an `async` operation

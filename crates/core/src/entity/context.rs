@@ -1,5 +1,6 @@
 //! [`EntityContext`]: what an entity operation sees and does.
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -53,7 +54,11 @@ pub trait Entity: Serialize + DeserializeOwned + Default + Send + 'static {
 pub fn block_on_dispatch<T: Entity>(
     ctx: &mut EntityContext<T>,
 ) -> Result<Option<Payload>, FailureDetails> {
-    futures::executor::block_on(T::dispatch_async(ctx))
+    let mut op = T::dispatch_async(ctx);
+    match (&mut op).now_or_never() {
+        Some(out) => out,
+        None => futures::executor::block_on(op),
+    }
 }
 
 impl<S> EntityContext<S> {

@@ -185,16 +185,6 @@ impl OrchestrationState {
     /// Fills the slot of a scheduled task; returns the waker to wake (after unlocking), or
     /// `Err(())` when no task waits on `seq` (abandoned or unknown).
     pub(crate) fn complete(&mut self, seq: i64, c: Completion) -> Result<Option<Waker>, ()> {
-        if let Some((waiter, timeout)) = self.event_deadlines.remove(&seq)
-            && let Some(waker) = self.expire_event_wait(waiter, timeout)
-        {
-            if let Some(slot) = self.slots.get_mut(&SlotKey::Task(seq))
-                && slot.result.is_none()
-            {
-                slot.result = Some(c);
-            }
-            return Ok(waker);
-        }
         match self.slots.get_mut(&SlotKey::Task(seq)) {
             Some(slot) if slot.result.is_none() => {
                 slot.result = Some(c);
@@ -218,6 +208,14 @@ impl OrchestrationState {
         {
             self.event_deadlines.insert(timer_seq, (waiter, timeout));
         }
+    }
+
+    /// A TimerFired for `seq`: if it is an event wait's deadline and the wait has no event
+    /// yet, the wait times out; returns the waker to wake. Only a timer's completion may do
+    /// this (a completion of another kind for that sequence number is ignored elsewhere).
+    pub(crate) fn fire_event_deadline(&mut self, seq: i64) -> Option<Option<Waker>> {
+        let (waiter, timeout) = self.event_deadlines.remove(&seq)?;
+        self.expire_event_wait(waiter, timeout)
     }
 
     /// Ends a still-waiting event wait with a timeout; `None` when it already has a result or

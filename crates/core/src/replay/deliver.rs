@@ -29,6 +29,15 @@ impl OrchestrationExecutor {
             ));
             return;
         }
+        if kind == TaskKind::Timer
+            && let Some(waker) = st.fire_event_deadline(seq)
+        {
+            drop(st);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return;
+        }
         match st.complete(seq, completion) {
             Ok(waker) => {
                 drop(st);

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use tracing::Instrument;
 
 use perdure_core::{EntityId, EventKind, HistoryEvent, InstanceId, Timestamp};
 
@@ -84,6 +85,22 @@ pub(crate) async fn prepare(
             slot.insert(EntitySlot { record })
         }
     };
+    // Instrumented, not entered: an `async` operation may suspend the batch.
+    let span = tracing::info_span!("entity_batch", entity = %id);
+    plan(shared, slot, id, msgs, max_ops, now)
+        .instrument(span)
+        .await
+}
+
+/// The batch of an active entity from its pending messages.
+async fn plan(
+    shared: &Shared,
+    slot: &mut EntitySlot,
+    id: EntityId,
+    msgs: VecDeque<Keyed>,
+    max_ops: usize,
+    now: Timestamp,
+) -> Result<(Option<EntityPlan>, VecDeque<Keyed>), StoreError> {
     let mut rec = slot.record.clone();
     let mut consumed: Vec<Keyed> = Vec::new();
     let mut effects: Vec<Effect> = Vec::new();
@@ -92,8 +109,6 @@ pub(crate) async fn prepare(
     let mut rest = msgs;
     let mut operations = 0usize;
     let mut input_bytes = 0usize;
-    let span = tracing::info_span!("entity_batch", entity = %id);
-    let _enter = span.enter();
     while let Some((k, m)) = rest.pop_front() {
         if operations + run.len() >= max_ops {
             rest.push_front((k, m));

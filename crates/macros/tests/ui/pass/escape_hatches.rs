@@ -26,4 +26,21 @@ async fn nested_item(_ctx: OrchestrationContext) -> Result<u32, TaskError> {
 
 fn main() {
     let _ = (marked, whole_function, nested_item);
+    uses_match();
+}
+
+// Fields and methods in macro arguments are not paths; a raw identifier names a handle.
+pub struct Rng {
+    pub thread_rng: u32,
+}
+
+#[orchestration]
+async fn r#match(_ctx: OrchestrationContext, rng: u32) -> Result<String, TaskError> {
+    let r = Rng { thread_rng: rng };
+    Ok(format!("{}", r.thread_rng))
+}
+
+fn uses_match() {
+    let _ = r#match;
+    let _ = MatchOrchestration;
 }
