@@ -250,6 +250,37 @@ async fn query_and_purge() {
     }
     seen.sort();
     assert_eq!(seen, ["q-0", "q-1", "q-2"]);
+    // ListInstanceIds: finished instances only, paged by its key.
+    let mut listed = Vec::new();
+    let mut key = None;
+    loop {
+        let page = f
+            .client
+            .list_instance_ids(ListInstanceIdsRequest {
+                page_size: 2,
+                last_instance_key: key.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed.extend(page.instance_ids);
+        match page.last_instance_key {
+            Some(k) if !k.is_empty() => key = Some(k),
+            _ => break,
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, ["q-0", "q-1", "q-2"]);
+    let e = f
+        .client
+        .list_instance_ids(ListInstanceIdsRequest {
+            runtime_status: vec![OrchestrationStatus::Running as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     // CANCELED matches nothing in Perdure.
     let none = f
         .client

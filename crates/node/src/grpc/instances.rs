@@ -350,3 +350,48 @@ pub(crate) async fn purge(
         }
     }
 }
+
+/// `ListInstanceIds`: the ids of finished instances (completed, failed or terminated; the
+/// request's statuses narrow that), completed within the optional time range. Pages follow
+/// Perdure's instance query order, not completion time; `lastInstanceKey` is Perdure's
+/// continuation token. A page may hold fewer ids than asked (the completion-time filter
+/// applies after the query), but its key always leads on.
+pub(crate) async fn list_ids(
+    api: &dyn ManagementApi,
+    r: proto::ListInstanceIdsRequest,
+) -> Result<proto::ListInstanceIdsResponse, Status> {
+    let Some(mut statuses) = statuses(&r.runtime_status)? else {
+        return Ok(proto::ListInstanceIdsResponse::default());
+    };
+    if statuses.is_empty() {
+        statuses = OrchestrationStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+    } else if let Some(s) = statuses.iter().find(|s| !s.is_terminal()) {
+        return Err(Status::invalid_argument(format!(
+            "runtimeStatus: only finished instances are listed, not {s}"
+        )));
+    }
+    let from = opt_timestamp(r.completed_time_from.as_ref(), "completedTimeFrom")?;
+    let to = opt_timestamp(r.completed_time_to.as_ref(), "completedTimeTo")?;
+    let page_size = u32::try_from(r.page_size)
+        .map_err(|_| Status::invalid_argument(format!("pageSize: {} is negative", r.page_size)))?;
+    let query = InstanceQuery {
+        statuses,
+        page_size,
+        continuation: r.last_instance_key.filter(|t| !t.is_empty()),
+        ..InstanceQuery::default()
+    };
+    let page = api.query_instances(query).await.map_err(status)?;
+    Ok(proto::ListInstanceIdsResponse {
+        instance_ids: page
+            .instances
+            .iter()
+            .filter(|s| from.is_none_or(|f| s.last_updated_at >= f))
+            .filter(|s| to.is_none_or(|t| s.last_updated_at <= t))
+            .map(|s| s.instance_id.as_str().to_string())
+            .collect(),
+        last_instance_key: page.continuation,
+    })
+}

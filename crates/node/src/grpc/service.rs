@@ -160,12 +160,11 @@ impl TaskHubSidecarService for Sidecar {
 
     async fn list_instance_ids(
         &self,
-        _: Request<ListInstanceIdsRequest>,
+        r: Request<ListInstanceIdsRequest>,
     ) -> Rpc<ListInstanceIdsResponse> {
-        Err(unimplemented(
-            "ListInstanceIds",
-            "not yet; QueryInstances lists instances with a continuation token",
-        ))
+        instances::list_ids(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn purge_instances(
