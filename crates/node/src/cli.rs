@@ -59,6 +59,10 @@ pub struct DevArgs {
     /// HTTP address (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: String,
+    /// Durable Task gRPC address (default 127.0.0.1:4001, the SDKs' default; `off`: not
+    /// served). Without this flag or PERDURE_GRPC_LISTEN, a taken default port only warns.
+    #[arg(long)]
+    pub grpc: Option<String>,
     /// Keep everything in memory (nothing survives a restart).
     #[arg(long)]
     pub memory: bool,
@@ -88,6 +92,9 @@ pub struct RunArgs {
     /// HTTP address.
     #[arg(long)]
     pub http: Option<String>,
+    /// Durable Task gRPC address (`127.0.0.1:4001`; `off`: not served); unset: not served.
+    #[arg(long)]
+    pub grpc: Option<String>,
     /// Origin used in management URIs (`https://perdure.example.com`).
     #[arg(long)]
     pub public_url: Option<String>,
@@ -129,6 +136,15 @@ pub enum ServeError {
     /// The cluster transport could not start.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The gRPC listener failed.
+    #[error("gRPC server on {addr}: {source}")]
+    Grpc {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: crate::grpc::GrpcError,
+    },
     /// The HTTP listener failed.
     #[error("HTTP server on {addr}: {source}")]
     Http {
@@ -156,7 +172,21 @@ impl Cli {
                 }
                 flags.node.partitions = d.partitions;
                 flags.log.filter = d.log.clone();
-                NodeConfig::resolve(&[("environment", env), ("flags", flags)]).map(|c| (c, true))
+                flags.grpc.listen = d.grpc.clone();
+                let asked_for = d.grpc.is_some() || env.grpc.listen.is_some();
+                // `dev` serves the gRPC protocol on the SDKs' default address unless told
+                // otherwise.
+                let mut dev_defaults = ConfigLayer::default();
+                dev_defaults.grpc.listen = Some(crate::grpc::DEV_LISTEN.to_string());
+                NodeConfig::resolve(&[
+                    ("dev default", dev_defaults),
+                    ("environment", env),
+                    ("flags", flags),
+                ])
+                .map(|mut c| {
+                    c.grpc_listen_optional = !asked_for;
+                    (c, true)
+                })
             }
             Command::Run(r) => {
                 let file = match &r.config {
@@ -168,6 +198,7 @@ impl Cli {
                 flags.store.path = r.data_dir.clone();
                 flags.store.url = r.store_url.clone();
                 flags.http.bind = r.http.clone();
+                flags.grpc.listen = r.grpc.clone();
                 flags.http.public_url = r.public_url.clone();
                 flags.node.partitions = r.partitions;
                 flags.node.max_concurrent_activities = r.max_concurrent_activities;
@@ -285,11 +316,33 @@ async fn open_store_with_retry(
     }
 }
 
+/// Binds the gRPC listener, if the protocol is served. In `dev`, the default address being
+/// taken (another node, a sidecar) only warns, so that several dev nodes can run side by
+/// side; an address that was asked for must be free.
+async fn bind_grpc(cfg: &NodeConfig) -> Result<Option<tokio::net::TcpListener>, ServeError> {
+    let Some(addr) = cfg.grpc_listen else {
+        return Ok(None);
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if cfg.grpc_listen_optional => {
+            tracing::warn!(%addr, error = %e, "gRPC port taken; not serving the gRPC protocol (set --grpc)");
+            Ok(None)
+        }
+        Err(source) => Err(ServeError::Grpc {
+            addr,
+            source: crate::grpc::GrpcError::Io(source),
+        }),
+    }
+}
+
 /// What a started node reports.
 #[derive(Debug, Clone)]
 pub struct ServeInfo {
     /// The HTTP address actually bound.
     pub addr: SocketAddr,
+    /// The gRPC address actually bound, if served.
+    pub grpc_addr: Option<SocketAddr>,
     /// The store.
     pub store: StoreOptions,
     /// Partitions.
@@ -311,6 +364,9 @@ fn print_banner(info: &ServeInfo, dev: bool) {
         info.addr, info.partitions
     );
     println!("  HTTP API: {base}/");
+    if let Some(g) = info.grpc_addr {
+        println!("  gRPC:     {g} (Durable Task client RPCs, docs/grpc.md)");
+    }
     println!(
         "  probes:   http://{0}/healthz  http://{0}/readyz  http://{0}/metrics",
         info.addr
@@ -391,6 +447,7 @@ pub async fn serve(
         addr: cfg.http_bind,
         source,
     })?;
+    let grpc_listener = bind_grpc(&cfg).await?;
     let mut node_opts = cfg.node.clone();
     if node_opts.cluster.http_address.is_none() {
         node_opts.cluster.http_address = Some(
@@ -442,12 +499,24 @@ pub async fn serve(
             let view = node.cluster();
             Arc::new(move || view.borrow().clone())
         }),
-        shutting_down: Some(down_rx),
+        shutting_down: Some(down_rx.clone()),
         ..cfg.http.clone()
     };
-    let app = router(api, http_opts);
+    let app = router(api.clone(), http_opts);
+    let grpc_addr = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let grpc_task = grpc_listener.map(|listener| {
+        let mut down = down_rx.clone();
+        let grpc_down = down_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = down.wait_for(|d| *d).await;
+            };
+            crate::grpc::serve_with(api, listener, Some(grpc_down), stop).await
+        })
+    });
     on_ready(ServeInfo {
         addr,
+        grpc_addr,
         store: cfg.store.clone(),
         partitions: node.partitions(),
         orchestrations,
@@ -460,6 +529,19 @@ pub async fn serve(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await;
+    if let (Some(task), Some(grpc_addr)) = (grpc_task, grpc_addr) {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                tracing::error!(error = %error_chain(&source), "gRPC server failed");
+                return Err(ServeError::Grpc {
+                    addr: grpc_addr,
+                    source,
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "gRPC server task failed"),
+        }
+    }
     tracing::info!("HTTP server stopped; stopping the runtime");
     node.shutdown().await;
     if let Some(t) = &transport {

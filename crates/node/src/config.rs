@@ -91,6 +91,15 @@ pub struct HttpLayer {
     pub log_payloads: Option<bool>,
 }
 
+/// The `[grpc]` table: the Durable Task gRPC protocol (`docs/grpc.md`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcLayer {
+    /// Address to serve the protocol on (`127.0.0.1:4001`); unset: not served (`dev`
+    /// serves it on 127.0.0.1:4001); `off`: not served.
+    pub listen: Option<String>,
+}
+
 /// The `[node]` table: the runtime's options.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +179,9 @@ pub struct ConfigLayer {
     /// `[http]`.
     #[serde(default)]
     pub http: HttpLayer,
+    /// `[grpc]`.
+    #[serde(default)]
+    pub grpc: GrpcLayer,
     /// `[node]`.
     #[serde(default)]
     pub node: RuntimeLayer,
@@ -209,6 +221,11 @@ pub struct NodeConfig {
     pub http_bind: SocketAddr,
     /// The HTTP API's options.
     pub http: HttpOptions,
+    /// Where the Durable Task gRPC protocol is served (None: not served).
+    pub grpc_listen: Option<SocketAddr>,
+    /// Whether `grpc_listen` is only a default (of `dev`): if its port is taken, the node
+    /// warns and runs without the gRPC listener instead of failing.
+    pub grpc_listen_optional: bool,
     /// The log filter.
     pub log_filter: String,
     /// The cluster transport (None: no `cluster.listen`, no links to other nodes).
@@ -452,6 +469,17 @@ impl NodeConfig {
         if let Some((v, _)) = pick(layers, |l| l.http.log_payloads.as_ref()) {
             http.log_payloads = *v;
         }
+        let grpc_listen = match pick(layers, |l| l.grpc.listen.as_ref()) {
+            None => None,
+            Some((v, _)) if v.trim().eq_ignore_ascii_case("off") => None,
+            Some((v, src)) => Some(v.trim().parse().map_err(|e| {
+                err(
+                    "grpc.listen",
+                    &src,
+                    format!("{v:?} is not an address like 127.0.0.1:4001 or `off` ({e})"),
+                )
+            })?),
+        };
         let log_filter = pick(layers, |l| l.log.filter.as_ref())
             .map(|(v, _)| v.clone())
             .unwrap_or_else(|| "info".to_string());
@@ -461,6 +489,8 @@ impl NodeConfig {
             store,
             http_bind,
             http,
+            grpc_listen,
+            grpc_listen_optional: false,
             log_filter,
             transport,
         })
@@ -495,6 +525,22 @@ mod tests {
     }
 
     #[test]
+    fn grpc_listen_from_file_env_and_flags() {
+        assert_eq!(NodeConfig::resolve(&[]).unwrap().grpc_listen, None);
+        let file: ConfigLayer = toml::from_str("[grpc]\nlisten = \"127.0.0.1:4001\"").unwrap();
+        let c = NodeConfig::resolve(&[("file", file.clone())]).unwrap();
+        assert_eq!(c.grpc_listen.map(|a| a.port()), Some(4001));
+        let e = env(&[("PERDURE_GRPC_LISTEN", "127.0.0.1:4002")]);
+        let c = NodeConfig::resolve(&[("file", file.clone()), ("environment", e.clone())]).unwrap();
+        assert_eq!(c.grpc_listen.map(|a| a.port()), Some(4002));
+        let mut flags = ConfigLayer::default();
+        flags.grpc.listen = Some("off".into());
+        let c =
+            NodeConfig::resolve(&[("file", file), ("environment", e), ("flags", flags)]).unwrap();
+        assert_eq!(c.grpc_listen, None);
+    }
+
+    #[test]
     fn errors_name_the_field_and_source() {
         let e = NodeConfig::resolve(&[("environment", env(&[("PERDURE_STORE", "mongo")]))])
             .unwrap_err();
@@ -511,6 +557,11 @@ mod tests {
         let f: ConfigLayer = toml::from_str("[node]\nactivity_lease = \"soon\"").unwrap();
         let e = NodeConfig::resolve(&[("file", f)]).unwrap_err();
         assert_eq!(e.field, "node.activity_lease");
+        let f: ConfigLayer = toml::from_str("[grpc]\nlisten = \"anywhere\"").unwrap();
+        assert_eq!(
+            NodeConfig::resolve(&[("file", f)]).unwrap_err().field,
+            "grpc.listen"
+        );
         let f: ConfigLayer = toml::from_str("[http]\nbind = \"localhost\"").unwrap();
         assert_eq!(
             NodeConfig::resolve(&[("file", f)]).unwrap_err().field,

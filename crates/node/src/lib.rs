@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod node;

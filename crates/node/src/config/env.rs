@@ -24,6 +24,7 @@ const VARS: &[(&str, &str)] = &[
     ("MAX_BODY_BYTES", "http.max_body_bytes"),
     ("MAX_WAIT", "http.max_wait"),
     ("LOG_PAYLOADS", "http.log_payloads"),
+    ("GRPC_LISTEN", "grpc.listen"),
     ("NODE_NAME", "node.name"),
     ("PARTITIONS", "node.partitions"),
     (
@@ -120,6 +121,7 @@ impl ConfigLayer {
                 "http.max_body_bytes" => l.http.max_body_bytes = num()?,
                 "http.max_wait" => l.http.max_wait = duration()?,
                 "http.log_payloads" => l.http.log_payloads = boolean()?,
+                "grpc.listen" => l.grpc.listen = text(),
                 "node.name" => l.node.name = text(),
                 "node.partitions" => l.node.partitions = num()?,
                 "node.max_concurrent_activities" => l.node.max_concurrent_activities = num()?,

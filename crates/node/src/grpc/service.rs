@@ -1,0 +1,298 @@
+//! The `TaskHubSidecarService` implementation: each client RPC delegates to
+//! [`super::instances`] or [`super::entities`]; the worker-side RPCs answer `UNIMPLEMENTED`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use perdure_core::management::ManagementApi;
+use tonic::{Request, Response, Status};
+
+use super::error::{unimplemented, work_items_unimplemented};
+use super::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
+use super::proto::*;
+use super::{deadline, entities, instances};
+
+/// The protocol's service over a management implementation.
+#[derive(Clone)]
+pub struct Sidecar {
+    api: Arc<dyn ManagementApi>,
+    shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl std::fmt::Debug for Sidecar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sidecar").finish_non_exhaustive()
+    }
+}
+
+impl Sidecar {
+    /// The service over `api`; server-side waits end with `UNAVAILABLE` once
+    /// `shutting_down` turns true.
+    pub fn new(
+        api: Arc<dyn ManagementApi>,
+        shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Self {
+        Self { api, shutting_down }
+    }
+
+    /// Runs a server-side wait, cut short when the node begins shutting down (so that a
+    /// long wait does not hold up a graceful shutdown).
+    async fn wait<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        match self.shutting_down.clone() {
+            None => fut.await,
+            Some(mut rx) => tokio::select! {
+                r = fut => r,
+                _ = rx.wait_for(|down| *down) => {
+                    Err(Status::unavailable("the node is shutting down; call again"))
+                }
+            },
+        }
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+/// A stream the server never produces (for the streaming RPCs not implemented).
+type NoStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl TaskHubSidecarService for Sidecar {
+    async fn hello(&self, _: Request<()>) -> Rpc<()> {
+        Ok(Response::new(()))
+    }
+
+    async fn start_instance(
+        &self,
+        r: Request<CreateInstanceRequest>,
+    ) -> Rpc<CreateInstanceResponse> {
+        instances::start(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_instance(&self, r: Request<GetInstanceRequest>) -> Rpc<GetInstanceResponse> {
+        instances::get(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn rewind_instance(
+        &self,
+        r: Request<RewindInstanceRequest>,
+    ) -> Rpc<RewindInstanceResponse> {
+        instances::rewind(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn restart_instance(
+        &self,
+        r: Request<RestartInstanceRequest>,
+    ) -> Rpc<RestartInstanceResponse> {
+        instances::restart(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn wait_for_instance_start(
+        &self,
+        r: Request<GetInstanceRequest>,
+    ) -> Rpc<GetInstanceResponse> {
+        let timeout = deadline::timeout(r.metadata());
+        self.wait(instances::wait_for_start(
+            &*self.api,
+            r.into_inner(),
+            timeout,
+        ))
+        .await
+        .map(Response::new)
+    }
+
+    async fn wait_for_instance_completion(
+        &self,
+        r: Request<GetInstanceRequest>,
+    ) -> Rpc<GetInstanceResponse> {
+        let timeout = deadline::timeout(r.metadata());
+        self.wait(instances::wait_for_completion(
+            &*self.api,
+            r.into_inner(),
+            timeout,
+        ))
+        .await
+        .map(Response::new)
+    }
+
+    async fn raise_event(&self, r: Request<RaiseEventRequest>) -> Rpc<RaiseEventResponse> {
+        instances::raise_event(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn terminate_instance(&self, r: Request<TerminateRequest>) -> Rpc<TerminateResponse> {
+        instances::terminate(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn suspend_instance(&self, r: Request<SuspendRequest>) -> Rpc<SuspendResponse> {
+        instances::suspend(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn resume_instance(&self, r: Request<ResumeRequest>) -> Rpc<ResumeResponse> {
+        instances::resume(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn query_instances(
+        &self,
+        r: Request<QueryInstancesRequest>,
+    ) -> Rpc<QueryInstancesResponse> {
+        instances::query(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_instance_ids(
+        &self,
+        r: Request<ListInstanceIdsRequest>,
+    ) -> Rpc<ListInstanceIdsResponse> {
+        instances::list_ids(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn purge_instances(
+        &self,
+        r: Request<PurgeInstancesRequest>,
+    ) -> Rpc<PurgeInstancesResponse> {
+        instances::purge(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type GetWorkItemsStream = NoStream<WorkItem>;
+
+    async fn get_work_items(
+        &self,
+        _: Request<GetWorkItemsRequest>,
+    ) -> Rpc<Self::GetWorkItemsStream> {
+        Err(work_items_unimplemented("GetWorkItems"))
+    }
+
+    async fn complete_activity_task(
+        &self,
+        _: Request<ActivityResponse>,
+    ) -> Rpc<CompleteTaskResponse> {
+        Err(work_items_unimplemented("CompleteActivityTask"))
+    }
+
+    async fn complete_orchestrator_task(
+        &self,
+        _: Request<OrchestratorResponse>,
+    ) -> Rpc<CompleteTaskResponse> {
+        Err(work_items_unimplemented("CompleteOrchestratorTask"))
+    }
+
+    async fn complete_entity_task(
+        &self,
+        _: Request<EntityBatchResult>,
+    ) -> Rpc<CompleteTaskResponse> {
+        Err(work_items_unimplemented("CompleteEntityTask"))
+    }
+
+    type StreamInstanceHistoryStream = NoStream<HistoryChunk>;
+
+    async fn stream_instance_history(
+        &self,
+        _: Request<StreamInstanceHistoryRequest>,
+    ) -> Rpc<Self::StreamInstanceHistoryStream> {
+        Err(unimplemented(
+            "StreamInstanceHistory",
+            "not yet; the HTTP API serves an instance's history \
+             (GET .../instances/{id}?showHistory=true)",
+        ))
+    }
+
+    async fn create_task_hub(
+        &self,
+        _: Request<CreateTaskHubRequest>,
+    ) -> Rpc<CreateTaskHubResponse> {
+        Err(unimplemented(
+            "CreateTaskHub",
+            "a node serves one task hub, created with its store",
+        ))
+    }
+
+    async fn delete_task_hub(
+        &self,
+        _: Request<DeleteTaskHubRequest>,
+    ) -> Rpc<DeleteTaskHubResponse> {
+        Err(unimplemented(
+            "DeleteTaskHub",
+            "a node serves one task hub; purge instances instead",
+        ))
+    }
+
+    async fn signal_entity(&self, r: Request<SignalEntityRequest>) -> Rpc<SignalEntityResponse> {
+        entities::signal(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_entity(&self, r: Request<GetEntityRequest>) -> Rpc<GetEntityResponse> {
+        entities::get(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn query_entities(&self, r: Request<QueryEntitiesRequest>) -> Rpc<QueryEntitiesResponse> {
+        entities::query(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn clean_entity_storage(
+        &self,
+        r: Request<CleanEntityStorageRequest>,
+    ) -> Rpc<CleanEntityStorageResponse> {
+        entities::clean(&*self.api, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn abandon_task_activity_work_item(
+        &self,
+        _: Request<AbandonActivityTaskRequest>,
+    ) -> Rpc<AbandonActivityTaskResponse> {
+        Err(work_items_unimplemented("AbandonTaskActivityWorkItem"))
+    }
+
+    async fn abandon_task_orchestrator_work_item(
+        &self,
+        _: Request<AbandonOrchestrationTaskRequest>,
+    ) -> Rpc<AbandonOrchestrationTaskResponse> {
+        Err(work_items_unimplemented("AbandonTaskOrchestratorWorkItem"))
+    }
+
+    async fn abandon_task_entity_work_item(
+        &self,
+        _: Request<AbandonEntityTaskRequest>,
+    ) -> Rpc<AbandonEntityTaskResponse> {
+        Err(work_items_unimplemented("AbandonTaskEntityWorkItem"))
+    }
+
+    async fn skip_graceful_orchestration_terminations(
+        &self,
+        _: Request<SkipGracefulOrchestrationTerminationsRequest>,
+    ) -> Rpc<SkipGracefulOrchestrationTerminationsResponse> {
+        Err(work_items_unimplemented(
+            "SkipGracefulOrchestrationTerminations",
+        ))
+    }
+}
