@@ -304,3 +304,60 @@ pub fn perdure_cli(origin: &str, args: &[&str]) -> anyhow::Result<(bool, String,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
+
+/// The Python of the virtual environment made by `.ci/python-client.sh`
+/// (`PERDURE_PY_VENV`, default `target/python-venv`) if it can `import module`; otherwise
+/// `None` after a loud skip message, or a panic under CI, where the script always runs first.
+pub fn python_with(module: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let venv = std::env::var("PERDURE_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target/python-venv"));
+    let python = venv.join("bin/python");
+    let ready = python.exists()
+        && std::process::Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .status()
+            .is_ok_and(|s| s.success());
+    if ready {
+        return Some(python);
+    }
+    let msg = format!(
+        "SKIPPED: no Python venv with {module} at {} — run `bash .ci/python-client.sh` to \
+         install it and enable this test",
+        venv.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+    None
+}
+
+/// Runs `tests/python/<script> <arg>` with `python` and asserts it reported
+/// `passed, 0 failed` without a traceback.
+pub fn run_python_script(python: &std::path::Path, script: &str, arg: &str) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/python").join(script))
+        .arg(arg)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("passed, 0 failed"),
+        "{script} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        !stderr.contains("Traceback"),
+        "python printed a traceback:\n{stderr}"
+    );
+}
