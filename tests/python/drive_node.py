@@ -21,18 +21,10 @@ from datetime import datetime, timedelta, timezone
 import azure.functions as func
 from azure.durable_functions import DurableOrchestrationClient, EntityId, OrchestrationRuntimeStatus
 
-PASSED = 0
+from checks import check, passed
+
 PUBLIC = set()  # the client's public methods
 CALLED = set()  # those the run called
-
-
-def check(name, cond, detail=""):
-    global PASSED
-    if not cond:
-        print(f"FAIL {name}: {detail}", flush=True)
-        raise SystemExit(1)
-    PASSED += 1
-    print(f"ok   {name}", flush=True)
 
 
 def make_client(origin):
@@ -341,7 +333,7 @@ async def main(origin):
         await http_utils._close_session()
     except Exception:  # noqa: BLE001 - older or newer client layouts
         pass
-    print(f"python client: {PASSED} passed, 0 failed", flush=True)
+    print(f"python client: {passed()} passed, 0 failed", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,7 @@ import uuid
 from durabletask import client as dt
 from durabletask.entities import EntityInstanceId
 
-PASSED = 0
-
-
-def check(name, cond, detail=""):
-    global PASSED
-    if not cond:
-        print(f"FAIL {name}: {detail}", flush=True)
-        raise SystemExit(1)
-    PASSED += 1
-    print(f"ok   {name}", flush=True)
+from checks import check, passed
 
 
 def main(address):
@@ -109,7 +100,7 @@ def main(address):
           [str(e.id) for e in entities])
 
     c.close()
-    print(f"{PASSED} passed, 0 failed", flush=True)
+    print(f"{passed()} passed, 0 failed", flush=True)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,12 @@ pub enum OrchestratorAction {
 }
 
 impl OrchestratorAction {
+    /// The history event that records this action (its `event_id` is the action's sequence
+    /// number), as the replay engine writes it.
+    pub fn history_event(&self, timestamp: Timestamp) -> crate::HistoryEvent {
+        crate::replay::describe::action_event(self, timestamp)
+    }
+
     /// The action's sequence number.
     pub fn id(&self) -> i64 {
         match self {

@@ -464,8 +464,19 @@ pub async fn serve(
             Some(Transport::start(t.clone()).await?)
         }
     };
+    // With gRPC served, the orchestrations and activities the registry lacks go to the SDK
+    // workers connected to this node.
+    let workers = grpc_listener
+        .as_ref()
+        .map(|_| crate::grpc::WorkerHub::new());
+    let local: Arc<dyn crate::runtime::executor::Executors> =
+        Arc::new(crate::runtime::core_executor::CoreExecutor::new(registry));
+    let exec: Arc<dyn crate::runtime::executor::Executors> = match &workers {
+        Some(hub) => Arc::new(crate::grpc::GrpcExecutors::new(local, hub.clone())),
+        None => local,
+    };
     let mut builder = Node::builder()
-        .registry(registry)
+        .executors(exec)
         .store(store)
         .options(node_opts);
     if let Some(t) = &transport {
@@ -511,7 +522,7 @@ pub async fn serve(
             let stop = async move {
                 let _ = down.wait_for(|d| *d).await;
             };
-            crate::grpc::serve_with(api, listener, Some(grpc_down), stop).await
+            crate::grpc::serve_with(api, listener, Some(grpc_down), workers, stop).await
         })
     });
     on_ready(ServeInfo {

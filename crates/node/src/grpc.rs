@@ -1,10 +1,11 @@
 //! The Durable Task gRPC protocol (`TaskHubSidecarService`, the protocol of the Durable Task
 //! SDKs for Python, .NET, Java, JS and Go), served over any [`ManagementApi`].
 //!
-//! What is served today is the client side: starting, inspecting, waiting for and managing
-//! orchestration instances and entities (`docs/grpc.md` lists the RPCs). The worker side
-//! (`GetWorkItems` and the `Complete*` / `Abandon*` RPCs) answers `UNIMPLEMENTED`: functions
-//! run in the node's own registry.
+//! The client side: starting, inspecting, waiting for and managing orchestration instances
+//! and entities (`docs/grpc.md` lists the RPCs). The worker side, when the node is built with
+//! a [`WorkerHub`] and [`GrpcExecutors`] (as `perdure-node` is whenever it serves gRPC): SDK
+//! workers connect with `GetWorkItems` and run the orchestrations and activities that the
+//! node's own registry does not have, answering with the `Complete*` / `Abandon*` RPCs.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -21,14 +22,19 @@ mod convert;
 mod deadline;
 mod entities;
 mod error;
+mod history;
 mod instances;
+mod remote;
 mod service;
+mod workers;
 
 use std::sync::Arc;
 
 use perdure_core::management::ManagementApi;
 
+pub use remote::GrpcExecutors;
 pub use service::Sidecar;
+pub use workers::WorkerHub;
 
 /// The types, client and server generated from `proto/orchestrator_service.proto` (the
 /// protocol declares no package).
@@ -70,20 +76,37 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
-    serve_with(api, listener, None, shutdown).await
+    serve_with(api, listener, None, None, shutdown).await
 }
 
-/// Like [`serve`]; server-side waits end early once `shutting_down` turns true.
+/// Like [`serve`]; server-side waits end early once `shutting_down` turns true, and with
+/// `workers` the worker side is served too (work items of that hub; the node's executor
+/// must be a [`GrpcExecutors`] over it). The hub is closed when `shutdown` resolves, which
+/// ends the workers' streams.
 pub async fn serve_with(
     api: Arc<dyn ManagementApi>,
     listener: tokio::net::TcpListener,
     shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
+    workers: Option<Arc<WorkerHub>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
     // Small request/response messages: no Nagle delay.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut sidecar = Sidecar::new(api, shutting_down);
+    if let Some(hub) = workers.clone() {
+        sidecar = sidecar.with_workers(hub);
+    }
+    // The workers' streams never end by themselves: a graceful stop closes the hub first.
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(hub) = workers {
+            hub.close();
+        }
+    };
     tonic::transport::Server::builder()
-        .add_service(service(api, shutting_down))
+        .add_service(
+            proto::task_hub_sidecar_service_server::TaskHubSidecarServiceServer::new(sidecar),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(GrpcError::Transport)

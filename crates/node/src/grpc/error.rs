@@ -28,12 +28,13 @@ pub(crate) fn bad_id(field: &str, value: &str, e: IdError) -> Status {
     Status::invalid_argument(format!("{field} {value:?} is not a valid id: {e}"))
 }
 
-/// A work-item RPC: the worker side of the protocol is not served yet.
+/// A work-item RPC on a service built without a worker hub (an embedding that serves only
+/// the client RPCs).
 pub(crate) fn work_items_unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!(
-        "{rpc} is not implemented by this Perdure node: external workers (GetWorkItems and the \
-         Complete*/Abandon* RPCs) are not supported yet; orchestrations, activities and \
-         entities run in the node's own registry (see docs/grpc.md)"
+        "{rpc} is not served here: this gRPC service was built without workers \
+         (`Sidecar::with_workers`); its functions run in the node's own registry (see \
+         docs/grpc.md)"
     ))
 }
 

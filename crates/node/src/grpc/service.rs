@@ -1,5 +1,6 @@
 //! The `TaskHubSidecarService` implementation: each client RPC delegates to
-//! [`super::instances`] or [`super::entities`]; the worker-side RPCs answer `UNIMPLEMENTED`.
+//! [`super::instances`] or [`super::entities`]; the worker-side RPCs go to the
+//! [`WorkerHub`] when the node serves workers, and answer `UNIMPLEMENTED` otherwise.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::error::{unimplemented, work_items_unimplemented};
 use super::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
 use super::proto::*;
+use super::workers::{Completion, ItemKind, WorkerHub};
 use super::{deadline, entities, instances};
 
 /// The protocol's service over a management implementation.
@@ -17,6 +19,7 @@ use super::{deadline, entities, instances};
 pub struct Sidecar {
     api: Arc<dyn ManagementApi>,
     shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
+    workers: Option<Arc<WorkerHub>>,
 }
 
 impl std::fmt::Debug for Sidecar {
@@ -32,7 +35,25 @@ impl Sidecar {
         api: Arc<dyn ManagementApi>,
         shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Self {
-        Self { api, shutting_down }
+        Self {
+            api,
+            shutting_down,
+            workers: None,
+        }
+    }
+
+    /// Serves the worker side too: work items of `hub` go to the workers that connect with
+    /// `GetWorkItems` (the node's executor must be a [`super::GrpcExecutors`] over the same
+    /// hub).
+    pub fn with_workers(mut self, hub: Arc<WorkerHub>) -> Self {
+        self.workers = Some(hub);
+        self
+    }
+
+    fn hub(&self, rpc: &str) -> Result<&Arc<WorkerHub>, Status> {
+        self.workers
+            .as_ref()
+            .ok_or_else(|| work_items_unimplemented(rpc))
     }
 
     /// Runs a server-side wait, cut short when the node begins shutting down (so that a
@@ -180,30 +201,45 @@ impl TaskHubSidecarService for Sidecar {
 
     async fn get_work_items(
         &self,
-        _: Request<GetWorkItemsRequest>,
+        r: Request<GetWorkItemsRequest>,
     ) -> Rpc<Self::GetWorkItemsStream> {
-        Err(work_items_unimplemented("GetWorkItems"))
+        let stream = self
+            .hub("GetWorkItems")?
+            .connect(r.into_inner().work_item_filters)?;
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn complete_activity_task(
         &self,
-        _: Request<ActivityResponse>,
+        r: Request<ActivityResponse>,
     ) -> Rpc<CompleteTaskResponse> {
-        Err(work_items_unimplemented("CompleteActivityTask"))
+        let r = r.into_inner();
+        let token = r.completion_token.clone();
+        self.hub("CompleteActivityTask")?
+            .complete(&token, Completion::Activity(r))?;
+        Ok(Response::new(CompleteTaskResponse {}))
     }
 
     async fn complete_orchestrator_task(
         &self,
-        _: Request<OrchestratorResponse>,
+        r: Request<OrchestratorResponse>,
     ) -> Rpc<CompleteTaskResponse> {
-        Err(work_items_unimplemented("CompleteOrchestratorTask"))
+        let r = r.into_inner();
+        let token = r.completion_token.clone();
+        self.hub("CompleteOrchestratorTask")?
+            .complete(&token, Completion::Orchestrator(r))?;
+        Ok(Response::new(CompleteTaskResponse {}))
     }
 
     async fn complete_entity_task(
         &self,
-        _: Request<EntityBatchResult>,
+        r: Request<EntityBatchResult>,
     ) -> Rpc<CompleteTaskResponse> {
-        Err(work_items_unimplemented("CompleteEntityTask"))
+        let r = r.into_inner();
+        let token = r.completion_token.clone();
+        self.hub("CompleteEntityTask")?
+            .complete(&token, Completion::Entity(r))?;
+        Ok(Response::new(CompleteTaskResponse {}))
     }
 
     type StreamInstanceHistoryStream = NoStream<HistoryChunk>;
@@ -268,31 +304,38 @@ impl TaskHubSidecarService for Sidecar {
 
     async fn abandon_task_activity_work_item(
         &self,
-        _: Request<AbandonActivityTaskRequest>,
+        r: Request<AbandonActivityTaskRequest>,
     ) -> Rpc<AbandonActivityTaskResponse> {
-        Err(work_items_unimplemented("AbandonTaskActivityWorkItem"))
+        self.hub("AbandonTaskActivityWorkItem")?
+            .abandon(&r.into_inner().completion_token, ItemKind::Activity)?;
+        Ok(Response::new(AbandonActivityTaskResponse {}))
     }
 
     async fn abandon_task_orchestrator_work_item(
         &self,
-        _: Request<AbandonOrchestrationTaskRequest>,
+        r: Request<AbandonOrchestrationTaskRequest>,
     ) -> Rpc<AbandonOrchestrationTaskResponse> {
-        Err(work_items_unimplemented("AbandonTaskOrchestratorWorkItem"))
+        self.hub("AbandonTaskOrchestratorWorkItem")?
+            .abandon(&r.into_inner().completion_token, ItemKind::Orchestration)?;
+        Ok(Response::new(AbandonOrchestrationTaskResponse {}))
     }
 
     async fn abandon_task_entity_work_item(
         &self,
-        _: Request<AbandonEntityTaskRequest>,
+        r: Request<AbandonEntityTaskRequest>,
     ) -> Rpc<AbandonEntityTaskResponse> {
-        Err(work_items_unimplemented("AbandonTaskEntityWorkItem"))
+        self.hub("AbandonTaskEntityWorkItem")?
+            .abandon(&r.into_inner().completion_token, ItemKind::Entity)?;
+        Ok(Response::new(AbandonEntityTaskResponse {}))
     }
 
     async fn skip_graceful_orchestration_terminations(
         &self,
         _: Request<SkipGracefulOrchestrationTerminationsRequest>,
     ) -> Rpc<SkipGracefulOrchestrationTerminationsResponse> {
-        Err(work_items_unimplemented(
+        Err(unimplemented(
             "SkipGracefulOrchestrationTerminations",
+            "TerminateInstance ends an instance at once; there is no graceful termination",
         ))
     }
 }

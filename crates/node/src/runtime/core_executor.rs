@@ -13,8 +13,8 @@ use perdure_core::replay::{Episode, OrchestrationExecutor, Outcome};
 use perdure_core::{EntityId, FailureDetails, HistoryEvent, InstanceId, Payload, Timestamp};
 
 use super::executor::{
-    EntityBatchOutput, EntityOp, EntitySend, EpisodeOutcome, EpisodeResult, Executors,
-    OrchestrationSession,
+    EntityBatchOutput, EntityOp, EntitySend, EpisodeOutcome, EpisodeResult, EpisodeUnavailable,
+    Executors, OrchestrationSession,
 };
 
 /// Runs the functions of a [`Registry`] in process.
@@ -63,8 +63,14 @@ fn convert(ep: Episode) -> EpisodeResult {
 }
 
 impl OrchestrationSession for Session {
-    fn execute(&mut self, now: Timestamp, new_events: Vec<HistoryEvent>) -> EpisodeResult {
-        convert(self.0.execute(now, new_events))
+    fn execute(
+        &mut self,
+        now: Timestamp,
+        new_events: Vec<HistoryEvent>,
+    ) -> BoxFuture<'_, Result<EpisodeResult, EpisodeUnavailable>> {
+        // In process the episode runs here, inside the caller's span; the future is ready.
+        let result = convert(self.0.execute(now, new_events));
+        Box::pin(std::future::ready(Ok(result)))
     }
 }
 
@@ -105,10 +111,10 @@ impl Executors for CoreExecutor {
         state: Option<Payload>,
         ops: Vec<EntityOp>,
         _now: Timestamp,
-    ) -> BoxFuture<'static, EntityBatchOutput> {
+    ) -> BoxFuture<'static, Result<EntityBatchOutput, EpisodeUnavailable>> {
         let registry = self.registry.clone();
         let id = id.clone();
-        Box::pin(async move { run_entity_batch(&registry, &id, state, ops).await })
+        Box::pin(async move { Ok(run_entity_batch(&registry, &id, state, ops).await) })
     }
 
     fn names(&self, kind: FunctionKind) -> Vec<String> {

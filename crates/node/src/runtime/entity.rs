@@ -140,7 +140,7 @@ async fn plan(
                 ));
             }
             MessageBody::LockRequest(req) => {
-                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await;
+                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await?;
                 if rec.lock.is_none() {
                     rec.lock = Some(EntityLock {
                         critical_section_id: req.critical_section_id.clone(),
@@ -153,7 +153,7 @@ async fn plan(
                 critical_section_id,
                 holder,
             } => {
-                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await;
+                operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await?;
                 if rec.lock.as_ref().is_some_and(|l| {
                     l.holder == *holder && l.critical_section_id == *critical_section_id
                 }) {
@@ -172,7 +172,7 @@ async fn plan(
         }
         consumed.push((k, m));
     }
-    operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await;
+    operations += flush(shared, &id, &mut rec, &mut run, &mut effects, now).await?;
     while let Some(d) = deferred.pop_back() {
         rest.push_front(d);
     }
@@ -219,7 +219,9 @@ fn forward_lock(req: &LockRequestMsg, now: Timestamp) -> Effect {
     }
 }
 
-/// Runs the collected operations as one batch; returns how many ran.
+/// Runs the collected operations as one batch; returns how many ran. An error means the
+/// batch could not run (its worker went away with the node stopping): nothing is decided,
+/// the messages run again later.
 async fn flush(
     shared: &Shared,
     id: &EntityId,
@@ -227,9 +229,9 @@ async fn flush(
     run: &mut Vec<(EntityOp, Option<EntityCaller>)>,
     effects: &mut Vec<Effect>,
     now: Timestamp,
-) -> usize {
+) -> Result<usize, StoreError> {
     if run.is_empty() {
-        return 0;
+        return Ok(0);
     }
     let (ops, callers): (Vec<EntityOp>, Vec<Option<EntityCaller>>) =
         std::mem::take(run).into_iter().unzip();
@@ -237,7 +239,8 @@ async fn flush(
     let out = shared
         .exec
         .run_entity_batch(id, rec.state.take(), ops, now)
-        .await;
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
     rec.state = out.state;
     for (res, caller) in out.results.into_iter().zip(callers) {
         let Some(c) = caller else { continue };
@@ -297,7 +300,7 @@ async fn flush(
             )),
         }
     }
-    n
+    Ok(n)
 }
 
 /// The effects that start an orchestration: its Pending record and its ExecutionStarted.

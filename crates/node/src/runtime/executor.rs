@@ -1,7 +1,8 @@
 //! The executor seam: the runtime hands a work item (history plus new events, an activity
 //! input, an entity batch) to an executor and commits what comes back. Today the executor is
-//! the in-process registry of `perdure-core` ([`super::core_executor`]); a remote worker over
-//! the Durable Task gRPC protocol can implement the same trait later.
+//! the in-process registry of `perdure-core` ([`super::core_executor`]), or the workers
+//! connected over the Durable Task gRPC protocol (`crate::grpc::workers`), which run the
+//! functions the node does not have.
 
 use futures::future::BoxFuture;
 use perdure_core::management::FunctionKind;
@@ -43,10 +44,21 @@ pub struct EpisodeResult {
     pub logs: Vec<String>,
 }
 
+/// Why an episode could not run now (nothing was decided: the same events run again later).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the episode could not run: {0}")]
+pub struct EpisodeUnavailable(pub String);
+
 /// A live orchestration: replayed once on activation, then fed new events episode by episode.
 pub trait OrchestrationSession: Send {
-    /// Runs one episode with the new events.
-    fn execute(&mut self, now: Timestamp, new_events: Vec<HistoryEvent>) -> EpisodeResult;
+    /// Runs one episode with the new events. A future: the episode may run out of process
+    /// (a worker connected over gRPC). An error decides nothing: the caller forgets the
+    /// session and runs the same events again later.
+    fn execute(
+        &mut self,
+        now: Timestamp,
+        new_events: Vec<HistoryEvent>,
+    ) -> BoxFuture<'_, Result<EpisodeResult, EpisodeUnavailable>>;
 }
 
 /// One entity operation of a batch.
@@ -118,14 +130,15 @@ pub trait Executors: Send + Sync + 'static {
         input: Option<Payload>,
     ) -> BoxFuture<'static, Result<Option<Payload>, FailureDetails>>;
     /// Runs a batch of operations on an entity's state. A future: an operation may await
-    /// (an `async` entity method, or a batch handed to a worker out of process).
+    /// (an `async` entity method, or a batch handed to a worker out of process). An error
+    /// decides nothing: the same operations run again later.
     fn run_entity_batch(
         &self,
         id: &EntityId,
         state: Option<Payload>,
         ops: Vec<EntityOp>,
         now: Timestamp,
-    ) -> BoxFuture<'static, EntityBatchOutput>;
+    ) -> BoxFuture<'static, Result<EntityBatchOutput, EpisodeUnavailable>>;
     /// Registered names of a kind, sorted.
     fn names(&self, kind: FunctionKind) -> Vec<String>;
     /// Whether a name of a kind is registered (entity names ignore case). Checked on every

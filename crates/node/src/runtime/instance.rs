@@ -10,9 +10,10 @@ use perdure_core::{
     EventKind, ExecutionId, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus,
     Timestamp,
 };
+use tracing::Instrument;
 
 use super::Shared;
-use super::executor::{EpisodeOutcome, EpisodeResult, OrchestrationSession};
+use super::executor::{EpisodeOutcome, EpisodeResult, EpisodeUnavailable, OrchestrationSession};
 use super::outbox::Outbox;
 use super::partition::Keyed;
 use crate::state::records::{ActivityTask, InstanceRecord, MessageBody, Target};
@@ -264,7 +265,7 @@ async fn prepare_plan(
         && let MessageBody::NewExecution { started, carried } = m.body.clone()
     {
         let consumed = vec![(k, m)];
-        let plan = new_execution(shared, slot, &id, consumed, started, carried, now);
+        let plan = new_execution(shared, slot, &id, consumed, started, carried, now).await?;
         return Ok((Some(plan), msgs));
     }
 
@@ -377,7 +378,13 @@ async fn prepare_plan(
     };
     let span =
         tracing::info_span!("episode", instance = %id, name = %rec.name, events = batch.len());
-    let result = span.in_scope(|| session.execute(now, batch));
+    let result = match run_episode(session.as_mut(), span, now, batch).await {
+        Ok(r) => r,
+        Err(e) => {
+            slot.session = None;
+            return Err(StoreError::Unavailable(Box::new(e)));
+        }
+    };
     let plan = episode_plan(shared, &id, rec, consumed, result, false, now);
     Ok((Some(plan), msgs))
 }
@@ -475,7 +482,21 @@ fn notify_parent(_shared: &Shared, record: &InstanceRecord, effects: &mut Vec<Ef
     ));
 }
 
-fn new_execution(
+/// Runs one episode inside `span`. An in-process episode runs while the future is made, so
+/// that part is entered explicitly; an out-of-process one runs in the instrumented future.
+pub(super) async fn run_episode(
+    session: &mut dyn OrchestrationSession,
+    span: tracing::Span,
+    now: Timestamp,
+    events: Vec<HistoryEvent>,
+) -> Result<EpisodeResult, EpisodeUnavailable> {
+    let fut = span.in_scope(|| session.execute(now, events));
+    fut.instrument(span).await
+}
+
+/// A new execution's plan: its first episode. An error means the episode could not run
+/// (nothing was decided; the caller retries the message later).
+async fn new_execution(
     shared: &Shared,
     slot: &mut InstanceSlot,
     id: &InstanceId,
@@ -483,7 +504,7 @@ fn new_execution(
     started: HistoryEvent,
     carried: Vec<HistoryEvent>,
     now: Timestamp,
-) -> InstancePlan {
+) -> Result<InstancePlan, StoreError> {
     let EventKind::ExecutionStarted {
         name,
         version,
@@ -493,7 +514,7 @@ fn new_execution(
         ..
     } = &started.kind
     else {
-        return InstancePlan::drop_only(id.clone(), consumed);
+        return Ok(InstancePlan::drop_only(id.clone(), consumed));
     };
     let base = Base::Execution(execution_id.clone());
     let old = slot.record.clone();
@@ -535,18 +556,20 @@ fn new_execution(
                 true,
             );
             plan.base = base;
-            return plan;
+            return Ok(plan);
         }
     };
     let mut events = vec![started];
     events.extend(carried);
     let span =
         tracing::info_span!("episode", instance = %id, name = %rec.name, events = events.len());
-    let result = span.in_scope(|| session.execute(now, events));
+    let result = run_episode(session.as_mut(), span, now, events)
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
     slot.session = Some(session);
     let mut plan = episode_plan(shared, id, rec, consumed, result, true, now);
     plan.base = base;
-    plan
+    Ok(plan)
 }
 
 pub(super) fn episode_plan(

@@ -159,7 +159,10 @@ pub(super) async fn control_message(
                     ));
                 }
             };
-            let result = session.execute(now, Vec::new());
+            let span = tracing::info_span!("episode", instance = %id, rewind = true);
+            let result = super::run_episode(session.as_mut(), span, now, Vec::new())
+                .await
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
             slot.session = Some(session);
             // The work the cut history leaves pending is issued again.
             let pending = crate::runtime::rewind::pending_work(&rewound);

@@ -1,0 +1,598 @@
+//! The workers connected over `GetWorkItems`: each open stream is a worker; the node hands it
+//! the orchestrator, activity and entity work items of functions it does not run itself, and
+//! waits for the matching `Complete*` call.
+//!
+//! Each work item carries a completion token, unique in this node's process. A completion is
+//! taken once, for the token of a work item still waiting; any other (late, repeated, from a
+//! worker whose item was given to another) is refused without effect. A worker that
+//! disconnects or abandons an item gives it back: it goes to another worker, or waits for the
+//! next one that connects. Work items are not stored here: the runtime keeps the messages
+//! they come from until their results commit, so an item lost with the node runs again after
+//! a restart.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use super::proto;
+
+/// How often an idle stream carries a health ping (the Python SDK reconnects after 120 s of
+/// silence).
+pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(30);
+
+/// What a work item asks for, for routing by a worker's filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ItemKind {
+    /// An orchestrator episode.
+    Orchestration,
+    /// An activity attempt.
+    Activity,
+    /// An entity batch.
+    Entity,
+}
+
+/// A worker's answer to a work item.
+#[derive(Debug)]
+pub(crate) enum Completion {
+    /// `CompleteOrchestratorTask`.
+    Orchestrator(proto::OrchestratorResponse),
+    /// `CompleteActivityTask`.
+    Activity(proto::ActivityResponse),
+    /// `CompleteEntityTask`.
+    Entity(proto::EntityBatchResult),
+}
+
+impl Completion {
+    fn kind(&self) -> ItemKind {
+        match self {
+            Self::Orchestrator(_) => ItemKind::Orchestration,
+            Self::Activity(_) => ItemKind::Activity,
+            Self::Entity(_) => ItemKind::Entity,
+        }
+    }
+}
+
+/// The hub is closed (the node is stopping): no worker will complete the item.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("the node is stopping: no gRPC worker will take the work item")]
+pub(crate) struct HubClosed;
+
+/// Which functions a worker serves (`GetWorkItemsRequest.workItemFilters`); no filter at all
+/// means every function.
+#[derive(Clone, Debug, Default)]
+struct Filters {
+    any: bool,
+    orchestrations: Vec<String>,
+    activities: Vec<String>,
+    entities: Vec<String>,
+}
+
+impl Filters {
+    fn of(f: Option<proto::WorkItemFilters>) -> Self {
+        match f {
+            None => Self {
+                any: true,
+                ..Self::default()
+            },
+            Some(f)
+                if f.orchestrations.is_empty()
+                    && f.activities.is_empty()
+                    && f.entities.is_empty() =>
+            {
+                Self {
+                    any: true,
+                    ..Self::default()
+                }
+            }
+            Some(f) => Self {
+                any: false,
+                orchestrations: f.orchestrations.into_iter().map(|o| o.name).collect(),
+                activities: f.activities.into_iter().map(|a| a.name).collect(),
+                entities: f.entities.into_iter().map(|e| e.name).collect(),
+            },
+        }
+    }
+
+    fn accepts(&self, kind: ItemKind, name: &str) -> bool {
+        if self.any {
+            return true;
+        }
+        match kind {
+            ItemKind::Orchestration => self.orchestrations.iter().any(|n| n == name),
+            ItemKind::Activity => self.activities.iter().any(|n| n == name),
+            ItemKind::Entity => self.entities.iter().any(|n| n.eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
+type ItemSender = mpsc::UnboundedSender<Result<proto::WorkItem, Status>>;
+
+struct Worker {
+    tx: ItemSender,
+    filters: Filters,
+}
+
+struct Pending {
+    kind: ItemKind,
+    name: String,
+    item: proto::WorkItem,
+    /// The worker holding it, if any.
+    worker: Option<u64>,
+    reply: oneshot::Sender<Completion>,
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    workers: BTreeMap<u64, Worker>,
+    next_worker: u64,
+    /// The next worker to try first (round robin).
+    cursor: u64,
+    /// Work items no worker holds, oldest first.
+    backlog: VecDeque<String>,
+    pending: BTreeMap<String, Pending>,
+}
+
+impl State {
+    /// Gives the pending item `token` to a worker that accepts it, round robin; leaves it in
+    /// the backlog when none does.
+    fn assign(&mut self, token: &str) -> bool {
+        let Some(p) = self.pending.get(token) else {
+            return true;
+        };
+        let (kind, name) = (p.kind, p.name.clone());
+        let ids: Vec<u64> = self
+            .workers
+            .range(self.cursor..)
+            .chain(self.workers.range(..self.cursor))
+            .filter(|(_, w)| w.filters.accepts(kind, &name))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(p) = self.pending.get_mut(token) else {
+                return true;
+            };
+            let sent = self
+                .workers
+                .get(&id)
+                .is_some_and(|w| w.tx.send(Ok(p.item.clone())).is_ok());
+            if sent {
+                p.worker = Some(id);
+                self.cursor = id.saturating_add(1);
+                return true;
+            }
+            // Its stream is gone: the disconnect hands back what it held.
+        }
+        if let Some(p) = self.pending.get_mut(token) {
+            p.worker = None;
+        }
+        false
+    }
+
+    fn assign_or_queue(&mut self, token: String) {
+        if !self.assign(&token) {
+            self.backlog.push_back(token);
+        }
+    }
+
+    /// Offers the backlog again (a worker connected or an item came back).
+    fn drain_backlog(&mut self) {
+        let waiting: Vec<String> = self.backlog.drain(..).collect();
+        for token in waiting {
+            self.assign_or_queue(token);
+        }
+    }
+}
+
+/// The connected workers and the work items they hold.
+#[derive(Default)]
+pub struct WorkerHub {
+    state: Mutex<State>,
+    next_token: AtomicU64,
+}
+
+impl std::fmt::Debug for WorkerHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.lock();
+        f.debug_struct("WorkerHub")
+            .field("workers", &st.workers.len())
+            .field("pending", &st.pending.len())
+            .field("backlog", &st.backlog.len())
+            .finish()
+    }
+}
+
+impl WorkerHub {
+    /// An empty hub.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent at every step; a panic elsewhere does not poison it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many workers are connected.
+    pub fn workers(&self) -> usize {
+        self.lock().workers.len()
+    }
+
+    /// Whether a connected worker serves `name` (a worker without filters serves every
+    /// name).
+    pub(crate) fn serves(&self, kind: ItemKind, name: &str) -> bool {
+        self.lock()
+            .workers
+            .values()
+            .any(|w| w.filters.accepts(kind, name))
+    }
+
+    /// How many work items wait for a completion (held by a worker or not).
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Stops handing out work: every waiting dispatch ends with [`HubClosed`], every stream
+    /// ends.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.workers.clear();
+        st.backlog.clear();
+        st.pending.clear();
+    }
+
+    /// Hands `request` to a worker that serves `name` and waits for its completion. The item
+    /// goes back to the others when its worker disconnects or abandons it. Dropping the
+    /// future withdraws the item (a later completion is refused).
+    pub(crate) async fn dispatch(
+        self: &Arc<Self>,
+        kind: ItemKind,
+        name: &str,
+        request: proto::work_item::Request,
+    ) -> Result<Completion, HubClosed> {
+        let n = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let token = format!("perdure-{n}");
+        let (reply, rx) = oneshot::channel();
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(HubClosed);
+            }
+            st.pending.insert(
+                token.clone(),
+                Pending {
+                    kind,
+                    name: name.to_string(),
+                    item: proto::WorkItem {
+                        request: Some(request),
+                        completion_token: token.clone(),
+                    },
+                    worker: None,
+                    reply,
+                },
+            );
+            st.assign_or_queue(token.clone());
+        }
+        let _withdraw = Withdraw {
+            hub: self.clone(),
+            token,
+        };
+        rx.await.map_err(|_| HubClosed)
+    }
+
+    /// A new worker's stream; the backlog is offered to it at once.
+    pub(crate) fn connect(
+        self: &Arc<Self>,
+        filters: Option<proto::WorkItemFilters>,
+    ) -> Result<WorkItemStream, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Only the hub holds the sender: the stream ends when the hub lets the worker go.
+        let id = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(Status::unavailable("the node is stopping"));
+            }
+            let id = st.next_worker;
+            st.next_worker = st.next_worker.saturating_add(1);
+            st.workers.insert(
+                id,
+                Worker {
+                    tx,
+                    filters: Filters::of(filters),
+                },
+            );
+            st.drain_backlog();
+            id
+        };
+        tracing::info!(worker = id, "gRPC worker connected");
+        let hub = Arc::downgrade(self);
+        let pings = tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEALTH_PING_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(hub) = hub.upgrade() else { break };
+                if !hub.ping(id) {
+                    break;
+                }
+            }
+        });
+        Ok(WorkItemStream {
+            hub: self.clone(),
+            id,
+            rx,
+            pings,
+        })
+    }
+
+    /// Sends a health ping to worker `id`; false when it is gone.
+    fn ping(&self, id: u64) -> bool {
+        let st = self.lock();
+        st.workers.get(&id).is_some_and(|w| {
+            w.tx.send(Ok(proto::WorkItem {
+                request: Some(proto::work_item::Request::HealthPing(proto::HealthPing {})),
+                completion_token: String::new(),
+            }))
+            .is_ok()
+        })
+    }
+
+    fn disconnect(&self, id: u64) {
+        let mut st = self.lock();
+        if st.workers.remove(&id).is_none() {
+            return;
+        }
+        let held: Vec<String> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| p.worker == Some(id))
+            .map(|(t, _)| t.clone())
+            .collect();
+        tracing::info!(
+            worker = id,
+            handed_back = held.len(),
+            "gRPC worker disconnected"
+        );
+        for token in held {
+            if let Some(p) = st.pending.get_mut(&token) {
+                p.worker = None;
+            }
+            st.assign_or_queue(token);
+        }
+    }
+
+    /// Takes a worker's completion: the work item's waiter gets it. Refused (and without
+    /// effect) when the token is not a waiting item of that kind.
+    pub(crate) fn complete(&self, token: &str, completion: Completion) -> Result<(), Status> {
+        let mut st = self.lock();
+        let kind = completion.kind();
+        match st.pending.get(token) {
+            Some(p) if p.kind == kind => {}
+            Some(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "completion token '{token}' belongs to a work item of another kind"
+                )));
+            }
+            None => return Err(stale(token)),
+        }
+        let Some(p) = st.pending.remove(token) else {
+            return Err(stale(token));
+        };
+        st.backlog.retain(|t| t != token);
+        drop(st);
+        // The waiter may have gone meanwhile (its run was cancelled): nothing to do then.
+        let _ = p.reply.send(completion);
+        Ok(())
+    }
+
+    /// A worker gives an item back: it goes to another worker (or waits for one).
+    pub(crate) fn abandon(&self, token: &str, kind: ItemKind) -> Result<(), Status> {
+        let mut st = self.lock();
+        match st.pending.get_mut(token) {
+            Some(p) if p.kind == kind && p.worker.is_some() => {
+                let from = p.worker.take();
+                tracing::info!(token, worker = ?from, "gRPC work item abandoned; handed to another worker");
+            }
+            Some(p) if p.kind == kind => return Ok(()),
+            Some(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "completion token '{token}' belongs to a work item of another kind"
+                )));
+            }
+            None => return Err(stale(token)),
+        }
+        // Prefer another worker: move the cursor past nobody in particular; round robin
+        // already starts after the last worker served.
+        st.assign_or_queue(token.to_string());
+        Ok(())
+    }
+
+    fn withdraw(&self, token: &str) {
+        let mut st = self.lock();
+        if st.pending.remove(token).is_some() {
+            st.backlog.retain(|t| t != token);
+        }
+    }
+}
+
+fn stale(token: &str) -> Status {
+    Status::not_found(format!(
+        "no work item waits for completion token '{token}' (already completed, withdrawn, or \
+         from before a restart): the completion was ignored"
+    ))
+}
+
+/// Withdraws a dispatched item when its waiter goes away.
+struct Withdraw {
+    hub: Arc<WorkerHub>,
+    token: String,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.hub.withdraw(&self.token);
+    }
+}
+
+/// The `GetWorkItems` response stream of one worker; dropping it (the worker disconnected)
+/// hands its items to the others.
+pub(crate) struct WorkItemStream {
+    hub: Arc<WorkerHub>,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Result<proto::WorkItem, Status>>,
+    pings: tokio::task::JoinHandle<()>,
+}
+
+impl futures::Stream for WorkItemStream {
+    type Item = Result<proto::WorkItem, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for WorkItemStream {
+    fn drop(&mut self) {
+        self.pings.abort();
+        self.hub.disconnect(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn activity(name: &str) -> proto::work_item::Request {
+        proto::work_item::Request::ActivityRequest(proto::ActivityRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    async fn next_token(s: &mut WorkItemStream) -> String {
+        loop {
+            let item = s.next().await.expect("stream open").expect("item");
+            if !matches!(item.request, Some(proto::work_item::Request::HealthPing(_))) {
+                return item.completion_token;
+            }
+        }
+    }
+
+    fn done(token: &str) -> Completion {
+        let _ = token;
+        Completion::Activity(proto::ActivityResponse::default())
+    }
+
+    #[tokio::test]
+    async fn an_item_waits_for_a_worker_and_is_completed_once() {
+        let hub = WorkerHub::new();
+        let h = hub.clone();
+        let waiter =
+            tokio::spawn(
+                async move { h.dispatch(ItemKind::Activity, "Say", activity("Say")).await },
+            );
+        while hub.pending() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let mut w = hub.connect(None).expect("connect");
+        let token = next_token(&mut w).await;
+        hub.complete(&token, done(&token))
+            .expect("first completion");
+        let err = hub
+            .complete(&token, done(&token))
+            .expect_err("second completion");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        assert!(matches!(
+            waiter.await.expect("join"),
+            Ok(Completion::Activity(_))
+        ));
+        assert_eq!(hub.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_disconnected_workers_item_goes_to_another() {
+        let hub = WorkerHub::new();
+        let mut a = hub.connect(None).expect("a");
+        let h = hub.clone();
+        let waiter =
+            tokio::spawn(
+                async move { h.dispatch(ItemKind::Activity, "Say", activity("Say")).await },
+            );
+        let token = next_token(&mut a).await;
+        let mut b = hub.connect(None).expect("b");
+        drop(a);
+        let again = next_token(&mut b).await;
+        assert_eq!(token, again, "the same item, same token");
+        hub.complete(&again, done(&again)).expect("complete");
+        assert!(waiter.await.expect("join").is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_item_is_handed_out_again_and_kinds_are_checked() {
+        let hub = WorkerHub::new();
+        let mut a = hub.connect(None).expect("a");
+        let h = hub.clone();
+        let waiter =
+            tokio::spawn(
+                async move { h.dispatch(ItemKind::Activity, "Say", activity("Say")).await },
+            );
+        let token = next_token(&mut a).await;
+        let wrong = hub
+            .abandon(&token, ItemKind::Orchestration)
+            .expect_err("kind");
+        assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
+        hub.abandon(&token, ItemKind::Activity).expect("abandon");
+        let again = next_token(&mut a).await;
+        assert_eq!(token, again);
+        let wrong = hub
+            .complete(
+                &again,
+                Completion::Orchestrator(proto::OrchestratorResponse::default()),
+            )
+            .expect_err("kind");
+        assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
+        hub.complete(&again, done(&again)).expect("complete");
+        assert!(waiter.await.expect("join").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_item_refuses_its_completion_and_filters_route() {
+        let hub = WorkerHub::new();
+        let mut only_b = hub
+            .connect(Some(proto::WorkItemFilters {
+                activities: vec![proto::ActivityFilter {
+                    name: "B".into(),
+                    versions: vec![],
+                }],
+                ..Default::default()
+            }))
+            .expect("filtered");
+        let h = hub.clone();
+        let a =
+            tokio::spawn(async move { h.dispatch(ItemKind::Activity, "A", activity("A")).await });
+        let h = hub.clone();
+        let _b =
+            tokio::spawn(async move { h.dispatch(ItemKind::Activity, "B", activity("B")).await });
+        let token_b = next_token(&mut only_b).await;
+        while hub.pending() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // "A" waits in the backlog: nobody serves it.
+        assert_eq!(hub.lock().backlog.len(), 1);
+        a.abort();
+        let _ = a.await;
+        assert_eq!(hub.pending(), 1);
+        assert_eq!(hub.lock().backlog.len(), 0);
+        hub.close();
+        let err = hub.complete(&token_b, done(&token_b)).expect_err("closed");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+}
