@@ -2,9 +2,10 @@
 //! the orchestrator, activity and entity work items of functions it does not run itself, and
 //! waits for the matching `Complete*` call.
 //!
-//! Each work item carries a completion token, unique in this node's process. A completion is
-//! taken once, for the token of a work item still waiting; any other (late, repeated, from a
-//! worker whose item was given to another) is refused without effect. A worker that
+//! Each delivery of a work item carries its own completion token, unique in this node's
+//! process. A completion is taken once, for the current delivery of a work item still
+//! waiting; any other (late, repeated, from a worker whose item was given to another since)
+//! is refused without effect. A worker that
 //! disconnects or abandons an item gives it back: it goes to another worker, or waits for the
 //! next one that connects. Work items are not stored here: the runtime keeps the messages
 //! they come from until their results commit, so an item lost with the node runs again after
@@ -121,71 +122,112 @@ struct Worker {
 struct Pending {
     kind: ItemKind,
     name: String,
-    item: proto::WorkItem,
+    request: proto::work_item::Request,
+    /// How many times it was handed out; the current delivery's token ends with it.
+    delivery: u64,
     /// The worker holding it, if any.
     worker: Option<u64>,
     reply: oneshot::Sender<Completion>,
 }
 
+/// The token of delivery `delivery` of item `item` of the hub `nonce`.
+fn token_of(nonce: u64, item: u64, delivery: u64) -> String {
+    format!("perdure-{nonce:x}-{item}-{delivery}")
+}
+
+/// The item and delivery a token names (`None` for a token this hub did not make: another
+/// process's, one from before a restart, garbage).
+fn parse_token(nonce: u64, token: &str) -> Option<(u64, u64)> {
+    let rest = token.strip_prefix("perdure-")?;
+    let (n, rest) = rest.split_once('-')?;
+    if u64::from_str_radix(n, 16).ok()? != nonce {
+        return None;
+    }
+    let (item, delivery) = rest.split_once('-')?;
+    Some((item.parse().ok()?, delivery.parse().ok()?))
+}
+
 #[derive(Default)]
 struct State {
+    /// Tells this hub's tokens from those of an earlier process (a restart counts items
+    /// from 0 again).
+    nonce: u64,
     closed: bool,
     workers: BTreeMap<u64, Worker>,
     next_worker: u64,
     /// The next worker to try first (round robin).
     cursor: u64,
     /// Work items no worker holds, oldest first.
-    backlog: VecDeque<String>,
-    pending: BTreeMap<String, Pending>,
+    backlog: VecDeque<u64>,
+    pending: BTreeMap<u64, Pending>,
 }
 
 impl State {
-    /// Gives the pending item `token` to a worker that accepts it, round robin; leaves it in
-    /// the backlog when none does.
-    fn assign(&mut self, token: &str) -> bool {
-        let Some(p) = self.pending.get(token) else {
+    /// Hands item `id` to a worker that accepts it, round robin, under a new token (a
+    /// completion under an earlier token of the same item is refused from then on); false
+    /// when no worker takes it.
+    fn assign(&mut self, id: u64) -> bool {
+        let Some(p) = self.pending.get(&id) else {
             return true;
         };
         let (kind, name) = (p.kind, p.name.clone());
-        let ids: Vec<u64> = self
+        let workers: Vec<u64> = self
             .workers
             .range(self.cursor..)
             .chain(self.workers.range(..self.cursor))
             .filter(|(_, w)| w.filters.accepts(kind, &name))
-            .map(|(id, _)| *id)
+            .map(|(w, _)| *w)
             .collect();
-        for id in ids {
-            let Some(p) = self.pending.get_mut(token) else {
+        for w in workers {
+            let Some(p) = self.pending.get_mut(&id) else {
                 return true;
+            };
+            p.delivery = p.delivery.saturating_add(1);
+            let item = proto::WorkItem {
+                request: Some(p.request.clone()),
+                completion_token: token_of(self.nonce, id, p.delivery),
             };
             let sent = self
                 .workers
-                .get(&id)
-                .is_some_and(|w| w.tx.send(Ok(p.item.clone())).is_ok());
+                .get(&w)
+                .is_some_and(|worker| worker.tx.send(Ok(item)).is_ok());
             if sent {
-                p.worker = Some(id);
-                self.cursor = id.saturating_add(1);
+                p.worker = Some(w);
+                self.cursor = w.saturating_add(1);
                 return true;
             }
             // Its stream is gone: the disconnect hands back what it held.
         }
-        if let Some(p) = self.pending.get_mut(token) {
+        if let Some(p) = self.pending.get_mut(&id) {
             p.worker = None;
         }
         false
     }
 
-    fn assign_or_queue(&mut self, token: String) {
-        if !self.assign(&token) {
-            self.backlog.push_back(token);
+    fn assign_or_queue(&mut self, id: u64) {
+        if !self.assign(id) {
+            self.backlog.push_back(id);
         }
     }
 
-    /// Offers the backlog again (a worker connected or an item came back).
+    /// Offers the backlog again (a worker connected).
     fn drain_backlog(&mut self) {
-        let waiting: Vec<String> = self.backlog.drain(..).collect();
-        for token in waiting {
-            self.assign_or_queue(token);
+        let waiting: Vec<u64> = self.backlog.drain(..).collect();
+        for id in waiting {
+            self.assign_or_queue(id);
+        }
+    }
+
+    /// The item a token names, if that token is its current delivery's and the kinds match.
+    fn current(&self, token: &str, kind: ItemKind) -> Result<u64, Status> {
+        let (id, delivery) = parse_token(self.nonce, token).ok_or_else(|| stale(token))?;
+        match self.pending.get(&id) {
+            Some(p) if p.delivery != delivery || p.worker.is_none() => Err(stale(token)),
+            Some(p) if p.kind != kind => Err(Status::invalid_argument(format!(
+                "completion token '{token}' belongs to a work item of another kind"
+            ))),
+            Some(_) => Ok(id),
+            None => Err(stale(token)),
         }
     }
 }
@@ -194,7 +236,7 @@ impl State {
 #[derive(Default)]
 pub struct WorkerHub {
     state: Mutex<State>,
-    next_token: AtomicU64,
+    next_item: AtomicU64,
 }
 
 impl std::fmt::Debug for WorkerHub {
@@ -209,9 +251,26 @@ impl std::fmt::Debug for WorkerHub {
 }
 
 impl WorkerHub {
-    /// An empty hub.
+    /// An empty hub whose tokens differ from any earlier process's (they carry the start
+    /// time in nanoseconds and the process id).
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // The low 64 bits of the time, mixed with the process id.
+        let nonce = (nanos as u64) ^ (u64::from(std::process::id()) << 48);
+        Self::with_nonce(nonce)
+    }
+
+    /// An empty hub with a given token nonce (for tests and simulations).
+    pub fn with_nonce(nonce: u64) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                nonce,
+                ..State::default()
+            }),
+            next_item: AtomicU64::new(0),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -257,8 +316,7 @@ impl WorkerHub {
         name: &str,
         request: proto::work_item::Request,
     ) -> Result<Completion, HubClosed> {
-        let n = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let token = format!("perdure-{n}");
+        let id = self.next_item.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         {
             let mut st = self.lock();
@@ -266,23 +324,21 @@ impl WorkerHub {
                 return Err(HubClosed);
             }
             st.pending.insert(
-                token.clone(),
+                id,
                 Pending {
                     kind,
                     name: name.to_string(),
-                    item: proto::WorkItem {
-                        request: Some(request),
-                        completion_token: token.clone(),
-                    },
+                    request,
+                    delivery: 0,
                     worker: None,
                     reply,
                 },
             );
-            st.assign_or_queue(token.clone());
+            st.assign_or_queue(id);
         }
         let _withdraw = Withdraw {
             hub: self.clone(),
-            token,
+            id,
         };
         rx.await.map_err(|_| HubClosed)
     }
@@ -344,100 +400,77 @@ impl WorkerHub {
         })
     }
 
-    fn disconnect(&self, id: u64) {
+    fn disconnect(&self, worker: u64) {
         let mut st = self.lock();
-        if st.workers.remove(&id).is_none() {
+        if st.workers.remove(&worker).is_none() {
             return;
         }
-        let held: Vec<String> = st
+        let held: Vec<u64> = st
             .pending
             .iter()
-            .filter(|(_, p)| p.worker == Some(id))
-            .map(|(t, _)| t.clone())
+            .filter(|(_, p)| p.worker == Some(worker))
+            .map(|(id, _)| *id)
             .collect();
-        tracing::info!(
-            worker = id,
-            handed_back = held.len(),
-            "gRPC worker disconnected"
-        );
-        for token in held {
-            if let Some(p) = st.pending.get_mut(&token) {
+        tracing::info!(worker, handed_back = held.len(), "gRPC worker disconnected");
+        for id in held {
+            if let Some(p) = st.pending.get_mut(&id) {
                 p.worker = None;
             }
-            st.assign_or_queue(token);
+            st.assign_or_queue(id);
         }
     }
 
     /// Takes a worker's completion: the work item's waiter gets it. Refused (and without
-    /// effect) when the token is not a waiting item of that kind.
+    /// effect) unless the token is the current delivery of a waiting item of that kind.
     pub(crate) fn complete(&self, token: &str, completion: Completion) -> Result<(), Status> {
         let mut st = self.lock();
-        let kind = completion.kind();
-        match st.pending.get(token) {
-            Some(p) if p.kind == kind => {}
-            Some(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "completion token '{token}' belongs to a work item of another kind"
-                )));
-            }
-            None => return Err(stale(token)),
-        }
-        let Some(p) = st.pending.remove(token) else {
+        let id = st.current(token, completion.kind())?;
+        let Some(p) = st.pending.remove(&id) else {
             return Err(stale(token));
         };
-        st.backlog.retain(|t| t != token);
         drop(st);
         // The waiter may have gone meanwhile (its run was cancelled): nothing to do then.
         let _ = p.reply.send(completion);
         Ok(())
     }
 
-    /// A worker gives an item back: it goes to another worker (or waits for one).
+    /// A worker gives an item back: it goes to a worker again (or waits for one) under a
+    /// new token.
     pub(crate) fn abandon(&self, token: &str, kind: ItemKind) -> Result<(), Status> {
         let mut st = self.lock();
-        match st.pending.get_mut(token) {
-            Some(p) if p.kind == kind && p.worker.is_some() => {
-                let from = p.worker.take();
-                tracing::info!(token, worker = ?from, "gRPC work item abandoned; handed to another worker");
-            }
-            Some(p) if p.kind == kind => return Ok(()),
-            Some(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "completion token '{token}' belongs to a work item of another kind"
-                )));
-            }
-            None => return Err(stale(token)),
+        let id = st.current(token, kind)?;
+        if let Some(p) = st.pending.get_mut(&id) {
+            tracing::info!(token, worker = ?p.worker, "gRPC work item abandoned; handed out again");
+            p.worker = None;
         }
-        // Prefer another worker: move the cursor past nobody in particular; round robin
-        // already starts after the last worker served.
-        st.assign_or_queue(token.to_string());
+        st.assign_or_queue(id);
         Ok(())
     }
 
-    fn withdraw(&self, token: &str) {
+    fn withdraw(&self, id: u64) {
         let mut st = self.lock();
-        if st.pending.remove(token).is_some() {
-            st.backlog.retain(|t| t != token);
+        if st.pending.remove(&id).is_some() {
+            st.backlog.retain(|t| *t != id);
         }
     }
 }
 
 fn stale(token: &str) -> Status {
     Status::not_found(format!(
-        "no work item waits for completion token '{token}' (already completed, withdrawn, or \
-         from before a restart): the completion was ignored"
+        "no work item waits for completion token '{token}' (already completed, handed to \
+         another worker, withdrawn, or from before a restart): the completion was ignored"
     ))
 }
 
 /// Withdraws a dispatched item when its waiter goes away.
 struct Withdraw {
     hub: Arc<WorkerHub>,
-    token: String,
+    id: u64,
 }
 
 impl Drop for Withdraw {
     fn drop(&mut self) {
-        self.hub.withdraw(&self.token);
+        self.hub.withdraw(self.id);
     }
 }
 
@@ -530,7 +563,11 @@ mod tests {
         let mut b = hub.connect(None).expect("b");
         drop(a);
         let again = next_token(&mut b).await;
-        assert_eq!(token, again, "the same item, same token");
+        assert_ne!(token, again, "a new delivery, a new token");
+        let late = hub
+            .complete(&token, done(&token))
+            .expect_err("the first worker's token");
+        assert_eq!(late.code(), tonic::Code::NotFound);
         hub.complete(&again, done(&again)).expect("complete");
         assert!(waiter.await.expect("join").is_ok());
     }
@@ -551,7 +588,9 @@ mod tests {
         assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
         hub.abandon(&token, ItemKind::Activity).expect("abandon");
         let again = next_token(&mut a).await;
-        assert_eq!(token, again);
+        assert_ne!(token, again);
+        let garbage = hub.complete("not-a-token", done("")).expect_err("garbage");
+        assert_eq!(garbage.code(), tonic::Code::NotFound);
         let wrong = hub
             .complete(
                 &again,
@@ -585,7 +624,7 @@ mod tests {
         while hub.pending() < 2 {
             tokio::task::yield_now().await;
         }
-        // "A" waits in the backlog: nobody serves it.
+        // "A" waits in the backlog: nobody serves it, and no token of it was handed out.
         assert_eq!(hub.lock().backlog.len(), 1);
         a.abort();
         let _ = a.await;

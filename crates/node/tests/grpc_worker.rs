@@ -1,0 +1,405 @@
+//! The worker side of the Durable Task gRPC protocol against a node, with the generated tonic
+//! client playing the worker: work items over `GetWorkItems`, a worker that disconnects
+//! mid-episode, an abandoned activity, late and repeated completions, and a node restarted
+//! while a worker holds an item. Every body runs on memory, the embedded store and
+//! PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use perdure_core::management::ManagementApi;
+use perdure_core::{EventKind, InstanceId};
+use perdure_node::grpc::proto::orchestrator_action::OrchestratorActionType as A;
+use perdure_node::grpc::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
+use perdure_node::grpc::proto::work_item::Request as W;
+use perdure_node::grpc::proto::*;
+use perdure_node::grpc::{GrpcExecutors, WorkerHub};
+use perdure_node::node::{Node, NodeHandle};
+use perdure_node::runtime::core_executor::CoreExecutor;
+use perdure_node::store::Store;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A node with the sample app in process and the workers of a hub for everything else,
+/// serving gRPC on a loopback port.
+struct Fixture {
+    node: NodeHandle,
+    addr: std::net::SocketAddr,
+    client: TaskHubSidecarServiceClient<Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Fixture {
+    async fn start(store: Arc<dyn Store>) -> Self {
+        let hub = WorkerHub::new();
+        let local = Arc::new(CoreExecutor::new(Arc::new(
+            perdure_node::sample::sample_registry(),
+        )));
+        let node = Node::builder()
+            .executors(Arc::new(GrpcExecutors::new(local, hub.clone())))
+            .store(store)
+            .options(common::options())
+            .start()
+            .await
+            .expect("node starts");
+        let api: Arc<dyn ManagementApi> = Arc::new(node.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            perdure_node::grpc::serve_with(api, listener, None, Some(hub), async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let client = connect(addr).await;
+        Self {
+            node,
+            addr,
+            client,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    /// Stops serving (the hub closes, the workers' streams end), then stops the node.
+    async fn finish(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        drop(self.client);
+        let _ = self.server.await;
+        self.node.shutdown().await;
+    }
+
+    async fn worker(&self) -> Worker {
+        let mut client = connect(self.addr).await;
+        let stream = client
+            .get_work_items(GetWorkItemsRequest::default())
+            .await
+            .expect("GetWorkItems")
+            .into_inner();
+        Worker { client, stream }
+    }
+
+    async fn start_instance(&mut self, name: &str, id: &str, input: &str) {
+        self.client
+            .start_instance(CreateInstanceRequest {
+                instance_id: id.into(),
+                name: name.into(),
+                input: Some(input.into()),
+                ..Default::default()
+            })
+            .await
+            .expect("start");
+    }
+
+    async fn wait(&mut self, id: &str) -> OrchestrationState {
+        let mut req = tonic::Request::new(GetInstanceRequest {
+            instance_id: id.into(),
+            get_inputs_and_outputs: true,
+        });
+        req.set_timeout(Duration::from_secs(30));
+        self.client
+            .wait_for_instance_completion(req)
+            .await
+            .expect("wait")
+            .into_inner()
+            .orchestration_state
+            .expect("state")
+    }
+
+    /// The kinds of the instance's stored history events.
+    async fn history(&self, id: &str) -> Vec<EventKind> {
+        let id = InstanceId::new(id).unwrap();
+        self.node
+            .get_history(id)
+            .await
+            .expect("history")
+            .expect("the instance exists")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+}
+
+async fn connect(addr: std::net::SocketAddr) -> TaskHubSidecarServiceClient<Channel> {
+    TaskHubSidecarServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
+
+struct Worker {
+    client: TaskHubSidecarServiceClient<Channel>,
+    stream: tonic::Streaming<WorkItem>,
+}
+
+impl Worker {
+    /// The next work item other than a health ping.
+    async fn next(&mut self) -> (W, String) {
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(30), self.stream.message())
+                .await
+                .expect("a work item within 30 s")
+                .expect("stream ok")
+                .expect("stream open");
+            match item.request {
+                Some(W::HealthPing(_)) => continue,
+                Some(r) => return (r, item.completion_token),
+                None => panic!("a work item without a request"),
+            }
+        }
+    }
+
+    async fn orchestrator(&mut self) -> (OrchestratorRequest, String) {
+        match self.next().await {
+            (W::OrchestratorRequest(r), t) => (r, t),
+            (other, _) => panic!("expected an orchestrator request, got {other:?}"),
+        }
+    }
+
+    async fn activity(&mut self) -> (ActivityRequest, String) {
+        match self.next().await {
+            (W::ActivityRequest(r), t) => (r, t),
+            (other, _) => panic!("expected an activity request, got {other:?}"),
+        }
+    }
+
+    async fn complete(
+        &mut self,
+        token: &str,
+        instance: &str,
+        actions: Vec<OrchestratorAction>,
+    ) -> Result<(), tonic::Status> {
+        complete(self.client.clone(), token, instance, actions).await
+    }
+}
+
+/// `CompleteOrchestratorTask` with these actions.
+async fn complete(
+    mut client: TaskHubSidecarServiceClient<Channel>,
+    token: &str,
+    instance: &str,
+    actions: Vec<OrchestratorAction>,
+) -> Result<(), tonic::Status> {
+    client
+        .complete_orchestrator_task(OrchestratorResponse {
+            instance_id: instance.into(),
+            actions,
+            completion_token: token.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+fn schedule(id: i32, name: &str, input: &str) -> OrchestratorAction {
+    OrchestratorAction {
+        id,
+        orchestrator_action_type: Some(A::ScheduleTask(ScheduleTaskAction {
+            name: name.into(),
+            input: Some(input.into()),
+            ..Default::default()
+        })),
+    }
+}
+
+fn finish_with(result: &str) -> OrchestratorAction {
+    OrchestratorAction {
+        id: 99,
+        orchestrator_action_type: Some(A::CompleteOrchestration(CompleteOrchestrationAction {
+            orchestration_status: OrchestrationStatus::Completed as i32,
+            result: Some(result.into()),
+            ..Default::default()
+        })),
+    }
+}
+
+fn kind_of(e: &HistoryEvent) -> &'static str {
+    use history_event::EventType as E;
+    match &e.event_type {
+        Some(E::OrchestratorStarted(_)) => "OrchestratorStarted",
+        Some(E::ExecutionStarted(_)) => "ExecutionStarted",
+        Some(E::TaskScheduled(_)) => "TaskScheduled",
+        Some(E::TaskCompleted(_)) => "TaskCompleted",
+        Some(E::OrchestratorCompleted(_)) => "OrchestratorCompleted",
+        _ => "other",
+    }
+}
+
+every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disconnected_worker_hands_its_episode_to_another_and_it_completes_once(ts) {
+        let mut f = Fixture::start(ts.store.clone()).await;
+        let mut a = f.worker().await;
+        f.start_instance("RemoteHello", "r1", "\"Oslo\"").await;
+        let (req, first) = a.orchestrator().await;
+        assert_eq!(req.instance_id, "r1");
+        assert!(req.past_events.is_empty());
+        let kinds: Vec<_> = req.new_events.iter().map(kind_of).collect();
+        assert_eq!(kinds, ["OrchestratorStarted", "ExecutionStarted"]);
+
+        // A goes away holding the episode: B gets it under a new token.
+        let mut b = f.worker().await;
+        // A's stream goes; its connection stays, and completes late.
+        let Worker { client: a_client, stream } = a;
+        drop(stream);
+        let (again, second) = b.orchestrator().await;
+        assert_eq!(again.instance_id, "r1");
+        assert_ne!(first, second);
+        let late = complete(a_client, &first, "r1", vec![finish_with("\"from A\"")]).await;
+        assert_eq!(late.expect_err("A's token is stale").code(), Code::NotFound);
+
+        // B schedules the node's own Rust activity, then finishes with its result.
+        b.complete(&second, "r1", vec![schedule(1, "SayHello", "\"Oslo\"")])
+            .await
+            .expect("first episode");
+        let (next, token) = b.orchestrator().await;
+        let past: Vec<_> = next.past_events.iter().map(kind_of).collect();
+        assert_eq!(
+            past,
+            ["OrchestratorStarted", "ExecutionStarted", "TaskScheduled", "OrchestratorCompleted"]
+        );
+        assert_eq!(next.past_events[2].event_id, 1);
+        let Some(history_event::EventType::TaskCompleted(done)) = &next.new_events[1].event_type
+        else {
+            panic!("the new events carry the activity's result: {:?}", next.new_events);
+        };
+        assert_eq!(done.task_scheduled_id, 1);
+        assert_eq!(done.result.as_deref(), Some("\"Hello Oslo!\""));
+        b.complete(&token, "r1", vec![finish_with("\"Hello Oslo!\"")])
+            .await
+            .expect("last episode");
+        let repeated = b.complete(&token, "r1", vec![finish_with("\"again\"")]).await;
+        assert_eq!(repeated.expect_err("completed already").code(), Code::NotFound);
+
+        let st = f.wait("r1").await;
+        assert_eq!(st.orchestration_status, OrchestrationStatus::Completed as i32);
+        assert_eq!(st.output.as_deref(), Some("\"Hello Oslo!\""));
+        let history = f.history("r1").await;
+        let scheduled = history.iter().filter(|k| matches!(k, EventKind::TaskScheduled { .. })).count();
+        let ended = history.iter().filter(|k| matches!(k, EventKind::ExecutionCompleted { .. })).count();
+        assert_eq!((scheduled, ended), (1, 1), "{history:?}");
+        f.finish().await;
+    }
+}
+
+every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_activity_is_handed_out_again_and_counts_once(ts) {
+        let mut f = Fixture::start(ts.store.clone()).await;
+        let mut w = f.worker().await;
+        f.start_instance("RemoteCalc", "c1", "20").await;
+        let (_, token) = w.orchestrator().await;
+        w.complete(&token, "c1", vec![schedule(1, "RemoteDouble", "20")])
+            .await
+            .expect("schedules");
+        let (act, first) = w.activity().await;
+        assert_eq!((act.name.as_str(), act.task_id, act.input.as_deref()), ("RemoteDouble", 1, Some("20")));
+        w.client
+            .abandon_task_activity_work_item(AbandonActivityTaskRequest {
+                completion_token: first.clone(),
+            })
+            .await
+            .expect("abandon");
+        let (again, second) = w.activity().await;
+        assert_eq!(again.task_id, 1);
+        assert_ne!(first, second);
+        let stale = w
+            .client
+            .complete_activity_task(ActivityResponse {
+                instance_id: "c1".into(),
+                task_id: 1,
+                result: Some("1".into()),
+                completion_token: first,
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(stale.expect_err("abandoned token").code(), Code::NotFound);
+        w.client
+            .complete_activity_task(ActivityResponse {
+                instance_id: "c1".into(),
+                task_id: 1,
+                result: Some("40".into()),
+                completion_token: second,
+                ..Default::default()
+            })
+            .await
+            .expect("complete");
+        let (next, token) = w.orchestrator().await;
+        let Some(history_event::EventType::TaskCompleted(done)) = &next.new_events[1].event_type
+        else {
+            panic!("{:?}", next.new_events);
+        };
+        assert_eq!(done.result.as_deref(), Some("40"));
+        w.complete(&token, "c1", vec![finish_with("40")]).await.expect("finish");
+        let st = f.wait("c1").await;
+        assert_eq!(st.output.as_deref(), Some("40"));
+        f.finish().await;
+    }
+}
+
+every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_response_that_breaks_the_protocol_fails_only_its_instance(ts) {
+        let mut f = Fixture::start(ts.store.clone()).await;
+        let mut w = f.worker().await;
+        f.start_instance("RemoteBad", "b1", "null").await;
+        let (_, token) = w.orchestrator().await;
+        // An input that is not JSON text, and an action without a type.
+        let bad = vec![
+            schedule(1, "X", "not json"),
+            OrchestratorAction { id: 2, orchestrator_action_type: None },
+        ];
+        w.complete(&token, "b1", bad).await.expect("taken");
+        let st = f.wait("b1").await;
+        assert_eq!(st.orchestration_status, OrchestrationStatus::Failed as i32);
+        let failure = st.failure_details.expect("failure details");
+        assert_eq!(failure.error_type, "WorkerProtocolError");
+        assert!(failure.error_message.contains("not JSON"), "{failure:?}");
+        // The node still serves the sample app in process.
+        f.start_instance("HelloSequence", "h1", "null").await;
+        let st = f.wait("h1").await;
+        assert_eq!(st.orchestration_status, OrchestrationStatus::Completed as i32);
+        f.finish().await;
+    }
+}
+
+/// A node stopped while a worker holds an episode runs it again after its restart, for the
+/// worker that connects then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_held_when_the_node_stops_runs_again_after_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(
+        perdure_node::store::embedded::EmbeddedStore::open(dir.path()).expect("store opens"),
+    );
+    let mut f = Fixture::start(store.clone()).await;
+    let mut w = f.worker().await;
+    f.start_instance("RemoteHello", "s1", "\"Rome\"").await;
+    let (_, held) = w.orchestrator().await;
+    f.finish().await;
+    // The old node's token means nothing to the new one.
+    let mut f = Fixture::start(store).await;
+    let mut w2 = f.worker().await;
+    let (req, token) = w2.orchestrator().await;
+    assert_eq!(req.instance_id, "s1");
+    assert!(
+        req.past_events.is_empty(),
+        "the first episode never committed"
+    );
+    let stale = w2.complete(&held, "s1", vec![finish_with("\"old\"")]).await;
+    assert_eq!(
+        stale.expect_err("a token from before the restart").code(),
+        Code::NotFound
+    );
+    w2.complete(&token, "s1", vec![finish_with("\"Ciao Rome\"")])
+        .await
+        .expect("complete");
+    let st = f.wait("s1").await;
+    assert_eq!(st.output.as_deref(), Some("\"Ciao Rome\""));
+    f.finish().await;
+}
