@@ -34,6 +34,11 @@ def main(address):
     st = c.get_orchestration_state(hello, fetch_payloads=False)
     check("state without payloads", st is not None and st.serialized_output is None, st)
     check("unknown instance is None", c.get_orchestration_state(f"nobody-{run}") is None)
+    history = c.get_orchestration_history(hello)
+    kinds = [type(e).__name__ for e in history]
+    check("history streams", kinds[:2] == ["OrchestratorStartedEvent", "ExecutionStartedEvent"]
+          and kinds.count("TaskScheduledEvent") == 3 and kinds.count("TaskCompletedEvent") == 3,
+          kinds)
 
     # Human interaction: an event approves.
     approval = c.schedule_new_orchestration("Approval", input={"timeoutSeconds": 300},

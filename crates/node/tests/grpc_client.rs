@@ -21,6 +21,28 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// `StreamInstanceHistory`, all chunks.
+    async fn history(
+        &mut self,
+        id: &str,
+        execution_id: Option<String>,
+    ) -> Result<Vec<HistoryEvent>, tonic::Status> {
+        let mut stream = self
+            .client
+            .stream_instance_history(StreamInstanceHistoryRequest {
+                instance_id: id.into(),
+                execution_id,
+                for_work_item_processing: false,
+            })
+            .await?
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            events.extend(chunk.events);
+        }
+        Ok(events)
+    }
+
     async fn start() -> Self {
         let node = common::start_memory().await;
         let api: Arc<dyn ManagementApi> = Arc::new(node.clone());
@@ -123,6 +145,41 @@ async fn hello_sequence_starts_and_completes() {
     let generated = f.start_instance("HelloSequence", "", None).await;
     assert!(!generated.is_empty());
     f.wait(&generated).await;
+    // The history, streamed: the DTFx shapes (action ids are event ids, results name them).
+    let history = f.history(&id, s.execution_id.clone()).await.unwrap();
+    use history_event::EventType as E;
+    assert!(matches!(
+        history[0].event_type,
+        Some(E::OrchestratorStarted(_))
+    ));
+    assert!(
+        matches!(&history[1].event_type, Some(E::ExecutionStarted(e)) if e.name == "HelloSequence")
+    );
+    let scheduled: Vec<i32> = history
+        .iter()
+        .filter(|e| matches!(e.event_type, Some(E::TaskScheduled(_))))
+        .map(|e| e.event_id)
+        .collect();
+    let completed: Vec<i32> = history
+        .iter()
+        .filter_map(|e| match &e.event_type {
+            Some(E::TaskCompleted(c)) => Some(c.task_scheduled_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scheduled.len(), 3);
+    assert_eq!(scheduled, completed);
+    assert!(matches!(
+        history.iter().rev().nth(1).and_then(|e| e.event_type.as_ref()),
+        Some(E::ExecutionCompleted(c)) if c.orchestration_status == OrchestrationStatus::Completed as i32
+    ));
+    let e = f.history("nobody-here", None).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = f
+        .history(&id, Some("not-this-one".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
     f.finish().await;
 }
 
@@ -495,7 +552,7 @@ async fn bad_input_and_unimplemented_rpcs() {
         .await
         .unwrap();
     f.wait(&id).await;
-    // The worker side is not served yet.
+    // A service built without a worker hub does not serve the worker side.
     let e = f
         .client
         .get_work_items(GetWorkItemsRequest::default())

@@ -395,3 +395,46 @@ pub(crate) async fn list_ids(
         last_instance_key: page.continuation,
     })
 }
+
+/// Events per `HistoryChunk` of `StreamInstanceHistory`.
+const HISTORY_CHUNK_EVENTS: usize = 500;
+
+/// `StreamInstanceHistory`: the current execution's history, in chunks. An execution id that
+/// is not the current execution's is `NOT_FOUND` (Perdure keeps the current execution's
+/// history only).
+pub(crate) async fn history(
+    api: &dyn ManagementApi,
+    r: proto::StreamInstanceHistoryRequest,
+) -> Result<Vec<proto::HistoryChunk>, Status> {
+    let id = instance_id(&r.instance_id)?;
+    let events = api
+        .get_history(id.clone())
+        .await
+        .map_err(status)?
+        .ok_or_else(|| Status::not_found(format!("no instance '{id}'")))?;
+    if let Some(wanted) = r.execution_id.as_deref().filter(|e| !e.is_empty()) {
+        let current = events.iter().find_map(|e| match &e.kind {
+            perdure_core::EventKind::ExecutionStarted { execution_id, .. } => {
+                Some(execution_id.0.as_str())
+            }
+            _ => None,
+        });
+        if current != Some(wanted) {
+            return Err(Status::not_found(format!(
+                "instance '{id}' has no execution '{wanted}' (its current execution is {}); \
+                 Perdure keeps the current execution's history only",
+                current.unwrap_or("not started")
+            )));
+        }
+    }
+    let chunks = events
+        .chunks(HISTORY_CHUNK_EVENTS)
+        .map(|c| proto::HistoryChunk {
+            events: c
+                .iter()
+                .map(|e| super::history::event_to_proto(&id, e))
+                .collect(),
+        })
+        .collect();
+    Ok(chunks)
+}

@@ -76,8 +76,8 @@ impl Sidecar {
 
 type Rpc<T> = Result<Response<T>, Status>;
 
-/// A stream the server never produces (for the streaming RPCs not implemented).
-type NoStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A server stream of the service.
+type ServerStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl TaskHubSidecarService for Sidecar {
@@ -197,7 +197,7 @@ impl TaskHubSidecarService for Sidecar {
             .map(Response::new)
     }
 
-    type GetWorkItemsStream = NoStream<WorkItem>;
+    type GetWorkItemsStream = ServerStream<WorkItem>;
 
     async fn get_work_items(
         &self,
@@ -242,17 +242,16 @@ impl TaskHubSidecarService for Sidecar {
         Ok(Response::new(CompleteTaskResponse {}))
     }
 
-    type StreamInstanceHistoryStream = NoStream<HistoryChunk>;
+    type StreamInstanceHistoryStream = ServerStream<HistoryChunk>;
 
     async fn stream_instance_history(
         &self,
-        _: Request<StreamInstanceHistoryRequest>,
+        r: Request<StreamInstanceHistoryRequest>,
     ) -> Rpc<Self::StreamInstanceHistoryStream> {
-        Err(unimplemented(
-            "StreamInstanceHistory",
-            "not yet; the HTTP API serves an instance's history \
-             (GET .../instances/{id}?showHistory=true)",
-        ))
+        let chunks = instances::history(&*self.api, r.into_inner()).await?;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
     async fn create_task_hub(
