@@ -46,6 +46,34 @@ def py_fail(ctx: task.ActivityContext, why: str) -> str:
     raise ValueError(why)
 
 
+FLAKY = {}
+
+
+def py_flaky(ctx: task.ActivityContext, key: str) -> str:
+    """Fails the first two attempts for each key (the worker's process counts them)."""
+    FLAKY[key] = FLAKY.get(key, 0) + 1
+    if FLAKY[key] <= 2:
+        raise RuntimeError(f"attempt {FLAKY[key]} of {key} fails")
+    return f"{key} on attempt {FLAKY[key]}"
+
+
+def py_retries(ctx: task.OrchestrationContext, key: str):
+    policy = task.RetryPolicy(first_retry_interval=timedelta(milliseconds=20),
+                              max_number_of_attempts=5)
+    return (yield ctx.call_activity(py_flaky, input=key, retry_policy=policy))
+
+
+def py_no_retry(ctx: task.OrchestrationContext, key: str):
+    return (yield ctx.call_activity(py_flaky, input=key))
+
+
+def py_race(ctx: task.OrchestrationContext, _):
+    timer = ctx.create_timer(timedelta(seconds=60))
+    event = ctx.wait_for_external_event("go")
+    winner = yield task.when_any([timer, event])
+    return "event" if winner == event else "timer"
+
+
 def py_chain(ctx: task.OrchestrationContext, _):
     out = []
     for city in ["Paris", "Lyon", "Nice"]:
@@ -135,6 +163,17 @@ def wait_state(c, entity_id, want, timeout=30):
         time.sleep(0.05)
 
 
+def wait_until(c, iid, pred, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        st = c.get_orchestration_state(iid)
+        if st is not None and pred(st):
+            return st
+        if time.time() > deadline:
+            raise SystemExit(f"FAIL {iid}: condition not reached, last state {st}")
+        time.sleep(0.05)
+
+
 def wait_done(c, iid, timeout=60):
     st = c.wait_for_orchestration_completion(iid, timeout=timeout)
     if st is None:
@@ -161,10 +200,10 @@ def main(address):
     log.addFilter(_DropExpectedFailure())
     w = worker.TaskHubGrpcWorker(host_address=address, logger=log)
     for fn in (py_chain, py_fan_out, py_wait, py_child, py_parent, py_counter, py_catches,
-               py_fails, py_calls_rust, py_signals):
+               py_fails, py_calls_rust, py_signals, py_retries, py_no_retry, py_race):
         w.add_orchestrator(fn)
     w.add_entity(py_tally)
-    for fn in (py_hello, py_double, py_fail):
+    for fn in (py_hello, py_double, py_fail, py_flaky):
         w.add_activity(fn)
     w.start()
     try:
@@ -231,6 +270,63 @@ def main(address):
         st = wait_done(c, rust)
         check("a Python orchestrator calls the node's Rust activity",
               st.get_output() == "Hello Oslo!", st.serialized_output)
+
+        # Retries are the SDK's own (timers between attempts).
+        retried = c.schedule_new_orchestration(py_retries, input=f"r-{run}",
+                                               instance_id=f"retries-{run}")
+        st = wait_done(c, retried)
+        check("activity retries", st.get_output() == f"r-{run} on attempt 3", st.serialized_output)
+
+        # when_any: the event wins over a long timer.
+        race = c.schedule_new_orchestration(py_race, instance_id=f"race-{run}")
+        c.wait_for_orchestration_start(race, timeout=30)
+        # Suspended, the event waits; resumed, it is delivered.
+        c.suspend_orchestration(race)
+        st = c.get_orchestration_state(race)
+        check("a worker's orchestration suspends", st.runtime_status == dt.OrchestrationStatus.SUSPENDED,
+              st.runtime_status)
+        c.raise_orchestration_event(race, "go")
+        time.sleep(0.3)
+        st = c.get_orchestration_state(race)
+        check("no progress while suspended", st.runtime_status == dt.OrchestrationStatus.SUSPENDED,
+              st.runtime_status)
+        c.resume_orchestration(race)
+        st = wait_done(c, race)
+        check("when_any: the event wins", st.get_output() == "event", st.serialized_output)
+
+        # Terminate a worker's orchestration that waits.
+        stuck = c.schedule_new_orchestration(py_race, instance_id=f"stuck-{run}")
+        c.wait_for_orchestration_start(stuck, timeout=30)
+        c.terminate_orchestration(stuck, output="enough")
+        st = wait_done(c, stuck)
+        check("terminate", st.runtime_status == dt.OrchestrationStatus.TERMINATED, st.runtime_status)
+
+        # Rewind: the activity failed without retries; rewound, it runs again and succeeds.
+        rewound = c.schedule_new_orchestration(py_no_retry, input=f"w-{run}",
+                                               instance_id=f"rewind-{run}")
+        st = wait_done(c, rewound)
+        check("fails without retries", st.runtime_status == dt.OrchestrationStatus.FAILED,
+              st.runtime_status)
+        check("attempt 1 failed", "attempt 1 of" in st.failure_details.message, st.failure_details)
+        # A rewind is a message: the state changes when the instance has run it.
+        c.rewind_orchestration(rewound, reason="try again")
+        st = wait_until(c, rewound, lambda st: st.failure_details is not None
+                        and "attempt 2 of" in st.failure_details.message)
+        check("rewound, the activity runs again (and fails again)", True)
+        c.rewind_orchestration(rewound, reason="and again")
+        st = wait_until(c, rewound, lambda st: st.runtime_status == dt.OrchestrationStatus.COMPLETED)
+        check("rewound twice, it completes", st.get_output() == f"w-{run} on attempt 3",
+              st.serialized_output)
+
+        # Restart a finished worker orchestration under a new id, and purge.
+        again = c.restart_orchestration(chain, restart_with_new_instance_id=True)
+        check("restart gets a new id", again != chain, again)
+        st = wait_done(c, again)
+        check("the restarted orchestration runs on the worker",
+              st.get_output() == ["Bonjour Paris!", "Bonjour Lyon!", "Bonjour Nice!"],
+              st.serialized_output)
+        purged = c.purge_orchestration(again)
+        check("purge", purged.deleted_instance_count == 1, purged)
 
         # A Python entity: signals from the client, a failed operation that rolls back, a
         # signal from the entity to another entity, a signal from a Python orchestrator.
