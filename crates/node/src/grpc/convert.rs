@@ -73,16 +73,18 @@ pub(crate) fn opt_timestamp(
 }
 
 /// A payload from the protocol's string form: JSON text, as every SDK's data converter
-/// writes it. Anything else is refused rather than stored unreadable.
+/// writes it; an empty string is no payload (the SDKs send `""` for `None` in places).
+/// Anything else is refused rather than stored unreadable.
 pub(crate) fn payload_from_proto(
     s: Option<String>,
     field: &str,
 ) -> Result<Option<Payload>, Status> {
-    s.map(|text| {
-        Payload::from_json_text(text)
-            .map_err(|e| Status::invalid_argument(format!("{field} is not JSON text: {e}")))
-    })
-    .transpose()
+    s.filter(|text| !text.is_empty())
+        .map(|text| {
+            Payload::from_json_text(text)
+                .map_err(|e| Status::invalid_argument(format!("{field} is not JSON text: {e}")))
+        })
+        .transpose()
 }
 
 /// A payload in the protocol's string form (JSON text; a binary payload as lossy UTF-8).

@@ -6,11 +6,13 @@ use tonic::Status;
 use super::convert::{entity_id, entity_to_proto, opt_timestamp, payload_from_proto};
 use super::error::status;
 use super::proto;
+use super::workers::{ItemKind, WorkerHub, when_served};
 
 /// `SignalEntity` (the request id is not used for deduplication).
 pub(crate) async fn signal(
     api: &dyn ManagementApi,
     r: proto::SignalEntityRequest,
+    workers: Option<&WorkerHub>,
 ) -> Result<proto::SignalEntityResponse, Status> {
     let id = entity_id(&r.instance_id)?;
     if r.name.is_empty() {
@@ -20,9 +22,11 @@ pub(crate) async fn signal(
     }
     let input = payload_from_proto(r.input, "input")?;
     let at = opt_timestamp(r.scheduled_time.as_ref(), "scheduledTime")?;
-    api.signal_entity(id, r.name, input, at)
-        .await
-        .map_err(status)?;
+    let name = id.name().to_string();
+    when_served(workers, ItemKind::Entity, &name, || {
+        api.signal_entity(id.clone(), r.name.clone(), input.clone(), at)
+    })
+    .await?;
     Ok(proto::SignalEntityResponse {})
 }
 

@@ -1,12 +1,13 @@
 //! History events and orchestrator actions between Perdure and the protocol, for the
 //! orchestrator work items of gRPC workers.
 //!
-//! Perdure's history events carry the DTFx names and numbering, so most map one to one:
+//! Perdure's history events carry the DTFx names and numbering, so they map one to one:
 //! `eventId` is the action's sequence number for action events and -1 for the others; a
-//! completion names its action by `taskScheduledId` / `timerId`. Entity calls are the
-//! exception: the protocol matches their responses by a request id that Perdure's history
-//! does not keep, so an orchestration run by a gRPC worker may signal entities but not call
-//! or lock them (the action fails the orchestration with a message saying so).
+//! completion names its action by `taskScheduledId` / `timerId`. Entity calls: the protocol
+//! matches a response to its call by a request id, which Perdure's history does not keep;
+//! the node uses the call's event id as the request id, in the EntityOperationCalled event
+//! and in the response events alike (the SDKs take the request id from the recorded call
+//! event when they replay, so the worker's own request id need not be kept).
 
 use perdure_core::{
     EntityId, EventKind, FailureDetails, HistoryEvent, InstanceId, OrchestrationStatus,
@@ -395,18 +396,34 @@ pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<Decided,
                         .map(|t| time(Some(t), "entityOperationSignaled.scheduledTime"))
                         .transpose()?,
                 },
-                Some(M::EntityOperationCalled(_)) => {
-                    return Err(bad(
-                        "calling an entity from an orchestration run by a gRPC worker is not \
-                         supported yet (signals are); call it from an activity or a client",
-                    ));
+                Some(M::EntityOperationCalled(c)) => OrchestratorAction::CallEntity {
+                    id,
+                    entity: entity(
+                        c.target_instance_id,
+                        "entityOperationCalled.targetInstanceId",
+                    )?,
+                    operation: c.operation,
+                    input: payload(c.input, "entityOperationCalled.input")?,
+                },
+                Some(M::EntityLockRequested(l)) => {
+                    let mut entities = l
+                        .lock_set
+                        .into_iter()
+                        .map(|e| entity(Some(e), "entityLockRequested.lockSet"))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    entities.sort();
+                    entities.dedup();
+                    OrchestratorAction::LockEntities {
+                        id,
+                        critical_section_id: l.critical_section_id,
+                        entities,
+                    }
                 }
-                Some(M::EntityLockRequested(_)) | Some(M::EntityUnlockSent(_)) => {
-                    return Err(bad(
-                        "entity locks (critical sections) from an orchestration run by a gRPC \
-                         worker are not supported yet",
-                    ));
-                }
+                Some(M::EntityUnlockSent(u)) => OrchestratorAction::UnlockEntity {
+                    id,
+                    critical_section_id: u.critical_section_id,
+                    entity: entity(u.target_instance_id, "entityUnlockSent.targetInstanceId")?,
+                },
                 None => return Err(bad(format!("sendEntityMessage action {id} has no message"))),
             }
         }

@@ -14,6 +14,7 @@ use super::convert::{
 };
 use super::error::status;
 use super::proto;
+use super::workers::{ItemKind, WorkerHub, when_served};
 
 /// `StartInstance`. The protocol's id-reuse policy lists the statuses an existing instance may
 /// have to be replaced; Perdure checks the existing instance against that list itself and
@@ -22,6 +23,7 @@ use super::proto;
 pub(crate) async fn start(
     api: &dyn ManagementApi,
     r: proto::CreateInstanceRequest,
+    workers: Option<&WorkerHub>,
 ) -> Result<proto::CreateInstanceResponse, Status> {
     if r.name.is_empty() {
         return Err(Status::invalid_argument(
@@ -68,7 +70,11 @@ pub(crate) async fn start(
         )?,
         reuse_policy,
     };
-    let id = api.start(req).await.map_err(status)?;
+    let name = req.name.clone();
+    let id = when_served(workers, ItemKind::Orchestration, &name, || {
+        api.start(req.clone())
+    })
+    .await?;
     Ok(proto::CreateInstanceResponse {
         instance_id: id.as_str().to_string(),
     })

@@ -89,7 +89,7 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         r: Request<CreateInstanceRequest>,
     ) -> Rpc<CreateInstanceResponse> {
-        instances::start(&*self.api, r.into_inner())
+        instances::start(&*self.api, r.into_inner(), self.workers.as_deref())
             .await
             .map(Response::new)
     }
@@ -275,7 +275,7 @@ impl TaskHubSidecarService for Sidecar {
     }
 
     async fn signal_entity(&self, r: Request<SignalEntityRequest>) -> Rpc<SignalEntityResponse> {
-        entities::signal(&*self.api, r.into_inner())
+        entities::signal(&*self.api, r.into_inner(), self.workers.as_deref())
             .await
             .map(Response::new)
     }

@@ -455,6 +455,39 @@ impl WorkerHub {
     }
 }
 
+/// How long a start or signal of a name that nothing serves yet waits for a worker that
+/// serves it: an SDK's `worker.start()` returns before the worker's stream is open, and the
+/// SDKs' samples start an orchestration right after.
+pub(crate) const WORKER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `call`; with workers, a call refused because nothing serves `name` yet is made again
+/// as soon as a worker serves it, for up to [`WORKER_GRACE`], and then refused as before.
+pub(crate) async fn when_served<T, F, Fut>(
+    workers: Option<&WorkerHub>,
+    kind: ItemKind,
+    name: &str,
+    mut call: F,
+) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = perdure_core::management::ManagementResult<T>>,
+{
+    use perdure_core::management::ManagementError;
+    let deadline = tokio::time::Instant::now() + WORKER_GRACE;
+    loop {
+        let r = call().await;
+        let (Err(ManagementError::UnknownName { .. }), Some(hub)) = (&r, workers) else {
+            return r.map_err(super::error::status);
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return r.map_err(super::error::status);
+        }
+        while !hub.serves(kind, name) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
 fn stale(token: &str) -> Status {
     Status::not_found(format!(
         "no work item waits for completion token '{token}' (already completed, handed to \
