@@ -47,6 +47,14 @@ pub mod proto {
 /// (`localhost:4001`).
 pub const DEV_LISTEN: &str = "127.0.0.1:4001";
 
+/// The largest message the service takes or sends (tonic's default is 4 MiB): a worker's
+/// response may carry up to a transaction's worth of payloads, and what is over the store's
+/// limit is then refused by the commit (the instance fails with a clear error) rather than
+/// by the transport (the worker's completion would fail and the item would wait forever).
+/// The SDKs' own receive limit (4 MiB by default for Python) still bounds the work items a
+/// worker takes: a larger history needs the SDK's channel options.
+pub const MAX_MESSAGE_BYTES: usize = crate::store::MAX_TRANSACTION_BYTES * 4;
+
 /// Why the gRPC listener stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
@@ -67,6 +75,8 @@ pub fn service(
         api,
         shutting_down,
     ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Serves the protocol on `listener` until `shutdown` resolves, then lets running calls
@@ -105,7 +115,9 @@ pub async fn serve_with(
     };
     tonic::transport::Server::builder()
         .add_service(
-            proto::task_hub_sidecar_service_server::TaskHubSidecarServiceServer::new(sidecar),
+            proto::task_hub_sidecar_service_server::TaskHubSidecarServiceServer::new(sidecar)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -77,9 +77,17 @@ impl Fixture {
     }
 
     async fn worker(&self) -> Worker {
+        self.worker_with(None).await
+    }
+
+    /// A worker that serves only what `filters` lists.
+    async fn worker_with(&self, filters: Option<WorkItemFilters>) -> Worker {
         let mut client = connect(self.addr).await;
         let stream = client
-            .get_work_items(GetWorkItemsRequest::default())
+            .get_work_items(GetWorkItemsRequest {
+                work_item_filters: filters,
+                ..Default::default()
+            })
             .await
             .expect("GetWorkItems")
             .into_inner();
@@ -361,6 +369,14 @@ every_store! {
         let failure = st.failure_details.expect("failure details");
         assert_eq!(failure.error_type, "WorkerProtocolError");
         assert!(failure.error_message.contains("not JSON"), "{failure:?}");
+        // Two actions with one id: refused too.
+        f.start_instance("RemoteBad", "b2", "null").await;
+        let (_, token) = w.orchestrator().await;
+        let twice = vec![schedule(1, "SayHello", "\"a\""), schedule(1, "SayHello", "\"b\"")];
+        w.complete(&token, "b2", twice).await.expect("taken");
+        let st = f.wait("b2").await;
+        let failure = st.failure_details.expect("failure details");
+        assert!(failure.error_message.contains("action id 1"), "{failure:?}");
         // The node still serves the sample app in process.
         f.start_instance("HelloSequence", "h1", "null").await;
         let st = f.wait("h1").await;
@@ -402,4 +418,52 @@ async fn an_episode_held_when_the_node_stops_runs_again_after_the_restart() {
     let st = f.wait("s1").await;
     assert_eq!(st.output.as_deref(), Some("\"Ciao Rome\""));
     f.finish().await;
+}
+
+every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_activity_waits_for_a_worker_that_serves_it(ts) {
+        let mut f = Fixture::start(ts.store.clone()).await;
+        let only = |o: Vec<&str>, a: Vec<&str>| WorkItemFilters {
+            orchestrations: o
+                .into_iter()
+                .map(|n| OrchestrationFilter { name: n.into(), versions: vec![] })
+                .collect(),
+            activities: a
+                .into_iter()
+                .map(|n| ActivityFilter { name: n.into(), versions: vec![] })
+                .collect(),
+            entities: vec![],
+        };
+        let mut w = f.worker_with(Some(only(vec!["RemoteOnly"], vec![]))).await;
+        f.start_instance("RemoteOnly", "n1", "null").await;
+        let (_, token) = w.orchestrator().await;
+        w.complete(&token, "n1", vec![schedule(1, "LaterActivity", "7")])
+            .await
+            .expect("schedules");
+        // Nobody serves the activity yet: it waits; the worker that serves it gets it.
+        let mut later = f.worker_with(Some(only(vec![], vec!["LaterActivity"]))).await;
+        let (act, token) = later.activity().await;
+        assert_eq!((act.name.as_str(), act.input.as_deref()), ("LaterActivity", Some("7")));
+        later
+            .client
+            .complete_activity_task(ActivityResponse {
+                instance_id: "n1".into(),
+                task_id: 1,
+                result: Some("49".into()),
+                completion_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("complete");
+        let (next, token) = w.orchestrator().await;
+        let Some(history_event::EventType::TaskCompleted(done)) = &next.new_events[1].event_type
+        else {
+            panic!("{:?}", next.new_events);
+        };
+        assert_eq!(done.result.as_deref(), Some("49"));
+        w.complete(&token, "n1", vec![finish_with("49")]).await.expect("finish");
+        assert_eq!(f.wait("n1").await.output.as_deref(), Some("49"));
+        f.finish().await;
+    }
 }

@@ -318,6 +318,11 @@ impl Routed {
             Route::Local(self.local.load_orchestration(&self.id, history)?)
         } else {
             Route::Remote(RemoteSession {
+                action_ids: history
+                    .iter()
+                    .filter(|e| e.event_id >= 0)
+                    .map(|e| e.event_id)
+                    .collect(),
                 hub: self.hub.clone(),
                 past: history
                     .iter()
@@ -371,6 +376,8 @@ struct RemoteSession {
     id: InstanceId,
     name: String,
     execution_id: String,
+    /// The action ids of the history so far.
+    action_ids: std::collections::BTreeSet<i64>,
 }
 
 impl RemoteSession {
@@ -420,7 +427,21 @@ impl RemoteSession {
             let mut completed = None;
             for a in r.actions {
                 match action_from_proto(a)? {
-                    Decided::Action(a) => actions.push(a),
+                    Decided::Action(a) => {
+                        // Action ids name their events and results: each is new.
+                        if a.id() < 0 || !self.action_ids.insert(a.id()) {
+                            return Err(BadResponse(format!(
+                                "action id {} is negative or used already in this history",
+                                a.id()
+                            )));
+                        }
+                        actions.push(a);
+                    }
+                    Decided::Complete(_) if completed.is_some() => {
+                        return Err(BadResponse(
+                            "more than one completeOrchestration action".into(),
+                        ));
+                    }
                     Decided::Complete(c) => completed = Some(c),
                 }
             }

@@ -23,6 +23,10 @@ use tonic::Status;
 
 use super::proto;
 
+/// How long an abandoned item waits before it goes back to the worker that abandoned it
+/// (when no other worker takes it).
+pub(crate) const ABANDON_DELAY: Duration = Duration::from_secs(1);
+
 /// How often an idle stream carries a health ping (the Python SDK reconnects after 120 s of
 /// silence).
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(30);
@@ -160,13 +164,15 @@ struct State {
     /// Work items no worker holds, oldest first.
     backlog: VecDeque<u64>,
     pending: BTreeMap<u64, Pending>,
+    /// The names some work item waited for with no worker serving them (warned once).
+    warned: std::collections::BTreeSet<(u8, String)>,
 }
 
 impl State {
-    /// Hands item `id` to a worker that accepts it, round robin, under a new token (a
-    /// completion under an earlier token of the same item is refused from then on); false
-    /// when no worker takes it.
-    fn assign(&mut self, id: u64) -> bool {
+    /// Hands item `id` to a worker other than `except` that accepts it, round robin, under a
+    /// new token (a completion under an earlier token of the same item is refused from then
+    /// on); false when no worker takes it.
+    fn assign(&mut self, id: u64, except: Option<u64>) -> bool {
         let Some(p) = self.pending.get(&id) else {
             return true;
         };
@@ -175,7 +181,7 @@ impl State {
             .workers
             .range(self.cursor..)
             .chain(self.workers.range(..self.cursor))
-            .filter(|(_, w)| w.filters.accepts(kind, &name))
+            .filter(|(w, worker)| Some(**w) != except && worker.filters.accepts(kind, &name))
             .map(|(w, _)| *w)
             .collect();
         for w in workers {
@@ -205,7 +211,17 @@ impl State {
     }
 
     fn assign_or_queue(&mut self, id: u64) {
-        if !self.assign(id) {
+        if !self.assign(id, None) {
+            if let Some(p) = self.pending.get(&id)
+                && self.warned.insert((p.kind as u8, p.name.clone()))
+            {
+                tracing::warn!(
+                    kind = ?p.kind,
+                    name = %p.name,
+                    "no connected gRPC worker serves this name and the node's registry does not \
+                     have it: its work waits until a worker that serves it connects"
+                );
+            }
             self.backlog.push_back(id);
         }
     }
@@ -434,16 +450,38 @@ impl WorkerHub {
         Ok(())
     }
 
-    /// A worker gives an item back: it goes to a worker again (or waits for one) under a
-    /// new token.
-    pub(crate) fn abandon(&self, token: &str, kind: ItemKind) -> Result<(), Status> {
+    /// A worker gives an item back: it goes to another worker under a new token, or, when
+    /// no other worker takes it, back to the same one after [`ABANDON_DELAY`] (an SDK that
+    /// abandons what it cannot run would otherwise get it back at once, in a loop).
+    pub(crate) fn abandon(self: &Arc<Self>, token: &str, kind: ItemKind) -> Result<(), Status> {
         let mut st = self.lock();
         let id = st.current(token, kind)?;
-        if let Some(p) = st.pending.get_mut(&id) {
-            tracing::info!(token, worker = ?p.worker, "gRPC work item abandoned; handed out again");
-            p.worker = None;
+        let from = st.pending.get_mut(&id).and_then(|p| p.worker.take());
+        tracing::info!(token, worker = ?from, "gRPC work item abandoned; handed out again");
+        // Another worker first: the round robin starts after the one that gave it back.
+        if let Some(w) = from {
+            st.cursor = w.saturating_add(1);
         }
-        st.assign_or_queue(id);
+        if st.assign(id, from) {
+            return Ok(());
+        }
+        // Only the same worker would take it: later. Its current delivery is withdrawn
+        // meanwhile (a completion under the abandoned token stays refused).
+        if let Some(p) = st.pending.get_mut(&id) {
+            p.worker = None;
+            p.delivery = p.delivery.saturating_add(1);
+        }
+        drop(st);
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(ABANDON_DELAY).await;
+            if let Some(hub) = hub.upgrade() {
+                let mut st = hub.lock();
+                if st.pending.get(&id).is_some_and(|p| p.worker.is_none()) {
+                    st.assign_or_queue(id);
+                }
+            }
+        });
         Ok(())
     }
 
