@@ -318,11 +318,11 @@ impl Routed {
             Route::Local(self.local.load_orchestration(&self.id, history)?)
         } else {
             Route::Remote(RemoteSession {
-                action_ids: history
-                    .iter()
-                    .filter(|e| e.event_id >= 0)
-                    .map(|e| e.event_id)
-                    .collect(),
+                open_ids: {
+                    let mut open = std::collections::BTreeSet::new();
+                    track_open(&mut open, &history);
+                    open
+                },
                 hub: self.hub.clone(),
                 past: history
                     .iter()
@@ -368,6 +368,46 @@ impl OrchestrationSession for Routed {
     }
 }
 
+/// Keeps `open` the ids of the actions in `events` that wait for a result: an action event
+/// opens its id, its result closes it (actions without results never open).
+fn track_open(open: &mut std::collections::BTreeSet<i64>, events: &[HistoryEvent]) {
+    for e in events {
+        match &e.kind {
+            EventKind::TaskScheduled { .. }
+            | EventKind::TimerCreated { .. }
+            | EventKind::SubOrchestrationInstanceCreated { .. }
+            | EventKind::EntityOperationCalled { .. }
+            | EventKind::EntityLockRequested { .. } => {
+                open.insert(e.event_id);
+            }
+            EventKind::TaskCompleted {
+                task_scheduled_id, ..
+            }
+            | EventKind::TaskFailed {
+                task_scheduled_id, ..
+            }
+            | EventKind::SubOrchestrationInstanceCompleted {
+                task_scheduled_id, ..
+            }
+            | EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id, ..
+            }
+            | EventKind::EntityOperationCompleted {
+                task_scheduled_id, ..
+            }
+            | EventKind::EntityOperationFailed {
+                task_scheduled_id, ..
+            } => {
+                open.remove(task_scheduled_id);
+            }
+            EventKind::TimerFired { timer_id, .. } => {
+                open.remove(timer_id);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// An orchestration whose code runs on a gRPC worker.
 struct RemoteSession {
     hub: Arc<WorkerHub>,
@@ -376,8 +416,8 @@ struct RemoteSession {
     id: InstanceId,
     name: String,
     execution_id: String,
-    /// The action ids of the history so far.
-    action_ids: std::collections::BTreeSet<i64>,
+    /// The ids of the actions of the history still waiting for their results.
+    open_ids: std::collections::BTreeSet<i64>,
 }
 
 impl RemoteSession {
@@ -399,6 +439,8 @@ impl RemoteSession {
                 .collect(),
             ..Default::default()
         };
+        // Results among the new events close their actions before the response is checked.
+        track_open(&mut self.open_ids, &history);
         let done = self
             .hub
             .dispatch(
@@ -425,13 +467,18 @@ impl RemoteSession {
             });
             let mut actions = Vec::new();
             let mut completed = None;
+            let mut used = std::collections::BTreeSet::new();
             for a in r.actions {
                 match action_from_proto(a)? {
                     Decided::Action(a) => {
-                        // Action ids name their events and results: each is new.
-                        if a.id() < 0 || !self.action_ids.insert(a.id()) {
+                        // An action id names its result: it may not be that of an action
+                        // still waiting for one (an SDK may reuse the id of a finished one,
+                        // as the Python SDK does for a retry).
+                        if a.id() < 0 || self.open_ids.contains(&a.id()) || !used.insert(a.id())
+                        {
                             return Err(BadResponse(format!(
-                                "action id {} is negative or used already in this history",
+                                "action id {} is negative, repeated, or that of an action still \
+                                 waiting for its result",
                                 a.id()
                             )));
                         }
@@ -475,6 +522,7 @@ impl RemoteSession {
             }
         };
         history.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
+        track_open(&mut self.open_ids, &history);
         self.past
             .extend(history.iter().map(|e| event_to_proto(&self.id, e)));
         Ok(EpisodeResult {
