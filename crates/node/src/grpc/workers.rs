@@ -27,6 +27,10 @@ use super::proto;
 /// (when no other worker takes it).
 pub(crate) const ABANDON_DELAY: Duration = Duration::from_secs(1);
 
+/// How long a worker may hold an orchestrator or entity work item before it goes to another
+/// worker (checked at each health ping, so it moves within one more ping interval).
+pub(crate) const DELIVERY_LEASE: Duration = Duration::from_secs(60);
+
 /// How often an idle stream carries a health ping (the Python SDK reconnects after 120 s of
 /// silence).
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(30);
@@ -131,6 +135,8 @@ struct Pending {
     delivery: u64,
     /// The worker holding it, if any.
     worker: Option<u64>,
+    /// When the current delivery was handed out.
+    since: tokio::time::Instant,
     reply: oneshot::Sender<Completion>,
 }
 
@@ -199,6 +205,7 @@ impl State {
                 .is_some_and(|worker| worker.tx.send(Ok(item)).is_ok());
             if sent {
                 p.worker = Some(w);
+                p.since = tokio::time::Instant::now();
                 self.cursor = w.saturating_add(1);
                 return true;
             }
@@ -347,6 +354,7 @@ impl WorkerHub {
                     request,
                     delivery: 0,
                     worker: None,
+                    since: tokio::time::Instant::now(),
                     reply,
                 },
             );
@@ -394,6 +402,7 @@ impl WorkerHub {
                 if !hub.ping(id) {
                     break;
                 }
+                hub.expire(id);
             }
         });
         Ok(WorkItemStream {
@@ -414,6 +423,34 @@ impl WorkerHub {
             }))
             .is_ok()
         })
+    }
+
+    /// Hands the orchestrator and entity items that `worker` has held for longer than
+    /// [`DELIVERY_LEASE`] to another worker, under new tokens (the late completion is then
+    /// refused). Without another worker that takes them they stay where they are. Activities
+    /// are left alone: the runtime's activity lease already runs a slow one again.
+    fn expire(&self, worker: u64) {
+        let mut st = self.lock();
+        let now = tokio::time::Instant::now();
+        let late: Vec<u64> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.worker == Some(worker)
+                    && p.kind != ItemKind::Activity
+                    && now.duration_since(p.since) >= DELIVERY_LEASE
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if st.assign(id, Some(worker)) {
+                tracing::warn!(
+                    worker,
+                    item = id,
+                    "a gRPC worker held a work item past its lease; handed to another worker"
+                );
+            }
+        }
     }
 
     fn disconnect(&self, worker: u64) {
@@ -671,6 +708,36 @@ mod tests {
         assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
         hub.complete(&again, done(&again)).expect("complete");
         assert!(waiter.await.expect("join").is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_held_past_its_lease_goes_to_another_worker() {
+        let hub = WorkerHub::new();
+        let mut a = hub.connect(None).expect("a");
+        let h = hub.clone();
+        let waiter = tokio::spawn(async move {
+            h.dispatch(
+                ItemKind::Orchestration,
+                "O",
+                proto::work_item::Request::OrchestratorRequest(Default::default()),
+            )
+            .await
+        });
+        let held = next_token(&mut a).await;
+        let mut b = hub.connect(None).expect("b");
+        // Time passes (paused clock): past the lease, at a health ping, the item moves.
+        let moved = tokio::time::timeout(DELIVERY_LEASE * 3, next_token(&mut b))
+            .await
+            .expect("moved within the lease and two ping intervals");
+        assert_ne!(held, moved);
+        let late = hub
+            .complete(&held, Completion::Orchestrator(Default::default()))
+            .expect_err("the late holder");
+        assert_eq!(late.code(), tonic::Code::NotFound);
+        hub.complete(&moved, Completion::Orchestrator(Default::default()))
+            .expect("the new holder");
+        assert!(waiter.await.expect("join").is_ok());
+        drop(a);
     }
 
     #[tokio::test]
