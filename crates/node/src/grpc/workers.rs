@@ -443,12 +443,28 @@ impl WorkerHub {
             .map(|(id, _)| *id)
             .collect();
         for id in late {
+            // Only when another worker takes it: `assign` withdraws the delivery even when
+            // nobody takes the item, and the holder must keep it then.
+            let Some(p) = st.pending.get(&id) else {
+                continue;
+            };
+            let (kind, name) = (p.kind, p.name.clone());
+            let others = st
+                .workers
+                .iter()
+                .any(|(w, wk)| *w != worker && wk.filters.accepts(kind, &name));
+            if !others {
+                continue;
+            }
             if st.assign(id, Some(worker)) {
                 tracing::warn!(
                     worker,
                     item = id,
                     "a gRPC worker held a work item past its lease; handed to another worker"
                 );
+            } else {
+                // The others' streams were gone: it waits for the next worker.
+                st.backlog.push_back(id);
             }
         }
     }
@@ -738,6 +754,27 @@ mod tests {
             .expect("the new holder");
         assert!(waiter.await.expect("join").is_ok());
         drop(a);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_worker_keeps_an_item_past_its_lease() {
+        let hub = WorkerHub::new();
+        let mut a = hub.connect(None).expect("a");
+        let h = hub.clone();
+        let waiter = tokio::spawn(async move {
+            h.dispatch(
+                ItemKind::Orchestration,
+                "O",
+                proto::work_item::Request::OrchestratorRequest(Default::default()),
+            )
+            .await
+        });
+        let held = next_token(&mut a).await;
+        // Past the lease and several pings (paused clock), with no other worker.
+        tokio::time::sleep(DELIVERY_LEASE * 3).await;
+        hub.complete(&held, Completion::Orchestrator(Default::default()))
+            .expect("the only worker's completion is still current");
+        assert!(waiter.await.expect("join").is_ok());
     }
 
     #[tokio::test]
