@@ -377,6 +377,33 @@ every_store! {
         let st = f.wait("b2").await;
         let failure = st.failure_details.expect("failure details");
         assert!(failure.error_message.contains("action id 1"), "{failure:?}");
+        // A worker that fails the orchestration may send its pending actions along, repeated
+        // ids and all: its failure is what counts.
+        f.start_instance("RemoteBad", "b3", "null").await;
+        let (_, token) = w.orchestrator().await;
+        let failing = vec![
+            schedule(1, "SayHello", "\"a\""),
+            schedule(1, "SayHello", "\"a\""),
+            OrchestratorAction {
+                id: -1,
+                orchestrator_action_type: Some(A::CompleteOrchestration(
+                    CompleteOrchestrationAction {
+                        orchestration_status: OrchestrationStatus::Failed as i32,
+                        failure_details: Some(TaskFailureDetails {
+                            error_type: "NonDeterminismError".into(),
+                            error_message: "the code changed".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )),
+            },
+        ];
+        w.complete(&token, "b3", failing).await.expect("taken");
+        let st = f.wait("b3").await;
+        assert_eq!(st.orchestration_status, OrchestrationStatus::Failed as i32);
+        let failure = st.failure_details.expect("failure details");
+        assert_eq!(failure.error_type, "NonDeterminismError", "{failure:?}");
         // The node still serves the sample app in process.
         f.start_instance("HelloSequence", "h1", "null").await;
         let st = f.wait("h1").await;

@@ -369,7 +369,8 @@ impl OrchestrationSession for Routed {
 }
 
 /// Keeps `open` the ids of the actions in `events` that wait for a result: an action event
-/// opens its id, its result closes it (actions without results never open).
+/// opens its id, its result closes it (actions without results never open; a lock request
+/// stays open, its grant names no id).
 fn track_open(open: &mut std::collections::BTreeSet<i64>, events: &[HistoryEvent]) {
     for e in events {
         match &e.kind {
@@ -468,7 +469,31 @@ impl RemoteSession {
             let mut actions = Vec::new();
             let mut completed = None;
             let mut used = std::collections::BTreeSet::new();
-            for a in r.actions {
+            // A worker that fails the orchestration (its code threw, or its replay found
+            // non-determinism) may send its pending actions along, recorded ones included:
+            // only the failure counts then.
+            let fails = r.actions.iter().any(|a| {
+                matches!(
+                    &a.orchestrator_action_type,
+                    Some(proto::orchestrator_action::OrchestratorActionType::CompleteOrchestration(c))
+                        if c.orchestration_status == proto::OrchestrationStatus::Failed as i32
+                )
+            });
+            let raw: Vec<proto::OrchestratorAction> = if fails {
+                r.actions
+                    .into_iter()
+                    .filter(|a| {
+                        matches!(
+                            a.orchestrator_action_type,
+                            Some(proto::orchestrator_action::OrchestratorActionType::CompleteOrchestration(_))
+                        )
+                    })
+                    .take(1)
+                    .collect()
+            } else {
+                r.actions
+            };
+            for a in raw {
                 match action_from_proto(a)? {
                     Decided::Action(a) => {
                         // An action id names its result: it may not be that of an action

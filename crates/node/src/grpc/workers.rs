@@ -137,6 +137,9 @@ struct Pending {
     worker: Option<u64>,
     /// When the current delivery was handed out.
     since: tokio::time::Instant,
+    /// Deliveries that the lease moved on while their worker still held them: the same
+    /// request, so their completion is as good as the current one's (the first one wins).
+    outlived: Vec<u64>,
     reply: oneshot::Sender<Completion>,
 }
 
@@ -245,6 +248,7 @@ impl State {
     fn current(&self, token: &str, kind: ItemKind) -> Result<u64, Status> {
         let (id, delivery) = parse_token(self.nonce, token).ok_or_else(|| stale(token))?;
         match self.pending.get(&id) {
+            Some(p) if p.outlived.contains(&delivery) && p.kind == kind => Ok(id),
             Some(p) if p.delivery != delivery || p.worker.is_none() => Err(stale(token)),
             Some(p) if p.kind != kind => Err(Status::invalid_argument(format!(
                 "completion token '{token}' belongs to a work item of another kind"
@@ -355,6 +359,7 @@ impl WorkerHub {
                     delivery: 0,
                     worker: None,
                     since: tokio::time::Instant::now(),
+                    outlived: Vec::new(),
                     reply,
                 },
             );
@@ -426,9 +431,10 @@ impl WorkerHub {
     }
 
     /// Hands the orchestrator and entity items that `worker` has held for longer than
-    /// [`DELIVERY_LEASE`] to another worker, under new tokens (the late completion is then
-    /// refused). Without another worker that takes them they stay where they are. Activities
-    /// are left alone: the runtime's activity lease already runs a slow one again.
+    /// [`DELIVERY_LEASE`] to another worker as well, under new tokens; whichever completes
+    /// first wins (the same request), the other is refused. Without another worker that takes
+    /// them they stay where they are. Activities are left alone: the runtime's activity
+    /// lease already runs a slow one again.
     fn expire(&self, worker: u64) {
         let mut st = self.lock();
         let now = tokio::time::Instant::now();
@@ -456,7 +462,11 @@ impl WorkerHub {
             if !others {
                 continue;
             }
+            let held = st.pending.get(&id).map(|p| p.delivery);
             if st.assign(id, Some(worker)) {
+                if let (Some(p), Some(d)) = (st.pending.get_mut(&id), held) {
+                    p.outlived.push(d);
+                }
                 tracing::warn!(
                     worker,
                     item = id,
@@ -746,12 +756,14 @@ mod tests {
             .await
             .expect("moved within the lease and two ping intervals");
         assert_ne!(held, moved);
+        // The slow holder still finishes first: its work counts (the same request); the
+        // new holder's completion then comes too late.
+        hub.complete(&held, Completion::Orchestrator(Default::default()))
+            .expect("the slow holder's completion is taken");
         let late = hub
-            .complete(&held, Completion::Orchestrator(Default::default()))
-            .expect_err("the late holder");
+            .complete(&moved, Completion::Orchestrator(Default::default()))
+            .expect_err("completed already");
         assert_eq!(late.code(), tonic::Code::NotFound);
-        hub.complete(&moved, Completion::Orchestrator(Default::default()))
-            .expect("the new holder");
         assert!(waiter.await.expect("join").is_ok());
         drop(a);
     }
