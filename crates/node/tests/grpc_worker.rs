@@ -177,6 +177,25 @@ impl Worker {
         }
     }
 
+    /// `CompleteActivityTask` of task 1 of `instance` with `result`.
+    async fn complete_activity(
+        &mut self,
+        token: String,
+        instance: &str,
+        result: &str,
+    ) -> Result<(), tonic::Status> {
+        self.client
+            .complete_activity_task(ActivityResponse {
+                instance_id: instance.into(),
+                task_id: 1,
+                result: Some(result.into()),
+                completion_token: token,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+    }
+
     async fn complete(
         &mut self,
         token: &str,
@@ -203,6 +222,17 @@ async fn complete(
         })
         .await
         .map(|_| ())
+}
+
+/// The TaskCompleted an episode's new events carry (after OrchestratorStarted).
+fn task_completed(next: &OrchestratorRequest) -> &TaskCompletedEvent {
+    match next.new_events.get(1).and_then(|e| e.event_type.as_ref()) {
+        Some(history_event::EventType::TaskCompleted(done)) => done,
+        _ => panic!(
+            "the new events carry the activity's result: {:?}",
+            next.new_events
+        ),
+    }
 }
 
 fn schedule(id: i32, name: &str, input: &str) -> OrchestratorAction {
@@ -273,10 +303,7 @@ every_store! {
             ["OrchestratorStarted", "ExecutionStarted", "TaskScheduled", "OrchestratorCompleted"]
         );
         assert_eq!(next.past_events[2].event_id, 1);
-        let Some(history_event::EventType::TaskCompleted(done)) = &next.new_events[1].event_type
-        else {
-            panic!("the new events carry the activity's result: {:?}", next.new_events);
-        };
+        let done = task_completed(&next);
         assert_eq!(done.task_scheduled_id, 1);
         assert_eq!(done.result.as_deref(), Some("\"Hello Oslo!\""));
         b.complete(&token, "r1", vec![finish_with("\"Hello Oslo!\"")])
@@ -317,32 +344,11 @@ every_store! {
         let (again, second) = w.activity().await;
         assert_eq!(again.task_id, 1);
         assert_ne!(first, second);
-        let stale = w
-            .client
-            .complete_activity_task(ActivityResponse {
-                instance_id: "c1".into(),
-                task_id: 1,
-                result: Some("1".into()),
-                completion_token: first,
-                ..Default::default()
-            })
-            .await;
+        let stale = w.complete_activity(first, "c1", "1").await;
         assert_eq!(stale.expect_err("abandoned token").code(), Code::NotFound);
-        w.client
-            .complete_activity_task(ActivityResponse {
-                instance_id: "c1".into(),
-                task_id: 1,
-                result: Some("40".into()),
-                completion_token: second,
-                ..Default::default()
-            })
-            .await
-            .expect("complete");
+        w.complete_activity(second, "c1", "40").await.expect("complete");
         let (next, token) = w.orchestrator().await;
-        let Some(history_event::EventType::TaskCompleted(done)) = &next.new_events[1].event_type
-        else {
-            panic!("{:?}", next.new_events);
-        };
+        let done = task_completed(&next);
         assert_eq!(done.result.as_deref(), Some("40"));
         w.complete(&token, "c1", vec![finish_with("40")]).await.expect("finish");
         let st = f.wait("c1").await;
@@ -472,22 +478,10 @@ every_store! {
         let mut later = f.worker_with(Some(only(vec![], vec!["LaterActivity"]))).await;
         let (act, token) = later.activity().await;
         assert_eq!((act.name.as_str(), act.input.as_deref()), ("LaterActivity", Some("7")));
-        later
-            .client
-            .complete_activity_task(ActivityResponse {
-                instance_id: "n1".into(),
-                task_id: 1,
-                result: Some("49".into()),
-                completion_token: token,
-                ..Default::default()
-            })
-            .await
+        later.complete_activity(token, "n1", "49").await
             .expect("complete");
         let (next, token) = w.orchestrator().await;
-        let Some(history_event::EventType::TaskCompleted(done)) = &next.new_events[1].event_type
-        else {
-            panic!("{:?}", next.new_events);
-        };
+        let done = task_completed(&next);
         assert_eq!(done.result.as_deref(), Some("49"));
         w.complete(&token, "n1", vec![finish_with("49")]).await.expect("finish");
         assert_eq!(f.wait("n1").await.output.as_deref(), Some("49"));

@@ -430,14 +430,15 @@ impl RemoteSession {
         let mut history = Vec::with_capacity(new_events.len() + 4);
         history.push(HistoryEvent::new(now, EventKind::OrchestratorStarted));
         history.extend(new_events);
+        let new_proto: Vec<proto::HistoryEvent> = history
+            .iter()
+            .map(|e| event_to_proto(&self.id, e))
+            .collect();
         let request = proto::OrchestratorRequest {
             instance_id: self.id.as_str().to_string(),
             execution_id: Some(self.execution_id.clone()),
             past_events: self.past.clone(),
-            new_events: history
-                .iter()
-                .map(|e| event_to_proto(&self.id, e))
-                .collect(),
+            new_events: new_proto.clone(),
             ..Default::default()
         };
         // Results among the new events close their actions before the response is checked.
@@ -472,27 +473,15 @@ impl RemoteSession {
             // A worker that fails the orchestration (its code threw, or its replay found
             // non-determinism) may send its pending actions along, recorded ones included:
             // only the failure counts then.
-            let fails = r.actions.iter().any(|a| {
-                matches!(
-                    &a.orchestrator_action_type,
-                    Some(proto::orchestrator_action::OrchestratorActionType::CompleteOrchestration(c))
-                        if c.orchestration_status == proto::OrchestrationStatus::Failed as i32
-                )
+            use proto::orchestrator_action::OrchestratorActionType as A;
+            let failure = r.actions.iter().position(|a| {
+                matches!(&a.orchestrator_action_type, Some(A::CompleteOrchestration(c))
+                    if c.orchestration_status == proto::OrchestrationStatus::Failed as i32)
             });
-            let raw: Vec<proto::OrchestratorAction> = if fails {
-                r.actions
-                    .into_iter()
-                    .filter(|a| {
-                        matches!(
-                            a.orchestrator_action_type,
-                            Some(proto::orchestrator_action::OrchestratorActionType::CompleteOrchestration(_))
-                        )
-                    })
-                    .take(1)
-                    .collect()
-            } else {
-                r.actions
-            };
+            let mut raw = r.actions;
+            if let Some(i) = failure {
+                raw = vec![raw.swap_remove(i)];
+            }
             for a in raw {
                 match action_from_proto(a)? {
                     Decided::Action(a) => {
@@ -527,6 +516,7 @@ impl RemoteSession {
                 (Vec::new(), Some(Completed::Failed(f)), None)
             }
         };
+        let decided_from = history.len();
         for a in &actions {
             history.push(a.history_event(now));
         }
@@ -547,9 +537,12 @@ impl RemoteSession {
             }
         };
         history.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
-        track_open(&mut self.open_ids, &history);
+        // The new events were tracked and converted before the dispatch.
+        let decided = &history[decided_from..];
+        track_open(&mut self.open_ids, decided);
+        self.past.extend(new_proto);
         self.past
-            .extend(history.iter().map(|e| event_to_proto(&self.id, e)));
+            .extend(decided.iter().map(|e| event_to_proto(&self.id, e)));
         Ok(EpisodeResult {
             history,
             actions,

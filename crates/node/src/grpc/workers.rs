@@ -736,19 +736,26 @@ mod tests {
         assert!(waiter.await.expect("join").is_ok());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_item_held_past_its_lease_goes_to_another_worker() {
-        let hub = WorkerHub::new();
-        let mut a = hub.connect(None).expect("a");
+    /// Dispatches an orchestrator item named "O" in a task of its own.
+    fn dispatch_orchestration(
+        hub: &Arc<WorkerHub>,
+    ) -> tokio::task::JoinHandle<Result<Completion, HubClosed>> {
         let h = hub.clone();
-        let waiter = tokio::spawn(async move {
+        tokio::spawn(async move {
             h.dispatch(
                 ItemKind::Orchestration,
                 "O",
                 proto::work_item::Request::OrchestratorRequest(Default::default()),
             )
             .await
-        });
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_held_past_its_lease_goes_to_another_worker() {
+        let hub = WorkerHub::new();
+        let mut a = hub.connect(None).expect("a");
+        let waiter = dispatch_orchestration(&hub);
         let held = next_token(&mut a).await;
         let mut b = hub.connect(None).expect("b");
         // Time passes (paused clock): past the lease, at a health ping, the item moves.
@@ -772,15 +779,7 @@ mod tests {
     async fn a_lone_worker_keeps_an_item_past_its_lease() {
         let hub = WorkerHub::new();
         let mut a = hub.connect(None).expect("a");
-        let h = hub.clone();
-        let waiter = tokio::spawn(async move {
-            h.dispatch(
-                ItemKind::Orchestration,
-                "O",
-                proto::work_item::Request::OrchestratorRequest(Default::default()),
-            )
-            .await
-        });
+        let waiter = dispatch_orchestration(&hub);
         let held = next_token(&mut a).await;
         // Past the lease and several pings (paused clock), with no other worker.
         tokio::time::sleep(DELIVERY_LEASE * 3).await;
