@@ -190,6 +190,8 @@ pub async fn start_node(
         .with_env_var("PERDURE_STORE", "postgres")
         .with_env_var("PERDURE_STORE_URL", store_url)
         .with_env_var("PERDURE_HTTP", "0.0.0.0:8080")
+        // Reached only through the test's own network and loopback port mapping.
+        .with_env_var("PERDURE_INSECURE_NO_AUTH", "true")
         .with_env_var("PERDURE_NODE_NAME", name.clone())
         .with_env_var("PERDURE_PARTITIONS", "16")
         .with_env_var("RUST_LOG", "warn")

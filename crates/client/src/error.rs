@@ -40,6 +40,17 @@ pub enum ClientError {
     /// A value could not be encoded or decoded as JSON.
     #[error("payload: {0}")]
     Payload(#[from] perdure_core::PayloadError),
+    /// The node refused the request: no API key, an unknown one (401), or one whose role
+    /// does not allow it (403).
+    #[error("access denied ({status}) by {url}: {message}")]
+    Denied {
+        /// 401 or 403.
+        status: u16,
+        /// The request URL.
+        url: String,
+        /// The node's reason.
+        message: String,
+    },
     /// The client was configured wrongly (for example a malformed node URL).
     #[error("configuration: {0}")]
     Config(String),
@@ -52,7 +63,7 @@ impl ClientError {
             Self::Management(e) => e.is_retryable(),
             Self::Unreachable { .. } | Self::Timeout { .. } => true,
             Self::Protocol { status, .. } => *status >= 500,
-            Self::Payload(_) | Self::Config(_) => false,
+            Self::Payload(_) | Self::Config(_) | Self::Denied { .. } => false,
         }
     }
 
@@ -68,7 +79,7 @@ impl From<ClientError> for ManagementError {
             ClientError::Management(m) => m,
             ClientError::Unreachable { .. } => ManagementError::Unavailable(e.to_string()),
             ClientError::Timeout { .. } => ManagementError::Unavailable(e.to_string()),
-            ClientError::Payload(_) | ClientError::Config(_) => {
+            ClientError::Payload(_) | ClientError::Config(_) | ClientError::Denied { .. } => {
                 ManagementError::BadRequest(e.to_string())
             }
             ClientError::Protocol { .. } => ManagementError::Internal(e.to_string()),

@@ -37,6 +37,9 @@ pub struct HttpClientOptions {
     pub connect_timeout: Duration,
     /// Longest server-side wait per status request of `wait_for_completion`.
     pub wait_chunk: Duration,
+    /// The API key sent with every request (`Authorization: Bearer`), for nodes that
+    /// require keys.
+    pub api_key: Option<String>,
 }
 
 impl HttpClientOptions {
@@ -51,7 +54,14 @@ impl HttpClientOptions {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             wait_chunk: Duration::from_secs(30),
+            api_key: None,
         }
+    }
+
+    /// These options with an API key.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
     }
 }
 
@@ -147,7 +157,16 @@ impl HttpTransport {
             urls.push(url);
             nodes.push(node);
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &opts.api_key {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
+                ClientError::Config("the API key holds characters a header cannot carry".into())
+            })?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(opts.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
@@ -279,6 +298,19 @@ impl HttpTransport {
     }
 
     fn error(a: &Answer) -> ClientError {
+        if matches!(a.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            let message = match serde_json::from_slice::<ErrorWire>(&a.body) {
+                Ok(ErrorWire {
+                    message: Some(m), ..
+                }) => m,
+                _ => String::from_utf8_lossy(&a.body).chars().take(500).collect(),
+            };
+            return ClientError::Denied {
+                status: a.status.as_u16(),
+                url: a.url.clone(),
+                message,
+            };
+        }
         match serde_json::from_slice::<ErrorWire>(&a.body) {
             Ok(ErrorWire { typed: Some(e), .. }) => ClientError::Management(e),
             Ok(ErrorWire {

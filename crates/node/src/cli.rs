@@ -48,6 +48,22 @@ pub enum Command {
     Dev(DevArgs),
     /// A node configured by a TOML file, PERDURE_* environment variables and flags.
     Run(RunArgs),
+    /// Make a new API key and print it with its SHA-256 (for `[auth] keys` in the file).
+    Key(KeyArgs),
+}
+
+/// Flags of `perdure-node key`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// The key's role: reader, operator or admin.
+    #[arg(long, default_value = "operator")]
+    pub role: String,
+    /// A name for the key, shown in the node's logs.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the SHA-256 of this existing key instead of making one.
+    #[arg(long)]
+    pub hash: Option<String>,
 }
 
 /// Flags of `perdure-node dev`.
@@ -119,6 +135,9 @@ pub struct RunArgs {
     /// Cluster peers to dial at start, comma-separated `host:port` (a hint).
     #[arg(long)]
     pub cluster_seeds: Option<String>,
+    /// Serve every route without API keys, even on an address other than loopback.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 /// Why a node process stopped with an error.
@@ -207,6 +226,9 @@ impl Cli {
                 flags.log.filter = r.log.clone();
                 flags.cluster.listen = r.cluster_listen.clone();
                 flags.cluster.seeds = r.cluster_seeds.clone().map(crate::config::Seeds::Text);
+                if r.insecure_no_auth {
+                    flags.auth.insecure_no_auth = Some(true);
+                }
                 let file_name = r
                     .config
                     .as_ref()
@@ -219,8 +241,50 @@ impl Cli {
                 ])
                 .map(|c| (c, false))
             }
+            Command::Key(_) => Err(ConfigError {
+                field: "(command)".into(),
+                source_name: "flags".into(),
+                reason: "`key` runs no node".into(),
+            }),
         }
     }
+}
+
+/// `perdure-node key`: prints a new key (or the digest of a given one) and how to configure
+/// it.
+fn make_key(k: &KeyArgs) -> ExitCode {
+    let Some(role) = crate::access::Role::parse(&k.role) else {
+        eprintln!(
+            "perdure-node: --role {:?} is not reader, operator or admin",
+            k.role
+        );
+        return ExitCode::from(2);
+    };
+    let secret = match &k.hash {
+        Some(existing) => existing.clone(),
+        None => match crate::access::new_key() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("perdure-node: no randomness for a new key: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if let Err(e) = crate::access::check_secret(&secret) {
+        eprintln!("perdure-node: {e}");
+        return ExitCode::from(2);
+    }
+    let name = k.name.clone().unwrap_or_else(|| role.name().to_string());
+    let digest = crate::access::hash_key(&secret);
+    if k.hash.is_none() {
+        println!("key (shown once; give it to the client): {secret}");
+    }
+    println!("in the node's file:");
+    println!("  [auth]");
+    println!("  keys = [{{ name = {name:?}, role = \"{role}\", sha256 = \"{digest}\" }}]");
+    println!("or in its environment: PERDURE_API_KEYS={role}:sha256:{digest}");
+    println!("clients send it as `Authorization: Bearer <key>` (perdure CLI: PERDURE_API_KEY)");
+    ExitCode::SUCCESS
 }
 
 /// The process's environment variables that are text (`std::env::vars` would panic on the
@@ -233,6 +297,9 @@ fn env_vars() -> impl Iterator<Item = (String, String)> {
 /// serves until SIGINT or SIGTERM, and returns the process exit code.
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Key(k) = &cli.command {
+        return make_key(k);
+    }
     let names: Vec<String> = env_vars().map(|(k, _)| k).collect();
     for warning in crate::config::unknown_env_vars(names.iter().map(String::as_str)) {
         eprintln!("perdure-node: warning: {warning}");
@@ -349,6 +416,8 @@ pub struct ServeInfo {
     pub partitions: u32,
     /// Registered orchestrations.
     pub orchestrations: Vec<String>,
+    /// API keys accepted (0: every route is open).
+    pub api_keys: usize,
 }
 
 fn print_banner(info: &ServeInfo, dev: bool) {
@@ -371,6 +440,16 @@ fn print_banner(info: &ServeInfo, dev: bool) {
         "  probes:   http://{0}/healthz  http://{0}/readyz  http://{0}/metrics",
         info.addr
     );
+    if info.api_keys == 0 {
+        println!(
+            "  access:   open, no API keys (every route serves whoever reaches it; PERDURE_API_KEYS sets keys)"
+        );
+    } else {
+        println!(
+            "  access:   {} API key(s); send one as `Authorization: Bearer <key>`",
+            info.api_keys
+        );
+    }
     if dev {
         println!("  orchestrations: {}", info.orchestrations.join(", "));
         println!("Try:");
@@ -435,6 +514,9 @@ pub async fn serve(
     on_ready: impl FnOnce(ServeInfo),
 ) -> Result<(), ServeError> {
     let orchestrations = registry.orchestration_names();
+    if cfg.access.insecure_no_auth && cfg.access.keys.is_empty() {
+        tracing::warn!(http = %cfg.http_bind, "serving without API keys (insecure_no_auth): anyone who reaches the node can drive and purge every instance");
+    }
     let store = open_store_with_retry(&cfg.store).await?;
     // Bound before the node starts, so that its heartbeat record carries the real port.
     let listener = tokio::net::TcpListener::bind(cfg.http_bind)
@@ -515,14 +597,16 @@ pub async fn serve(
     };
     let app = router(api.clone(), http_opts);
     let grpc_addr = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let grpc_keys = cfg.http.keys.clone();
     let grpc_task = grpc_listener.map(|listener| {
+        let keys = grpc_keys.clone();
         let mut down = down_rx.clone();
         let grpc_down = down_rx.clone();
         tokio::spawn(async move {
             let stop = async move {
                 let _ = down.wait_for(|d| *d).await;
             };
-            crate::grpc::serve_with(api, listener, Some(grpc_down), workers, stop).await
+            crate::grpc::serve_with(api, listener, Some(grpc_down), workers, keys, stop).await
         })
     });
     on_ready(ServeInfo {
@@ -531,6 +615,7 @@ pub async fn serve(
         store: cfg.store.clone(),
         partitions: node.partitions(),
         orchestrations,
+        api_keys: cfg.access.keys.len(),
     });
     let signal = async move {
         shutdown.await;

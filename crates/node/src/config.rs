@@ -35,9 +35,11 @@ use crate::http::HttpOptions;
 use crate::options::NodeOptions;
 use crate::store::StoreOptions;
 
+mod auth;
 mod cluster;
 mod env;
 
+pub use auth::{AccessConfig, AuthLayer, KeyLayer};
 pub use cluster::Seeds;
 
 pub use env::unknown_env_vars;
@@ -191,6 +193,9 @@ pub struct ConfigLayer {
     /// `[log]`.
     #[serde(default)]
     pub log: LogLayer,
+    /// `[auth]`.
+    #[serde(default)]
+    pub auth: AuthLayer,
 }
 
 impl ConfigLayer {
@@ -230,6 +235,8 @@ pub struct NodeConfig {
     pub log_filter: String,
     /// The cluster transport (None: no `cluster.listen`, no links to other nodes).
     pub transport: Option<crate::cluster::transport::TransportOptions>,
+    /// API keys and their use (`[auth]`).
+    pub access: AccessConfig,
 }
 
 /// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a number of seconds.
@@ -484,6 +491,9 @@ impl NodeConfig {
             .map(|(v, _)| v.clone())
             .unwrap_or_else(|| "info".to_string());
         let transport = cluster::resolve(layers, &node.cluster.name)?;
+        let access = auth::resolve(layers, http_bind, grpc_listen)?;
+        http.keys = std::sync::Arc::new(access.keys.clone());
+        http.metrics_open = access.metrics_open;
         Ok(Self {
             node,
             store,
@@ -493,6 +503,7 @@ impl NodeConfig {
             grpc_listen_optional: false,
             log_filter,
             transport,
+            access,
         })
     }
 }

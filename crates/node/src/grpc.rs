@@ -18,6 +18,7 @@
 //! }
 //! ```
 
+mod access;
 mod convert;
 mod deadline;
 mod entities;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 
 use perdure_core::management::ManagementApi;
 
+pub use access::{AccessLayer, AccessService};
 pub use remote::GrpcExecutors;
 pub use service::Sidecar;
 pub use workers::WorkerHub;
@@ -86,18 +88,20 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
-    serve_with(api, listener, None, None, shutdown).await
+    serve_with(api, listener, None, None, Arc::default(), shutdown).await
 }
 
 /// Like [`serve`]; server-side waits end early once `shutting_down` turns true, and with
 /// `workers` the worker side is served too (work items of that hub; the node's executor
 /// must be a [`GrpcExecutors`] over it). The hub is closed when `shutdown` resolves, which
-/// ends the workers' streams.
+/// ends the workers' streams. With `keys`, every call needs a key of the RPC's role
+/// ([`AccessLayer`]).
 pub async fn serve_with(
     api: Arc<dyn ManagementApi>,
     listener: tokio::net::TcpListener,
     shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
     workers: Option<Arc<WorkerHub>>,
+    keys: Arc<crate::access::ApiKeys>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
     // Small request/response messages: no Nagle delay.
@@ -114,6 +118,7 @@ pub async fn serve_with(
         }
     };
     tonic::transport::Server::builder()
+        .layer(AccessLayer::new(keys))
         .add_service(
             proto::task_hub_sidecar_service_server::TaskHubSidecarServiceServer::new(sidecar)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -17,6 +17,7 @@
 //! }
 //! ```
 
+mod access;
 mod entities;
 mod error;
 mod extract;
@@ -73,6 +74,10 @@ pub struct HttpOptions {
     /// Turns true when the node begins shutting down: server-side waits end early so that
     /// graceful shutdown is not held up by long polls.
     pub shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The API keys every route but the probes needs (empty: every route is open).
+    pub keys: Arc<crate::access::ApiKeys>,
+    /// Whether `/metrics` is served without a key.
+    pub metrics_open: bool,
 }
 
 impl Default for HttpOptions {
@@ -86,6 +91,8 @@ impl Default for HttpOptions {
             metrics: None,
             cluster: None,
             shutting_down: None,
+            keys: Arc::default(),
+            metrics_open: true,
         }
     }
 }
@@ -101,6 +108,8 @@ impl std::fmt::Debug for HttpOptions {
             .field("metrics", &self.metrics.is_some())
             .field("cluster", &self.cluster.is_some())
             .field("shutting_down", &self.shutting_down.is_some())
+            .field("keys", &self.keys.len())
+            .field("metrics_open", &self.metrics_open)
             .finish()
     }
 }
@@ -184,6 +193,10 @@ pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
         .route("/cluster/partitions", get(health::cluster_partitions))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             health::log_requests,

@@ -2,6 +2,7 @@
 //!
 //! The Perdure runtime.
 
+pub mod access;
 pub mod cli;
 pub mod cluster;
 pub mod config;

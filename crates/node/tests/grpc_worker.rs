@@ -50,9 +50,16 @@ impl Fixture {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            perdure_node::grpc::serve_with(api, listener, None, Some(hub), async move {
-                let _ = stopped.await;
-            })
+            perdure_node::grpc::serve_with(
+                api,
+                listener,
+                None,
+                Some(hub),
+                Default::default(),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .unwrap();
         });

@@ -246,7 +246,7 @@ fn error_response(
 /// code (unknown instance or name `404`, live id `409`, finished instance `410`, malformed
 /// `400`, too large `413`, overloaded `429` and unavailable `503` with `Retry-After: 1`,
 /// internal `500`) and its typed body. A node that could not be reached or answered
-/// something unexpected is `502`, a wait that ran out `504`, a value that did not
+/// something unexpected, or refused the service's API key, is `502`, a wait that ran out `504`, a value that did not
 /// (de)serialize or a misconfigured client `500`.
 impl IntoResponse for ClientError {
     fn into_response(self) -> Response {
@@ -266,6 +266,8 @@ impl IntoResponse for ClientError {
             },
             ClientError::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "Unreachable"),
             ClientError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "Protocol"),
+            // The service's own key was refused: its caller is not at fault.
+            ClientError::Denied { .. } => (StatusCode::BAD_GATEWAY, "Denied"),
             ClientError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
             ClientError::Payload(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Payload"),
             ClientError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Config"),

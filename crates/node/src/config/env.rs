@@ -53,12 +53,16 @@ const VARS: &[(&str, &str)] = &[
     ("CLUSTER_TLS_KEY", "cluster.tls_key"),
     ("CLUSTER_TLS_CA", "cluster.tls_ca"),
     ("CLUSTER_TLS_SERVER_NAME", "cluster.tls_server_name"),
+    ("API_KEYS", "auth.keys"),
+    ("METRICS_OPEN", "auth.metrics_open"),
+    ("INSECURE_NO_AUTH", "auth.insecure_no_auth"),
 ];
 
 /// `PERDURE_*` variables of Perdure's other tools (the `perdure` CLI, tests, benchmarks, the
 /// container scripts): not the node's, and no reason to warn.
 const OTHER_TOOLS: &[&str] = &[
     "URL",
+    "API_KEY",
     "NODE_IMAGE",
     "POSTGRES_IMAGE",
     "PG_PASSWORD",
@@ -147,6 +151,9 @@ impl ConfigLayer {
                 "cluster.tls_key" => l.cluster.tls_key = Some(PathBuf::from(&v)),
                 "cluster.tls_ca" => l.cluster.tls_ca = Some(PathBuf::from(&v)),
                 "cluster.tls_server_name" => l.cluster.tls_server_name = text(),
+                "auth.keys" => l.auth.keys = Some(super::auth::keys_from_env(&k, &v)?),
+                "auth.metrics_open" => l.auth.metrics_open = boolean()?,
+                "auth.insecure_no_auth" => l.auth.insecure_no_auth = boolean()?,
                 _ => {}
             }
         }

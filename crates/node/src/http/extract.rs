@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, header};
 use perdure_core::{EntityId, InstanceId, OrchestrationStatus, Payload, Timestamp, iso8601};
 use serde::de::DeserializeOwned;
 
+use super::access::QueryCode;
 use super::error::ApiError;
 
 /// Path parameters, percent-decoded; a bad path is a JSON 400.
@@ -151,15 +152,19 @@ pub(crate) fn instance_id_owned(raw: String) -> Result<InstanceId, ApiError> {
     InstanceId::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// The request's `Host` header (all a handler needs of the headers to build management
-/// URIs), without copying the header map.
-pub(crate) struct Host(pub(crate) Option<HeaderValue>);
+/// What a handler needs of a request to build management URIs, without copying the header
+/// map: its `Host` header, and the key it presented as its `code` query parameter (which the
+/// URIs carry on).
+pub(crate) struct Host(pub(crate) Option<HeaderValue>, pub(crate) Option<QueryCode>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Host {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Host(parts.headers.get(header::HOST).cloned()))
+        Ok(Host(
+            parts.headers.get(header::HOST).cloned(),
+            parts.extensions.get::<QueryCode>().cloned(),
+        ))
     }
 }
 

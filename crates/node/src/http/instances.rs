@@ -12,6 +12,7 @@ use perdure_core::management::{
 use perdure_core::{InstanceId, OrchestrationStatus};
 use serde::Serialize;
 
+use super::access::QueryCode;
 use super::error::ApiError;
 use super::extract::{Host, P, Params, body_payload, instance_id, instance_id_owned};
 use super::render::{
@@ -60,7 +61,8 @@ fn accepted() -> Response {
 /// 202 + `Location` + `Retry-After` + the management payload.
 fn accepted_with_payload(state: &AppState, host: &Host, id: &InstanceId) -> Response {
     let base = base_url_of(state, host.0.as_ref());
-    let (body, status_uri) = management_payload(&base, id.as_str());
+    let code = host.1.as_ref().map(|c| c.0.as_str());
+    let (body, status_uri) = management_payload(&base, id.as_str(), code);
     let mut resp = json_bytes(StatusCode::ACCEPTED, body);
     if let Ok(loc) = HeaderValue::from_maybe_shared(Bytes::from(status_uri)) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -120,6 +122,7 @@ pub(crate) async fn status(
     P(raw): P<String>,
     params: Params,
     headers: HeaderMap,
+    query_code: Option<axum::Extension<QueryCode>>,
 ) -> ApiResult {
     let id = instance_id(&raw)?;
     let show_input = params.bool("showInput", true)?;
@@ -162,7 +165,11 @@ pub(crate) async fn status(
     };
     let mut resp = json(code, &body);
     if code == StatusCode::ACCEPTED {
-        let uri = instance_uri(&base_url(&state, &headers), id.as_str());
+        let mut uri = instance_uri(&base_url(&state, &headers), id.as_str());
+        if let Some(axum::Extension(QueryCode(c))) = &query_code {
+            uri.push_str("?code=");
+            uri.push_str(&super::render::encode(c));
+        }
         if let Ok(loc) = HeaderValue::from_maybe_shared(Bytes::from(uri)) {
             resp.headers_mut().insert(header::LOCATION, loc);
         }

@@ -193,7 +193,10 @@ fn push_json_str_inner(out: &mut Vec<u8>, s: &str) {
 /// (`{"id":..,"statusQueryGetUri":..,"sendEventPostUri":..,...}`, the field names and order
 /// of Durable Functions), written straight into one buffer; and the status query URI, for
 /// the `Location` header.
-pub(crate) fn management_payload(base: &str, id: &str) -> (Vec<u8>, String) {
+///
+/// With `code` (the key a request presented as its `code` query parameter), every URI
+/// carries it on as `code=`, as Durable Functions' URIs carry the function key.
+pub(crate) fn management_payload(base: &str, id: &str, code: Option<&str>) -> (Vec<u8>, String) {
     /// (field, suffix after the instance URI), in Durable Functions' order.
     const URIS: [(&str, &str); 8] = [
         ("statusQueryGetUri", ""),
@@ -208,6 +211,8 @@ pub(crate) fn management_payload(base: &str, id: &str) -> (Vec<u8>, String) {
     let inst = instance_uri(base, id);
     let mut escaped = Vec::with_capacity(inst.len() + 8);
     push_json_str_inner(&mut escaped, &inst);
+    // Percent-encoded: nothing in it needs JSON escaping.
+    let code = code.map(encode);
     let mut out = Vec::with_capacity(16 + id.len() + 8 * (escaped.len() + 48));
     out.extend_from_slice(b"{\"id\":\"");
     push_json_str_inner(&mut out, id);
@@ -218,10 +223,22 @@ pub(crate) fn management_payload(base: &str, id: &str) -> (Vec<u8>, String) {
         out.extend_from_slice(b"\":\"");
         out.extend_from_slice(&escaped);
         out.extend_from_slice(suffix.as_bytes());
+        if let Some(c) = &code {
+            out.extend_from_slice(if suffix.contains('?') {
+                b"&code="
+            } else {
+                b"?code="
+            });
+            out.extend_from_slice(c.as_bytes());
+        }
         out.push(b'"');
     }
     out.push(b'}');
-    (out, inst)
+    let status_uri = match &code {
+        Some(c) => format!("{inst}?code={c}"),
+        None => inst,
+    };
+    (out, status_uri)
 }
 
 /// One history event in the Durable Functions shape (`EventType`, `Timestamp`, ...).
@@ -481,7 +498,7 @@ mod tests {
             ("http://we\"ird\\host/x", "a"),
             ("", ""),
         ] {
-            let (body, uri) = management_payload(base, id);
+            let (body, uri) = management_payload(base, id, None);
             let expected = serde_json::to_vec(&ManagementPayload::new(base, id)).unwrap();
             assert_eq!(
                 String::from_utf8(body).unwrap(),
@@ -489,5 +506,21 @@ mod tests {
             );
             assert_eq!(uri, ManagementPayload::new(base, id).status_query_get_uri);
         }
+    }
+
+    #[test]
+    fn a_code_is_carried_by_every_management_uri() {
+        let (body, uri) = management_payload("http://h/x", "i", Some("pd/k+1"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(uri, "http://h/x/instances/i?code=pd%2Fk%2B1");
+        assert_eq!(v["statusQueryGetUri"], uri.as_str());
+        assert_eq!(
+            v["terminatePostUri"],
+            "http://h/x/instances/i/terminate?reason={text}&code=pd%2Fk%2B1"
+        );
+        assert_eq!(
+            v["sendEventPostUri"],
+            "http://h/x/instances/i/raiseEvent/{eventName}?code=pd%2Fk%2B1"
+        );
     }
 }

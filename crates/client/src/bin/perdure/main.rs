@@ -35,6 +35,9 @@ struct Cli {
         global = true
     )]
     url: String,
+    /// API key for nodes that require one (sent as `Authorization: Bearer`).
+    #[arg(long, env = "PERDURE_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -286,7 +289,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|u| u.trim().to_string())
         .filter(|u| !u.is_empty())
         .collect();
-    let client = DurableClient::http_with(HttpClientOptions::new(urls.clone()))?;
+    let opts = |urls: Vec<String>| {
+        let o = HttpClientOptions::new(urls);
+        match &cli.api_key {
+            Some(k) => o.with_api_key(k.clone()),
+            None => o,
+        }
+    };
+    let client = DurableClient::http_with(opts(urls.clone()))?;
     let as_json = cli.json;
     match cli.command {
         Cmd::Start {
@@ -449,11 +459,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("restarted {id} as {new_id}");
             }
         }
-        Cmd::Cluster { nodes_only } => cluster(&urls, nodes_only, as_json).await?,
+        Cmd::Cluster { nodes_only } => {
+            cluster(&urls, cli.api_key.as_deref(), nodes_only, as_json).await?
+        }
         Cmd::Purge(p) => purge(&client, p, as_json).await?,
         Cmd::Entity(e) => entity(&client, e, as_json).await?,
         Cmd::Functions => {
-            let api = perdure_client::HttpTransport::new(HttpClientOptions::new(urls))?;
+            let api = perdure_client::HttpTransport::new(opts(urls))?;
             let f = api.registered_functions().await?;
             if as_json {
                 println!("{}", serde_json::to_string(&f)?);
@@ -471,7 +483,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cluster(urls: &[String], nodes_only: bool, as_json: bool) -> anyhow::Result<()> {
+async fn cluster(
+    urls: &[String],
+    api_key: Option<&str>,
+    nodes_only: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let base = urls
         .first()
         .context("--url names no node")?
@@ -484,11 +501,11 @@ async fn cluster(urls: &[String], nodes_only: bool, as_json: bool) -> anyhow::Re
         let url = format!("{base}{path}");
         let http = http.clone();
         async move {
-            let resp = http
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| format!("GET {url}"))?;
+            let mut req = http.get(&url);
+            if let Some(k) = api_key {
+                req = req.bearer_auth(k);
+            }
+            let resp = req.send().await.with_context(|| format!("GET {url}"))?;
             if !resp.status().is_success() {
                 bail!("GET {url}: {}", resp.status());
             }
