@@ -111,6 +111,12 @@ impl NodeProcess {
         Self::spawn_bin_dev("perdure-node", extra)
     }
 
+    /// Like [`NodeProcess::spawn_dev_with`] with environment variables (`PERDURE_API_KEYS`,
+    /// say).
+    pub fn spawn_dev_env(extra: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_bin_dev_env("perdure-node", extra, envs)
+    }
+
     /// Like [`NodeProcess::spawn_dev`], serving the test app ([`app`]) from
     /// `perdure-test-node`.
     pub fn spawn_test_app() -> anyhow::Result<Self> {
@@ -118,6 +124,10 @@ impl NodeProcess {
     }
 
     fn spawn_bin_dev(bin: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_bin_dev_env(bin, extra, &[])
+    }
+
+    fn spawn_bin_dev_env(bin: &str, extra: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut args: Vec<std::ffi::OsString> = vec![
             "dev".into(),
@@ -129,7 +139,7 @@ impl NodeProcess {
             data_dir.path().into(),
         ];
         args.extend(extra.iter().map(Into::into));
-        Self::spawn_bin(bin, &args, &[], data_dir, false)
+        Self::spawn_bin(bin, &args, envs, data_dir, false)
     }
 
     /// Spawns `perdure-node` with any arguments and environment variables; the process must
@@ -340,13 +350,18 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
 /// Runs `tests/python/<script> <arg>` with `python` and asserts it reported
 /// `passed, 0 failed` without a traceback.
 pub fn run_python_script(python: &std::path::Path, script: &str, arg: &str) {
+    run_python_script_with(python, script, &[arg]);
+}
+
+/// Like [`run_python_script`] with several arguments.
+pub fn run_python_script_with(python: &std::path::Path, script: &str, args: &[&str]) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
     let out = std::process::Command::new(python)
         .arg(root.join("tests/python").join(script))
-        .arg(arg)
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -6,7 +6,9 @@
 use std::process::Command;
 
 use perdure_client::{ClientError, DurableClient, HttpClientOptions, StartOptions};
-use perdure_tests::{NodeProcess, ensure_built, python_with, run_python_script};
+use perdure_tests::{
+    NodeProcess, ensure_built, python_with, run_python_script, run_python_script_with,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -25,23 +27,9 @@ fn keyed_node() -> (NodeProcess, String) {
         .map(|a| a.port())
         .unwrap();
     let grpc = format!("127.0.0.1:{port}");
-    let data_dir = tempfile::tempdir().unwrap();
-    let args: Vec<std::ffi::OsString> = [
-        "dev",
-        "--http",
-        "127.0.0.1:0",
-        "--grpc",
-        &grpc,
-        "--partitions",
-        "4",
-        "--data-dir",
-    ]
-    .iter()
-    .map(Into::into)
-    .chain(std::iter::once(data_dir.path().into()))
-    .collect();
     let keys = keys_env();
-    let node = NodeProcess::spawn(&args, &[("PERDURE_API_KEYS", &keys)], data_dir).unwrap();
+    let node =
+        NodeProcess::spawn_dev_env(&["--grpc", &grpc], &[("PERDURE_API_KEYS", &keys)]).unwrap();
     (node, grpc)
 }
 
@@ -269,6 +257,33 @@ async fn the_client_crate_and_the_cli_send_their_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The dashboard (`/dashboard`) in a real headless Chromium (Debian's `chromium-driver`,
+/// driven by Selenium): every view and action, with the three roles
+/// (`tests/python/dashboard.py`). A screenshot goes to `target/dashboard.png`.
+#[test]
+fn the_dashboard_works_in_a_headless_browser() {
+    let Some(python) = python_with("selenium") else {
+        return;
+    };
+    let driver = std::path::Path::new("/usr/bin/chromedriver");
+    if !driver.exists() {
+        let msg = "SKIPPED: no /usr/bin/chromedriver (apt-get install chromium chromium-driver)";
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
+        eprintln!("\n!!!!!!!!!! {msg} !!!!!!!!!!\n");
+        return;
+    }
+    let node = NodeProcess::spawn_dev_env(&["--grpc", "off"], &[("PERDURE_API_KEYS", &keys_env())])
+        .unwrap();
+    let shot = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
+    let arg = format!("{},{READER},{OPERATOR},{ADMIN}", node.origin);
+    run_python_script_with(
+        &python,
+        "dashboard.py",
+        &[&arg, &shot.display().to_string()],
+    );
+    drop(node);
 }
 
 /// The Durable Task Python SDK, unmodified, passing the key as `authorization` metadata.

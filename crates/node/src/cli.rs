@@ -433,6 +433,7 @@ fn print_banner(info: &ServeInfo, dev: bool) {
         info.addr, info.partitions
     );
     println!("  HTTP API: {base}/");
+    println!("  dashboard: http://{}/dashboard", info.addr);
     if let Some(g) = info.grpc_addr {
         println!("  gRPC:     {g} (Durable Task client RPCs, docs/grpc.md)");
     }

@@ -18,6 +18,7 @@
 //! ```
 
 mod access;
+mod dashboard;
 mod entities;
 mod error;
 mod extract;
@@ -191,6 +192,10 @@ pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/cluster/nodes", get(health::cluster_nodes))
         .route("/cluster/partitions", get(health::cluster_partitions))
+        .route("/dashboard", get(dashboard::redirect))
+        .route("/dashboard/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

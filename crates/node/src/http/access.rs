@@ -21,6 +21,12 @@ pub(crate) struct QueryCode(pub(crate) String);
 pub(crate) fn needed_role(method: &Method, path: &str, metrics_open: bool) -> Option<Role> {
     match path {
         "/healthz" | "/readyz" => return None,
+        // The dashboard's static assets: no data in them; their API calls carry the key.
+        "/dashboard" | "/dashboard/" | "/dashboard/app.js" | "/dashboard/app.css"
+            if method == Method::GET || method == Method::HEAD =>
+        {
+            return None;
+        }
         "/metrics" if metrics_open => return None,
         _ => {}
     }
@@ -127,7 +133,10 @@ mod tests {
                 "/cluster/partitions".into(),
                 Some(Role::Reader),
             ),
-            (Method::GET, "/dashboard".into(), Some(Role::Reader)),
+            (Method::GET, "/dashboard".into(), None),
+            (Method::GET, "/dashboard/app.js".into(), None),
+            (Method::POST, "/dashboard/".into(), Some(Role::Operator)),
+            (Method::GET, "/dashboard/other".into(), Some(Role::Reader)),
             (
                 Method::POST,
                 at("/orchestrators/Hello"),
