@@ -65,7 +65,8 @@ def main(arg):
     check("the refused start started nothing",
           as_reader.get_orchestration_state(f"denied-{run}") is None)
 
-    # A worker without a key gets nothing; one with an operator's key serves.
+    # A worker with an operator's key serves (a worker without a key is refused: see
+    # crates/node/src/grpc/access.rs).
     as_operator = dt.TaskHubGrpcClient(host_address=address, metadata=bearer(operator))
     w = worker.TaskHubGrpcWorker(host_address=address, metadata=bearer(operator))
     w.add_orchestrator(py_secured)

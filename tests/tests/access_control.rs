@@ -175,6 +175,79 @@ async fn http_routes_need_a_key_of_their_role() {
     assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
     assert_eq!(purged.body["instancesDeleted"], 1);
 
+    // Replacing an instance drops its history, like a purge: the admin's. An operator's
+    // start over the finished `by-header`, or restart of it under the same id, is refused
+    // and leaves it as it was; a restart under a new id is fine.
+    let by_header = format!("{base}/instances/by-header");
+    let done = send(
+        http.get(format!("{by_header}?waitForCompletion=20s"))
+            .bearer_auth(READER),
+    )
+    .await;
+    assert_eq!(done.body["runtimeStatus"], "Completed", "{}", done.body);
+    let a = send(
+        http.post(format!("{base}/orchestrators/Approval/by-header"))
+            .bearer_auth(OPERATOR)
+            .json(&serde_json::json!({"timeoutSeconds": 60})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert!(
+        a.body["Message"].as_str().unwrap().contains("admin"),
+        "{}",
+        a.body
+    );
+    let a = send(
+        http.post(format!(
+            "{by_header}/restart?restartWithNewInstanceId=false"
+        ))
+        .bearer_auth(OPERATOR),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    let still = send(http.get(&by_header).bearer_auth(READER)).await;
+    assert_eq!(still.body["name"], "HelloSequence", "{}", still.body);
+    assert_eq!(still.body["runtimeStatus"], "Completed");
+    let a = send(
+        http.post(format!("{by_header}/restart?restartWithNewInstanceId=true"))
+            .bearer_auth(OPERATOR),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    assert_ne!(a.body["id"], "by-header");
+    let a = send(
+        http.post(format!(
+            "{by_header}/restart?restartWithNewInstanceId=false"
+        ))
+        .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+
+    // Cleaning entity storage is an operator's; the Functions host's base path is checked the
+    // same way; a `Basic` Authorization (from a proxy) does not hide `x-functions-key`.
+    let clean = format!("{base}/maintenance/cleanEntityStorage");
+    let a = send(http.post(&clean).bearer_auth(READER)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = send(http.post(&clean).bearer_auth(OPERATOR)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let rpc = format!("{}/durabletask/instances", node.origin);
+    let a = send(http.get(&rpc)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let a = send(
+        http.delete(format!("{rpc}/by-header"))
+            .bearer_auth(OPERATOR),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = send(
+        http.get(&rpc)
+            .header("authorization", "Basic dXNlcjpwYXNz")
+            .header("x-functions-key", READER),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+
     // The cluster view is a read.
     let a = send(http.get(format!("{}/cluster/partitions", node.origin))).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
@@ -303,14 +376,29 @@ fn the_python_durabletask_sdk_passes_its_key_as_metadata() {
 fn run_on_a_public_address_without_keys_refuses_to_start() {
     let bin = ensure_built().unwrap().join("perdure-node");
     let data = tempfile::tempdir().unwrap();
-    let out = Command::new(&bin)
+    // Bounded: a node that started anyway would serve forever.
+    let mut child = Command::new(&bin)
         .args(["run", "--store", "memory", "--http", "0.0.0.0:0"])
         .current_dir(data.path())
         .env_remove("PERDURE_API_KEYS")
         .env_remove("PERDURE_INSECURE_NO_AUTH")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("perdure-node run on 0.0.0.0 without keys did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("auth.keys") && err.contains("--insecure-no-auth"),

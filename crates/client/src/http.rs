@@ -26,8 +26,8 @@ pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
 
 const CONTINUATION: &str = "x-ms-continuation-token";
 
-/// Options of the HTTP transport.
-#[derive(Clone, Debug)]
+/// Options of the HTTP transport. Its `Debug` shows whether a key is set, never the key.
+#[derive(Clone)]
 pub struct HttpClientOptions {
     /// Node URLs (`http://host:port`, with or without the base path).
     pub urls: Vec<String>,
@@ -40,6 +40,18 @@ pub struct HttpClientOptions {
     /// The API key sent with every request (`Authorization: Bearer`), for nodes that
     /// require keys.
     pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for HttpClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClientOptions")
+            .field("urls", &self.urls)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("wait_chunk", &self.wait_chunk)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl HttpClientOptions {
@@ -669,6 +681,16 @@ impl HttpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_the_key() {
+        let o = HttpClientOptions::new(["http://h:1"]).with_api_key("pd_secret_0123456789");
+        let text = format!("{o:?}");
+        assert!(
+            !text.contains("pd_secret") && text.contains("<redacted>"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn node_urls_are_normalised_and_checked() {

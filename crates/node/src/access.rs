@@ -211,11 +211,25 @@ impl ApiKeys {
     }
 }
 
+/// The role of the key a request was let through with, put in the request's extensions by
+/// the HTTP middleware and the gRPC layer when the node has keys (absent: no keys, every
+/// request may do everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallerRole(pub Role);
+
+/// Whether a caller may replace an existing instance (a start over an existing id, a restart
+/// under the same id): that drops the old instance's history, as a purge does, so it is the
+/// admin's.
+pub fn may_replace(caller: Option<CallerRole>) -> bool {
+    caller.is_none_or(|CallerRole(r)| r.allows(Role::Admin))
+}
+
 /// What a request gets from access control.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Let it through.
-    Allow,
+    /// Let it through, with the role of the key it presented (`None`: an open route or no
+    /// keys configured).
+    Allow(Option<Role>),
     /// No key presented (401).
     Missing,
     /// A key that is not one of the node's (401).
@@ -233,19 +247,18 @@ impl ApiKeys {
     /// The decision for a request that needs `needs` (`None`: an open route) and presented
     /// `presented`.
     pub fn decide(&self, needs: Option<Role>, presented: Option<&str>) -> Decision {
-        let Some(needs) = needs else {
-            return Decision::Allow;
-        };
         if self.is_empty() {
-            return Decision::Allow;
+            return Decision::Allow(None);
         }
-        match presented {
-            None => Decision::Missing,
-            Some(p) => match self.role_of(p) {
-                None => Decision::Unknown,
-                Some(has) if has.allows(needs) => Decision::Allow,
-                Some(has) => Decision::Forbidden { has, needs },
-            },
+        let has = presented.and_then(|p| self.role_of(p));
+        let Some(needs) = needs else {
+            return Decision::Allow(has);
+        };
+        match (presented, has) {
+            (None, _) => Decision::Missing,
+            (Some(_), None) => Decision::Unknown,
+            (Some(_), Some(has)) if has.allows(needs) => Decision::Allow(Some(has)),
+            (Some(_), Some(has)) => Decision::Forbidden { has, needs },
         }
     }
 }
@@ -254,7 +267,7 @@ impl Decision {
     /// The message a refused request gets.
     pub fn message(&self) -> String {
         match self {
-            Decision::Allow => String::new(),
+            Decision::Allow(_) => String::new(),
             Decision::Missing => {
                 "this route needs an API key: send it as `Authorization: Bearer <key>`, \
                  as `x-functions-key: <key>`, or as the `code` query parameter"
@@ -311,7 +324,11 @@ mod tests {
             KeyEntry::from_secret("o", Role::Operator, "operator-key-0123456789").unwrap(),
             KeyEntry::from_secret("a", Role::Admin, "admin-key-0123456789").unwrap(),
         ]);
-        assert_eq!(keys.decide(None, None), Decision::Allow);
+        assert_eq!(keys.decide(None, None), Decision::Allow(None));
+        assert_eq!(
+            keys.decide(None, Some("admin-key-0123456789")),
+            Decision::Allow(Some(Role::Admin))
+        );
         assert_eq!(keys.decide(Some(Role::Reader), None), Decision::Missing);
         assert_eq!(
             keys.decide(Some(Role::Reader), Some("nope-nope-nope-nope")),
@@ -319,7 +336,7 @@ mod tests {
         );
         assert_eq!(
             keys.decide(Some(Role::Reader), Some("reader-key-0123456789")),
-            Decision::Allow
+            Decision::Allow(Some(Role::Reader))
         );
         assert_eq!(
             keys.decide(Some(Role::Operator), Some("reader-key-0123456789")),
@@ -337,12 +354,12 @@ mod tests {
         );
         assert_eq!(
             keys.decide(Some(Role::Admin), Some("admin-key-0123456789")),
-            Decision::Allow
+            Decision::Allow(Some(Role::Admin))
         );
         // No keys: everything is open.
         assert_eq!(
             ApiKeys::default().decide(Some(Role::Admin), None),
-            Decision::Allow
+            Decision::Allow(None)
         );
     }
 

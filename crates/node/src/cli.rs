@@ -61,9 +61,10 @@ pub struct KeyArgs {
     /// A name for the key, shown in the node's logs.
     #[arg(long)]
     pub name: Option<String>,
-    /// Print the SHA-256 of this existing key instead of making one.
+    /// Print the SHA-256 of an existing key, read from standard input (not from the command
+    /// line, where `ps` and the shell's history would show it), instead of making one.
     #[arg(long)]
-    pub hash: Option<String>,
+    pub hash: bool,
 }
 
 /// Flags of `perdure-node dev`.
@@ -88,6 +89,9 @@ pub struct DevArgs {
     /// Log filter (`info`, `perdure_node=debug`).
     #[arg(long)]
     pub log: Option<String>,
+    /// Serve every route without API keys, even on an address other than loopback.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 /// Flags of `perdure-node run`; each overrides the environment and the file.
@@ -192,6 +196,9 @@ impl Cli {
                 flags.node.partitions = d.partitions;
                 flags.log.filter = d.log.clone();
                 flags.grpc.listen = d.grpc.clone();
+                if d.insecure_no_auth {
+                    flags.auth.insecure_no_auth = Some(true);
+                }
                 let asked_for = d.grpc.is_some() || env.grpc.listen.is_some();
                 // `dev` serves the gRPC protocol on the SDKs' default address unless told
                 // otherwise.
@@ -260,15 +267,21 @@ fn make_key(k: &KeyArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let secret = match &k.hash {
-        Some(existing) => existing.clone(),
-        None => match crate::access::new_key() {
+    let secret = if k.hash {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("perdure-node: cannot read the key from standard input: {e}");
+            return ExitCode::from(2);
+        }
+        line.trim().to_string()
+    } else {
+        match crate::access::new_key() {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("perdure-node: no randomness for a new key: {e}");
                 return ExitCode::FAILURE;
             }
-        },
+        }
     };
     if let Err(e) = crate::access::check_secret(&secret) {
         eprintln!("perdure-node: {e}");
@@ -276,7 +289,7 @@ fn make_key(k: &KeyArgs) -> ExitCode {
     }
     let name = k.name.clone().unwrap_or_else(|| role.name().to_string());
     let digest = crate::access::hash_key(&secret);
-    if k.hash.is_none() {
+    if !k.hash {
         println!("key (shown once; give it to the client): {secret}");
     }
     println!("in the node's file:");
@@ -453,7 +466,11 @@ fn print_banner(info: &ServeInfo, dev: bool) {
     }
     if dev {
         println!("  orchestrations: {}", info.orchestrations.join(", "));
-        println!("Try:");
+        if info.api_keys > 0 {
+            println!("Try (add -H 'Authorization: Bearer <key>' to each: this node has API keys):");
+        } else {
+            println!("Try:");
+        }
         println!("  curl -i -X POST {base}/orchestrators/HelloSequence");
         println!("  curl -s {base}/instances/<id from the answer>");
         println!(
@@ -571,6 +588,7 @@ pub async fn serve(
         Some(t) => Arc::new(node_link::attach(&node, t)),
         None => Arc::new(node.clone()),
     };
+    let grpc_keys = Arc::new(cfg.access.keys.clone());
     let (down_tx, down_rx) = watch::channel(false);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let metrics = node.metrics();
@@ -594,11 +612,13 @@ pub async fn serve(
             Arc::new(move || view.borrow().clone())
         }),
         shutting_down: Some(down_rx.clone()),
+        // The keys come from `cfg.access` only, for HTTP as for gRPC.
+        keys: grpc_keys.clone(),
+        metrics_open: cfg.access.metrics_open,
         ..cfg.http.clone()
     };
     let app = router(api.clone(), http_opts);
     let grpc_addr = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let grpc_keys = cfg.http.keys.clone();
     let grpc_task = grpc_listener.map(|listener| {
         let keys = grpc_keys.clone();
         let mut down = down_rx.clone();

@@ -492,8 +492,6 @@ impl NodeConfig {
             .unwrap_or_else(|| "info".to_string());
         let transport = cluster::resolve(layers, &node.cluster.name)?;
         let access = auth::resolve(layers, http_bind, grpc_listen)?;
-        http.keys = std::sync::Arc::new(access.keys.clone());
-        http.metrics_open = access.metrics_open;
         Ok(Self {
             node,
             store,

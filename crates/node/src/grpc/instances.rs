@@ -20,10 +20,14 @@ use super::workers::{ItemKind, WorkerHub, when_served};
 /// have to be replaced; Perdure checks the existing instance against that list itself and
 /// then starts with the matching [`IdReusePolicy`] (without a policy: Perdure's default,
 /// replace a finished instance, refuse a live one).
+///
+/// Without `may_replace` (a key below the admin's), an existing instance is never replaced:
+/// that drops its history, as a purge does.
 pub(crate) async fn start(
     api: &dyn ManagementApi,
     r: proto::CreateInstanceRequest,
     workers: Option<&WorkerHub>,
+    may_replace: bool,
 ) -> Result<proto::CreateInstanceResponse, Status> {
     if r.name.is_empty() {
         return Err(Status::invalid_argument(
@@ -59,6 +63,9 @@ pub(crate) async fn start(
             }
         };
     }
+    if !may_replace {
+        reuse_policy = IdReusePolicy::RejectExisting;
+    }
     let req = StartRequest {
         name: r.name,
         version: r.version.filter(|v| !v.is_empty()),
@@ -74,7 +81,18 @@ pub(crate) async fn start(
     let id = when_served(workers, ItemKind::Orchestration, &name, || {
         api.start(req.clone())
     })
-    .await?;
+    .await
+    .map_err(|e| {
+        if !may_replace && e.code() == tonic::Code::AlreadyExists {
+            Status::permission_denied(format!(
+                "{}: replacing an existing instance drops its history, as a purge does, which \
+                 needs the admin role",
+                e.message()
+            ))
+        } else {
+            e
+        }
+    })?;
     Ok(proto::CreateInstanceResponse {
         instance_id: id.as_str().to_string(),
     })
@@ -236,8 +254,15 @@ pub(crate) async fn rewind(
 pub(crate) async fn restart(
     api: &dyn ManagementApi,
     r: proto::RestartInstanceRequest,
+    may_replace: bool,
 ) -> Result<proto::RestartInstanceResponse, Status> {
     let id = instance_id(&r.instance_id)?;
+    if !r.restart_with_new_instance_id && !may_replace {
+        return Err(Status::permission_denied(format!(
+            "restarting {id} under the same id drops its history, as a purge does, which needs \
+             the admin role"
+        )));
+    }
     let new_id = api
         .restart(id, r.restart_with_new_instance_id)
         .await

@@ -2,6 +2,7 @@
 //! [`super::instances`] or [`super::entities`]; the worker-side RPCs go to the
 //! [`WorkerHub`] when the node serves workers, and answer `UNIMPLEMENTED` otherwise.
 
+use crate::access::{CallerRole, may_replace};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -89,9 +90,15 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         r: Request<CreateInstanceRequest>,
     ) -> Rpc<CreateInstanceResponse> {
-        instances::start(&*self.api, r.into_inner(), self.workers.as_deref())
-            .await
-            .map(Response::new)
+        let may_replace = may_replace(r.extensions().get::<CallerRole>().copied());
+        instances::start(
+            &*self.api,
+            r.into_inner(),
+            self.workers.as_deref(),
+            may_replace,
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn get_instance(&self, r: Request<GetInstanceRequest>) -> Rpc<GetInstanceResponse> {
@@ -113,7 +120,8 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         r: Request<RestartInstanceRequest>,
     ) -> Rpc<RestartInstanceResponse> {
-        instances::restart(&*self.api, r.into_inner())
+        let may_replace = may_replace(r.extensions().get::<CallerRole>().copied());
+        instances::restart(&*self.api, r.into_inner(), may_replace)
             .await
             .map(Response::new)
     }

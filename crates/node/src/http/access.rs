@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::{AppState, BASE_PATH, RPC_BASE_PATH};
-use crate::access::{Decision, Role};
+use crate::access::{CallerRole, Decision, Role};
 
 /// The key a request presented in its `code` query parameter, when it was accepted: the
 /// management URLs a start returns carry it on, as Durable Functions' do.
@@ -50,18 +50,15 @@ pub(crate) fn needed_role(method: &Method, path: &str, metrics_open: bool) -> Op
 
 /// The key a request presents, and whether it came in the query string.
 fn presented(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<(String, bool)> {
+    // A Bearer token first; another scheme (Basic from a proxy, say) is not a key and leaves
+    // the other two places to look at.
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        && let Some((scheme, token)) = v.trim().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
     {
-        let v = v.trim();
-        if let Some((scheme, token)) = v.split_once(' ')
-            && scheme.eq_ignore_ascii_case("bearer")
-        {
-            return Some((token.trim().to_string(), false));
-        }
-        // Anything else in `Authorization` is a key that matches nothing.
-        return Some((v.to_string(), false));
+        return Some((token.trim().to_string(), false));
     }
     if let Some(v) = headers.get("x-functions-key").and_then(|v| v.to_str().ok()) {
         return Some((v.trim().to_string(), false));
@@ -89,7 +86,10 @@ pub(crate) async fn check(
     let needs = needed_role(req.method(), req.uri().path(), state.opts.metrics_open);
     let key = presented(req.headers(), req.uri());
     match keys.decide(needs, key.as_ref().map(|(k, _)| k.as_str())) {
-        Decision::Allow => {
+        Decision::Allow(role) => {
+            if let Some(role) = role {
+                req.extensions_mut().insert(CallerRole(role));
+            }
             if let Some((k, true)) = key {
                 req.extensions_mut().insert(QueryCode(k));
             }
@@ -185,8 +185,11 @@ mod tests {
             HeaderValue::from_static("bearer  tok "),
         );
         assert_eq!(presented(&h, &uri), Some(("tok".to_string(), false)));
+        // Another scheme is not a key: the other places are looked at.
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
-        assert_eq!(presented(&h, &uri), Some(("Basic xyz".to_string(), false)));
+        assert_eq!(presented(&h, &uri), Some(("fk".to_string(), false)));
+        h.remove("x-functions-key");
+        assert_eq!(presented(&h, &uri), Some(("pd/key".to_string(), true)));
         let bare: axum::http::Uri = "/x".parse().unwrap();
         assert_eq!(presented(&HeaderMap::new(), &bare), None);
     }

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use perdure_core::management::{
-    FunctionKind, InstanceQuery, ManagementError, PurgeFilter, StartRequest,
+    FunctionKind, IdReusePolicy, InstanceQuery, ManagementError, PurgeFilter, StartRequest,
 };
 use perdure_core::{InstanceId, OrchestrationStatus};
 use serde::Serialize;
@@ -19,6 +20,7 @@ use super::render::{
     StatusJson, base_url, base_url_of, history_event, instance_uri, management_payload,
 };
 use super::{AppState, St};
+use crate::access::{CallerRole, may_replace};
 
 /// Header carrying the paging continuation token, both ways.
 pub(crate) const CONTINUATION: &str = "x-ms-continuation-token";
@@ -78,9 +80,10 @@ pub(crate) async fn start(
     P(name): P<String>,
     params: Params,
     host: Host,
+    caller: Option<Extension<CallerRole>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    start_inner(st, name, None, params, host, body).await
+    start_inner(st, name, None, params, host, caller, body).await
 }
 
 /// `POST orchestrators/{name}/{id}`.
@@ -89,9 +92,10 @@ pub(crate) async fn start_with_id(
     P((name, id)): P<(String, String)>,
     params: Params,
     host: Host,
+    caller: Option<Extension<CallerRole>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    start_inner(st, name, Some(id), params, host, body).await
+    start_inner(st, name, Some(id), params, host, caller, body).await
 }
 
 async fn start_inner(
@@ -100,6 +104,7 @@ async fn start_inner(
     id: Option<String>,
     params: Params,
     host: Host,
+    caller: Option<Extension<CallerRole>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let instance_id = id.map(instance_id_owned).transpose()?;
@@ -110,8 +115,33 @@ async fn start_inner(
     req.input = input;
     req.version = params.get("version").map(str::to_string);
     req.scheduled_start = params.time("scheduledStartTime")?;
-    let id = state.api.start(req).await?;
+    let may_replace = may_replace(caller.map(|Extension(c)| c));
+    if !may_replace {
+        req.reuse_policy = IdReusePolicy::RejectExisting;
+    }
+    let id = match state.api.start(req).await {
+        Err(ManagementError::AlreadyExists {
+            instance_id,
+            status,
+        }) if !may_replace && status.is_terminal() => {
+            return Err(replace_refused(&instance_id));
+        }
+        other => other?,
+    };
     Ok(accepted_with_payload(&state, &host, &id))
+}
+
+/// 403 for a start or restart that would replace an existing instance's history with a key
+/// below the admin's.
+fn replace_refused(id: &InstanceId) -> ApiError {
+    ApiError::plain(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "instance {id} exists: replacing it drops its history, as a purge does, which needs \
+             the admin role (purge it first, or use another id)"
+        ),
+    )
 }
 
 /// `GET instances/{id}`: 200 when finished, 202 (with `Location`) while not, 404 unknown.
@@ -416,8 +446,13 @@ pub(crate) async fn restart(
     P(raw): P<String>,
     params: Params,
     host: Host,
+    caller: Option<Extension<CallerRole>>,
 ) -> ApiResult {
     let new_id = params.bool("restartWithNewInstanceId", true)?;
-    let id = state.api.restart(instance_id(&raw)?, new_id).await?;
+    let id = instance_id(&raw)?;
+    if !new_id && !may_replace(caller.map(|Extension(c)| c)) {
+        return Err(replace_refused(&id));
+    }
+    let id = state.api.restart(id, new_id).await?;
     Ok(accepted_with_payload(&state, &host, &id))
 }

@@ -20,6 +20,23 @@ mod output;
 
 use output::{event_detail, payload_json, payload_text, print_state, state_json, table};
 
+/// An API key; its `Debug` never shows it.
+#[derive(Clone)]
+struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for ApiKey {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "perdure",
@@ -36,8 +53,9 @@ struct Cli {
     )]
     url: String,
     /// API key for nodes that require one (sent as `Authorization: Bearer`).
+    /// Prefer the variable: a flag's value shows in `ps` and in the shell's history.
     #[arg(long, env = "PERDURE_API_KEY", global = true, hide_env_values = true)]
-    api_key: Option<String>,
+    api_key: Option<ApiKey>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -292,7 +310,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = |urls: Vec<String>| {
         let o = HttpClientOptions::new(urls);
         match &cli.api_key {
-            Some(k) => o.with_api_key(k.clone()),
+            Some(k) => o.with_api_key(k.0.clone()),
             None => o,
         }
     };
@@ -460,7 +478,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Cluster { nodes_only } => {
-            cluster(&urls, cli.api_key.as_deref(), nodes_only, as_json).await?
+            cluster(
+                &urls,
+                cli.api_key.as_ref().map(|k| k.0.as_str()),
+                nodes_only,
+                as_json,
+            )
+            .await?
         }
         Cmd::Purge(p) => purge(&client, p, as_json).await?,
         Cmd::Entity(e) => entity(&client, e, as_json).await?,
