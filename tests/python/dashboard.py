@@ -72,7 +72,7 @@ def accept_confirm(d):
     until("a confirmation is asked", alert).accept()
 
 
-def use_key(d, key):
+def use_key(d, key, role):
     bar = d.find_element(By.ID, "keybar")
     if not bar.is_displayed():
         d.find_element(By.ID, "keybutton").click()
@@ -80,6 +80,13 @@ def use_key(d, key):
     box.clear()
     box.send_keys(key)
     d.find_element(By.CSS_SELECTOR, "#keyform button").click()
+    until(f"the page uses the {role}'s key",
+          lambda: d.execute_script("return sessionStorage.getItem('perdure-key')") == key)
+
+
+def drain_console(d):
+    """Empties the browser's log (the refusals a step provoked on purpose)."""
+    d.get_log("browser")
 
 
 def main(arg, screenshot=None):
@@ -96,6 +103,9 @@ def main(arg, screenshot=None):
         assert s == 202, s
     s, _ = call(origin, operator, "POST", f"/entities/Counter/dash-{run}?op=add", 7)
     assert s == 202, s
+    for i in range(11):
+        s, _ = call(origin, operator, "POST", f"/orchestrators/HelloSequence/page-{run}-{i:02}")
+        assert s == 202, s
     for i in range(2):
         s, st = call(origin, operator, "GET", f"/instances/hello-{run}-{i}?waitForCompletion=20s")
         assert s == 200 and st["runtimeStatus"] == "Completed", (s, st)
@@ -113,11 +123,14 @@ def main(arg, screenshot=None):
               lambda: d.find_element(By.ID, "keybar").is_displayed())
         check("the key bar says why", "API key" in d.find_element(By.ID, "keymsg").text,
               d.find_element(By.ID, "keymsg").text)
+        drain_console(d)
 
         # A reader's key as the page's ?code=: the list shows the instances and the counts.
         d.get(f"{origin}/dashboard/?code={reader}#/instances")
         until("the list shows the started instances",
               lambda: d.find_elements(By.CSS_SELECTOR, f'tr[data-id="approve-{run}"]'))
+        check("the key is taken out of the address bar", "code=" not in d.current_url,
+              d.current_url)
         _, counts = call(origin, reader, "GET", "/instanceCounts")
         shown = {b.get_attribute("data-status"): int(b.find_element(By.TAG_NAME, "b").text)
                  for b in d.find_elements(By.CSS_SELECTOR, "#counts .count")}
@@ -138,16 +151,24 @@ def main(arg, screenshot=None):
                        d.find_elements(By.CSS_SELECTOR, "#instance-table tbody tr[data-id]")]
               == [f"approve-{run}"])
 
-        # Paging: one instance per page over this run's hello instances.
+        # Paging: 11 instances, 10 per page.
         for box in d.find_elements(By.CSS_SELECTOR, 'input[name="status"]'):
             if box.is_selected():
                 box.click()
         prefix.clear()
-        prefix.send_keys(f"hello-{run}")
-        Select(d.find_element(By.NAME, "top")).select_by_value("25")
+        prefix.send_keys(f"page-{run}")
+        Select(d.find_element(By.NAME, "top")).select_by_value("10")
         d.find_element(By.ID, "apply").click()
-        until("the prefix filter finds the two hello instances",
-              lambda: len(d.find_elements(By.CSS_SELECTOR, "#instance-table tbody tr[data-id]")) == 2)
+        rows = lambda: [r.get_attribute("data-id") for r in
+                        d.find_elements(By.CSS_SELECTOR, "#instance-table tbody tr[data-id]")]
+        first = until("the first page has 10 rows", lambda: len(rows()) == 10 and rows())
+        d.find_element(By.CSS_SELECTOR, ".pager .next").click()
+        second = until("next shows the 11th", lambda: len(rows()) == 1 and rows())
+        check("the two pages hold the 11 instances",
+              sorted(first + second) == [f"page-{run}-{i:02}" for i in range(11)], first + second)
+        check("the pager says page 2", text_of(d, ".pager .page-number") == "page 2")
+        d.find_element(By.CSS_SELECTOR, ".pager .prev").click()
+        until("previous shows the first page again", lambda: rows() == first)
 
         # An instance's page: fields, input, timeline and history.
         d.get(f"{origin}/dashboard/#/instances/approve-{run}")
@@ -166,12 +187,13 @@ def main(arg, screenshot=None):
         accept_confirm(d)
         until("a reader's terminate is refused with 403",
               lambda: "403" in (d.find_element(By.ID, "flash").text or ""))
+        drain_console(d)
         _, st = call(origin, reader, "GET", f"/instances/approve-{run}")
         check("the refused terminate did nothing", st["runtimeStatus"] == "Running", st)
 
         # An operator raises the event: the instance completes and the page shows its output.
-        use_key(d, operator)
-        until("the page reloads as the operator", lambda: text_of(d, "#status") == "Running")
+        use_key(d, operator, "operator")
+        until("the page shows the instance again", lambda: text_of(d, "#status") == "Running")
         d.find_element(By.ID, "event-name").send_keys("Approval")
         d.find_element(By.ID, "event-data").send_keys("true")
         d.find_element(By.ID, "raise").click()
@@ -203,8 +225,18 @@ def main(arg, screenshot=None):
         d.find_element(By.ID, "purge").click()
         accept_confirm(d)
         until("an operator's purge is refused", lambda: "403" in d.find_element(By.ID, "flash").text)
-        use_key(d, admin)
-        until("the page reloads as the admin", lambda: text_of(d, "#status") == "Terminated")
+        drain_console(d)
+
+        # An operator restarts under a new id (the default): the page follows the new instance.
+        d.find_element(By.ID, "restart").click()
+        accept_confirm(d)
+        until("restart leads to the new instance",
+              lambda: text_of(d, "#instance-id") not in (None, f"suspend-{run}")
+              and text_of(d, "#instance-id"))
+        d.get(f"{origin}/dashboard/#/instances/suspend-{run}")
+        until("back on the terminated instance", lambda: text_of(d, "#status") == "Terminated")
+        use_key(d, admin, "admin")
+        until("the page shows it again", lambda: text_of(d, "#status") == "Terminated")
         d.find_element(By.ID, "purge").click()
         accept_confirm(d)
         until("after the purge the page goes back to the list",
@@ -243,17 +275,24 @@ def main(arg, screenshot=None):
         until("a finished chain's page is shown", lambda: text_of(d, "#status") == "Completed")
         labels = [r.text for r in d.find_elements(By.CSS_SELECTOR, ".tl-label")]
         check("the timeline has a bar per activity", labels == ["activity SayHello"] * 3, labels)
-        lefts = [float(b.value_of_css_property("left").rstrip("px"))
-                 for b in d.find_elements(By.CSS_SELECTOR, ".tl-bar")]
-        check("the bars follow one another", lefts == sorted(lefts), lefts)
+        bars = d.find_elements(By.CSS_SELECTOR, ".tl-bar")
+        lefts = [float(b.value_of_css_property("left").rstrip("px")) for b in bars]
+        widths = [b.size["width"] for b in bars]
+        check("the bars follow one another",
+              all(a < b for a, b in zip(lefts, lefts[1:])) and all(w > 0 for w in widths),
+              (lefts, widths))
         check("the output is the chain's",
               json.loads(text_of(d, "#output")) == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"],
               text_of(d, "#output"))
         if screenshot:
             d.save_screenshot(screenshot)
-        logs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
-                and "401" not in e["message"] and "403" not in e["message"]]
-        check("no script error in the browser console", not logs, logs)
+
+        # An address that does not decode: a message, not a blank page.
+        d.get(f"{origin}/dashboard/#/instances/100%")
+        until("a malformed address says so",
+              lambda: "not an instance address" in d.find_element(By.ID, "flash").text)
+        logs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        check("no error in the browser console besides the refusals provoked", not logs, logs)
     finally:
         d.quit()
 

@@ -265,8 +265,10 @@ async fn the_client_crate_and_the_cli_send_their_key() {
 
     let anonymous = DurableClient::http([node.origin.as_str()]).unwrap();
     let start = |c: &DurableClient, id: Option<&str>| {
-        let mut opts = StartOptions::default();
-        opts.instance_id = id.map(str::to_string);
+        let opts = StartOptions {
+            instance_id: id.map(str::to_string),
+            ..StartOptions::default()
+        };
         let c = c.clone();
         async move {
             c.schedule_new_orchestration("HelloSequence", &(), opts)

@@ -5,6 +5,8 @@
 const BASE = "/runtime/webhooks/durabletask";
 const STATUSES = ["Pending", "Running", "Suspended", "Completed", "ContinuedAsNew", "Failed", "Terminated"];
 const REFRESH_MS = 5000;
+// Most rows a history table or a timeline shows.
+const MAX_ROWS = 1000;
 
 // ---- the API key: from ?code= (then kept for the tab), or typed into the key bar ----
 let apiKey = null;
@@ -12,6 +14,8 @@ let apiKey = null;
   const q = new URLSearchParams(location.search).get("code");
   if (q) {
     sessionStorage.setItem("perdure-key", q);
+    // Out of the address bar and the history: the key stays in this tab's storage only.
+    history.replaceState(null, "", location.pathname + location.hash);
   }
   apiKey = sessionStorage.getItem("perdure-key");
 })();
@@ -100,33 +104,62 @@ function askForKey(message) {
 }
 
 // ---- routing: #/instances, #/instances/<id>, #/entities, #/cluster ----
-let current = null; // { refresh: async () => {} } of the view shown
+let current = null; // the view shown: { live, refresh(isCurrent) }
 function route() {
-  const hash = decodeURIComponent(location.hash.replace(/^#/, "")) || "/instances";
+  const hash = location.hash.replace(/^#/, "") || "/instances";
   for (const a of document.querySelectorAll("header nav a")) {
     a.classList.toggle("active", hash.startsWith(a.getAttribute("href").slice(1)));
   }
   flash("");
-  if (hash.startsWith("/instances/")) current = instancePage(hash.slice("/instances/".length));
-  else if (hash.startsWith("/entities")) current = entitiesPage();
+  if (hash.startsWith("/instances/")) {
+    let id;
+    try {
+      id = decodeURIComponent(hash.slice("/instances/".length));
+    } catch (_) {
+      current = null;
+      show(el("h2", {}, "Instance"));
+      flash(`not an instance address: ${hash}`);
+      return;
+    }
+    current = instancePage(id);
+  } else if (hash.startsWith("/entities")) current = entitiesPage();
   else if (hash.startsWith("/cluster")) current = clusterPage();
   else current = instancesPage();
-  current.refresh().catch((e) => flash(e.message));
+  refreshView();
 }
 
-// Live refresh: one request at a time, only while the tab is visible.
-let refreshing = false;
-setInterval(async () => {
-  if (!document.getElementById("live").checked || document.visibilityState !== "visible") return;
-  if (refreshing || !current || !current.live) return;
-  refreshing = true;
-  try {
-    await current.refresh();
-  } catch (e) {
-    flash(e.message);
-  } finally {
-    refreshing = false;
+// Refreshes run one at a time, in order: a refresh asked for while one runs runs after it,
+// on whatever view is shown then; a reply for a view no longer shown is dropped.
+let inFlight = false;
+let again = false;
+async function refreshView() {
+  if (inFlight) {
+    again = true;
+    return;
   }
+  inFlight = true;
+  try {
+    do {
+      again = false;
+      const view = current;
+      if (!view) break;
+      const isCurrent = () => view === current;
+      try {
+        await view.refresh(isCurrent);
+      } catch (e) {
+        if (isCurrent()) flash(e.message);
+      }
+    } while (again);
+  } finally {
+    inFlight = false;
+  }
+}
+
+// Live refresh, only while the tab is visible and nothing else is being fetched.
+setInterval(() => {
+  if (!document.getElementById("live").checked || document.visibilityState !== "visible") return;
+  if (inFlight || !current || !current.live) return;
+  refreshView();
 }, REFRESH_MS);
 
 async function health() {
@@ -144,6 +177,21 @@ async function health() {
 setInterval(() => {
   if (document.visibilityState === "visible") health();
 }, REFRESH_MS);
+
+// Previous / next over a list's continuation tokens; a click while a page is being fetched
+// is ignored (the token of the page after it is not known yet).
+function pagerOf(state, at, continuation) {
+  const go = (to) => () => {
+    if (inFlight || state.page !== at) return;
+    state.page = to;
+    refreshView();
+  };
+  return [
+    el("button", { type: "button", class: "prev", disabled: at === 0, onclick: go(at - 1) }, "‹ previous"),
+    el("span", { class: "muted page-number" }, `page ${at + 1}`),
+    el("button", { type: "button", class: "next", disabled: !continuation, onclick: go(at + 1) }, "next ›"),
+  ];
+}
 
 // ---- instances ----
 const listState = { filters: { statuses: [], name: "", prefix: "", from: "", to: "", top: "50" }, tokens: [null], page: 0 };
@@ -169,7 +217,7 @@ function instancesPage() {
     el("label", {}, "id prefix", input("prefix", f.prefix, { placeholder: "order-" })),
     el("label", {}, "created from", input("from", f.from, { type: "datetime-local" })),
     el("label", {}, "created to", input("to", f.to, { type: "datetime-local" })),
-    el("label", {}, "page size", el("select", { name: "top" }, ["25", "50", "100", "500"].map((n) => el("option", { value: n, selected: n === f.top }, n)))),
+    el("label", {}, "page size", el("select", { name: "top" }, ["10", "25", "50", "100", "500"].map((n) => el("option", { value: n, selected: n === f.top }, n)))),
     el("button", { type: "submit", id: "apply" }, "Apply"));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -182,13 +230,13 @@ function instancesPage() {
     f.top = data.get("top");
     listState.tokens = [null];
     listState.page = 0;
-    page.refresh().catch((e) => flash(e.message));
+    refreshView();
   });
   show(el("h2", {}, "Instances"), form, countsBox, tableBox, pager);
 
   const page = {
     live: true,
-    async refresh() {
+    async refresh(isCurrent) {
       const q = new URLSearchParams();
       if (f.statuses.length) q.set("runtimeStatus", f.statuses.join(","));
       if (f.name) q.set("name", f.name);
@@ -196,12 +244,14 @@ function instancesPage() {
       if (isoOf(f.from)) q.set("createdTimeFrom", isoOf(f.from));
       if (isoOf(f.to)) q.set("createdTimeTo", isoOf(f.to));
       q.set("top", f.top);
-      const token = listState.tokens[listState.page];
+      const at = listState.page;
+      const token = listState.tokens[at];
       const cq = f.name ? `?name=${encodeURIComponent(f.name)}` : "";
       const [list, counts] = await Promise.all([
         api("GET", `/instances?${q}`, { continuation: token }),
         api("GET", `/instanceCounts${cq}`),
       ]);
+      if (!isCurrent() || at !== listState.page) return;
       countsBox.replaceChildren(...STATUSES.map((s) =>
         el("button", { class: "count", type: "button", "data-status": s, onclick: () => {
           f.statuses = [s];
@@ -219,17 +269,8 @@ function instancesPage() {
       tableBox.replaceChildren(el("table", { id: "instance-table" },
         el("thead", {}, el("tr", {}, ["instance", "name", "status", "created", "updated", "custom status"].map((h) => el("th", {}, h)))),
         el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no instance matches")))));
-      listState.tokens[listState.page + 1] = list.continuation || undefined;
-      pager.replaceChildren(
-        el("button", { type: "button", id: "prev", disabled: listState.page === 0, onclick: () => {
-          listState.page -= 1;
-          page.refresh().catch((e) => flash(e.message));
-        } }, "‹ previous"),
-        el("span", { class: "muted" }, `page ${listState.page + 1}`),
-        el("button", { type: "button", id: "next", disabled: !list.continuation, onclick: () => {
-          listState.page += 1;
-          page.refresh().catch((e) => flash(e.message));
-        } }, "next ›"));
+      listState.tokens[at + 1] = list.continuation || undefined;
+      pager.replaceChildren(...pagerOf(listState, at, list.continuation));
     },
   };
   return page;
@@ -238,10 +279,15 @@ function instancesPage() {
 // ---- one instance ----
 function timelineOf(events, status) {
   if (!events || !events.length) return null;
-  const t = (e) => Date.parse(e.Timestamp);
-  const start = Math.min(...events.map(t));
+  const t = (e) => Date.parse(e.Timestamp) || 0;
+  let start = Infinity;
+  let last = 0;
+  for (const e of events) {
+    start = Math.min(start, t(e));
+    last = Math.max(last, t(e));
+  }
   const finished = !["Running", "Pending", "Suspended"].includes(status);
-  const end = Math.max(finished ? 0 : Date.now(), ...events.map(t));
+  const end = finished ? last : Math.max(last, Date.now());
   const span = Math.max(end - start, 1);
   const byId = new Map();
   const rows = [];
@@ -288,7 +334,8 @@ function timelineOf(events, status) {
     }
   }
   const pct = (x) => `${(((x - start) / span) * 100).toFixed(2)}%`;
-  const bars = rows.map((r) => {
+  const cut = rows.length > MAX_ROWS;
+  const bars = rows.slice(0, MAX_ROWS).map((r) => {
     const to = r.to === null ? end : r.to;
     const cls = r.kind === "point" ? "tl-bar point" : r.kind === "failed" ? "tl-bar failed" : r.kind === "open" ? "tl-bar open" : "tl-bar";
     const style = { left: pct(r.from) };
@@ -299,6 +346,7 @@ function timelineOf(events, status) {
   });
   return el("div", { class: "timeline", id: "timeline" },
     bars.length ? bars : el("div", { class: "muted" }, "no activity, timer, sub-orchestration or event yet"),
+    cut ? el("div", { class: "muted" }, `the first ${MAX_ROWS} of ${rows.length} rows`) : null,
     el("div", { class: "tl-axis" }, el("span", {}, "0 ms"), el("span", {}, `${end - start} ms`)));
 }
 
@@ -316,10 +364,14 @@ function detailOf(e) {
 
 function instancePage(id) {
   const path = `/instances/${encodeURIComponent(id)}`;
+  let acting = false;
   const act = async (label, method, suffix, opts) => {
-    if (!confirm(`${label} ${id}?`)) return;
+    // The id quoted: bidirectional characters in it cannot reorder the question.
+    if (acting || !confirm(`${label} ${JSON.stringify(id)}?`)) return;
+    acting = true;
     try {
       const r = await api(method, path + suffix, opts);
+      if (current !== page) return;
       flash(`${label}: done (${r.status})`, true);
       if (method === "DELETE") {
         location.hash = "#/instances";
@@ -329,15 +381,18 @@ function instancePage(id) {
         location.hash = `#/instances/${encodeURIComponent(r.data.id)}`;
         return;
       }
-      await page.refresh();
+      page.shown = null;
+      refreshView();
     } catch (e) {
-      flash(e.message);
+      if (current === page) flash(e.message);
+    } finally {
+      acting = false;
     }
   };
   const reason = el("input", { id: "reason", placeholder: "reason" });
   const eventName = el("input", { id: "event-name", placeholder: "event name" });
   const eventData = el("input", { id: "event-data", placeholder: "JSON data (optional)" });
-  const newId = el("input", { type: "checkbox", id: "restart-new-id" });
+  const newId = el("input", { type: "checkbox", id: "restart-new-id", checked: true });
   const why = () => (reason.value ? `?reason=${encodeURIComponent(reason.value)}` : "");
   const actions = el("div", { class: "actions" },
     reason,
@@ -375,17 +430,23 @@ function instancePage(id) {
 
   const page = {
     live: true,
-    async refresh() {
+    shown: null, // what the page shows: status and last update, to skip unchanged refreshes
+    async refresh(isCurrent) {
       const r = await api("GET", `${path}?showHistory=true&showHistoryOutput=true&showInput=true`, { accept: [404] });
+      if (!isCurrent()) return;
       if (r.status === 404) {
+        // Kept live: the instance may be about to start.
+        page.shown = null;
         fields.replaceChildren(el("dt", {}, "status"), el("dd", { id: "status" }, "not found"));
         payloads.replaceChildren();
         timeline.replaceChildren();
         table.replaceChildren();
-        page.live = false;
         return;
       }
       const s = r.data;
+      const shown = `${s.runtimeStatus} ${s.lastUpdatedTime} ${(s.historyEvents || []).length}`;
+      if (shown === page.shown) return;
+      page.shown = shown;
       const row = (k, v, attrs) => [el("dt", {}, k), el("dd", attrs || {}, v === undefined || v === null ? "" : v)];
       fields.replaceChildren(
         ...row("name", s.name),
@@ -403,9 +464,14 @@ function instancePage(id) {
         s.failureDetails ? el("pre", { id: "failure" }, json(s.failureDetails)) : null);
       const events = s.historyEvents || [];
       timeline.replaceChildren(timelineOf(events, s.runtimeStatus) || el("div", { class: "muted" }, "no history"));
-      table.replaceChildren(el("table", { id: "history" },
+      // A large history: its first and last events (the API has them all).
+      const cut = events.length > MAX_ROWS;
+      const rows = cut ? events.slice(0, MAX_ROWS / 2).concat(events.slice(-MAX_ROWS / 2)) : events;
+      replace(table, cut ? el("p", { class: "muted", id: "history-cut" },
+        `${events.length} events: the first and last ${MAX_ROWS / 2} are shown (GET ${path}?showHistory=true has them all)`) : null,
+      el("table", { id: "history" },
         el("thead", {}, el("tr", {}, ["id", "event", "time", "details"].map((h) => el("th", {}, h)))),
-        el("tbody", {}, events.map((e) => el("tr", {},
+        el("tbody", {}, rows.map((e) => el("tr", {},
           el("td", {}, e.EventId === -1 ? "" : String(e.EventId)),
           el("td", {}, e.EventType),
           el("td", {}, when(e.Timestamp)),
@@ -428,14 +494,16 @@ function entitiesPage() {
     entityState.name = nameInput.value.trim();
     entityState.tokens = [null];
     entityState.page = 0;
-    page.refresh().catch((e) => flash(e.message));
+    refreshView();
   });
   show(el("h2", {}, "Entities"), form, box, pager);
   const page = {
     live: true,
-    async refresh() {
+    async refresh(isCurrent) {
       const path = entityState.name ? `/entities/${encodeURIComponent(entityState.name)}` : "/entities";
-      const r = await api("GET", `${path}?fetchState=true&top=50`, { continuation: entityState.tokens[entityState.page] });
+      const at = entityState.page;
+      const r = await api("GET", `${path}?fetchState=true&top=50`, { continuation: entityState.tokens[at] });
+      if (!isCurrent() || at !== entityState.page) return;
       const rows = (r.data || []).map((e) => el("tr", {},
         el("td", {}, e.entityId.name),
         el("td", {}, e.entityId.key),
@@ -446,17 +514,8 @@ function entitiesPage() {
       box.replaceChildren(el("table", { id: "entity-table" },
         el("thead", {}, el("tr", {}, ["name", "key", "state", "locked by", "backlog", "last operation"].map((h) => el("th", {}, h)))),
         el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no entity")))));
-      entityState.tokens[entityState.page + 1] = r.continuation || undefined;
-      pager.replaceChildren(
-        el("button", { type: "button", disabled: entityState.page === 0, onclick: () => {
-          entityState.page -= 1;
-          page.refresh().catch((e) => flash(e.message));
-        } }, "‹ previous"),
-        el("span", { class: "muted" }, `page ${entityState.page + 1}`),
-        el("button", { type: "button", disabled: !r.continuation, onclick: () => {
-          entityState.page += 1;
-          page.refresh().catch((e) => flash(e.message));
-        } }, "next ›"));
+      entityState.tokens[at + 1] = r.continuation || undefined;
+      pager.replaceChildren(...pagerOf(entityState, at, r.continuation));
     },
   };
   return page;
@@ -469,8 +528,9 @@ function clusterPage() {
   show(el("h2", {}, "Cluster"), el("h3", {}, "Nodes"), nodes, el("h3", {}, "Partitions"), parts);
   return {
     live: true,
-    async refresh() {
+    async refresh(isCurrent) {
       const [n, p] = await Promise.all([api("GET", "/cluster/nodes"), api("GET", "/cluster/partitions")]);
+      if (!isCurrent()) return;
       const ms = (t) => (t ? new Date(t).toISOString().replace("T", " ").replace("Z", "") : "");
       nodes.replaceChildren(
         el("p", { class: "muted" }, `seen from ${n.data.node}`, n.data.notReady ? ` (not ready: ${n.data.notReady})` : ""),
