@@ -23,9 +23,16 @@ async fn start_node(dir: &std::path::Path) -> anyhow::Result<NodeHandle> {
 }
 
 async fn start_node_on(store: Arc<dyn perdure_node::store::Store>) -> anyhow::Result<NodeHandle> {
+    start_node_with(store, NodeOptions::default()).await
+}
+
+async fn start_node_with(
+    store: Arc<dyn perdure_node::store::Store>,
+    opts: NodeOptions,
+) -> anyhow::Result<NodeHandle> {
     let opts = NodeOptions {
         max_concurrent_activities: std::num::NonZeroUsize::new(256).context("nonzero")?,
-        ..NodeOptions::default()
+        ..opts
     };
     Ok(Node::builder()
         .registry(Arc::new(perdure_node::sample::sample_registry()))
@@ -381,13 +388,21 @@ pub(crate) fn entity(rest: &[String]) -> anyhow::Result<()> {
     })
 }
 
-/// `waiting`: N `Approval` orchestrations waiting for an event; RSS and bytes per instance.
+/// `waiting`: N `Approval` orchestrations waiting for an event; RSS and bytes per instance
+/// while they are in memory, then (with `--passivate-secs S`, the node's idle passivation)
+/// once every instance has left memory.
 pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
     let n = arg(rest, "--n", 100_000);
     let concurrency = arg(rest, "--concurrency", 256) as usize;
+    let passivate = arg(rest, "--passivate-secs", 0);
     let dir = tempfile::tempdir()?;
     runtime()?.block_on(async {
-        let node = start_node(dir.path()).await?;
+        let store = Arc::new(EmbeddedStore::open(dir.path()).context("open embedded store")?);
+        let mut opts = NodeOptions::default();
+        if passivate > 0 {
+            opts.idle_passivation = Duration::from_secs(passivate);
+        }
+        let node = start_node_with(store, opts).await?;
         let before = Memory::now().rss;
         let input = Payload::json(&json!({"timeoutSeconds": 864_000}))?;
         let t0 = Instant::now();
@@ -428,7 +443,29 @@ pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
             .unwrap_or(0);
         let memory = Memory::now();
         let after = memory.rss;
+        let seconds_to_start = t0.elapsed().as_secs_f64();
         eprintln!("waiting: {running} running; RSS {} MiB", after >> 20);
+        let mut passivated = serde_json::Value::Null;
+        if passivate > 0 {
+            let t1 = Instant::now();
+            while m.active_instances.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Let the last sweeps' frees settle.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let rss = Memory::now().rss;
+            eprintln!(
+                "waiting: every instance passivated after {:.1?}; RSS {} MiB ({} armed timers)",
+                t1.elapsed(),
+                rss >> 20,
+                m.armed_timers.load(Ordering::Relaxed)
+            );
+            passivated = json!({
+                "rss_bytes": rss,
+                "bytes_per_passivated_instance": rss.saturating_sub(before) as f64 / n as f64,
+                "armed_timers": m.armed_timers.load(Ordering::Relaxed),
+            });
+        }
         node.shutdown().await;
         crate::measure::emit(json!({
             "scenario": "waiting",
@@ -438,7 +475,8 @@ pub(crate) fn waiting(rest: &[String]) -> anyhow::Result<()> {
             "rss_before_bytes": before,
             "peak_rss_bytes": memory.peak,
             "bytes_per_waiting_instance": (after.saturating_sub(before)) as f64 / n as f64,
-            "seconds_to_start": t0.elapsed().as_secs_f64(),
+            "seconds_to_start": seconds_to_start,
+            "passivated": passivated,
         }));
         Ok(())
     })

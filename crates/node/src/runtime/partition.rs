@@ -323,13 +323,15 @@ impl Partition {
                 self.add_pending(msgs);
             }
             PartitionMsg::Timers(ts) => {
-                self.shared
-                    .metrics
-                    .armed_timers
-                    .fetch_add(ts.len() as i64, Ordering::Relaxed);
+                // A timer a rescan already armed is replaced, not counted twice.
+                let armed = self.timers.len();
                 for (k, due, m) in ts {
                     self.timers.insert((due, k), m);
                 }
+                self.shared
+                    .metrics
+                    .armed_timers
+                    .fetch_add((self.timers.len() - armed) as i64, Ordering::Relaxed);
             }
             PartitionMsg::Forget(id) => {
                 // A run in flight still reports; the next one starts a fresh actor.
