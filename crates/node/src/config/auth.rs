@@ -25,8 +25,8 @@ pub struct AuthLayer {
     pub insecure_no_auth: Option<bool>,
 }
 
-/// One key of the `[auth]` table.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// One key of the `[auth]` table. Its `Debug` never shows a secret.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLayer {
     /// A name shown in logs (default: `key-N`).
@@ -38,6 +38,17 @@ pub struct KeyLayer {
     /// The key itself: only from the environment, never read from a file.
     #[serde(skip)]
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for KeyLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyLayer")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("sha256", &self.sha256)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `PERDURE_API_KEYS`: comma-separated `role:secret` or `role:sha256:digest`.
@@ -178,6 +189,18 @@ mod tests {
             Some(Role::Admin)
         );
         assert!(!c.access.metrics_open);
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let e = env(&[("PERDURE_API_KEYS", "admin:pd_secret_aaaaaaaaaaaaaaaa")]);
+        let text = format!("{e:?}");
+        assert!(
+            !text.contains("pd_secret") && text.contains("<redacted>"),
+            "{text}"
+        );
+        let c = NodeConfig::resolve(&[("environment", e)]).unwrap();
+        assert!(!format!("{c:?}").contains("pd_secret"));
     }
 
     #[test]
