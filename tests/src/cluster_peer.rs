@@ -179,7 +179,7 @@ pub fn write_test_certs(dir: &std::path::Path) -> anyhow::Result<()> {
     run(&csr)?;
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=DNS:perdure\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+        "subjectAltName=DNS:perdure,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
     )?;
     run(&[
         "x509",

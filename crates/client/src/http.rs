@@ -40,6 +40,9 @@ pub struct HttpClientOptions {
     /// The API key sent with every request (`Authorization: Bearer`), for nodes that
     /// require keys.
     pub api_key: Option<String>,
+    /// PEM certificates trusted beside the public roots, for `https://` nodes whose
+    /// certificate a private CA signed.
+    pub ca_certificates: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for HttpClientOptions {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for HttpClientOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("wait_chunk", &self.wait_chunk)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("ca_certificates", &self.ca_certificates.len())
             .finish()
     }
 }
@@ -67,7 +71,15 @@ impl HttpClientOptions {
             connect_timeout: Duration::from_secs(3),
             wait_chunk: Duration::from_secs(30),
             api_key: None,
+            ca_certificates: Vec::new(),
         }
+    }
+
+    /// These options trusting the PEM certificate(s) `pem` (a private CA) for `https://`
+    /// nodes.
+    pub fn with_ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificates.push(pem.into());
+        self
     }
 
     /// These options with an API key.
@@ -177,11 +189,24 @@ impl HttpTransport {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(opts.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        for pem in &opts.ca_certificates {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(ClientError::Config(
+                    "CA certificate: no PEM certificate in it".into(),
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {

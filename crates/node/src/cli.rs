@@ -89,6 +89,12 @@ pub struct DevArgs {
     /// Log filter (`info`, `perdure_node=debug`).
     #[arg(long)]
     pub log: Option<String>,
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (with `--tls-key`).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Serve every route without API keys, even on an address other than loopback.
     #[arg(long)]
     pub insecure_no_auth: bool,
@@ -139,6 +145,12 @@ pub struct RunArgs {
     /// Cluster peers to dial at start, comma-separated `host:port` (a hint).
     #[arg(long)]
     pub cluster_seeds: Option<String>,
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (with `--tls-key`).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Serve every route without API keys, even on an address other than loopback.
     #[arg(long)]
     pub insecure_no_auth: bool,
@@ -159,6 +171,9 @@ pub enum ServeError {
     /// The cluster transport could not start.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The listeners' certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The gRPC listener failed.
     #[error("gRPC server on {addr}: {source}")]
     Grpc {
@@ -196,6 +211,8 @@ impl Cli {
                 flags.node.partitions = d.partitions;
                 flags.log.filter = d.log.clone();
                 flags.grpc.listen = d.grpc.clone();
+                flags.http.tls_cert = d.tls_cert.clone();
+                flags.http.tls_key = d.tls_key.clone();
                 if d.insecure_no_auth {
                     flags.auth.insecure_no_auth = Some(true);
                 }
@@ -233,6 +250,8 @@ impl Cli {
                 flags.log.filter = r.log.clone();
                 flags.cluster.listen = r.cluster_listen.clone();
                 flags.cluster.seeds = r.cluster_seeds.clone().map(crate::config::Seeds::Text);
+                flags.http.tls_cert = r.tls_cert.clone();
+                flags.http.tls_key = r.tls_key.clone();
                 if r.insecure_no_auth {
                     flags.auth.insecure_no_auth = Some(true);
                 }
@@ -431,10 +450,13 @@ pub struct ServeInfo {
     pub orchestrations: Vec<String>,
     /// API keys accepted (0: every route is open).
     pub api_keys: usize,
+    /// Whether HTTP and gRPC serve TLS.
+    pub tls: bool,
 }
 
 fn print_banner(info: &ServeInfo, dev: bool) {
-    let base = format!("http://{}{BASE_PATH}", info.addr);
+    let scheme = if info.tls { "https" } else { "http" };
+    let base = format!("{scheme}://{}{BASE_PATH}", info.addr);
     let store = match &info.store {
         StoreOptions::Memory => "in memory".to_string(),
         StoreOptions::Embedded { path } => format!("embedded at {}", path.display()),
@@ -442,16 +464,17 @@ fn print_banner(info: &ServeInfo, dev: bool) {
         StoreOptions::Foundationdb { .. } => "foundationdb".to_string(),
     };
     println!(
-        "perdure-node listening on http://{} (store: {store}, {} partitions)",
+        "perdure-node listening on {scheme}://{} (store: {store}, {} partitions)",
         info.addr, info.partitions
     );
     println!("  HTTP API: {base}/");
-    println!("  dashboard: http://{}/dashboard", info.addr);
+    println!("  dashboard: {scheme}://{}/dashboard", info.addr);
     if let Some(g) = info.grpc_addr {
-        println!("  gRPC:     {g} (Durable Task client RPCs, docs/grpc.md)");
+        let tls = if info.tls { ", TLS" } else { "" };
+        println!("  gRPC:     {g} (Durable Task client RPCs{tls}, docs/grpc.md)");
     }
     println!(
-        "  probes:   http://{0}/healthz  http://{0}/readyz  http://{0}/metrics",
+        "  probes:   {scheme}://{0}/healthz  {scheme}://{0}/readyz  {scheme}://{0}/metrics",
         info.addr
     );
     if info.api_keys == 0 {
@@ -535,6 +558,14 @@ pub async fn serve(
     if cfg.access.insecure_no_auth && cfg.access.keys.is_empty() {
         tracing::warn!(http = %cfg.http_bind, "serving without API keys (insecure_no_auth): anyone who reaches the node can drive and purge every instance");
     }
+    // Certificates are read before anything starts, so that a bad file stops the node at once.
+    let (http_tls, grpc_tls) = match &cfg.tls {
+        None => (None, None),
+        Some(files) => (
+            Some(crate::tls::server_config(files, &[b"http/1.1"])?),
+            Some(crate::tls::server_config(files, &[b"h2"])?),
+        ),
+    };
     let store = open_store_with_retry(&cfg.store).await?;
     // Bound before the node starts, so that its heartbeat record carries the real port.
     let listener = tokio::net::TcpListener::bind(cfg.http_bind)
@@ -550,12 +581,10 @@ pub async fn serve(
     let grpc_listener = bind_grpc(&cfg).await?;
     let mut node_opts = cfg.node.clone();
     if node_opts.cluster.http_address.is_none() {
-        node_opts.cluster.http_address = Some(
-            cfg.http
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{addr}")),
-        );
+        node_opts.cluster.http_address = Some(cfg.http.public_url.clone().unwrap_or_else(|| {
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{addr}")
+        }));
     }
     let transport = match &cfg.transport {
         None => None,
@@ -615,6 +644,7 @@ pub async fn serve(
         // The keys come from `cfg.access` only, for HTTP as for gRPC.
         keys: grpc_keys.clone(),
         metrics_open: cfg.access.metrics_open,
+        tls: cfg.tls.is_some(),
         ..cfg.http.clone()
     };
     let app = router(api.clone(), http_opts);
@@ -627,7 +657,16 @@ pub async fn serve(
             let stop = async move {
                 let _ = down.wait_for(|d| *d).await;
             };
-            crate::grpc::serve_with(api, listener, Some(grpc_down), workers, keys, stop).await
+            crate::grpc::serve_with(
+                api,
+                listener,
+                Some(grpc_down),
+                workers,
+                keys,
+                grpc_tls,
+                stop,
+            )
+            .await
         })
     });
     on_ready(ServeInfo {
@@ -637,15 +676,27 @@ pub async fn serve(
         partitions: node.partitions(),
         orchestrations,
         api_keys: cfg.access.keys.len(),
+        tls: cfg.tls.is_some(),
     });
     let signal = async move {
         shutdown.await;
         ready.store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = down_tx.send(true);
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await;
+    let served = match http_tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+        }
+        Some(config) => {
+            let listener = crate::tls::HttpsListener::new(listener, config)
+                .map_err(|source| ServeError::Http { addr, source })?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+        }
+    };
     if let (Some(task), Some(grpc_addr)) = (grpc_task, grpc_addr) {
         match task.await {
             Ok(Ok(())) => {}

@@ -91,6 +91,10 @@ pub struct HttpLayer {
     /// Log each request's body size as it arrives, at trace level (off by default; bodies
     /// are never logged).
     pub log_payloads: Option<bool>,
+    /// PEM certificate chain: with `tls_key`, the HTTP and gRPC listeners serve TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The `[grpc]` table: the Durable Task gRPC protocol (`docs/grpc.md`).
@@ -237,6 +241,8 @@ pub struct NodeConfig {
     pub transport: Option<crate::cluster::transport::TransportOptions>,
     /// API keys and their use (`[auth]`).
     pub access: AccessConfig,
+    /// TLS of the HTTP and gRPC listeners (`http.tls_cert`, `http.tls_key`).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a number of seconds.
@@ -476,6 +482,23 @@ impl NodeConfig {
         if let Some((v, _)) = pick(layers, |l| l.http.log_payloads.as_ref()) {
             http.log_payloads = *v;
         }
+        let tls = match (
+            pick(layers, |l| l.http.tls_cert.as_ref()),
+            pick(layers, |l| l.http.tls_key.as_ref()),
+        ) {
+            (None, None) => None,
+            (Some((cert, _)), Some((key, _))) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some((_, src)), None) | (None, Some((_, src))) => {
+                return Err(err(
+                    "http.tls_cert",
+                    &src,
+                    "TLS needs both http.tls_cert and http.tls_key".to_string(),
+                ));
+            }
+        };
         let grpc_listen = match pick(layers, |l| l.grpc.listen.as_ref()) {
             None => None,
             Some((v, _)) if v.trim().eq_ignore_ascii_case("off") => None,
@@ -502,6 +525,7 @@ impl NodeConfig {
             log_filter,
             transport,
             access,
+            tls,
         })
     }
 }

@@ -88,24 +88,25 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
-    serve_with(api, listener, None, None, Arc::default(), shutdown).await
+    serve_with(api, listener, None, None, Arc::default(), None, shutdown).await
 }
 
 /// Like [`serve`]; server-side waits end early once `shutting_down` turns true, and with
 /// `workers` the worker side is served too (work items of that hub; the node's executor
 /// must be a [`GrpcExecutors`] over it). The hub is closed when `shutdown` resolves, which
 /// ends the workers' streams. With `keys`, every call needs a key of the RPC's role
-/// ([`AccessLayer`]).
+/// ([`AccessLayer`]). With `tls` (offering `h2`, [`crate::tls::server_config`]), the
+/// listener serves TLS.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_with(
     api: Arc<dyn ManagementApi>,
     listener: tokio::net::TcpListener,
     shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
     workers: Option<Arc<WorkerHub>>,
     keys: Arc<crate::access::ApiKeys>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), GrpcError> {
-    // Small request/response messages: no Nagle delay.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut sidecar = Sidecar::new(api, shutting_down);
     if let Some(hub) = workers.clone() {
         sidecar = sidecar.with_workers(hub);
@@ -117,14 +118,33 @@ pub async fn serve_with(
             hub.close();
         }
     };
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(AccessLayer::new(keys))
         .add_service(
             proto::task_hub_sidecar_service_server::TaskHubSidecarServiceServer::new(sidecar)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(GrpcError::Transport)
+        );
+    let served = match tls {
+        None => {
+            // Small request/response messages: no Nagle delay.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        Some(config) => {
+            // The accept loop sets no-delay on each connection.
+            let conns = crate::tls::accept_loop(listener, config);
+            let incoming = futures::stream::unfold(conns, |mut conns| async move {
+                let (conn, _) = conns.recv().await?;
+                Some((Ok::<_, std::io::Error>(conn), conns))
+            });
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
+    served.map_err(GrpcError::Transport)
 }

@@ -79,6 +79,9 @@ pub struct HttpOptions {
     pub keys: Arc<crate::access::ApiKeys>,
     /// Whether `/metrics` is served without a key.
     pub metrics_open: bool,
+    /// Whether the listener serves TLS: management URIs built from the `Host` header then
+    /// start with `https://`.
+    pub tls: bool,
 }
 
 impl Default for HttpOptions {
@@ -94,6 +97,7 @@ impl Default for HttpOptions {
             shutting_down: None,
             keys: Arc::default(),
             metrics_open: true,
+            tls: false,
         }
     }
 }

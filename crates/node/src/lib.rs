@@ -15,3 +15,4 @@ pub mod runtime;
 pub mod sample;
 pub mod state;
 pub mod store;
+pub mod tls;

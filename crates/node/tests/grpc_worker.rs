@@ -56,6 +56,7 @@ impl Fixture {
                 None,
                 Some(hub),
                 Default::default(),
+                None,
                 async move {
                     let _ = stopped.await;
                 },

@@ -50,12 +50,13 @@ pub(crate) fn needed_role(method: &Method, path: &str, metrics_open: bool) -> Op
 
 /// The key a request presents, and whether it came in the query string.
 fn presented(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<(String, bool)> {
-    // A Bearer token first; another scheme (Basic from a proxy, say) is not a key and leaves
-    // the other two places to look at.
-    if let Some(v) = headers
+    // A Bearer token first; another scheme (Basic from a proxy, say) leaves the other places
+    // to look at, and is read last.
+    let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some((scheme, token)) = v.trim().split_once(' ')
+        .and_then(|v| v.trim().split_once(' '));
+    if let Some((scheme, token)) = authorization
         && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some((token.trim().to_string(), false));
@@ -63,12 +64,29 @@ fn presented(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<(String, bool
     if let Some(v) = headers.get("x-functions-key").and_then(|v| v.to_str().ok()) {
         return Some((v.trim().to_string(), false));
     }
-    uri.query()?;
-    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
-    pairs
-        .into_iter()
-        .find(|(k, v)| k.eq_ignore_ascii_case("code") && !v.is_empty())
-        .map(|(_, v)| (v, true))
+    if uri.query().is_some()
+        && let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        && let Some((_, v)) = pairs
+            .into_iter()
+            .find(|(k, v)| k.eq_ignore_ascii_case("code") && !v.is_empty())
+    {
+        return Some((v, true));
+    }
+    // Basic: the key as the password (or, without one, as the user name), which is how a
+    // client that only takes URLs sends one: `https://key:<key>@host/...` (the Durable
+    // Functions Python client's binding URLs, through aiohttp).
+    let (scheme, token) = authorization?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((text.as_str(), ""));
+    let key = if password.is_empty() { user } else { password };
+    (!key.is_empty()).then(|| (key.to_string(), false))
 }
 
 /// The middleware: lets a request through when its key's role suffices (or when no key is
@@ -192,5 +210,26 @@ mod tests {
         assert_eq!(presented(&h, &uri), Some(("pd/key".to_string(), true)));
         let bare: axum::http::Uri = "/x".parse().unwrap();
         assert_eq!(presented(&HeaderMap::new(), &bare), None);
+        // Basic is read last: the password, or the user name when there is no password.
+        assert_eq!(presented(&h, &bare), None, "xyz is not base64 of anything");
+        let basic = |creds: &str| {
+            use base64::Engine as _;
+            let mut h = HeaderMap::new();
+            let v = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(creds)
+            );
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(&v).unwrap());
+            h
+        };
+        let k = |s: &str| Some((s.to_string(), false));
+        assert_eq!(presented(&basic("key:pd_secret"), &bare), k("pd_secret"));
+        assert_eq!(presented(&basic("pd_secret:"), &bare), k("pd_secret"));
+        assert_eq!(presented(&basic("pd_secret"), &bare), k("pd_secret"));
+        assert_eq!(presented(&basic(":"), &bare), None);
+        assert_eq!(
+            presented(&basic("u:p"), &uri),
+            Some(("pd/key".into(), true))
+        );
     }
 }

@@ -165,7 +165,8 @@ pub(crate) fn base_url_of(state: &AppState, host: Option<&HeaderValue>) -> Strin
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("localhost");
-    format!("http://{host}{BASE_PATH}")
+    let scheme = if state.opts.tls { "https" } else { "http" };
+    format!("{scheme}://{host}{BASE_PATH}")
 }
 
 /// The status query URI of an instance under a base URL.

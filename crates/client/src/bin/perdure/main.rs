@@ -56,6 +56,10 @@ struct Cli {
     /// Prefer the variable: a flag's value shows in `ps` and in the shell's history.
     #[arg(long, env = "PERDURE_API_KEY", global = true, hide_env_values = true)]
     api_key: Option<ApiKey>,
+    /// PEM file of the CA that signed the node's TLS certificate (for `https://` URLs of
+    /// a private CA).
+    #[arg(long, env = "PERDURE_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -307,12 +311,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|u| u.trim().to_string())
         .filter(|u| !u.is_empty())
         .collect();
+    let ca = match &cli.ca_cert {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("--ca-cert {}", p.display()))?),
+        None => None,
+    };
     let opts = |urls: Vec<String>| {
-        let o = HttpClientOptions::new(urls);
-        match &cli.api_key {
-            Some(k) => o.with_api_key(k.0.clone()),
-            None => o,
+        let mut o = HttpClientOptions::new(urls);
+        if let Some(k) = &cli.api_key {
+            o = o.with_api_key(k.0.clone());
         }
+        if let Some(pem) = &ca {
+            o = o.with_ca_certificate(pem.clone());
+        }
+        o
     };
     let client = DurableClient::http_with(opts(urls.clone()))?;
     let as_json = cli.json;
@@ -481,6 +492,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster(
                 &urls,
                 cli.api_key.as_ref().map(|k| k.0.as_str()),
+                ca.as_deref(),
                 nodes_only,
                 as_json,
             )
@@ -510,6 +522,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn cluster(
     urls: &[String],
     api_key: Option<&str>,
+    ca: Option<&[u8]>,
     nodes_only: bool,
     as_json: bool,
 ) -> anyhow::Result<()> {
@@ -518,9 +531,13 @@ async fn cluster(
         .context("--url names no node")?
         .trim_end_matches('/')
         .to_string();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(pem) = ca {
+        for cert in reqwest::Certificate::from_pem_bundle(pem).context("--ca-cert")? {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    let http = http.build()?;
     let get = |path: &'static str| {
         let url = format!("{base}{path}");
         let http = http.clone();

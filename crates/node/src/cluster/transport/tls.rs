@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::{TlsFiles, TransportError};
@@ -28,19 +28,9 @@ impl Tls {
         // `aws-lc-rs` (the test binaries do) would panic here. Name the provider, unless the
         // application installed one already (then this is a no-op).
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-            .map_err(|e| err("certificate", &files.cert, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| err("certificate", &files.cert, e))?;
-        if certs.is_empty() {
-            return Err(err(
-                "certificate",
-                &files.cert,
-                "no certificate in the file",
-            ));
-        }
-        let key =
-            PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err("key", &files.key, e))?;
+        let tls = |e: crate::tls::TlsError| TransportError::Tls(e.to_string());
+        let certs = crate::tls::read_certs(&files.cert).map_err(tls)?;
+        let key = crate::tls::read_key(&files.key).map_err(tls)?;
         let mut roots = rustls::RootCertStore::empty();
         for ca in CertificateDer::pem_file_iter(&files.ca).map_err(|e| err("CA", &files.ca, e))? {
             let ca = ca.map_err(|e| err("CA", &files.ca, e))?;
