@@ -123,6 +123,11 @@ impl NodeProcess {
         Self::spawn_bin_dev("perdure-test-node", &[])
     }
 
+    /// Like [`NodeProcess::spawn_test_app`] with extra flags and environment variables.
+    pub fn spawn_test_app_env(extra: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_bin_dev_env("perdure-test-node", extra, envs)
+    }
+
     fn spawn_bin_dev(bin: &str, extra: &[&str]) -> anyhow::Result<Self> {
         Self::spawn_bin_dev_env(bin, extra, &[])
     }

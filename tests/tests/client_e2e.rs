@@ -217,6 +217,7 @@ async fn start_options_and_rewind(client: &DurableClient, tag: &str) {
                 instance_id: Some(format!("{tag}-later")),
                 scheduled_start: Some(at),
                 version: Some("2".into()),
+                trace_parent: None,
             },
         )
         .await

@@ -216,3 +216,70 @@ fn a_bad_certificate_stops_the_node_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("http.tls_key"), "{err}");
 }
+
+/// Idle sockets that never handshake do not keep other clients out: accepting never waits
+/// for handshakes, and one address cannot take the whole budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_do_not_keep_clients_out() {
+    let t = tls_node();
+    let addr: std::net::SocketAddr = t
+        .node
+        .origin
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    // 300 sockets from another loopback address, connected and silent.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(c) = s.connect(addr).await {
+            idle.push(c);
+        }
+    }
+    assert!(idle.len() >= 32, "{} idle sockets", idle.len());
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&t.ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/healthz", t.node.origin))
+        .send()
+        .await
+        .expect("served beside 300 idle sockets");
+    assert_eq!(r.status(), 200);
+    drop(idle);
+}
+
+/// A stop ends even while clients hold requests open (half-sent HTTP headers, a gRPC
+/// connection that never speaks): they are dropped `http.max_wait` + 5 s after the signal.
+#[test]
+fn a_stop_ends_while_clients_hold_requests_open() {
+    use std::io::Write as _;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let grpc = format!("127.0.0.1:{port}");
+    let node =
+        NodeProcess::spawn_dev_env(&["--grpc", &grpc], &[("PERDURE_MAX_WAIT", "1s")]).unwrap();
+    let http_addr = node.origin.trim_start_matches("http://").to_string();
+    let mut half = std::net::TcpStream::connect(&http_addr).unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let _silent = std::net::TcpStream::connect(&grpc).unwrap();
+    // The request is being read when the stop comes.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    node.signal("TERM").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(node.wait_exit());
+    });
+    let exited = rx
+        .recv_timeout(std::time::Duration::from_secs(40))
+        .expect("the node stops although clients hold requests open");
+    assert!(exited.unwrap(), "clean exit");
+    drop(half);
+}

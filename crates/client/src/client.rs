@@ -46,6 +46,9 @@ pub struct StartOptions {
     pub scheduled_start: Option<Timestamp>,
     /// The orchestration version.
     pub version: Option<String>,
+    /// A W3C `traceparent` (`00-<trace id>-<span id>-01`): the orchestration's spans join
+    /// that trace (sent as the `traceparent` header; see docs/operations.md, "Traces").
+    pub trace_parent: Option<String>,
 }
 
 impl StartOptions {
@@ -168,6 +171,7 @@ impl DurableClient {
         req.instance_id = opts.instance_id.as_deref().map(id).transpose()?;
         req.scheduled_start = opts.scheduled_start;
         req.version = opts.version;
+        req.trace_parent = opts.trace_parent;
         self.start(req).await
     }
 

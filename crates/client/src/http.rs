@@ -244,7 +244,7 @@ impl HttpTransport {
         method: Method,
         path: &str,
         body: Body,
-        continuation: Option<&str>,
+        header: Option<(&'static str, &str)>,
         extra_timeout: Duration,
     ) -> ClientResult<Answer> {
         let n = self.nodes.len();
@@ -267,8 +267,8 @@ impl HttpTransport {
                 None if method == Method::POST => req.header(CONTENT_TYPE, JSON_TYPE),
                 None => req,
             };
-            if let Some(c) = continuation {
-                req = req.header(CONTINUATION, c);
+            if let Some((name, value)) = header {
+                req = req.header(name, value);
             }
             match req.send().await {
                 Err(e) => {
@@ -401,8 +401,10 @@ impl HttpTransport {
         }
         // The request is ours: its payload becomes the body without a copy.
         let input = req.input.map(|p| Bytes::from(p.data));
+        // The W3C trace context the orchestration's spans join.
+        let trace = req.trace_parent.as_deref().map(|t| ("traceparent", t));
         let a = self
-            .send(Method::POST, &path, input, None, Duration::ZERO)
+            .send(Method::POST, &path, input, trace, Duration::ZERO)
             .await?;
         let a = Self::expect(a, &[StatusCode::ACCEPTED, StatusCode::OK])?;
         let id: IdWire = Self::decode(&a)?;
@@ -528,7 +530,7 @@ impl HttpTransport {
                 Method::GET,
                 &path,
                 None,
-                q.continuation.as_deref(),
+                q.continuation.as_deref().map(|c| (CONTINUATION, c)),
                 Duration::ZERO,
             )
             .await?;

@@ -41,6 +41,8 @@ pub struct StartRequest {
     pub scheduled_start: Option<Timestamp>,
     /// What to do if the id exists.
     pub reuse_policy: IdReusePolicy,
+    /// The W3C `traceparent` the orchestration's spans join (stored with the instance).
+    pub trace_parent: Option<String>,
 }
 
 impl StartRequest {
@@ -53,6 +55,7 @@ impl StartRequest {
             input: None,
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
+            trace_parent: None,
         }
     }
 }

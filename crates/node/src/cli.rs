@@ -89,6 +89,9 @@ pub struct DevArgs {
     /// Log filter (`info`, `perdure_node=debug`).
     #[arg(long)]
     pub log: Option<String>,
+    /// OTLP/HTTP endpoint to export spans to (`http://collector:4318`).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
     /// PEM certificate chain: serve HTTP and gRPC over TLS (with `--tls-key`).
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -145,6 +148,9 @@ pub struct RunArgs {
     /// Cluster peers to dial at start, comma-separated `host:port` (a hint).
     #[arg(long)]
     pub cluster_seeds: Option<String>,
+    /// OTLP/HTTP endpoint to export spans to (`http://collector:4318`).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
     /// PEM certificate chain: serve HTTP and gRPC over TLS (with `--tls-key`).
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -212,6 +218,7 @@ impl Cli {
                 flags.log.filter = d.log.clone();
                 flags.grpc.listen = d.grpc.clone();
                 flags.http.tls_cert = d.tls_cert.clone();
+                flags.telemetry.otlp_endpoint = d.otlp_endpoint.clone();
                 flags.http.tls_key = d.tls_key.clone();
                 if d.insecure_no_auth {
                     flags.auth.insecure_no_auth = Some(true);
@@ -251,6 +258,7 @@ impl Cli {
                 flags.cluster.listen = r.cluster_listen.clone();
                 flags.cluster.seeds = r.cluster_seeds.clone().map(crate::config::Seeds::Text);
                 flags.http.tls_cert = r.tls_cert.clone();
+                flags.telemetry.otlp_endpoint = r.otlp_endpoint.clone();
                 flags.http.tls_key = r.tls_key.clone();
                 if r.insecure_no_auth {
                     flags.auth.insecure_no_auth = Some(true);
@@ -346,11 +354,39 @@ pub fn main(registry: Registry) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    // Spans go to OTLP when an endpoint is configured (set up before the runtime: the
+    // exporter's HTTP client is a blocking one).
+    let (telemetry, otel) = match &cfg.otlp_endpoint {
+        None => (None, None),
+        Some(endpoint) => {
+            match crate::telemetry::Telemetry::install(endpoint, &cfg.node.cluster.name) {
+                Ok((t, tracer)) => (
+                    Some(t),
+                    Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                ),
+                Err(e) => {
+                    eprintln!("perdure-node: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr);
+        use tracing_subscriber::Layer as _;
+        // The log filter is the log's; the exported spans are the runtime's own (info and
+        // above), whatever the log shows.
+        let spans = tracing_subscriber::filter::Targets::new()
+            .with_target("perdure_node", tracing::Level::INFO);
+        let _ = tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .with(otel.map(|l| l.with_filter(spans)))
+            .try_init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -369,6 +405,10 @@ pub fn main(registry: Registry) -> ExitCode {
         })
         .await
     });
+    drop(rt);
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -489,10 +529,17 @@ fn print_banner(info: &ServeInfo, dev: bool) {
     }
     if dev {
         println!("  orchestrations: {}", info.orchestrations.join(", "));
+        let mut adds = Vec::new();
         if info.api_keys > 0 {
-            println!("Try (add -H 'Authorization: Bearer <key>' to each: this node has API keys):");
-        } else {
+            adds.push("-H 'Authorization: Bearer <key>' (this node has API keys)");
+        }
+        if info.tls {
+            adds.push("--cacert <your CA file> (TLS)");
+        }
+        if adds.is_empty() {
             println!("Try:");
+        } else {
+            println!("Try (add {} to each):", adds.join(" and "));
         }
         println!("  curl -i -X POST {base}/orchestrators/HelloSequence");
         println!("  curl -s {base}/instances/<id from the answer>");
@@ -544,6 +591,9 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         tracing::info!("shutdown requested");
     }
 }
+
+/// Beyond `http.max_wait`, how long requests running at a stop may take to finish.
+const DRAIN_EXTRA: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves a node: opens the store, starts the runtime, serves the HTTP API on the configured
 /// address, calls `on_ready` once listening, and on `shutdown` stops accepting requests, lets
@@ -645,6 +695,7 @@ pub async fn serve(
         keys: grpc_keys.clone(),
         metrics_open: cfg.access.metrics_open,
         tls: cfg.tls.is_some(),
+        traces: cfg.node.traces,
         ..cfg.http.clone()
     };
     let app = router(api.clone(), http_opts);
@@ -683,31 +734,59 @@ pub async fn serve(
         ready.store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = down_tx.send(true);
     };
-    let served = match http_tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-        }
-        Some(config) => {
-            let listener = crate::tls::HttpsListener::new(listener, config)
-                .map_err(|source| ServeError::Http { addr, source })?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
+    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match http_tls {
+            None => Box::pin(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .await
+            }),
+            Some(config) => {
+                let listener = crate::tls::HttpsListener::new(listener, config)
+                    .map_err(|source| ServeError::Http { addr, source })?;
+                Box::pin(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(signal)
+                        .await
+                })
+            }
+        };
+    // Requests running when the stop comes get this long to finish (their server-side waits
+    // end at once); a connection that keeps a request open longer (a client that never sends
+    // the rest of it) is dropped then, so that a stop always ends.
+    let grace = cfg.http.max_wait + DRAIN_EXTRA;
+    let stopping = {
+        let mut down = down_rx.clone();
+        async move {
+            let _ = down.wait_for(|d| *d).await;
+            tokio::time::sleep(grace).await;
         }
     };
-    if let (Some(task), Some(grpc_addr)) = (grpc_task, grpc_addr) {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => {
+    let served = tokio::select! {
+        r = serving => r,
+        _ = stopping => {
+            tracing::warn!(?grace, "HTTP requests still open after the stop; dropping them");
+            Ok(())
+        }
+    };
+    if let (Some(mut task), Some(grpc_addr)) = (grpc_task, grpc_addr) {
+        match tokio::time::timeout(grace, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(source))) => {
                 tracing::error!(error = %error_chain(&source), "gRPC server failed");
                 return Err(ServeError::Grpc {
                     addr: grpc_addr,
                     source,
                 });
             }
-            Err(e) => tracing::error!(error = %e, "gRPC server task failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "gRPC calls still open after the stop; dropping them"
+                );
+                task.abort();
+            }
         }
     }
     tracing::info!("HTTP server stopped; stopping the runtime");

@@ -174,6 +174,14 @@ pub struct LogLayer {
     pub filter: Option<String>,
 }
 
+/// The `[telemetry]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryLayer {
+    /// OTLP/HTTP endpoint spans are exported to (`http://collector:4318`); unset: none.
+    pub otlp_endpoint: Option<String>,
+}
+
 /// One layer of configuration (a file, the environment, or the flags); unset fields fall
 /// through to the layer below.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -200,6 +208,9 @@ pub struct ConfigLayer {
     /// `[auth]`.
     #[serde(default)]
     pub auth: AuthLayer,
+    /// `[telemetry]`.
+    #[serde(default)]
+    pub telemetry: TelemetryLayer,
 }
 
 impl ConfigLayer {
@@ -243,6 +254,8 @@ pub struct NodeConfig {
     pub access: AccessConfig,
     /// TLS of the HTTP and gRPC listeners (`http.tls_cert`, `http.tls_key`).
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Where spans are exported (`telemetry.otlp_endpoint`; None: not exported).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a number of seconds.
@@ -491,12 +504,34 @@ impl NodeConfig {
                 cert: cert.clone(),
                 key: key.clone(),
             }),
-            (Some((_, src)), None) | (None, Some((_, src))) => {
+            (Some((_, src)), None) => {
+                return Err(err(
+                    "http.tls_key",
+                    &src,
+                    "http.tls_cert is set: TLS needs http.tls_key too".to_string(),
+                ));
+            }
+            (None, Some((_, src))) => {
                 return Err(err(
                     "http.tls_cert",
                     &src,
-                    "TLS needs both http.tls_cert and http.tls_key".to_string(),
+                    "http.tls_key is set: TLS needs http.tls_cert too".to_string(),
                 ));
+            }
+        };
+        let otlp_endpoint = match pick(layers, |l| l.telemetry.otlp_endpoint.as_ref()) {
+            None => None,
+            Some((v, _)) if v.trim().is_empty() => None,
+            Some((v, src)) => {
+                let v = v.trim();
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(err(
+                        "telemetry.otlp_endpoint",
+                        &src,
+                        format!("{v:?} must be an http:// or https:// URL (OTLP/HTTP, port 4318)"),
+                    ));
+                }
+                Some(v.to_string())
             }
         };
         let grpc_listen = match pick(layers, |l| l.grpc.listen.as_ref()) {
@@ -513,6 +548,7 @@ impl NodeConfig {
         let log_filter = pick(layers, |l| l.log.filter.as_ref())
             .map(|(v, _)| v.clone())
             .unwrap_or_else(|| "info".to_string());
+        node.traces = otlp_endpoint.is_some();
         let transport = cluster::resolve(layers, &node.cluster.name)?;
         let access = auth::resolve(layers, http_bind, grpc_listen)?;
         Ok(Self {
@@ -526,6 +562,7 @@ impl NodeConfig {
             transport,
             access,
             tls,
+            otlp_endpoint,
         })
     }
 }

@@ -25,6 +25,7 @@ mod extract;
 mod health;
 mod instances;
 mod render;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,8 @@ pub struct HttpOptions {
     /// Whether the listener serves TLS: management URIs built from the `Host` header then
     /// start with `https://`.
     pub tls: bool,
+    /// Whether spans are exported: each request then gets a span (`http::trace`).
+    pub traces: bool,
 }
 
 impl Default for HttpOptions {
@@ -98,6 +101,7 @@ impl Default for HttpOptions {
             keys: Arc::default(),
             metrics_open: true,
             tls: false,
+            traces: false,
         }
     }
 }
@@ -190,7 +194,7 @@ pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
     // The same routes where the Durable Functions host's loopback listener serves them (its
     // `rpcBaseUrl` is `http://127.0.0.1:port/durabletask/`).
     let routes = durable_routes(durable_routes(Router::new(), BASE_PATH), RPC_BASE_PATH);
-    routes
+    let mut routes = routes
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -199,7 +203,11 @@ pub fn router(api: Arc<dyn ManagementApi>, opts: HttpOptions) -> Router {
         .route("/dashboard", get(dashboard::redirect))
         .route("/dashboard/", get(dashboard::index))
         .route("/dashboard/app.js", get(dashboard::script))
-        .route("/dashboard/app.css", get(dashboard::style))
+        .route("/dashboard/app.css", get(dashboard::style));
+    if state.opts.traces {
+        routes = routes.route_layer(axum::middleware::from_fn(trace::span));
+    }
+    routes
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -15,4 +15,5 @@ pub mod runtime;
 pub mod sample;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

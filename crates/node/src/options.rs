@@ -34,6 +34,9 @@ pub struct NodeOptions {
     pub staged_commit_items: NonZeroUsize,
     /// Cluster membership and partition ownership.
     pub cluster: ClusterOptions,
+    /// Whether spans are exported (`telemetry.otlp_endpoint`): the runtime then reads each
+    /// instance's stored trace context to parent its spans (`crate::telemetry`).
+    pub traces: bool,
 }
 
 /// The `cluster` section: this node's identity and the timing of membership and leases.
@@ -99,6 +102,7 @@ impl Default for NodeOptions {
             recovery_batch: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
             staged_commit_items: NonZeroUsize::new(5000).unwrap_or(NonZeroUsize::MIN),
             cluster: ClusterOptions::default(),
+            traces: false,
         }
     }
 }

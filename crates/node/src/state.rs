@@ -27,6 +27,7 @@ pub mod shards;
 pub mod staged;
 #[cfg(test)]
 mod tests;
+pub mod traces;
 
 use keys::Key;
 
@@ -68,6 +69,8 @@ pub mod space {
     pub const NODE: &str = "nd";
     /// Episodes committed in stages: their markers and effect chunks, per partition.
     pub const STAGED: &str = "s";
+    /// The trace context of an instance's start (`traces`).
+    pub const TRACE: &str = "tr";
 }
 
 /// The stable partition of an instance id or entity id string (`@name@key`): FNV-1a 64.

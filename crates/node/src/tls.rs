@@ -2,7 +2,8 @@
 //! certificate chain and key in PEM files, served by rustls (the aws-lc-rs provider that the
 //! cluster transport uses too). Handshakes run in their own tasks, so that a slow or broken
 //! client never holds up the next connection; a handshake that fails or takes longer than
-//! [`HANDSHAKE_TIMEOUT`] is dropped and logged at debug level.
+//! [`HANDSHAKE_TIMEOUT`] is dropped and logged at debug level; accepting never waits for
+//! handshakes (see [`accept_loop`] for the limits).
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,11 +23,14 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
 
 /// Longest TLS handshake a client gets.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Handshakes in progress at once per listener; more connections wait in the kernel's
-/// backlog.
-const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once per listener; a connection over it is closed at once.
+const MAX_HANDSHAKES: usize = 1024;
+
+/// Handshakes in progress at once from one IP address; a connection over it is closed at
+/// once, so that one client cannot take the whole budget.
+const MAX_HANDSHAKES_PER_IP: usize = 32;
 
 /// The certificate and key files of a listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +72,13 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// The private key of a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_err("key", path, e))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        tls_err(
+            "key",
+            path,
+            format!("{e} (a PEM PKCS#8, PKCS#1 or SEC1 key, not encrypted)"),
+        )
+    })
 }
 
 /// The server configuration of `files`, offering `alpn` (e.g. `h2` for gRPC).
@@ -89,20 +99,62 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Handshakes in progress, in all and per client address.
+#[derive(Default)]
+struct Pending {
+    total: usize,
+    per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// One admitted handshake; released when dropped.
+struct Admitted {
+    pending: Arc<std::sync::Mutex<Pending>>,
+    ip: std::net::IpAddr,
+}
+
+impl Admitted {
+    /// Admits a handshake from `ip`, unless a limit is reached.
+    fn try_new(pending: &Arc<std::sync::Mutex<Pending>>, ip: std::net::IpAddr) -> Option<Self> {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = p.per_ip.get(&ip).copied().unwrap_or(0);
+        if p.total >= MAX_HANDSHAKES || from_ip >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        p.total += 1;
+        p.per_ip.insert(ip, from_ip + 1);
+        Some(Self {
+            pending: pending.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.total = p.total.saturating_sub(1);
+        if let Some(n) = p.per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts TCP connections on `listener` and hands out the ones whose handshake succeeded.
-/// The accept loop ends with the receiver.
+/// Accepting never waits for handshakes: over [`MAX_HANDSHAKES`] in progress (or
+/// [`MAX_HANDSHAKES_PER_IP`] from one address) a new connection is closed at once. The loop
+/// ends, closing the listener, when the receiver is dropped.
 pub fn accept_loop(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> mpsc::Receiver<(TlsConn, SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = tx.closed() => return,
@@ -116,12 +168,17 @@ pub fn accept_loop(
                     continue;
                 }
             };
+            let Some(admitted) = Admitted::try_new(&pending, peer.ip()) else {
+                tracing::debug!(%peer, "too many TLS handshakes in progress; connection closed");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(admitted);
+                match handshake {
                     Ok(Ok(tls)) => {
                         let _ = tx.send((TlsConn { inner: tls, peer }, peer)).await;
                     }

@@ -67,7 +67,7 @@ impl HttpTransport {
                 Method::GET,
                 &path,
                 None,
-                q.continuation.as_deref(),
+                q.continuation.as_deref().map(|c| (super::CONTINUATION, c)),
                 Duration::ZERO,
             )
             .await?;

@@ -28,6 +28,7 @@ pub(crate) async fn start(
     r: proto::CreateInstanceRequest,
     workers: Option<&WorkerHub>,
     may_replace: bool,
+    trace_parent: Option<String>,
 ) -> Result<proto::CreateInstanceResponse, Status> {
     if r.name.is_empty() {
         return Err(Status::invalid_argument(
@@ -76,6 +77,7 @@ pub(crate) async fn start(
             "scheduledStartTimestamp",
         )?,
         reuse_policy,
+        trace_parent,
     };
     let name = req.name.clone();
     let id = when_served(workers, ItemKind::Orchestration, &name, || {

@@ -90,15 +90,42 @@ impl TaskHubSidecarService for Sidecar {
         &self,
         r: Request<CreateInstanceRequest>,
     ) -> Rpc<CreateInstanceResponse> {
+        use tracing::Instrument as _;
         let may_replace = may_replace(r.extensions().get::<CallerRole>().copied());
-        instances::start(
-            &*self.api,
-            r.into_inner(),
-            self.workers.as_deref(),
-            may_replace,
-        )
-        .await
-        .map(Response::new)
+        // The trace the orchestration joins: the request's `parentTraceContext` (the
+        // Durable Task SDKs), else a `traceparent` metadata entry.
+        let metadata = r
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let r = r.into_inner();
+        let incoming = r
+            .parent_trace_context
+            .as_ref()
+            .map(|t| t.trace_parent.clone())
+            .filter(|t| !t.is_empty())
+            .or(metadata)
+            .and_then(|t| crate::telemetry::TraceParent::parse(&t));
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = "StartInstance",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = "StartInstance"
+        );
+        if let Some(tp) = &incoming {
+            crate::telemetry::set_parent(&span, tp);
+        }
+        // The request's own span when spans are exported, else the caller's context.
+        let trace = span
+            .in_scope(crate::telemetry::current)
+            .or(incoming)
+            .map(|t| t.to_string());
+        instances::start(&*self.api, r, self.workers.as_deref(), may_replace, trace)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
     async fn get_instance(&self, r: Request<GetInstanceRequest>) -> Rpc<GetInstanceResponse> {

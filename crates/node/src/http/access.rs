@@ -61,8 +61,13 @@ fn presented(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<(String, bool
     {
         return Some((token.trim().to_string(), false));
     }
-    if let Some(v) = headers.get("x-functions-key").and_then(|v| v.to_str().ok()) {
-        return Some((v.trim().to_string(), false));
+    if let Some(v) = headers
+        .get("x-functions-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        return Some((v.to_string(), false));
     }
     if uri.query().is_some()
         && let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(uri)

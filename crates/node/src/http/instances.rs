@@ -81,9 +81,10 @@ pub(crate) async fn start(
     params: Params,
     host: Host,
     caller: Option<Extension<CallerRole>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    start_inner(st, name, None, params, host, caller, body).await
+    start_inner(st, name, None, params, host, caller, &headers, body).await
 }
 
 /// `POST orchestrators/{name}/{id}`.
@@ -93,11 +94,13 @@ pub(crate) async fn start_with_id(
     params: Params,
     host: Host,
     caller: Option<Extension<CallerRole>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    start_inner(st, name, Some(id), params, host, caller, body).await
+    start_inner(st, name, Some(id), params, host, caller, &headers, body).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start_inner(
     axum::extract::State(state): St,
     name: String,
@@ -105,6 +108,7 @@ async fn start_inner(
     params: Params,
     host: Host,
     caller: Option<Extension<CallerRole>>,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let instance_id = id.map(instance_id_owned).transpose()?;
@@ -115,6 +119,11 @@ async fn start_inner(
     req.input = input;
     req.version = params.get("version").map(str::to_string);
     req.scheduled_start = params.time("scheduledStartTime")?;
+    // The trace the orchestration joins: this request's span when spans are exported, else
+    // the caller's `traceparent`.
+    req.trace_parent = crate::telemetry::current()
+        .or_else(|| super::trace::incoming(headers))
+        .map(|t| t.to_string());
     let may_replace = may_replace(caller.map(|Extension(c)| c));
     if !may_replace {
         req.reuse_policy = IdReusePolicy::RejectExisting;

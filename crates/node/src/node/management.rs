@@ -349,6 +349,16 @@ pub(super) async fn start_in_tx(
     if old.is_some() {
         history::cut(tx, id);
     }
+    // The trace the instance's spans join; a replaced instance's is not inherited.
+    match req
+        .trace_parent
+        .as_deref()
+        .and_then(crate::telemetry::TraceParent::parse)
+    {
+        Some(tp) => crate::state::traces::save(tx, id, &tp)?,
+        None if old.is_some() => crate::state::traces::clear(tx, id),
+        None => {}
+    }
     let started = HistoryEvent::new(
         now,
         EventKind::ExecutionStarted {

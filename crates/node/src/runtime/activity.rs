@@ -93,6 +93,9 @@ impl Worker for ActivityWorker {
             .activity_queue_depth
             .fetch_sub(1, Ordering::Relaxed);
         let ActivityJob { item, span } = job.msg;
+        if shared.opts.traces {
+            parent_span(&shared, &item.2, &span).await;
+        }
         run(shared, item).instrument(span).await;
         Ok(())
     }
@@ -134,7 +137,16 @@ impl ActivityPool {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let span = tracing::info_span!("activity", name = %task.name, instance = %task.instance_id, seq = task.seq, attempt = task.attempt);
+        let span = tracing::info_span!(
+            "activity",
+            otel.name = %format!("activity {}", task.name),
+            name = %task.name,
+            instance = %task.instance_id,
+            execution_id = %task.execution_id,
+            partition,
+            seq = task.seq,
+            attempt = task.attempt,
+        );
         shared
             .metrics
             .activity_queue_depth
@@ -154,6 +166,34 @@ impl ActivityPool {
                 .activity_queue_depth
                 .fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Makes the orchestration span of the task's execution the parent of its span, from the
+/// instance's stored trace context (read here, so that a task recovered after a restart or
+/// on another node joins the same trace). Without a context, or if the read fails, the span
+/// has no parent.
+async fn parent_span(
+    shared: &Arc<Shared>,
+    task: &crate::state::records::ActivityTask,
+    span: &tracing::Span,
+) {
+    let id = task.instance_id.clone();
+    let read = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let id = id.clone();
+        Box::pin(async move { crate::state::traces::resolve_instance(tx, &id).await })
+    })
+    .await;
+    match read {
+        Ok(Some(tp)) => {
+            let own = crate::telemetry::orchestration_span_id(
+                task.instance_id.as_str(),
+                task.execution_id.0.as_str(),
+            );
+            crate::telemetry::set_parent(span, &tp.with_span(own));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "trace context not read"),
     }
 }
 

@@ -86,7 +86,13 @@ pub(crate) async fn prepare(
         }
     };
     // Instrumented, not entered: an `async` operation may suspend the batch.
-    let span = tracing::info_span!("entity_batch", entity = %id);
+    let span = tracing::info_span!(
+        "entity_batch",
+        otel.name = %format!("entity_batch {}", id.name()),
+        entity = %id,
+        partition = crate::state::partition_of(&id.to_string(), shared.partitions),
+        messages = msgs.len(),
+    );
     plan(shared, slot, id, msgs, max_ops, now)
         .instrument(span)
         .await

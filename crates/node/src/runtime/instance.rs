@@ -17,8 +17,9 @@ use super::executor::{EpisodeOutcome, EpisodeResult, EpisodeUnavailable, Orchest
 use super::outbox::Outbox;
 use super::partition::Keyed;
 use crate::state::records::{ActivityTask, InstanceRecord, MessageBody, Target};
-use crate::state::{history, instances};
+use crate::state::{history, instances, traces};
 use crate::store::{StoreError, Transaction, transact};
+use crate::telemetry::{self, TraceParent, orchestration_span_id};
 
 mod actions;
 mod control;
@@ -33,6 +34,9 @@ pub struct InstanceSlot {
     pub(crate) record: Option<InstanceRecord>,
     /// The live orchestrator (None: replay on next use).
     pub(crate) session: Option<Box<dyn OrchestrationSession>>,
+    /// The parent of the orchestration spans, once read (only when spans are exported):
+    /// `Some(None)` when the instance has no trace context.
+    pub(crate) trace: Option<Option<TraceParent>>,
 }
 
 /// Something an episode's transaction writes besides history and record (stored as such in
@@ -240,6 +244,7 @@ async fn prepare_plan(
             slot.insert(InstanceSlot {
                 record,
                 session: None,
+                trace: None,
             })
         }
     };
@@ -373,11 +378,20 @@ async fn prepare_plan(
             }
         }
     }
+    let span = episode_span(shared, &id, &rec, batch.len());
+    let parent = rec.parent.clone();
+    let span = traced(
+        shared,
+        &mut slot.trace,
+        &id,
+        &rec.execution_id,
+        parent.as_ref(),
+        span,
+    )
+    .await;
     let Some(session) = slot.session.as_mut() else {
         return Ok((None, msgs));
     };
-    let span =
-        tracing::info_span!("episode", instance = %id, name = %rec.name, events = batch.len());
     let result = match run_episode(session.as_mut(), span, now, batch).await {
         Ok(r) => r,
         Err(e) => {
@@ -482,6 +496,99 @@ fn notify_parent(_shared: &Shared, record: &InstanceRecord, effects: &mut Vec<Ef
     ));
 }
 
+/// The span of one episode (its OpenTelemetry parent is set by [`traced`]).
+pub(super) fn episode_span(
+    shared: &Shared,
+    id: &InstanceId,
+    rec: &InstanceRecord,
+    events: usize,
+) -> tracing::Span {
+    tracing::info_span!(
+        "episode",
+        otel.name = %format!("episode {}", rec.name),
+        instance = %id,
+        name = %rec.name,
+        execution_id = %rec.execution_id,
+        partition = shared.partition_of_instance(id),
+        events,
+        rewind = tracing::field::Empty,
+    )
+}
+
+/// When spans are exported, makes the execution's orchestration span the parent of `span`,
+/// reading the instance's trace context once per slot (`trace`). A read that fails leaves
+/// the span without a parent (and is tried again next episode).
+pub(super) async fn traced(
+    shared: &Shared,
+    trace: &mut Option<Option<TraceParent>>,
+    id: &InstanceId,
+    execution_id: &perdure_core::ExecutionId,
+    parent: Option<&perdure_core::ParentInstance>,
+    span: tracing::Span,
+) -> tracing::Span {
+    if !shared.opts.traces {
+        return span;
+    }
+    if trace.is_none() {
+        let (tid, parent) = (id.clone(), parent.cloned());
+        let read = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+            let (tid, parent) = (tid.clone(), parent.clone());
+            Box::pin(async move { traces::resolve(tx, &tid, parent.as_ref()).await })
+        })
+        .await;
+        match read {
+            Ok(t) => *trace = Some(t),
+            Err(e) => tracing::debug!(instance = %id, error = %e, "trace context not read"),
+        }
+    }
+    if let Some(Some(tp)) = trace {
+        let own = orchestration_span_id(id.as_str(), execution_id.0.as_str());
+        telemetry::set_parent(&span, &tp.with_span(own));
+    }
+    span
+}
+
+/// Exports the orchestration span of an execution that just ended (when spans are exported
+/// and the instance has a trace context).
+fn emit_ended(
+    shared: &Shared,
+    trace: Option<&TraceParent>,
+    before: Option<&InstanceRecord>,
+    rec: &InstanceRecord,
+) {
+    let ended = |r: &InstanceRecord| {
+        r.status.is_terminal() || r.status == OrchestrationStatus::ContinuedAsNew
+    };
+    let (true, Some(parent)) = (shared.opts.traces, trace) else {
+        return;
+    };
+    if !ended(rec) || before.is_some_and(|b| b.execution_id == rec.execution_id && ended(b)) {
+        return;
+    }
+    let at = |t: perdure_core::Timestamp| {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.as_millis())
+    };
+    let attributes = vec![
+        opentelemetry::KeyValue::new("perdure.instance_id", rec.instance_id.as_str().to_string()),
+        opentelemetry::KeyValue::new("perdure.name", rec.name.clone()),
+        opentelemetry::KeyValue::new("perdure.execution_id", rec.execution_id.0.clone()),
+        opentelemetry::KeyValue::new(
+            "perdure.partition",
+            i64::from(shared.partition_of_instance(&rec.instance_id)),
+        ),
+        opentelemetry::KeyValue::new("perdure.status", rec.status.as_str()),
+    ];
+    telemetry::emit_orchestration(telemetry::OrchestrationSpan {
+        parent: *parent,
+        span_id: orchestration_span_id(rec.instance_id.as_str(), rec.execution_id.0.as_str()),
+        name: &rec.name,
+        attributes,
+        start: at(rec.created_at),
+        end: at(rec.updated_at),
+        error: rec.failure.as_ref().map(|f| f.message.clone()),
+    });
+}
+
 /// Runs one episode inside `span`. An in-process episode runs while the future is made, so
 /// that part is entered explicitly; an out-of-process one runs in the instrumented future.
 pub(super) async fn run_episode(
@@ -561,8 +668,18 @@ async fn new_execution(
     };
     let mut events = vec![started];
     events.extend(carried);
-    let span =
-        tracing::info_span!("episode", instance = %id, name = %rec.name, events = events.len());
+    let span = episode_span(shared, id, &rec, events.len());
+    // A new execution may come with a new trace (a start that replaced the instance).
+    slot.trace = None;
+    let span = traced(
+        shared,
+        &mut slot.trace,
+        id,
+        &rec.execution_id,
+        rec.parent.as_ref(),
+        span,
+    )
+    .await;
     let result = run_episode(session.as_mut(), span, now, events)
         .await
         .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
@@ -778,6 +895,12 @@ pub(crate) fn applied(shared: &Shared, slot: &mut Option<InstanceSlot>, plan: In
     if let Some(rec) = plan.record
         && let Some(slot) = slot
     {
+        emit_ended(
+            shared,
+            slot.trace.as_ref().and_then(Option::as_ref),
+            slot.record.as_ref(),
+            &rec,
+        );
         if plan.finished {
             slot.session = None;
             shared.metrics.completions.fetch_add(1, Ordering::Relaxed);

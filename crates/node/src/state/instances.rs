@@ -76,6 +76,7 @@ pub fn remove(tx: &mut dyn Transaction, old: &InstanceRecord) {
         tx.clear(&k);
     }
     clear(tx, &record_key(&old.instance_id));
+    super::traces::clear(tx, &old.instance_id);
 }
 
 /// The default and largest page size.

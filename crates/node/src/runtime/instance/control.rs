@@ -159,7 +159,17 @@ pub(super) async fn control_message(
                     ));
                 }
             };
-            let span = tracing::info_span!("episode", instance = %id, rewind = true);
+            let span = super::episode_span(shared, id, &new, 0);
+            span.record("rewind", true);
+            let span = super::traced(
+                shared,
+                &mut slot.trace,
+                id,
+                &new.execution_id,
+                new.parent.as_ref(),
+                span,
+            )
+            .await;
             let result = super::run_episode(session.as_mut(), span, now, Vec::new())
                 .await
                 .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
