@@ -125,6 +125,8 @@ const T2: &str = "0af7651916cd43dd8448eb211c80319c";
 const T3: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f809";
 const T4: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
 const T5: &str = "5f4e3d2c1b0a99887766554433221100";
+const T6: &str = "66666666666666666666666666666666";
+const T7: &str = "77777777777777777777777777777777";
 const CALLER: &str = "00f067aa0ba902b7";
 
 fn traceparent(trace: &str) -> String {
@@ -195,6 +197,31 @@ async fn spans_form_one_trace_per_orchestration() {
     }
     // Nothing else in the trace: every span is one of those.
     assert_eq!(s.len(), 1 + 1 + 4 + 3, "{s:#?}");
+
+    // A restart under the same id joins the restart request's trace (admin-free node).
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/runtime/webhooks/durabletask/instances/otel-hello/restart?restartWithNewInstanceId=false",
+            node.origin
+        ))
+        .header("traceparent", traceparent(T7))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let s = trace_spans(&spans, T7, has_orchestration("HelloSequence", "otel-hello")).await;
+    let restart = named(
+        &s,
+        "POST /runtime/webhooks/durabletask/instances/{id}/restart",
+    );
+    assert_eq!(restart.len(), 1, "{s:#?}");
+    let orch = orchestration_of(&s, "HelloSequence", "otel-hello").unwrap();
+    assert_eq!(orch.parent, restart[0].id);
+    assert_eq!(named(&s, "activity SayHello").len(), 3, "{s:#?}");
+    assert!(
+        s.iter().all(|x| !x.parent.is_empty()),
+        "no root but the caller's: {s:#?}"
+    );
 
     // A fan-out started through perdure-client with a trace parent: its 5 activities are
     // the orchestration span's children.
@@ -302,6 +329,8 @@ async fn the_trace_survives_a_restart() {
     let node =
         NodeProcess::spawn_app(&args("127.0.0.1:0"), &envs, tempfile::tempdir().unwrap()).unwrap();
     start_raw(&node.origin, "EchoEvent", "otel-restart", "", T4).await;
+    start_raw(&node.origin, "EchoEvent", "otel-terminated", "", T6).await;
+    trace_spans(&spans, T6, |s| !named(s, "episode EchoEvent").is_empty()).await;
     // The first episode ran (it waits for the event) before the stop.
     let first = trace_spans(&spans, T4, |s| !named(s, "episode EchoEvent").is_empty()).await;
     let http = named(
@@ -334,5 +363,25 @@ async fn the_trace_survives_a_restart() {
     let episodes = named(&s, "episode EchoEvent");
     assert_eq!(episodes.len(), 2, "one episode per process: {s:#?}");
     assert!(episodes.iter().all(|e| e.parent == orch.id));
+
+    // An instance terminated by the restarted node, which never ran an episode of it: its
+    // orchestration span is exported too.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/runtime/webhooks/durabletask/instances/otel-terminated/terminate?reason=test",
+            node.origin
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let s = trace_spans(
+        &spans,
+        T6,
+        has_orchestration("EchoEvent", "otel-terminated"),
+    )
+    .await;
+    let orch = orchestration_of(&s, "EchoEvent", "otel-terminated").unwrap();
+    assert_eq!(orch.attrs["perdure.status"], "Terminated");
     node.terminate().unwrap();
 }

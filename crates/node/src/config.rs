@@ -524,11 +524,14 @@ impl NodeConfig {
             Some((v, _)) if v.trim().is_empty() => None,
             Some((v, src)) => {
                 let v = v.trim();
-                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                if !v.starts_with("http://") {
                     return Err(err(
                         "telemetry.otlp_endpoint",
                         &src,
-                        format!("{v:?} must be an http:// or https:// URL (OTLP/HTTP, port 4318)"),
+                        format!(
+                            "{v:?} must be an http:// URL (OTLP/HTTP, port 4318; https is not \
+                             supported: use a collector on the node's host or network)"
+                        ),
                     ));
                 }
                 Some(v.to_string())

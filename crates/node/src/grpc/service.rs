@@ -103,10 +103,12 @@ impl TaskHubSidecarService for Sidecar {
         let incoming = r
             .parent_trace_context
             .as_ref()
-            .map(|t| t.trace_parent.clone())
-            .filter(|t| !t.is_empty())
-            .or(metadata)
-            .and_then(|t| crate::telemetry::TraceParent::parse(&t));
+            .and_then(|t| crate::telemetry::TraceParent::parse(&t.trace_parent))
+            .or_else(|| {
+                metadata
+                    .as_deref()
+                    .and_then(crate::telemetry::TraceParent::parse)
+            });
         let span = tracing::info_span!(
             "grpc",
             otel.name = "StartInstance",

@@ -349,10 +349,12 @@ pub(super) async fn start_in_tx(
     if old.is_some() {
         history::cut(tx, id);
     }
-    // The trace the instance's spans join; a replaced instance's is not inherited.
+    // The trace the instance's spans join (stored only when spans are exported); a replaced
+    // instance's is not inherited.
     match req
         .trace_parent
         .as_deref()
+        .filter(|_| sh.opts.traces)
         .and_then(crate::telemetry::TraceParent::parse)
     {
         Some(tp) => crate::state::traces::save(tx, id, &tp)?,
@@ -638,6 +640,8 @@ impl ManagementApi for NodeHandle {
             let mut req = StartRequest::new(rec.name.clone());
             req.version = rec.version.clone();
             req.input = rec.original_input.clone();
+            // The restarted instance's spans join the restart request's trace.
+            req.trace_parent = crate::telemetry::current().map(|t| t.to_string());
             if new_instance_id {
                 req.instance_id = None;
             } else {

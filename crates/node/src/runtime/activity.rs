@@ -137,9 +137,11 @@ impl ActivityPool {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
+        // No contextual parent: the OpenTelemetry parent is set explicitly (`parent_span`).
         let span = tracing::info_span!(
+            parent: None,
             "activity",
-            otel.name = %format!("activity {}", task.name),
+            otel.name = tracing::field::Empty,
             name = %task.name,
             instance = %task.instance_id,
             execution_id = %task.execution_id,
@@ -147,6 +149,9 @@ impl ActivityPool {
             seq = task.seq,
             attempt = task.attempt,
         );
+        if shared.opts.traces {
+            span.record("otel.name", format!("activity {}", task.name));
+        }
         shared
             .metrics
             .activity_queue_depth

@@ -87,12 +87,20 @@ pub(crate) async fn prepare(
     };
     // Instrumented, not entered: an `async` operation may suspend the batch.
     let span = tracing::info_span!(
+        parent: None,
         "entity_batch",
-        otel.name = %format!("entity_batch {}", id.name()),
+        otel.name = tracing::field::Empty,
         entity = %id,
-        partition = crate::state::partition_of(&id.to_string(), shared.partitions),
+        partition = tracing::field::Empty,
         messages = msgs.len(),
     );
+    if shared.opts.traces {
+        span.record("otel.name", format!("entity_batch {}", id.name()));
+        span.record(
+            "partition",
+            crate::state::partition_of(&id.to_string(), shared.partitions),
+        );
+    }
     plan(shared, slot, id, msgs, max_ops, now)
         .instrument(span)
         .await

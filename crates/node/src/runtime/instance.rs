@@ -37,6 +37,9 @@ pub struct InstanceSlot {
     /// The parent of the orchestration spans, once read (only when spans are exported):
     /// `Some(None)` when the instance has no trace context.
     pub(crate) trace: Option<Option<TraceParent>>,
+    /// When the current execution started, if it started in this slot (its orchestration
+    /// span starts then; otherwise at the instance's creation).
+    pub(crate) execution_started: Option<(perdure_core::ExecutionId, perdure_core::Timestamp)>,
 }
 
 /// Something an episode's transaction writes besides history and record (stored as such in
@@ -245,6 +248,7 @@ async fn prepare_plan(
                 record,
                 session: None,
                 trace: None,
+                execution_started: None,
             })
         }
     };
@@ -346,6 +350,9 @@ async fn prepare_plan(
     }
 
     if let Some((k, m)) = control {
+        // A control message may end the execution: its orchestration span needs the context.
+        let parent = slot.record.as_ref().and_then(|r| r.parent.clone());
+        ensure_trace(shared, &mut slot.trace, &id, parent.as_ref()).await;
         let plan = control_message(shared, slot, &id, consumed, (k, m), now).await?;
         return Ok((Some(plan), msgs));
     }
@@ -358,6 +365,7 @@ async fn prepare_plan(
     let Some(rec) = slot.record.clone() else {
         return Ok((Some(InstancePlan::drop_only(id, consumed)), msgs));
     };
+    ensure_trace(shared, &mut slot.trace, &id, rec.parent.as_ref()).await;
     if slot.session.is_none() {
         let hist = load_history(shared, &id, rec.history_len).await?;
         shared.metrics.replays.fetch_add(1, Ordering::Relaxed);
@@ -379,13 +387,12 @@ async fn prepare_plan(
         }
     }
     let span = episode_span(shared, &id, &rec, batch.len());
-    let parent = rec.parent.clone();
     let span = traced(
         shared,
         &mut slot.trace,
         &id,
         &rec.execution_id,
-        parent.as_ref(),
+        rec.parent.as_ref(),
         span,
     )
     .await;
@@ -503,21 +510,49 @@ pub(super) fn episode_span(
     rec: &InstanceRecord,
     events: usize,
 ) -> tracing::Span {
-    tracing::info_span!(
+    // No contextual parent: the OpenTelemetry parent is set explicitly (`traced`).
+    let span = tracing::info_span!(
+        parent: None,
         "episode",
-        otel.name = %format!("episode {}", rec.name),
+        otel.name = tracing::field::Empty,
         instance = %id,
         name = %rec.name,
         execution_id = %rec.execution_id,
         partition = shared.partition_of_instance(id),
         events,
         rewind = tracing::field::Empty,
-    )
+    );
+    if shared.opts.traces {
+        span.record("otel.name", format!("episode {}", rec.name));
+    }
+    span
 }
 
-/// When spans are exported, makes the execution's orchestration span the parent of `span`,
-/// reading the instance's trace context once per slot (`trace`). A read that fails leaves
-/// the span without a parent (and is tried again next episode).
+/// When spans are exported, reads the instance's trace context into `trace` unless it was
+/// read already for this slot. A read that fails leaves it unread (tried again next time).
+pub(super) async fn ensure_trace(
+    shared: &Shared,
+    trace: &mut Option<Option<TraceParent>>,
+    id: &InstanceId,
+    parent: Option<&perdure_core::ParentInstance>,
+) {
+    if !shared.opts.traces || trace.is_some() {
+        return;
+    }
+    let (tid, parent) = (id.clone(), parent.cloned());
+    let read = transact(shared.store.as_ref(), &shared.retry, move |tx| {
+        let (tid, parent) = (tid.clone(), parent.clone());
+        Box::pin(async move { traces::resolve(tx, &tid, parent.as_ref()).await })
+    })
+    .await;
+    match read {
+        Ok(t) => *trace = Some(t),
+        Err(e) => tracing::debug!(instance = %id, error = %e, "trace context not read"),
+    }
+}
+
+/// When spans are exported, makes the execution's orchestration span the parent of `span`
+/// (reading the instance's trace context once per slot, [`ensure_trace`]).
 pub(super) async fn traced(
     shared: &Shared,
     trace: &mut Option<Option<TraceParent>>,
@@ -526,21 +561,7 @@ pub(super) async fn traced(
     parent: Option<&perdure_core::ParentInstance>,
     span: tracing::Span,
 ) -> tracing::Span {
-    if !shared.opts.traces {
-        return span;
-    }
-    if trace.is_none() {
-        let (tid, parent) = (id.clone(), parent.cloned());
-        let read = transact(shared.store.as_ref(), &shared.retry, move |tx| {
-            let (tid, parent) = (tid.clone(), parent.clone());
-            Box::pin(async move { traces::resolve(tx, &tid, parent.as_ref()).await })
-        })
-        .await;
-        match read {
-            Ok(t) => *trace = Some(t),
-            Err(e) => tracing::debug!(instance = %id, error = %e, "trace context not read"),
-        }
-    }
+    ensure_trace(shared, trace, id, parent).await;
     if let Some(Some(tp)) = trace {
         let own = orchestration_span_id(id.as_str(), execution_id.0.as_str());
         telemetry::set_parent(&span, &tp.with_span(own));
@@ -555,6 +576,7 @@ fn emit_ended(
     trace: Option<&TraceParent>,
     before: Option<&InstanceRecord>,
     rec: &InstanceRecord,
+    started: perdure_core::Timestamp,
 ) {
     let ended = |r: &InstanceRecord| {
         r.status.is_terminal() || r.status == OrchestrationStatus::ContinuedAsNew
@@ -583,7 +605,7 @@ fn emit_ended(
         span_id: orchestration_span_id(rec.instance_id.as_str(), rec.execution_id.0.as_str()),
         name: &rec.name,
         attributes,
-        start: at(rec.created_at),
+        start: at(started),
         end: at(rec.updated_at),
         error: rec.failure.as_ref().map(|f| f.message.clone()),
     });
@@ -649,6 +671,11 @@ async fn new_execution(
             .map_or_else(|| input.clone(), |r| r.original_input.clone()),
     };
     slot.session = None;
+    // A new execution may come with a new trace (a start that replaced the instance); read
+    // before anything can end it.
+    slot.trace = None;
+    ensure_trace(shared, &mut slot.trace, id, rec.parent.as_ref()).await;
+    slot.execution_started = Some((rec.execution_id.clone(), now));
     let mut session = match shared.exec.load_orchestration(id, Vec::new()) {
         Ok(s) => s,
         Err(f) => {
@@ -669,8 +696,6 @@ async fn new_execution(
     let mut events = vec![started];
     events.extend(carried);
     let span = episode_span(shared, id, &rec, events.len());
-    // A new execution may come with a new trace (a start that replaced the instance).
-    slot.trace = None;
     let span = traced(
         shared,
         &mut slot.trace,
@@ -882,6 +907,10 @@ pub(crate) async fn write_effects(
                 let old = instances::load(tx, &rec.instance_id).await?;
                 if old.as_ref().is_none_or(|o| o.status.is_terminal()) {
                     instances::save(tx, old.as_ref(), rec)?;
+                    // A finished instance replaced: its trace is not the new one's.
+                    if old.is_some() {
+                        traces::clear(tx, &rec.instance_id);
+                    }
                 }
             }
         }
@@ -895,11 +924,17 @@ pub(crate) fn applied(shared: &Shared, slot: &mut Option<InstanceSlot>, plan: In
     if let Some(rec) = plan.record
         && let Some(slot) = slot
     {
+        let started = slot
+            .execution_started
+            .as_ref()
+            .filter(|(e, _)| *e == rec.execution_id)
+            .map_or(rec.created_at, |(_, t)| *t);
         emit_ended(
             shared,
             slot.trace.as_ref().and_then(Option::as_ref),
             slot.record.as_ref(),
             &rec,
+            started,
         );
         if plan.finished {
             slot.session = None;

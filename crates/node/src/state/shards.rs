@@ -87,7 +87,8 @@ fn placement(key: &[u8]) -> Option<(i32, usize)> {
     match space_name.as_slice() {
         n if n == space::INSTANCE.as_bytes()
             || n == space::HISTORY.as_bytes()
-            || n == space::MESSAGES_OF.as_bytes() =>
+            || n == space::MESSAGES_OF.as_bytes()
+            || n == space::TRACE.as_bytes() =>
         {
             by_hash(at, 1)
         }

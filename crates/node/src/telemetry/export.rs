@@ -19,8 +19,8 @@ use super::TraceParent;
 /// Why the exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    /// `telemetry.otlp_endpoint` is not an `http(s)://` URL.
-    #[error("telemetry.otlp_endpoint {0:?} must be an http:// or https:// URL")]
+    /// `telemetry.otlp_endpoint` is not an `http://` URL.
+    #[error("telemetry.otlp_endpoint {0:?} must be an http:// URL (https is not supported)")]
     Endpoint(String),
     /// The exporter could not be built.
     #[error("OTLP exporter: {0}")]
@@ -94,10 +94,8 @@ impl Telemetry {
 /// The URL spans are posted to.
 fn traces_url(endpoint: &str) -> Result<String, TelemetryError> {
     let e = endpoint.trim();
-    let Some(rest) = e
-        .strip_prefix("http://")
-        .or_else(|| e.strip_prefix("https://"))
-    else {
+    // The exporter's HTTP client has no TLS: https is refused rather than silently not sent.
+    let Some(rest) = e.strip_prefix("http://") else {
         return Err(TelemetryError::Endpoint(endpoint.to_string()));
     };
     if rest.is_empty() || rest.starts_with('/') {
@@ -196,10 +194,16 @@ mod tests {
             "http://c:4318/v1/traces"
         );
         assert_eq!(
-            traces_url("https://c/otlp/v1/traces").unwrap(),
-            "https://c/otlp/v1/traces"
+            traces_url("http://c/otlp/v1/traces").unwrap(),
+            "http://c/otlp/v1/traces"
         );
-        for bad in ["c:4318", "grpc://c", "http://", "http:///x"] {
+        for bad in [
+            "c:4318",
+            "grpc://c",
+            "http://",
+            "http:///x",
+            "https://c:4318",
+        ] {
             assert!(traces_url(bad).is_err(), "{bad}");
         }
     }
