@@ -769,12 +769,15 @@ pub async fn serve(
             Ok(())
         }
     };
+    // A failed gRPC server is reported after the node has stopped (its partitions handed
+    // off), not instead of stopping it.
+    let mut grpc_failed = None;
     if let (Some(mut task), Some(grpc_addr)) = (grpc_task, grpc_addr) {
         match tokio::time::timeout(grace, &mut task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(source))) => {
                 tracing::error!(error = %error_chain(&source), "gRPC server failed");
-                return Err(ServeError::Grpc {
+                grpc_failed = Some(ServeError::Grpc {
                     addr: grpc_addr,
                     source,
                 });
@@ -795,5 +798,8 @@ pub async fn serve(
         t.stop();
     }
     tracing::info!("node stopped");
+    if let Some(e) = grpc_failed {
+        return Err(e);
+    }
     served.map_err(|source| ServeError::Http { addr, source })
 }
