@@ -650,6 +650,12 @@ pub async fn serve(
         .map(|_| crate::grpc::WorkerHub::new());
     let local: Arc<dyn crate::runtime::executor::Executors> =
         Arc::new(crate::runtime::core_executor::CoreExecutor::new(registry));
+    // In a cluster, work items no worker here serves go to the workers of peers (set before
+    // the node starts, so that recovered episodes route the same way).
+    let peer_work = match (&workers, &transport) {
+        (Some(hub), Some(t)) => Some(crate::grpc::peers::join_cluster(hub, t)),
+        _ => None,
+    };
     let exec: Arc<dyn crate::runtime::executor::Executors> = match &workers {
         Some(hub) => Arc::new(crate::grpc::GrpcExecutors::new(local, hub.clone())),
         None => local,
@@ -664,7 +670,7 @@ pub async fn serve(
     let node = builder.start().await?;
     // Any node answers for any instance: through the cluster API when linked to peers.
     let api: Arc<dyn ManagementApi> = match &transport {
-        Some(t) => Arc::new(node_link::attach(&node, t)),
+        Some(t) => Arc::new(node_link::attach(&node, t, peer_work)),
         None => Arc::new(node.clone()),
     };
     let grpc_keys = Arc::new(cfg.access.keys.clone());
@@ -678,10 +684,14 @@ pub async fn serve(
         }),
         metrics: Some({
             let transport = transport.clone();
+            let hub = workers.clone();
             Arc::new(move || {
                 let mut text = metrics.render_prometheus();
                 if let Some(t) = &transport {
                     text.push_str(&t.render_prometheus());
+                }
+                if let Some(h) = &hub {
+                    text.push_str(&h.render_prometheus());
                 }
                 text
             })

@@ -25,6 +25,7 @@ mod entities;
 mod error;
 mod history;
 mod instances;
+pub mod peers;
 mod remote;
 mod service;
 mod workers;

@@ -42,7 +42,7 @@ mod tls;
 pub mod wire;
 
 pub use forward::{
-    ClusterApi, ForwardOptions, NudgeTarget, PartitionOwners, ServePeers, StaticOwners,
+    ClusterApi, ForwardOptions, NudgeTarget, PartitionOwners, PeerWork, ServePeers, StaticOwners,
 };
 pub use router::{PeerHandler, RouterMsg, TransportStats};
 

@@ -200,9 +200,9 @@ impl Executors for GrpcExecutors {
             return true;
         }
         match kind {
-            FunctionKind::Orchestration => self.hub.serves(ItemKind::Orchestration, name),
-            FunctionKind::Activity => self.hub.serves(ItemKind::Activity, name),
-            FunctionKind::Entity => self.hub.serves(ItemKind::Entity, name),
+            FunctionKind::Orchestration => self.hub.serves_anywhere(ItemKind::Orchestration, name),
+            FunctionKind::Activity => self.hub.serves_anywhere(ItemKind::Activity, name),
+            FunctionKind::Entity => self.hub.serves_anywhere(ItemKind::Entity, name),
         }
     }
 

@@ -11,7 +11,7 @@
 //! they come from until their results commit, so an item lost with the node runs again after
 //! a restart.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +21,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use super::peers::{RemoteOutcome, RemoteWorkers};
 use super::proto;
+use crate::cluster::transport::wire::WorkersSummary;
 
 /// How long an abandoned item waits before it goes back to the worker that abandoned it
 /// (when no other worker takes it).
@@ -34,6 +36,13 @@ pub(crate) const DELIVERY_LEASE: Duration = Duration::from_secs(60);
 /// How often an idle stream carries a health ping (the Python SDK reconnects after 120 s of
 /// silence).
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(30);
+
+/// How long a peer's summary of its workers counts without a refresh (peers send theirs on
+/// every change and every [`super::peers::PUBLISH_EVERY`]).
+pub(crate) const PEER_SUMMARY_TTL: Duration = Duration::from_secs(15);
+
+/// How often an item that no worker anywhere serves looks again (besides every change).
+const REMOTE_RETRY: Duration = Duration::from_secs(1);
 
 /// What a work item asks for, for routing by a worker's filters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,7 +149,19 @@ struct Pending {
     /// Deliveries that the lease moved on while their worker still held them: the same
     /// request, so their completion is as good as the current one's (the first one wins).
     outlived: Vec<u64>,
-    reply: oneshot::Sender<Completion>,
+    /// Handed back ([`Unserved::NoWorker`]) instead of queued when no worker here takes it
+    /// (an item that other nodes' workers may take instead).
+    give_back: bool,
+    reply: oneshot::Sender<Result<Completion, Unserved>>,
+}
+
+/// Why a work item came back without a completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unserved {
+    /// The hub is closed (the node is stopping).
+    Closed,
+    /// No worker of this node serves the name (any more).
+    NoWorker,
 }
 
 /// The token of delivery `delivery` of item `item` of the hub `nonce`.
@@ -175,6 +196,10 @@ struct State {
     pending: BTreeMap<u64, Pending>,
     /// The names some work item waited for with no worker serving them (warned once).
     warned: std::collections::BTreeSet<(u8, String)>,
+    /// What other nodes' workers serve, as they last said, and when they said it.
+    peers: BTreeMap<String, (Filters, usize, tokio::time::Instant)>,
+    /// Rotates the peers a forwarded item tries first.
+    peer_cursor: usize,
 }
 
 impl State {
@@ -222,6 +247,12 @@ impl State {
 
     fn assign_or_queue(&mut self, id: u64) {
         if !self.assign(id, None) {
+            if self.pending.get(&id).is_some_and(|p| p.give_back) {
+                if let Some(p) = self.pending.remove(&id) {
+                    let _ = p.reply.send(Err(Unserved::NoWorker));
+                }
+                return;
+            }
             if let Some(p) = self.pending.get(&id)
                 && self.warned.insert((p.kind as u8, p.name.clone()))
             {
@@ -264,6 +295,14 @@ impl State {
 pub struct WorkerHub {
     state: Mutex<State>,
     next_item: AtomicU64,
+    /// Woken when what the workers here or on peers serve changes, and at close.
+    changed: Arc<tokio::sync::Notify>,
+    /// Other nodes' workers, in a cluster (`super::peers`).
+    remote: std::sync::OnceLock<Arc<dyn RemoteWorkers>>,
+    /// Work items completed by another node's workers for this node.
+    forwarded: AtomicU64,
+    /// Work items of other nodes completed by this node's workers.
+    for_peers: AtomicU64,
 }
 
 impl std::fmt::Debug for WorkerHub {
@@ -296,7 +335,7 @@ impl WorkerHub {
                 nonce,
                 ..State::default()
             }),
-            next_item: AtomicU64::new(0),
+            ..Self::default()
         })
     }
 
@@ -327,28 +366,274 @@ impl WorkerHub {
     /// Stops handing out work: every waiting dispatch ends with [`HubClosed`], every stream
     /// ends.
     pub fn close(&self) {
+        {
+            let mut st = self.lock();
+            st.closed = true;
+            st.workers.clear();
+            st.backlog.clear();
+            st.pending.clear();
+            st.peers.clear();
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Notified when what the workers here or on peers serve changes, and at close.
+    pub(crate) fn change_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Sends the work items no worker here serves to the workers of other nodes through
+    /// `remote` (set once, when the node joins a cluster).
+    pub(crate) fn set_remote(&self, remote: Arc<dyn RemoteWorkers>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// What the workers connected here serve, as `node`'s summary for its peers.
+    pub(crate) fn summary(&self, node: &str) -> WorkersSummary {
+        let st = self.lock();
+        let mut sum = WorkersSummary {
+            node: node.to_string(),
+            workers: u32::try_from(st.workers.len()).unwrap_or(u32::MAX),
+            ..WorkersSummary::default()
+        };
+        let (mut o, mut a, mut e) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for w in st.workers.values() {
+            sum.any |= w.filters.any;
+            o.extend(w.filters.orchestrations.iter().cloned());
+            a.extend(w.filters.activities.iter().cloned());
+            e.extend(w.filters.entities.iter().cloned());
+        }
+        sum.orchestrations = o.into_iter().collect();
+        sum.activities = a.into_iter().collect();
+        sum.entities = e.into_iter().collect();
+        sum
+    }
+
+    /// A peer's summary of its workers (replacing the one before); a peer without workers
+    /// is forgotten.
+    pub(crate) fn set_peer(&self, sum: WorkersSummary) {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            if sum.workers == 0 {
+                st.peers.remove(&sum.node);
+            } else {
+                let filters = Filters {
+                    any: sum.any,
+                    orchestrations: sum.orchestrations,
+                    activities: sum.activities,
+                    entities: sum.entities,
+                };
+                let n = usize::try_from(sum.workers).unwrap_or(usize::MAX);
+                st.peers
+                    .insert(sum.node, (filters, n, tokio::time::Instant::now()));
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Forgets the peers not in `live` (their links are gone).
+    pub(crate) fn retain_peers(&self, live: &BTreeSet<String>) {
+        let gone = {
+            let mut st = self.lock();
+            let before = st.peers.len();
+            st.peers.retain(|n, _| live.contains(n));
+            before != st.peers.len()
+        };
+        if gone {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The peers whose workers serve `name`, by their last fresh summary, rotated so that
+    /// successive items start with different peers.
+    fn peers_serving(&self, kind: ItemKind, name: &str) -> Vec<String> {
         let mut st = self.lock();
-        st.closed = true;
-        st.workers.clear();
-        st.backlog.clear();
-        st.pending.clear();
+        let now = tokio::time::Instant::now();
+        let mut nodes: Vec<String> = st
+            .peers
+            .iter()
+            .filter(|(_, (f, _, at))| {
+                now.duration_since(*at) < PEER_SUMMARY_TTL && f.accepts(kind, name)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !nodes.is_empty() {
+            let k = st.peer_cursor % nodes.len();
+            nodes.rotate_left(k);
+            st.peer_cursor = st.peer_cursor.wrapping_add(1);
+        }
+        nodes
+    }
+
+    /// Whether a worker here or on a peer serves `name`.
+    pub(crate) fn serves_anywhere(&self, kind: ItemKind, name: &str) -> bool {
+        if self.serves(kind, name) {
+            return true;
+        }
+        let now = tokio::time::Instant::now();
+        self.lock()
+            .peers
+            .values()
+            .any(|(f, _, at)| now.duration_since(*at) < PEER_SUMMARY_TTL && f.accepts(kind, name))
+    }
+
+    /// Work items completed by other nodes' workers for this node, and items of other nodes
+    /// completed by this node's workers.
+    pub fn forwarded(&self) -> (u64, u64) {
+        (
+            self.forwarded.load(Ordering::Relaxed),
+            self.for_peers.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The hub's metrics in the Prometheus text format (appended to the node's `/metrics`).
+    pub fn render_prometheus(&self) -> String {
+        let (workers, pending) = {
+            let st = self.lock();
+            (st.workers.len(), st.pending.len())
+        };
+        let (out, served) = self.forwarded();
+        format!(
+            "# HELP perdure_grpc_workers gRPC workers connected to this node.\n\
+             # TYPE perdure_grpc_workers gauge\n\
+             perdure_grpc_workers {workers}\n\
+             # HELP perdure_grpc_work_items_pending Work items waiting for a worker's completion on this node.\n\
+             # TYPE perdure_grpc_work_items_pending gauge\n\
+             perdure_grpc_work_items_pending {pending}\n\
+             # HELP perdure_grpc_work_items_forwarded_total Work items of this node completed by the workers of another node.\n\
+             # TYPE perdure_grpc_work_items_forwarded_total counter\n\
+             perdure_grpc_work_items_forwarded_total {out}\n\
+             # HELP perdure_grpc_work_items_for_peers_total Work items of other nodes completed by this node's workers.\n\
+             # TYPE perdure_grpc_work_items_for_peers_total counter\n\
+             perdure_grpc_work_items_for_peers_total {served}\n"
+        )
+    }
+
+    /// Runs a peer's work item on the workers here, for at most `wait`; `NoWorker` when none
+    /// serves it (or the last one that did left).
+    pub(crate) async fn run_for_peer(
+        self: &Arc<Self>,
+        kind: ItemKind,
+        name: &str,
+        request: proto::work_item::Request,
+        wait: Duration,
+    ) -> Result<Completion, Unserved> {
+        if !self.serves(kind, name) {
+            return Err(Unserved::NoWorker);
+        }
+        match tokio::time::timeout(wait, self.dispatch_local(kind, name, request, true)).await {
+            Ok(Ok(c)) => {
+                self.for_peers.fetch_add(1, Ordering::Relaxed);
+                Ok(c)
+            }
+            Ok(Err(u)) => Err(u),
+            Err(_) => Err(Unserved::NoWorker),
+        }
     }
 
     /// Hands `request` to a worker that serves `name` and waits for its completion. The item
     /// goes back to the others when its worker disconnects or abandons it. Dropping the
     /// future withdraws the item (a later completion is refused).
+    ///
+    /// In a cluster ([`WorkerHub::set_remote`]) an item that no worker here serves goes to a
+    /// peer whose workers serve it; with none anywhere it waits until one connects, here or
+    /// on a peer.
     pub(crate) async fn dispatch(
         self: &Arc<Self>,
         kind: ItemKind,
         name: &str,
         request: proto::work_item::Request,
     ) -> Result<Completion, HubClosed> {
+        let Some(remote) = self.remote.get().cloned() else {
+            return self
+                .dispatch_local(kind, name, request, false)
+                .await
+                .map_err(|_| HubClosed);
+        };
+        let mut warned = false;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_closed() {
+                return Err(HubClosed);
+            }
+            if self.serves(kind, name) {
+                match self.dispatch_local(kind, name, request.clone(), true).await {
+                    Ok(c) => return Ok(c),
+                    Err(Unserved::Closed) => return Err(HubClosed),
+                    // Its workers left: the peers, or a wait.
+                    Err(Unserved::NoWorker) => {}
+                }
+            }
+            for node in self.peers_serving(kind, name) {
+                match remote.run(&node, kind, name, &request).await {
+                    RemoteOutcome::Done(c) => {
+                        self.forwarded.fetch_add(1, Ordering::Relaxed);
+                        return Ok(*c);
+                    }
+                    RemoteOutcome::NoWorker(why) => {
+                        tracing::debug!(
+                            node,
+                            name,
+                            why,
+                            "a peer's workers did not take a work item"
+                        );
+                    }
+                    RemoteOutcome::Failed(why) => {
+                        tracing::warn!(
+                            node,
+                            name,
+                            why,
+                            "a work item sent to a peer's workers came back without a completion; sending it again"
+                        );
+                    }
+                }
+                if self.is_closed() {
+                    return Err(HubClosed);
+                }
+            }
+            if self.serves(kind, name) {
+                continue;
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!(
+                    kind = ?kind,
+                    name,
+                    "no gRPC worker on this node or its peers serves this name: its work \
+                     waits until a worker that serves it connects"
+                );
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep(REMOTE_RETRY) => {}
+            }
+        }
+    }
+
+    /// [`WorkerHub::dispatch`] among the workers of this node only; with `give_back`, an
+    /// item no worker here takes comes back as [`Unserved::NoWorker`] instead of waiting.
+    async fn dispatch_local(
+        self: &Arc<Self>,
+        kind: ItemKind,
+        name: &str,
+        request: proto::work_item::Request,
+        give_back: bool,
+    ) -> Result<Completion, Unserved> {
         let id = self.next_item.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         {
             let mut st = self.lock();
             if st.closed {
-                return Err(HubClosed);
+                return Err(Unserved::Closed);
             }
             st.pending.insert(
                 id,
@@ -360,6 +645,7 @@ impl WorkerHub {
                     worker: None,
                     since: tokio::time::Instant::now(),
                     outlived: Vec::new(),
+                    give_back,
                     reply,
                 },
             );
@@ -369,7 +655,7 @@ impl WorkerHub {
             hub: self.clone(),
             id,
         };
-        rx.await.map_err(|_| HubClosed)
+        rx.await.unwrap_or(Err(Unserved::Closed))
     }
 
     /// A new worker's stream; the backlog is offered to it at once.
@@ -396,6 +682,7 @@ impl WorkerHub {
             st.drain_backlog();
             id
         };
+        self.changed.notify_waiters();
         tracing::info!(worker = id, "gRPC worker connected");
         let hub = Arc::downgrade(self);
         let pings = tokio::spawn(async move {
@@ -473,8 +760,9 @@ impl WorkerHub {
                     "a gRPC worker held a work item past its lease; handed to another worker"
                 );
             } else {
-                // The others' streams were gone: it waits for the next worker.
-                st.backlog.push_back(id);
+                // The others' streams were gone: it waits for the next worker (or goes back
+                // to the peer that sent it).
+                st.assign_or_queue(id);
             }
         }
     }
@@ -497,6 +785,8 @@ impl WorkerHub {
             }
             st.assign_or_queue(id);
         }
+        drop(st);
+        self.changed.notify_waiters();
     }
 
     /// Takes a worker's completion: the work item's waiter gets it. Refused (and without
@@ -509,7 +799,7 @@ impl WorkerHub {
         };
         drop(st);
         // The waiter may have gone meanwhile (its run was cancelled): nothing to do then.
-        let _ = p.reply.send(completion);
+        let _ = p.reply.send(Ok(completion));
         Ok(())
     }
 
@@ -583,7 +873,7 @@ where
         if tokio::time::Instant::now() >= deadline {
             return r.map_err(super::error::status);
         }
-        while !hub.serves(kind, name) && tokio::time::Instant::now() < deadline {
+        while !hub.serves_anywhere(kind, name) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -633,7 +923,7 @@ impl Drop for WorkItemStream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use futures::StreamExt;
 
@@ -644,7 +934,8 @@ mod tests {
         })
     }
 
-    async fn next_token(s: &mut WorkItemStream) -> String {
+    /// The token of the next work item `s` gets (health pings skipped).
+    pub(crate) async fn next_token(s: &mut WorkItemStream) -> String {
         loop {
             let item = s.next().await.expect("stream open").expect("item");
             if !matches!(item.request, Some(proto::work_item::Request::HealthPing(_))) {

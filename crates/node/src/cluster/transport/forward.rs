@@ -30,7 +30,9 @@ use perdure_core::{EntityId, HistoryEvent, InstanceId, OrchestrationStatus, Payl
 
 use super::Links;
 use super::router::PeerHandler;
-use super::wire::{ForwardReply, ForwardRequest, PeerCast, PeerReply, PeerRequest};
+use super::wire::{
+    ForwardReply, ForwardRequest, PeerCast, PeerReply, PeerRequest, WorkItemRequest, WorkersSummary,
+};
 
 /// Who owns each partition, as this node currently knows it. The membership side implements
 /// it from the store's lease records.
@@ -254,9 +256,13 @@ impl ClusterApi {
                                     req.operation()
                                 )));
                             }
-                            Ok(PeerReply::Pong) => {
+                            Ok(
+                                other @ (PeerReply::Pong
+                                | PeerReply::WorkItemDone { .. }
+                                | PeerReply::NoWorker(_)),
+                            ) => {
                                 return Err(ManagementError::Internal(format!(
-                                    "node {n} answered a forwarded {} with a pong",
+                                    "node {n} answered a forwarded {} with {other:?}",
                                     req.operation()
                                 )));
                             }
@@ -384,6 +390,17 @@ pub struct ServePeers {
     owners: Arc<dyn PartitionOwners>,
     partitions: u32,
     nudges: Option<Arc<dyn NudgeTarget>>,
+    work: Option<Arc<dyn PeerWork>>,
+}
+
+/// The seam to a node's gRPC workers, for peers' work items and worker summaries
+/// (implemented by `crate::grpc::peers`).
+pub trait PeerWork: Send + Sync + 'static {
+    /// Runs a peer's work item on this node's workers; the reply is
+    /// [`PeerReply::WorkItemDone`] or [`PeerReply::NoWorker`].
+    fn run(&self, item: WorkItemRequest) -> BoxFuture<'static, PeerReply>;
+    /// What a peer's workers serve now.
+    fn workers(&self, summary: WorkersSummary);
 }
 
 impl ServePeers {
@@ -399,7 +416,14 @@ impl ServePeers {
             owners,
             partitions,
             nudges,
+            work: None,
         }
+    }
+
+    /// Also serves peers' work items and worker summaries with `work`.
+    pub fn with_work(mut self, work: Arc<dyn PeerWork>) -> Self {
+        self.work = Some(work);
+        self
     }
 }
 
@@ -408,9 +432,14 @@ impl PeerHandler for ServePeers {
         let local = self.local.clone();
         let owners = self.owners.clone();
         let partitions = self.partitions;
+        let work = self.work.clone();
         Box::pin(async move {
             match request {
                 PeerRequest::Ping => PeerReply::Pong,
+                PeerRequest::WorkItem(item) => match work {
+                    Some(w) => w.run(item).await,
+                    None => PeerReply::NoWorker("this node does not serve gRPC workers".into()),
+                },
                 PeerRequest::Forward(req) => {
                     let p = crate::state::partition_of(&req.routing_key(), partitions);
                     if !owners.is_local(p) {
@@ -429,6 +458,11 @@ impl PeerHandler for ServePeers {
                     && partition < self.partitions
                 {
                     n.nudge(partition);
+                }
+            }
+            PeerCast::Workers(summary) => {
+                if let Some(w) = &self.work {
+                    w.workers(summary);
                 }
             }
         }

@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::forward::{ClusterApi, ForwardOptions, NudgeTarget, PartitionOwners, ServePeers};
+use super::forward::{
+    ClusterApi, ForwardOptions, NudgeTarget, PartitionOwners, PeerWork, ServePeers,
+};
 use super::wire::PeerCast;
 use super::{Links, Transport};
 use crate::cluster::{LocalNudge, PeerNudge};
@@ -74,16 +76,27 @@ impl PeerNudge for TransportNudge {
 /// Answers peers with `node` and returns the node's cluster-wide API (what its HTTP API and
 /// in-process clients use). Also dials the cluster address of every live node the node sees
 /// in the store, so seeds are only a hint.
-pub fn attach(node: &NodeHandle, transport: &Transport) -> ClusterApi {
+///
+/// With `work` (a node that serves gRPC workers, `crate::grpc::peers::join_cluster`), peers'
+/// work items go to this node's workers.
+pub fn attach(
+    node: &NodeHandle,
+    transport: &Transport,
+    work: Option<Arc<dyn PeerWork>>,
+) -> ClusterApi {
     let shared = node.shared();
     let owners: Arc<dyn PartitionOwners> = Arc::new(NodeOwners(Arc::downgrade(shared)));
     let nudges: Arc<dyn NudgeTarget> = Arc::new(crate::cluster::local_nudge(shared));
-    transport.set_handler(Arc::new(ServePeers::new(
+    let mut serve = ServePeers::new(
         Arc::new(node.clone()),
         owners.clone(),
         node.partitions(),
         Some(nudges.clone()),
-    )));
+    );
+    if let Some(w) = work {
+        serve = serve.with_work(w);
+    }
+    transport.set_handler(Arc::new(serve));
     let wait = shared.opts.cluster.lease_ttl + Duration::from_secs(5);
     spawn_discovery(node, transport);
     ClusterApi::for_node(node.clone(), Arc::new(transport.clone()), owners)

@@ -134,6 +134,11 @@ fn every_reply() -> Vec<PeerReply> {
         PeerReply::NotReady,
         PeerReply::Pong,
         PeerReply::Undecodable("bad".into()),
+        PeerReply::WorkItemDone {
+            kind: 1,
+            completion: vec![8, 3],
+        },
+        PeerReply::NoWorker("none".into()),
     ]
 }
 
@@ -161,15 +166,30 @@ fn every_request_round_trips_and_rejects_bad_bytes() {
         .map(PeerRequest::Forward)
         .collect();
     all.push(PeerRequest::Ping);
+    all.push(PeerRequest::WorkItem(wire::WorkItemRequest {
+        kind: 2,
+        name: "Counter".into(),
+        item: vec![1, 2, 3],
+        wait_ms: 60_000,
+    }));
     for r in all {
         let bytes = wire::encode(&r).unwrap();
         assert_eq!(wire::decode::<PeerRequest>(&bytes).unwrap(), r);
         assert_bad_bytes_rejected::<PeerRequest>(&bytes);
     }
-    let cast = PeerCast::Nudge { partition: 3 };
-    let bytes = wire::encode(&cast).unwrap();
-    assert_eq!(wire::decode::<PeerCast>(&bytes).unwrap(), cast);
-    assert_bad_bytes_rejected::<PeerCast>(&bytes);
+    let workers = PeerCast::Workers(wire::WorkersSummary {
+        node: "n2".into(),
+        workers: 2,
+        any: false,
+        orchestrations: vec!["o".into()],
+        activities: vec!["a".into(), "b".into()],
+        entities: vec![],
+    });
+    for cast in [PeerCast::Nudge { partition: 3 }, workers] {
+        let bytes = wire::encode(&cast).unwrap();
+        assert_eq!(wire::decode::<PeerCast>(&bytes).unwrap(), cast);
+        assert_bad_bytes_rejected::<PeerCast>(&bytes);
+    }
 }
 
 #[test]

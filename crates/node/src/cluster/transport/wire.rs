@@ -17,6 +17,41 @@ pub enum PeerRequest {
     Forward(ForwardRequest),
     /// A round trip with no work (latency probe, liveness).
     Ping,
+    /// A Durable Task work item for the receiver's gRPC workers: the sender owns the
+    /// partition and has no worker that serves the name. Answered with
+    /// [`PeerReply::WorkItemDone`] once one of them completes it, or [`PeerReply::NoWorker`].
+    WorkItem(WorkItemRequest),
+}
+
+/// A work item handed to another node's gRPC workers (`docs/grpc.md`, "In a cluster").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItemRequest {
+    /// 0 orchestrator, 1 activity, 2 entity batch.
+    pub kind: u8,
+    /// The orchestration, activity or entity name (what workers filter on).
+    pub name: String,
+    /// The protocol's `WorkItem.request`, protobuf-encoded (a `WorkItem` without a token).
+    pub item: Vec<u8>,
+    /// How long the receiver waits for a completion, in milliseconds.
+    pub wait_ms: u64,
+}
+
+/// The gRPC workers connected to a node: the names they serve (what a peer needs to know to
+/// send it work items and to accept starts of those names).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkersSummary {
+    /// The node.
+    pub node: String,
+    /// How many workers are connected.
+    pub workers: u32,
+    /// Some worker serves every name (it sent no filters).
+    pub any: bool,
+    /// Orchestration names served.
+    pub orchestrations: Vec<String>,
+    /// Activity names served.
+    pub activities: Vec<String>,
+    /// Entity names served.
+    pub entities: Vec<String>,
 }
 
 /// A one-way message.
@@ -27,6 +62,8 @@ pub enum PeerCast {
         /// The partition.
         partition: u32,
     },
+    /// The sender's gRPC workers changed (or a periodic refresh): what they serve.
+    Workers(WorkersSummary),
 }
 
 /// The answer to a [`PeerRequest`].
@@ -46,6 +83,17 @@ pub enum PeerReply {
     Pong,
     /// The request's bytes did not decode; nothing was done.
     Undecodable(String),
+    /// A worker completed the [`PeerRequest::WorkItem`]: the completion's kind (as in the
+    /// request) and the protocol message, protobuf-encoded.
+    WorkItemDone {
+        /// 0 `OrchestratorResponse`, 1 `ActivityResponse`, 2 `EntityBatchResult`.
+        kind: u8,
+        /// The message.
+        completion: Vec<u8>,
+    },
+    /// No worker of the receiver serves the work item's name (any more): nothing was done
+    /// with it; send it elsewhere.
+    NoWorker(String),
 }
 
 /// A management operation that targets one instance or entity.
