@@ -168,24 +168,31 @@ pub(crate) async fn status(
     let show_history = params.bool("showHistory", false)?;
     let show_history_output = params.bool("showHistoryOutput", false)?;
     let fail_500 = params.bool("returnInternalServerErrorOnFailure", false)?;
+    // The wait answers with the state it saw last (with payloads): no second read, and in a
+    // cluster no second forwarded request, unless the node's stop cut the wait short.
+    let mut waited_state = None;
     if let Some(wait) = params.duration("waitForCompletion")? {
         let wait = wait.min(state.opts.max_wait);
         let waited = state.api.wait_for_completion(id.clone(), wait);
-        let found = match state.opts.shutting_down.clone() {
+        match state.opts.shutting_down.clone() {
             Some(mut rx) => {
                 tokio::select! {
-                    r = waited => r?.is_some(),
-                    _ = rx.wait_for(|down| *down) => true,
+                    r = waited => waited_state = Some(r?),
+                    _ = rx.wait_for(|down| *down) => {}
                 }
             }
-            None => waited.await?.is_some(),
-        };
-        if !found {
+            None => waited_state = Some(waited.await?),
+        }
+        if matches!(waited_state, Some(None)) {
             return Err(ApiError::not_found(id.as_str()));
         }
     }
-    let Some(inst) = state.api.get_instance(id.clone(), true).await? else {
-        return Err(ApiError::not_found(id.as_str()));
+    let inst = match waited_state.flatten() {
+        Some(inst) => inst,
+        None => match state.api.get_instance(id.clone(), true).await? {
+            Some(inst) => inst,
+            None => return Err(ApiError::not_found(id.as_str())),
+        },
     };
     let mut body = StatusJson::new(&inst, show_input);
     if show_history {
