@@ -11,14 +11,13 @@ key runs its orchestration, and a purge needs the admin's key. Prints one line p
 """
 
 import sys
-import time
 import uuid
 
 import grpc
 from durabletask import client as dt
 from durabletask import task, worker
 
-from checks import check, passed
+from checks import check, passed, schedule_when_served
 
 
 def py_greet(ctx: task.ActivityContext, name: str) -> str:
@@ -73,17 +72,8 @@ def main(arg):
     w.add_activity(py_greet)
     w.start()
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                iid = as_operator.schedule_new_orchestration(
-                    py_secured, input="Ada", instance_id=f"secured-{run}")
-                break
-            except grpc.RpcError as e:
-                # The name is refused until the worker's stream is open.
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
+        iid = schedule_when_served(as_operator, py_secured, input="Ada",
+                                   instance_id=f"secured-{run}")
         st = as_operator.wait_for_orchestration_completion(iid, timeout=30)
         check("an operator's worker runs its orchestration",
               st is not None and st.get_output() == "Hi Ada",

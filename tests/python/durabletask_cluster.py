@@ -21,7 +21,7 @@ from durabletask import client as dt
 from durabletask import entities, task, worker
 from durabletask.entities import EntityInstanceId
 
-from checks import check, passed
+from checks import check, passed, schedule_when_served
 
 
 def cl_hello(ctx: task.ActivityContext, name: str) -> str:
@@ -55,19 +55,6 @@ def start_worker(address):
     return w
 
 
-def schedule(c, n, iid):
-    """Starts one instance; until the cluster has heard of the new worker a start of its name
-    is refused, so retry for a while."""
-    deadline = time.time() + 30
-    while True:
-        try:
-            return c.schedule_new_orchestration(cl_sequence, input=n, instance_id=iid)
-        except Exception as e:  # grpc.RpcError
-            if time.time() > deadline:
-                raise SystemExit(f"FAIL start {iid}: {e}")
-            time.sleep(0.1)
-
-
 def entity_state(c, eid):
     md = c.get_entity(eid, include_state=True)
     return md.get_state(int) if md is not None else None
@@ -77,7 +64,8 @@ def phase(tag, worker_address, client_address, reader_address):
     w = start_worker(worker_address)
     try:
         c = dt.TaskHubGrpcClient(host_address=client_address)
-        ids = [schedule(c, i, f"{tag}-{i}") for i in range(12)]
+        ids = [schedule_when_served(c, cl_sequence, input=i, instance_id=f"{tag}-{i}")
+               for i in range(12)]
         for i, iid in enumerate(ids):
             st = c.wait_for_orchestration_completion(iid, timeout=60)
             want = [f"Hello {i}.{k}!" for k in range(3)]

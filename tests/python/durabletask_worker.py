@@ -22,7 +22,7 @@ from durabletask import client as dt
 from durabletask import entities, task, worker
 from durabletask.entities import EntityInstanceId
 
-from checks import check, passed
+from checks import check, passed, schedule_when_served
 
 
 class _DropExpectedFailure(logging.Filter):
@@ -208,15 +208,7 @@ def main(address):
     w.start()
     try:
         # The start is accepted once the worker's stream is open.
-        deadline = time.time() + 30
-        while True:
-            try:
-                chain = c.schedule_new_orchestration(py_chain, instance_id=f"chain-{run}")
-                break
-            except Exception as e:
-                if time.time() > deadline:
-                    raise SystemExit(f"FAIL worker never connected: {e}")
-                time.sleep(0.1)
+        chain = schedule_when_served(c, py_chain, instance_id=f"chain-{run}")
         st = wait_done(c, chain)
         check("chaining completes", st.runtime_status == dt.OrchestrationStatus.COMPLETED,
               st.failure_details)

@@ -34,7 +34,7 @@ from azure.durable_functions import DurableOrchestrationClient, OrchestrationRun
 from durabletask import client as dt  # noqa: E402
 from durabletask import task, worker  # noqa: E402
 
-from checks import check, passed  # noqa: E402
+from checks import check, passed, schedule_when_served  # noqa: E402
 
 
 def make_client(origin, key):
@@ -146,17 +146,7 @@ def durable_task(address, reader, operator, run):
     w.add_activity(py_greet)
     w.start()
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                iid = client.schedule_new_orchestration(py_tls, input="Ada",
-                                                        instance_id=f"grpc-tls-{run}")
-                break
-            except grpc.RpcError:
-                # The name is refused until the worker's stream is open.
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
+        iid = schedule_when_served(client, py_tls, input="Ada", instance_id=f"grpc-tls-{run}")
         st = client.wait_for_orchestration_completion(iid, timeout=30)
         check("gRPC over TLS: a worker runs its orchestration",
               st is not None and st.get_output() == "Hi Ada", st and st.serialized_output)

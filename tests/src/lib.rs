@@ -381,3 +381,36 @@ pub fn run_python_script_with(python: &std::path::Path, script: &str, args: &[&s
         "python printed a traceback:\n{stderr}"
     );
 }
+
+/// A free `127.0.0.1:PORT` (for a listener a spawned node must bind, asked for explicitly).
+pub fn free_loopback_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .expect("a free loopback port")
+}
+
+/// The API keys of the tests' keyed nodes, one per role.
+pub mod keys {
+    /// The reader's key.
+    pub const READER: &str = "pd_reader_0123456789abcdef";
+    /// The operator's key.
+    pub const OPERATOR: &str = "pd_operator_0123456789abcdef";
+    /// The admin's key.
+    pub const ADMIN: &str = "pd_admin_0123456789abcdef";
+
+    /// `PERDURE_API_KEYS` with the three keys.
+    pub fn env() -> String {
+        format!("reader:{READER},operator:{OPERATOR},admin:{ADMIN}")
+    }
+}
+
+/// A dev node with the three [`keys`], serving gRPC on a free port, with `extra` flags;
+/// (node, gRPC address).
+pub fn keyed_dev_node(extra: &[&str]) -> anyhow::Result<(NodeProcess, String)> {
+    let grpc = free_loopback_addr();
+    let mut args = vec!["--grpc", grpc.as_str()];
+    args.extend_from_slice(extra);
+    let node = NodeProcess::spawn_dev_env(&args, &[("PERDURE_API_KEYS", &keys::env())])?;
+    Ok((node, grpc))
+}

@@ -12,25 +12,15 @@ use perdure_tests::{
 use reqwest::StatusCode;
 use serde_json::Value;
 
-const READER: &str = "pd_reader_0123456789abcdef";
-const OPERATOR: &str = "pd_operator_0123456789abcdef";
-const ADMIN: &str = "pd_admin_0123456789abcdef";
+use perdure_tests::keys::{self, ADMIN, OPERATOR, READER};
 
 fn keys_env() -> String {
-    format!("reader:{READER},operator:{OPERATOR},admin:{ADMIN}")
+    keys::env()
 }
 
 /// A dev node with the three keys, serving gRPC on a free port; (node, gRPC address).
 fn keyed_node() -> (NodeProcess, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
-    let grpc = format!("127.0.0.1:{port}");
-    let keys = keys_env();
-    let node =
-        NodeProcess::spawn_dev_env(&["--grpc", &grpc], &[("PERDURE_API_KEYS", &keys)]).unwrap();
-    (node, grpc)
+    perdure_tests::keyed_dev_node(&[]).unwrap()
 }
 
 struct Answer {

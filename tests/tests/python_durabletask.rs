@@ -5,7 +5,9 @@
 //! `.ci/python-client.sh`; without it the test is skipped with a loud message (and fails
 //! under CI, where the script always runs first).
 
-use perdure_tests::{NodeProcess, python_with, run_python_script, run_python_script_with};
+use perdure_tests::{
+    NodeProcess, free_loopback_addr, python_with, run_python_script, run_python_script_with,
+};
 
 /// Runs `script` against a dev node serving gRPC on a free port, if the SDK's `module` is
 /// installed.
@@ -34,14 +36,6 @@ fn python_durabletask_client_drives_the_grpc_listener() {
 #[test]
 fn python_durabletask_worker_runs_its_orchestrations_on_the_node() {
     against_a_dev_node("durabletask.worker", "durabletask_worker.py");
-}
-
-/// The gRPC port of a node to be spawned (asked for explicitly: it must bind or fail).
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.to_string())
-        .unwrap()
 }
 
 /// A counter of `node`'s `/metrics`.
@@ -76,7 +70,12 @@ async fn python_workers_serve_a_cluster_through_either_node() {
         }
     };
     let table = format!("dt_cluster_{}", std::process::id());
-    let (c1, c2, g1, g2) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let (c1, c2, g1, g2) = (
+        free_loopback_addr(),
+        free_loopback_addr(),
+        free_loopback_addr(),
+        free_loopback_addr(),
+    );
     let spawn = |name: &str, grpc: &str, listen: &str, seeds: &str| {
         let mut args = perdure_tests::postgres_run_args(&url, 8, name);
         args.extend(["--grpc".into(), grpc.into()]);

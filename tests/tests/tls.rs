@@ -8,10 +8,11 @@ use std::process::Command;
 
 use perdure_client::{DurableClient, HttpClientOptions, StartOptions};
 use perdure_tests::cluster_peer::write_test_certs;
-use perdure_tests::{NodeProcess, ensure_built, python_with, run_python_script_with};
+use perdure_tests::{
+    NodeProcess, ensure_built, keyed_dev_node, python_with, run_python_script_with,
+};
 
-const READER: &str = "pd_reader_0123456789abcdef";
-const OPERATOR: &str = "pd_operator_0123456789abcdef";
+use perdure_tests::keys::{OPERATOR, READER};
 
 struct TlsNode {
     node: NodeProcess,
@@ -23,25 +24,14 @@ struct TlsNode {
 fn tls_node() -> TlsNode {
     let dir = tempfile::tempdir().unwrap();
     write_test_certs(dir.path()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
-    let grpc = format!("127.0.0.1:{port}");
     let cert = dir.path().join("node.pem");
     let key = dir.path().join("node.key");
-    let keys = format!("reader:{READER},operator:{OPERATOR}");
-    let node = NodeProcess::spawn_dev_env(
-        &[
-            "--grpc",
-            &grpc,
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        &[("PERDURE_API_KEYS", &keys)],
-    )
+    let (node, grpc) = keyed_dev_node(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
     .unwrap();
     TlsNode {
         node,

@@ -67,6 +67,35 @@ pub struct KeyArgs {
     pub hash: bool,
 }
 
+/// Flags that `dev` and `run` share.
+#[derive(Debug, Args, Default)]
+pub struct SharedArgs {
+    /// OTLP/HTTP endpoint to export spans to (`http://collector:4318`).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (with `--tls-key`).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve every route without API keys, even on an address other than loopback.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+impl SharedArgs {
+    /// Sets these flags in a configuration layer.
+    fn apply(&self, flags: &mut ConfigLayer) {
+        flags.http.tls_cert = self.tls_cert.clone();
+        flags.http.tls_key = self.tls_key.clone();
+        flags.telemetry.otlp_endpoint = self.otlp_endpoint.clone();
+        if self.insecure_no_auth {
+            flags.auth.insecure_no_auth = Some(true);
+        }
+    }
+}
+
 /// Flags of `perdure-node dev`.
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -89,18 +118,9 @@ pub struct DevArgs {
     /// Log filter (`info`, `perdure_node=debug`).
     #[arg(long)]
     pub log: Option<String>,
-    /// OTLP/HTTP endpoint to export spans to (`http://collector:4318`).
-    #[arg(long)]
-    pub otlp_endpoint: Option<String>,
-    /// PEM certificate chain: serve HTTP and gRPC over TLS (with `--tls-key`).
-    #[arg(long)]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `--tls-cert`.
-    #[arg(long)]
-    pub tls_key: Option<PathBuf>,
-    /// Serve every route without API keys, even on an address other than loopback.
-    #[arg(long)]
-    pub insecure_no_auth: bool,
+    /// Security and telemetry flags.
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
 
 /// Flags of `perdure-node run`; each overrides the environment and the file.
@@ -148,18 +168,9 @@ pub struct RunArgs {
     /// Cluster peers to dial at start, comma-separated `host:port` (a hint).
     #[arg(long)]
     pub cluster_seeds: Option<String>,
-    /// OTLP/HTTP endpoint to export spans to (`http://collector:4318`).
-    #[arg(long)]
-    pub otlp_endpoint: Option<String>,
-    /// PEM certificate chain: serve HTTP and gRPC over TLS (with `--tls-key`).
-    #[arg(long)]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `--tls-cert`.
-    #[arg(long)]
-    pub tls_key: Option<PathBuf>,
-    /// Serve every route without API keys, even on an address other than loopback.
-    #[arg(long)]
-    pub insecure_no_auth: bool,
+    /// Security and telemetry flags.
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
 
 /// Why a node process stopped with an error.
@@ -217,12 +228,7 @@ impl Cli {
                 flags.node.partitions = d.partitions;
                 flags.log.filter = d.log.clone();
                 flags.grpc.listen = d.grpc.clone();
-                flags.http.tls_cert = d.tls_cert.clone();
-                flags.telemetry.otlp_endpoint = d.otlp_endpoint.clone();
-                flags.http.tls_key = d.tls_key.clone();
-                if d.insecure_no_auth {
-                    flags.auth.insecure_no_auth = Some(true);
-                }
+                d.shared.apply(&mut flags);
                 let asked_for = d.grpc.is_some() || env.grpc.listen.is_some();
                 // `dev` serves the gRPC protocol on the SDKs' default address unless told
                 // otherwise.
@@ -257,12 +263,7 @@ impl Cli {
                 flags.log.filter = r.log.clone();
                 flags.cluster.listen = r.cluster_listen.clone();
                 flags.cluster.seeds = r.cluster_seeds.clone().map(crate::config::Seeds::Text);
-                flags.http.tls_cert = r.tls_cert.clone();
-                flags.telemetry.otlp_endpoint = r.otlp_endpoint.clone();
-                flags.http.tls_key = r.tls_key.clone();
-                if r.insecure_no_auth {
-                    flags.auth.insecure_no_auth = Some(true);
-                }
+                r.shared.apply(&mut flags);
                 let file_name = r
                     .config
                     .as_ref()

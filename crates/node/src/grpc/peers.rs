@@ -13,12 +13,14 @@
 //! elsewhere or waits. Nothing is kept only in memory: the owner keeps the messages a work
 //! item comes from in the store until its results commit, as for its own workers.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use prost::Message;
+use tokio::sync::oneshot;
 
 use super::proto;
 use super::workers::{Completion, ItemKind, Unserved, WorkerHub};
@@ -43,7 +45,14 @@ pub(crate) enum RemoteOutcome {
     NoWorker(String),
     /// The call failed or the answer was not usable: it may or may not have run.
     Failed(String),
+    /// The item cannot be run by another node's workers (too large to carry, or refused by
+    /// the peer as malformed): sending it again would fail the same way.
+    Final(String),
 }
+
+/// The largest work item or completion carried between nodes: the codec's decode limit less
+/// room for the envelope (a larger frame would close the link).
+pub(crate) const FORWARD_LIMIT: usize = perdure_core::codec::MAX_DECODE_BYTES - 64 * 1024;
 
 /// The seam to other nodes' workers (the cluster links, or a simulation).
 pub(crate) trait RemoteWorkers: Send + Sync + 'static {
@@ -115,6 +124,32 @@ fn request_of(item: &WorkItemRequest) -> Result<(ItemKind, proto::work_item::Req
 /// [`RemoteWorkers`] over the cluster links.
 struct LinkedWorkers {
     links: Arc<dyn Links>,
+    /// Numbers this node's forwarded items (with the node's name, what a withdraw names).
+    next_id: AtomicU64,
+}
+
+/// Casts [`PeerCast::WithdrawWorkItem`] when dropped while armed: the owner stopped waiting
+/// for the item (its episode was cancelled, the node stops, the call failed).
+struct WithdrawOnDrop {
+    links: Arc<dyn Links>,
+    node: String,
+    origin: String,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let cast = PeerCast::WithdrawWorkItem {
+                origin: std::mem::take(&mut self.origin),
+                id: self.id,
+            };
+            if let Err(e) = self.links.cast(&self.node, &cast) {
+                tracing::debug!(node = %self.node, error = %e, "work item withdrawal not sent");
+            }
+        }
+    }
 }
 
 impl RemoteWorkers for LinkedWorkers {
@@ -132,25 +167,51 @@ impl RemoteWorkers for LinkedWorkers {
             completion_token: String::new(),
         }
         .encode_to_vec();
+        if item.len().saturating_add(name.len()) > FORWARD_LIMIT {
+            let why = format!(
+                "the work item is {} bytes, over the {FORWARD_LIMIT} bytes that can be sent to \
+                 another node's workers (connect a worker to the node that owns the instance)",
+                item.len()
+            );
+            return Box::pin(std::future::ready(RemoteOutcome::Final(why)));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let origin = links.local_node().to_string();
         let req = PeerRequest::WorkItem(WorkItemRequest {
+            origin: origin.clone(),
+            id,
             kind: kind_code(kind),
             name: name.to_string(),
             item,
             wait_ms: u64::try_from(REMOTE_WAIT.as_millis()).unwrap_or(u64::MAX),
         });
         Box::pin(async move {
+            let mut guard = WithdrawOnDrop {
+                links: links.clone(),
+                node: node.clone(),
+                origin,
+                id,
+                armed: true,
+            };
             // The peer gives up a little before the caller does, so its answer arrives.
             let timeout = REMOTE_WAIT + Duration::from_secs(30);
-            match links.call(&node, &req, timeout).await {
+            let reply = links.call(&node, &req, timeout).await;
+            // An answer means the peer let the item go; a failed call may have left it there.
+            guard.armed = reply.is_err();
+            match reply {
                 Ok(PeerReply::WorkItemDone { kind, completion }) => {
                     match decode_completion(kind, &completion) {
                         Ok(c) => RemoteOutcome::Done(Box::new(c)),
-                        Err(e) => RemoteOutcome::Failed(e),
+                        Err(e) => RemoteOutcome::Final(e),
                     }
                 }
                 Ok(PeerReply::NoWorker(why)) => RemoteOutcome::NoWorker(why),
                 Ok(PeerReply::NotReady) => RemoteOutcome::NoWorker("the peer is not ready".into()),
-                Ok(other) => RemoteOutcome::Failed(format!("unexpected answer {other:?}")),
+                Ok(PeerReply::WorkItemUnfinished(why)) => RemoteOutcome::Failed(why),
+                Ok(PeerReply::WorkItemFailed(why) | PeerReply::Undecodable(why)) => {
+                    RemoteOutcome::Final(format!("node {node} refused the work item: {why}"))
+                }
+                Ok(other) => RemoteOutcome::Final(format!("node {node} answered {other:?}")),
                 Err(e @ LinkError::NoRoute(_)) => RemoteOutcome::NoWorker(e.to_string()),
                 Err(e) => RemoteOutcome::Failed(e.to_string()),
             }
@@ -158,33 +219,77 @@ impl RemoteWorkers for LinkedWorkers {
     }
 }
 
+/// The peers' items being run on this node, by (origin node, item number), each with what
+/// cancels its run.
+type RunningItems = Arc<Mutex<BTreeMap<(String, u64), oneshot::Sender<()>>>>;
+
 /// [`PeerWork`] over a hub: peers' work items go to its workers, peers' summaries into its
 /// routing.
 struct HubPeerWork {
     hub: Arc<WorkerHub>,
+    /// The peers' items being run here, by (origin, id): what a withdrawal cancels.
+    running: RunningItems,
+}
+
+/// Forgets a running peer item when its run ends.
+struct Running {
+    running: RunningItems,
+    key: (String, u64),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl PeerWork for HubPeerWork {
     fn run(&self, item: WorkItemRequest) -> BoxFuture<'static, PeerReply> {
         let hub = self.hub.clone();
+        let running = self.running.clone();
         Box::pin(async move {
             let (kind, request) = match request_of(&item) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "a peer's work item was refused");
-                    return PeerReply::Undecodable(e);
+                    return PeerReply::WorkItemFailed(e);
                 }
             };
+            let key = (item.origin.clone(), item.id);
+            let (cancel, cancelled) = oneshot::channel();
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), cancel);
+            let _running = Running { running, key };
             let wait = Duration::from_millis(item.wait_ms).min(REMOTE_WAIT);
-            match hub.run_for_peer(kind, &item.name, request, wait).await {
+            // A withdrawal drops the item here (its worker's later completion is refused).
+            let done = tokio::select! {
+                r = hub.run_for_peer(kind, &item.name, request, wait) => r,
+                _ = cancelled => return PeerReply::NoWorker("withdrawn by its owner".into()),
+            };
+            match done {
                 Ok(c) => {
                     let (kind, completion) = encode_completion(&c);
+                    if completion.len() > FORWARD_LIMIT {
+                        return PeerReply::WorkItemFailed(format!(
+                            "the worker's completion is {} bytes, over the {FORWARD_LIMIT} bytes \
+                             that can be sent back to the owner's node",
+                            completion.len()
+                        ));
+                    }
                     PeerReply::WorkItemDone { kind, completion }
                 }
                 Err(Unserved::NoWorker) => PeerReply::NoWorker(format!(
                     "no gRPC worker of this node serves '{}'",
                     item.name
                 )),
+                Err(Unserved::TimedOut) => {
+                    PeerReply::WorkItemUnfinished(format!("no worker completed it within {wait:?}"))
+                }
                 Err(Unserved::Closed) => PeerReply::NoWorker("this node is stopping".into()),
             }
         })
@@ -192,6 +297,17 @@ impl PeerWork for HubPeerWork {
 
     fn workers(&self, summary: WorkersSummary) {
         self.hub.set_peer(summary);
+    }
+
+    fn withdraw(&self, origin: String, id: u64) {
+        let cancel = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(origin, id));
+        if let Some(c) = cancel {
+            let _ = c.send(());
+        }
     }
 }
 
@@ -206,8 +322,14 @@ pub fn join_cluster(hub: &Arc<WorkerHub>, transport: &Transport) -> Arc<dyn Peer
 
 /// Sends `hub`'s unserved work items over `links`; what answers peers' items.
 fn linked(hub: &Arc<WorkerHub>, links: Arc<dyn Links>) -> Arc<dyn PeerWork> {
-    hub.set_remote(Arc::new(LinkedWorkers { links }));
-    Arc::new(HubPeerWork { hub: hub.clone() })
+    hub.set_remote(Arc::new(LinkedWorkers {
+        links,
+        next_id: AtomicU64::new(0),
+    }));
+    Arc::new(HubPeerWork {
+        hub: hub.clone(),
+        running: Arc::default(),
+    })
 }
 
 /// Casts this node's summary to every linked peer on every change of its workers or of the
@@ -219,6 +341,9 @@ fn spawn_publisher(hub: &Arc<WorkerHub>, transport: &Transport) {
     let mut peers = transport.watch_peers();
     tokio::spawn(async move {
         let mut last: Option<WorkersSummary> = None;
+        let mut linked: BTreeSet<String> = BTreeSet::new();
+        // Peers that still need the current summary (new, or a cast that failed).
+        let mut owed: BTreeSet<String> = BTreeSet::new();
         let mut next_full = tokio::time::Instant::now();
         loop {
             let Some(hub) = weak.upgrade() else { return };
@@ -226,34 +351,46 @@ fn spawn_publisher(hub: &Arc<WorkerHub>, transport: &Transport) {
             let changed = signal.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let linked: BTreeSet<String> = peers.borrow_and_update().keys().cloned().collect();
-            hub.retain_peers(&linked);
+            let now_linked: BTreeSet<String> = peers
+                .borrow_and_update()
+                .keys()
+                .filter(|n| **n != me)
+                .cloned()
+                .collect();
+            // Only peers whose links closed are forgotten: a summary may arrive before this
+            // node sees the link it came over.
+            let gone: BTreeSet<String> = linked.difference(&now_linked).cloned().collect();
+            hub.forget_peers(&gone);
+            owed.extend(now_linked.difference(&linked).cloned());
+            owed.retain(|n| now_linked.contains(n));
+            linked = now_linked;
             let sum = hub.summary(&me);
             let now = tokio::time::Instant::now();
-            let mut retry_soon = false;
             if last.as_ref() != Some(&sum) || now >= next_full {
-                for node in linked.iter().filter(|n| **n != me) {
-                    if let Err(e) = transport.cast(node, &PeerCast::Workers(sum.clone())) {
-                        // A new session's routers appear a moment after it is ready.
-                        tracing::debug!(node, error = %e, "workers summary not sent");
-                        retry_soon = true;
-                    }
-                }
-                last = Some(sum);
+                owed = linked.clone();
                 next_full = now + PUBLISH_EVERY;
             }
-            if retry_soon {
-                next_full = now + Duration::from_millis(200);
-            }
+            owed.retain(|node| {
+                match transport.cast(node, &PeerCast::Workers(sum.clone())) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        // A new session's routers appear a moment after it is ready.
+                        tracing::debug!(node, error = %e, "workers summary not sent");
+                        true
+                    }
+                }
+            });
+            last = Some(sum);
+            let wake = if owed.is_empty() {
+                next_full
+            } else {
+                now + Duration::from_millis(200)
+            };
             drop(hub);
             tokio::select! {
                 () = &mut changed => {}
-                r = peers.changed() => {
-                    if r.is_err() { return }
-                    // A new peer hears the summary at once.
-                    next_full = tokio::time::Instant::now();
-                }
-                () = tokio::time::sleep_until(next_full) => {}
+                r = peers.changed() => if r.is_err() { return },
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
     });
@@ -264,8 +401,6 @@ mod tests {
     use super::*;
     use crate::cluster::transport::wire;
     use crate::grpc::workers::tests::next_token;
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
 
     /// Links inside one process; every message goes through the codec both ways.
     #[derive(Default)]
@@ -302,7 +437,19 @@ mod tests {
             })
         }
 
-        fn cast(&self, _node: &str, _message: &PeerCast) -> Result<(), LinkError> {
+        fn cast(&self, node: &str, message: &PeerCast) -> Result<(), LinkError> {
+            let w = self
+                .peers
+                .lock()
+                .unwrap()
+                .get(node)
+                .cloned()
+                .ok_or_else(|| LinkError::NoRoute(node.to_string()))?;
+            match wire::decode(&wire::encode(message).unwrap()).unwrap() {
+                PeerCast::WithdrawWorkItem { origin, id } => w.withdraw(origin, id),
+                PeerCast::Workers(sum) => w.workers(sum),
+                PeerCast::Nudge { .. } => {}
+            }
             Ok(())
         }
     }
@@ -360,6 +507,90 @@ mod tests {
         assert_eq!((a.pending(), b.pending()), (0, 0));
     }
 
+    /// Waits for `f`, failing the test instead of hanging.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("did not happen within 10 s")
+    }
+
+    /// Yields until `cond` holds (at most 10 s).
+    async fn until(cond: impl Fn() -> bool) {
+        within(async {
+            while !cond() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
+
+    type Waiter = tokio::task::JoinHandle<Result<Completion, super::super::workers::HubClosed>>;
+
+    /// Hubs "a" and "b", a worker on b, and an item of a that the worker holds (its token).
+    async fn held_by_a_worker_of_b() -> (
+        Arc<WorkerHub>,
+        Arc<WorkerHub>,
+        super::super::workers::WorkItemStream,
+        Waiter,
+        String,
+    ) {
+        let (a, b) = two_hubs();
+        let mut w = b.connect(None).expect("worker on b");
+        a.set_peer(b.summary("b"));
+        let h = a.clone();
+        let waiter =
+            tokio::spawn(async move { h.dispatch(ItemKind::Activity, "Say", say()).await });
+        let held = within(next_token(&mut w)).await;
+        (a, b, w, waiter, held)
+    }
+
+    #[tokio::test]
+    async fn a_stop_does_not_wait_for_a_peers_worker_and_withdraws_the_item() {
+        let (a, b, _w, waiter, held) = held_by_a_worker_of_b().await;
+        a.close();
+        assert!(matches!(
+            within(waiter).await.unwrap(),
+            Err(super::super::workers::HubClosed)
+        ));
+        // a's withdrawal reached b: the item is gone there, its worker's completion refused.
+        until(|| b.pending() == 0).await;
+        let late = b.complete(&held, answer("late")).expect_err("withdrawn");
+        assert_eq!(late.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_dispatch_withdraws_its_item_from_the_peer() {
+        let (a, b, _w, waiter, held) = held_by_a_worker_of_b().await;
+        assert_eq!(b.pending(), 1);
+        waiter.abort();
+        let _ = waiter.await;
+        until(|| b.pending() == 0).await;
+        assert!(b.complete(&held, answer("late")).is_err());
+        assert_eq!(a.forwarded(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_item_too_large_to_carry_fails_instead_of_being_sent_again() {
+        let (a, b) = two_hubs();
+        let _w = b.connect(None).expect("worker on b");
+        a.set_peer(b.summary("b"));
+        let huge = proto::work_item::Request::ActivityRequest(proto::ActivityRequest {
+            name: "Say".into(),
+            input: Some("x".repeat(FORWARD_LIMIT + 1)),
+            ..Default::default()
+        });
+        let done = within(a.dispatch(ItemKind::Activity, "Say", huge)).await;
+        match done {
+            Ok(Completion::Activity(r)) => {
+                let f = r.failure_details.expect("a failure");
+                assert_eq!(f.error_type, "WorkItemTooLarge");
+                assert!(f.error_message.contains("bytes"), "{}", f.error_message);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(b.pending(), 0, "nothing was sent");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_peer_whose_worker_left_gives_the_item_back_to_a_local_worker() {
         let (a, b) = two_hubs();
@@ -368,16 +599,19 @@ mod tests {
         let h = a.clone();
         let waiter =
             tokio::spawn(async move { h.dispatch(ItemKind::Activity, "Say", say()).await });
-        let _held = next_token(&mut w).await;
+        let _held = within(next_token(&mut w)).await;
         // b's only worker leaves while it holds the item: b gives it back to a.
         drop(w);
         a.set_peer(b.summary("b"));
         assert!(!a.serves_anywhere(ItemKind::Activity, "Say"));
         // A worker connects to a: the waiting item goes to it.
         let mut local = a.connect(None).expect("worker on a");
-        let token = next_token(&mut local).await;
+        let token = within(next_token(&mut local)).await;
         a.complete(&token, answer("from a")).expect("a takes it");
-        assert_eq!(result_of(waiter.await.unwrap()).as_deref(), Some("from a"));
+        assert_eq!(
+            result_of(within(waiter).await.unwrap()).as_deref(),
+            Some("from a")
+        );
         assert_eq!(a.forwarded(), (0, 0));
         assert_eq!(b.pending(), 0, "b keeps nothing of a's item");
     }
@@ -402,7 +636,7 @@ mod tests {
         assert!(!a.serves_anywhere(ItemKind::Activity, "Say"));
         // Nor does one of a peer whose link is gone.
         a.set_peer(b.summary("b"));
-        a.retain_peers(&BTreeSet::new());
+        a.forget_peers(&BTreeSet::from(["b".to_string()]));
         assert!(!a.serves_anywhere(ItemKind::Activity, "Say"));
     }
 
@@ -478,6 +712,8 @@ mod tests {
         }
         .encode_to_vec();
         let ok = WorkItemRequest {
+            origin: "a".into(),
+            id: 1,
             kind: 1,
             name: "A".into(),
             item: item.clone(),

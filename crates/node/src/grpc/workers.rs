@@ -41,8 +41,47 @@ pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(30);
 /// every change and every [`super::peers::PUBLISH_EVERY`]).
 pub(crate) const PEER_SUMMARY_TTL: Duration = Duration::from_secs(15);
 
-/// How often an item that no worker anywhere serves looks again (besides every change).
+/// How soon an item that no worker anywhere took looks again (besides every change),
+/// doubling up to [`REMOTE_RETRY_MAX`].
 const REMOTE_RETRY: Duration = Duration::from_secs(1);
+const REMOTE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A completion that fails the work item with `message` (an item that cannot be carried
+/// between nodes): the activity fails, the orchestration fails, the batch's operations fail.
+pub(crate) fn failed_completion(kind: ItemKind, message: &str) -> Completion {
+    let failure = Some(proto::TaskFailureDetails {
+        error_type: "WorkItemTooLarge".into(),
+        error_message: message.to_string(),
+        is_non_retriable: true,
+        ..Default::default()
+    });
+    match kind {
+        ItemKind::Activity => Completion::Activity(proto::ActivityResponse {
+            failure_details: failure,
+            ..Default::default()
+        }),
+        ItemKind::Orchestration => {
+            use proto::orchestrator_action::OrchestratorActionType as A;
+            Completion::Orchestrator(proto::OrchestratorResponse {
+                actions: vec![proto::OrchestratorAction {
+                    id: 0,
+                    orchestrator_action_type: Some(A::CompleteOrchestration(
+                        proto::CompleteOrchestrationAction {
+                            orchestration_status: proto::OrchestrationStatus::Failed as i32,
+                            failure_details: failure,
+                            ..Default::default()
+                        },
+                    )),
+                }],
+                ..Default::default()
+            })
+        }
+        ItemKind::Entity => Completion::Entity(proto::EntityBatchResult {
+            failure_details: failure,
+            ..Default::default()
+        }),
+    }
+}
 
 /// What a work item asks for, for routing by a worker's filters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +122,7 @@ pub(crate) struct HubClosed;
 
 /// Which functions a worker serves (`GetWorkItemsRequest.workItemFilters`); no filter at all
 /// means every function.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Filters {
     any: bool,
     orchestrations: Vec<String>,
@@ -162,6 +201,8 @@ pub(crate) enum Unserved {
     Closed,
     /// No worker of this node serves the name (any more).
     NoWorker,
+    /// A peer's item was not completed within the wait it came with (it may have run).
+    TimedOut,
 }
 
 /// The token of delivery `delivery` of item `item` of the hub `nonce`.
@@ -416,13 +457,13 @@ impl WorkerHub {
     /// A peer's summary of its workers (replacing the one before); a peer without workers
     /// is forgotten.
     pub(crate) fn set_peer(&self, sum: WorkersSummary) {
-        {
+        let changed = {
             let mut st = self.lock();
             if st.closed {
                 return;
             }
             if sum.workers == 0 {
-                st.peers.remove(&sum.node);
+                st.peers.remove(&sum.node).is_some()
             } else {
                 let filters = Filters {
                     any: sum.any,
@@ -431,23 +472,43 @@ impl WorkerHub {
                     entities: sum.entities,
                 };
                 let n = usize::try_from(sum.workers).unwrap_or(usize::MAX);
-                st.peers
-                    .insert(sum.node, (filters, n, tokio::time::Instant::now()));
+                let now = tokio::time::Instant::now();
+                // A refresh of the same summary only renews it: nothing to wake.
+                let same = st.peers.get(&sum.node).is_some_and(|(f, c, at)| {
+                    *c == n && *f == filters && now.duration_since(*at) < PEER_SUMMARY_TTL
+                });
+                st.peers.insert(sum.node, (filters, n, now));
+                !same
             }
+        };
+        if changed {
+            self.changed.notify_waiters();
         }
-        self.changed.notify_waiters();
     }
 
-    /// Forgets the peers not in `live` (their links are gone).
-    pub(crate) fn retain_peers(&self, live: &BTreeSet<String>) {
-        let gone = {
+    /// Forgets the summaries of `gone` peers (their links closed).
+    pub(crate) fn forget_peers(&self, gone: &BTreeSet<String>) {
+        let forgot = {
             let mut st = self.lock();
             let before = st.peers.len();
-            st.peers.retain(|n, _| live.contains(n));
+            st.peers.retain(|n, _| !gone.contains(n));
             before != st.peers.len()
         };
-        if gone {
+        if forgot {
             self.changed.notify_waiters();
+        }
+    }
+
+    /// Resolves once the hub is closed.
+    async fn until_closed(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -534,7 +595,7 @@ impl WorkerHub {
                 Ok(c)
             }
             Ok(Err(u)) => Err(u),
-            Err(_) => Err(Unserved::NoWorker),
+            Err(_) => Err(Unserved::TimedOut),
         }
     }
 
@@ -557,7 +618,8 @@ impl WorkerHub {
                 .await
                 .map_err(|_| HubClosed);
         };
-        let mut warned = false;
+        let mut retry = REMOTE_RETRY;
+        let mut warned_failure = false;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -570,14 +632,28 @@ impl WorkerHub {
                     Ok(c) => return Ok(c),
                     Err(Unserved::Closed) => return Err(HubClosed),
                     // Its workers left: the peers, or a wait.
-                    Err(Unserved::NoWorker) => {}
+                    Err(Unserved::NoWorker | Unserved::TimedOut) => {}
                 }
             }
             for node in self.peers_serving(kind, name) {
-                match remote.run(&node, kind, name, &request).await {
+                // A stop does not wait for a peer's worker.
+                let outcome = tokio::select! {
+                    o = remote.run(&node, kind, name, &request) => o,
+                    () = self.until_closed() => return Err(HubClosed),
+                };
+                match outcome {
                     RemoteOutcome::Done(c) => {
                         self.forwarded.fetch_add(1, Ordering::Relaxed);
                         return Ok(*c);
+                    }
+                    RemoteOutcome::Final(why) => {
+                        tracing::warn!(
+                            node,
+                            name,
+                            why,
+                            "a work item cannot be run by a peer's workers; it fails"
+                        );
+                        return Ok(failed_completion(kind, &why));
                     }
                     RemoteOutcome::NoWorker(why) => {
                         tracing::debug!(
@@ -587,7 +663,8 @@ impl WorkerHub {
                             "a peer's workers did not take a work item"
                         );
                     }
-                    RemoteOutcome::Failed(why) => {
+                    RemoteOutcome::Failed(why) if !warned_failure => {
+                        warned_failure = true;
                         tracing::warn!(
                             node,
                             name,
@@ -595,16 +672,18 @@ impl WorkerHub {
                             "a work item sent to a peer's workers came back without a completion; sending it again"
                         );
                     }
-                }
-                if self.is_closed() {
-                    return Err(HubClosed);
+                    RemoteOutcome::Failed(why) => {
+                        tracing::debug!(
+                            node,
+                            name,
+                            why,
+                            "a work item sent to a peer's workers came back without a completion again"
+                        );
+                    }
                 }
             }
-            if self.serves(kind, name) {
-                continue;
-            }
-            if !warned {
-                warned = true;
+            let first = self.lock().warned.insert((kind as u8, name.to_string()));
+            if first {
                 tracing::warn!(
                     kind = ?kind,
                     name,
@@ -612,9 +691,11 @@ impl WorkerHub {
                      waits until a worker that serves it connects"
                 );
             }
+            // Woken by any change of the workers here or of a peer's summary; the timer
+            // only covers a peer that refused an item its summary still offers.
             tokio::select! {
                 () = &mut changed => {}
-                () = tokio::time::sleep(REMOTE_RETRY) => {}
+                () = tokio::time::sleep(retry) => retry = (retry * 2).min(REMOTE_RETRY_MAX),
             }
         }
     }
@@ -873,6 +954,9 @@ where
         if tokio::time::Instant::now() >= deadline {
             return r.map_err(super::error::status);
         }
+        // At least a pause between calls: this node may count a peer's worker that the
+        // instance's owner has not heard of yet.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         while !hub.serves_anywhere(kind, name) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }

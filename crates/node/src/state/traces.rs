@@ -49,9 +49,17 @@ pub async fn resolve(
     if let Some(tp) = load(tx, id).await? {
         return Ok(Some(tp));
     }
-    let Some(first) = parent else {
-        return Ok(None);
-    };
+    match parent {
+        Some(first) => from_parents(tx, first).await,
+        None => Ok(None),
+    }
+}
+
+/// The parent's orchestration span in the trace found up the chain of parents from `first`.
+async fn from_parents(
+    tx: &mut dyn Transaction,
+    first: &ParentInstance,
+) -> Result<Option<TraceParent>, StoreError> {
     let span = orchestration_span_id(first.instance_id.as_str(), first.execution_id.0.as_str());
     let mut next = Some(first.instance_id.clone());
     for _ in 0..MAX_DEPTH {
@@ -80,7 +88,7 @@ pub async fn resolve_instance(
     }
     let parent = instances::load(tx, id).await?.and_then(|r| r.parent);
     match parent {
-        Some(p) => resolve(tx, id, Some(&p)).await,
+        Some(p) => from_parents(tx, &p).await,
         None => Ok(None),
     }
 }

@@ -259,7 +259,9 @@ impl ClusterApi {
                             Ok(
                                 other @ (PeerReply::Pong
                                 | PeerReply::WorkItemDone { .. }
-                                | PeerReply::NoWorker(_)),
+                                | PeerReply::NoWorker(_)
+                                | PeerReply::WorkItemFailed(_)
+                                | PeerReply::WorkItemUnfinished(_)),
                             ) => {
                                 return Err(ManagementError::Internal(format!(
                                     "node {n} answered a forwarded {} with {other:?}",
@@ -401,6 +403,8 @@ pub trait PeerWork: Send + Sync + 'static {
     fn run(&self, item: WorkItemRequest) -> BoxFuture<'static, PeerReply>;
     /// What a peer's workers serve now.
     fn workers(&self, summary: WorkersSummary);
+    /// A peer no longer waits for its work item `id`.
+    fn withdraw(&self, origin: String, id: u64);
 }
 
 impl ServePeers {
@@ -463,6 +467,11 @@ impl PeerHandler for ServePeers {
             PeerCast::Workers(summary) => {
                 if let Some(w) = &self.work {
                     w.workers(summary);
+                }
+            }
+            PeerCast::WithdrawWorkItem { origin, id } => {
+                if let Some(w) = &self.work {
+                    w.withdraw(origin, id);
                 }
             }
         }

@@ -139,6 +139,8 @@ fn every_reply() -> Vec<PeerReply> {
             completion: vec![8, 3],
         },
         PeerReply::NoWorker("none".into()),
+        PeerReply::WorkItemFailed("too large".into()),
+        PeerReply::WorkItemUnfinished("timed out".into()),
     ]
 }
 
@@ -167,6 +169,8 @@ fn every_request_round_trips_and_rejects_bad_bytes() {
         .collect();
     all.push(PeerRequest::Ping);
     all.push(PeerRequest::WorkItem(wire::WorkItemRequest {
+        origin: "n1".into(),
+        id: 7,
         kind: 2,
         name: "Counter".into(),
         item: vec![1, 2, 3],
@@ -185,7 +189,11 @@ fn every_request_round_trips_and_rejects_bad_bytes() {
         activities: vec!["a".into(), "b".into()],
         entities: vec![],
     });
-    for cast in [PeerCast::Nudge { partition: 3 }, workers] {
+    let withdraw = PeerCast::WithdrawWorkItem {
+        origin: "n1".into(),
+        id: 7,
+    };
+    for cast in [PeerCast::Nudge { partition: 3 }, workers, withdraw] {
         let bytes = wire::encode(&cast).unwrap();
         assert_eq!(wire::decode::<PeerCast>(&bytes).unwrap(), cast);
         assert_bad_bytes_rejected::<PeerCast>(&bytes);

@@ -26,6 +26,11 @@ pub enum PeerRequest {
 /// A work item handed to another node's gRPC workers (`docs/grpc.md`, "In a cluster").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkItemRequest {
+    /// The sending node (the partition's owner).
+    pub origin: String,
+    /// The item's number among the sender's forwarded items (with `origin`, what
+    /// [`PeerCast::WithdrawWorkItem`] names).
+    pub id: u64,
     /// 0 orchestrator, 1 activity, 2 entity batch.
     pub kind: u8,
     /// The orchestration, activity or entity name (what workers filter on).
@@ -64,6 +69,14 @@ pub enum PeerCast {
     },
     /// The sender's gRPC workers changed (or a periodic refresh): what they serve.
     Workers(WorkersSummary),
+    /// The owner no longer waits for work item `id` it sent (its episode was cancelled, its
+    /// call failed, the node is stopping): the receiver withdraws it from its workers.
+    WithdrawWorkItem {
+        /// The sending node.
+        origin: String,
+        /// The item's number.
+        id: u64,
+    },
 }
 
 /// The answer to a [`PeerRequest`].
@@ -94,6 +107,12 @@ pub enum PeerReply {
     /// No worker of the receiver serves the work item's name (any more): nothing was done
     /// with it; send it elsewhere.
     NoWorker(String),
+    /// The work item cannot be carried between nodes (its request or its completion is over
+    /// the transport's limit): sending it again would fail the same way.
+    WorkItemFailed(String),
+    /// The receiver stopped waiting for its worker (its wait limit passed): the item may or
+    /// may not have run; send it again.
+    WorkItemUnfinished(String),
 }
 
 /// A management operation that targets one instance or entity.
