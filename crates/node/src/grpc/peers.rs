@@ -45,9 +45,14 @@ pub(crate) enum RemoteOutcome {
     NoWorker(String),
     /// The call failed or the answer was not usable: it may or may not have run.
     Failed(String),
-    /// The item cannot be run by another node's workers (too large to carry, or refused by
-    /// the peer as malformed): sending it again would fail the same way.
-    Final(String),
+    /// The item cannot be run by another node's workers (too large to carry, or its
+    /// completion does not decode): sending it again would fail the same way.
+    Final {
+        /// The failure's type (`WorkItemTooLarge`, `WorkerProtocolError`).
+        error_type: &'static str,
+        /// What happened.
+        message: String,
+    },
 }
 
 /// The largest work item or completion carried between nodes: the codec's decode limit less
@@ -124,7 +129,10 @@ fn request_of(item: &WorkItemRequest) -> Result<(ItemKind, proto::work_item::Req
 /// [`RemoteWorkers`] over the cluster links.
 struct LinkedWorkers {
     links: Arc<dyn Links>,
-    /// Numbers this node's forwarded items (with the node's name, what a withdraw names).
+    /// This process among the node's restarts.
+    incarnation: u64,
+    /// Numbers this process's forwarded items (with the node's name and the incarnation,
+    /// what a withdrawal names).
     next_id: AtomicU64,
 }
 
@@ -134,6 +142,7 @@ struct WithdrawOnDrop {
     links: Arc<dyn Links>,
     node: String,
     origin: String,
+    incarnation: u64,
     id: u64,
     armed: bool,
 }
@@ -143,6 +152,7 @@ impl Drop for WithdrawOnDrop {
         if self.armed {
             let cast = PeerCast::WithdrawWorkItem {
                 origin: std::mem::take(&mut self.origin),
+                incarnation: self.incarnation,
                 id: self.id,
             };
             if let Err(e) = self.links.cast(&self.node, &cast) {
@@ -173,12 +183,17 @@ impl RemoteWorkers for LinkedWorkers {
                  another node's workers (connect a worker to the node that owns the instance)",
                 item.len()
             );
-            return Box::pin(std::future::ready(RemoteOutcome::Final(why)));
+            return Box::pin(std::future::ready(RemoteOutcome::Final {
+                error_type: "WorkItemTooLarge",
+                message: why,
+            }));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let origin = links.local_node().to_string();
+        let incarnation = self.incarnation;
         let req = PeerRequest::WorkItem(WorkItemRequest {
             origin: origin.clone(),
+            incarnation,
             id,
             kind: kind_code(kind),
             name: name.to_string(),
@@ -190,6 +205,7 @@ impl RemoteWorkers for LinkedWorkers {
                 links: links.clone(),
                 node: node.clone(),
                 origin,
+                incarnation,
                 id,
                 armed: true,
             };
@@ -202,16 +218,24 @@ impl RemoteWorkers for LinkedWorkers {
                 Ok(PeerReply::WorkItemDone { kind, completion }) => {
                     match decode_completion(kind, &completion) {
                         Ok(c) => RemoteOutcome::Done(Box::new(c)),
-                        Err(e) => RemoteOutcome::Final(e),
+                        Err(e) => RemoteOutcome::Final {
+                            error_type: "WorkerProtocolError",
+                            message: e,
+                        },
                     }
                 }
                 Ok(PeerReply::NoWorker(why)) => RemoteOutcome::NoWorker(why),
                 Ok(PeerReply::NotReady) => RemoteOutcome::NoWorker("the peer is not ready".into()),
                 Ok(PeerReply::WorkItemUnfinished(why)) => RemoteOutcome::Failed(why),
-                Ok(PeerReply::WorkItemFailed(why) | PeerReply::Undecodable(why)) => {
-                    RemoteOutcome::Final(format!("node {node} refused the work item: {why}"))
-                }
-                Ok(other) => RemoteOutcome::Final(format!("node {node} answered {other:?}")),
+                Ok(PeerReply::WorkItemFailed(why)) => RemoteOutcome::Final {
+                    error_type: "WorkItemTooLarge",
+                    message: format!("node {node} could not run the work item: {why}"),
+                },
+                // A peer of another build (unsupported): asked again, with back-off.
+                Ok(PeerReply::Undecodable(why)) => RemoteOutcome::Failed(format!(
+                    "node {node} could not read the work item: {why}"
+                )),
+                Ok(other) => RemoteOutcome::Failed(format!("node {node} answered {other:?}")),
                 Err(e @ LinkError::NoRoute(_)) => RemoteOutcome::NoWorker(e.to_string()),
                 Err(e) => RemoteOutcome::Failed(e.to_string()),
             }
@@ -219,37 +243,70 @@ impl RemoteWorkers for LinkedWorkers {
     }
 }
 
-/// The peers' items being run on this node, by (origin node, item number), each with what
-/// cancels its run.
-type RunningItems = Arc<Mutex<BTreeMap<(String, u64), oneshot::Sender<()>>>>;
+/// A peer's item: (origin node, its incarnation, item number).
+type ItemKey = (String, u64, u64);
+
+/// How long a withdrawal that arrived before its item is remembered, and how many at most.
+const EARLY_WITHDRAWAL_KEEP: Duration = Duration::from_secs(60);
+const EARLY_WITHDRAWALS_MAX: usize = 10_000;
+
+/// The peers' items being run on this node.
+#[derive(Default)]
+struct PeerItems {
+    /// Each with what cancels its run.
+    running: BTreeMap<ItemKey, oneshot::Sender<()>>,
+    /// Withdrawals that arrived before their item (a cast may overtake a call: they go to
+    /// different routers), with when they arrived.
+    early: BTreeMap<ItemKey, tokio::time::Instant>,
+}
+
+impl PeerItems {
+    /// Cancels the runs of the items of `origins` (their links closed: no withdrawal could
+    /// arrive).
+    fn cancel_origins(&mut self, origins: &BTreeSet<String>) {
+        let keys: Vec<ItemKey> = self
+            .running
+            .keys()
+            .filter(|k| origins.contains(&k.0))
+            .cloned()
+            .collect();
+        for k in keys {
+            if let Some(c) = self.running.remove(&k) {
+                let _ = c.send(());
+            }
+        }
+    }
+}
+
+type SharedItems = Arc<Mutex<PeerItems>>;
+
+fn lock_items(items: &SharedItems) -> std::sync::MutexGuard<'_, PeerItems> {
+    items.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// [`PeerWork`] over a hub: peers' work items go to its workers, peers' summaries into its
 /// routing.
 struct HubPeerWork {
     hub: Arc<WorkerHub>,
-    /// The peers' items being run here, by (origin, id): what a withdrawal cancels.
-    running: RunningItems,
+    items: SharedItems,
 }
 
 /// Forgets a running peer item when its run ends.
 struct Running {
-    running: RunningItems,
-    key: (String, u64),
+    items: SharedItems,
+    key: ItemKey,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        lock_items(&self.items).running.remove(&self.key);
     }
 }
 
 impl PeerWork for HubPeerWork {
     fn run(&self, item: WorkItemRequest) -> BoxFuture<'static, PeerReply> {
         let hub = self.hub.clone();
-        let running = self.running.clone();
+        let items = self.items.clone();
         Box::pin(async move {
             let (kind, request) = match request_of(&item) {
                 Ok(r) => r,
@@ -258,18 +315,21 @@ impl PeerWork for HubPeerWork {
                     return PeerReply::WorkItemFailed(e);
                 }
             };
-            let key = (item.origin.clone(), item.id);
+            let key = (item.origin.clone(), item.incarnation, item.id);
             let (cancel, cancelled) = oneshot::channel();
-            running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone(), cancel);
-            let _running = Running { running, key };
+            {
+                let mut it = lock_items(&items);
+                if it.early.remove(&key).is_some() {
+                    return PeerReply::NoWorker("withdrawn by its owner".into());
+                }
+                it.running.insert(key.clone(), cancel);
+            }
+            let _running = Running { items, key };
             let wait = Duration::from_millis(item.wait_ms).min(REMOTE_WAIT);
             // A withdrawal drops the item here (its worker's later completion is refused).
             let done = tokio::select! {
                 r = hub.run_for_peer(kind, &item.name, request, wait) => r,
-                _ = cancelled => return PeerReply::NoWorker("withdrawn by its owner".into()),
+                Ok(()) = cancelled => return PeerReply::NoWorker("withdrawn by its owner".into()),
             };
             match done {
                 Ok(c) => {
@@ -299,14 +359,19 @@ impl PeerWork for HubPeerWork {
         self.hub.set_peer(summary);
     }
 
-    fn withdraw(&self, origin: String, id: u64) {
-        let cancel = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(origin, id));
-        if let Some(c) = cancel {
+    fn withdraw(&self, origin: String, incarnation: u64, id: u64) {
+        let key = (origin, incarnation, id);
+        let mut it = lock_items(&self.items);
+        if let Some(c) = it.running.remove(&key) {
             let _ = c.send(());
+            return;
+        }
+        // Its item has not arrived yet (or is long gone): remembered for a while.
+        let now = tokio::time::Instant::now();
+        it.early
+            .retain(|_, at| now.duration_since(*at) < EARLY_WITHDRAWAL_KEEP);
+        if it.early.len() < EARLY_WITHDRAWALS_MAX {
+            it.early.insert(key, now);
         }
     }
 }
@@ -315,26 +380,29 @@ impl PeerWork for HubPeerWork {
 /// workers, and the peers learn what this node's workers serve. Returns what answers the
 /// peers' work items (for `ServePeers::with_work`).
 pub fn join_cluster(hub: &Arc<WorkerHub>, transport: &Transport) -> Arc<dyn PeerWork> {
-    let work = linked(hub, Arc::new(transport.clone()));
-    spawn_publisher(hub, transport);
+    let (work, items) = linked(hub, Arc::new(transport.clone()));
+    spawn_publisher(hub, transport, items);
     work
 }
 
 /// Sends `hub`'s unserved work items over `links`; what answers peers' items.
-fn linked(hub: &Arc<WorkerHub>, links: Arc<dyn Links>) -> Arc<dyn PeerWork> {
+fn linked(hub: &Arc<WorkerHub>, links: Arc<dyn Links>) -> (Arc<dyn PeerWork>, SharedItems) {
     hub.set_remote(Arc::new(LinkedWorkers {
         links,
+        incarnation: hub.nonce(),
         next_id: AtomicU64::new(0),
     }));
-    Arc::new(HubPeerWork {
+    let items = SharedItems::default();
+    let work = Arc::new(HubPeerWork {
         hub: hub.clone(),
-        running: Arc::default(),
-    })
+        items: items.clone(),
+    });
+    (work, items)
 }
 
 /// Casts this node's summary to every linked peer on every change of its workers or of the
 /// peers, and every [`PUBLISH_EVERY`]; forgets the summaries of peers whose links are gone.
-fn spawn_publisher(hub: &Arc<WorkerHub>, transport: &Transport) {
+fn spawn_publisher(hub: &Arc<WorkerHub>, transport: &Transport, items: SharedItems) {
     let weak = Arc::downgrade(hub);
     let transport = transport.clone();
     let me = transport.local_node().to_string();
@@ -360,7 +428,11 @@ fn spawn_publisher(hub: &Arc<WorkerHub>, transport: &Transport) {
             // Only peers whose links closed are forgotten: a summary may arrive before this
             // node sees the link it came over.
             let gone: BTreeSet<String> = linked.difference(&now_linked).cloned().collect();
-            hub.forget_peers(&gone);
+            if !gone.is_empty() {
+                hub.forget_peers(&gone);
+                // Their withdrawals cannot arrive any more: their items here are dropped.
+                lock_items(&items).cancel_origins(&gone);
+            }
             owed.extend(now_linked.difference(&linked).cloned());
             owed.retain(|n| now_linked.contains(n));
             linked = now_linked;
@@ -389,7 +461,11 @@ fn spawn_publisher(hub: &Arc<WorkerHub>, transport: &Transport) {
             drop(hub);
             tokio::select! {
                 () = &mut changed => {}
-                r = peers.changed() => if r.is_err() { return },
+                r = peers.changed() => {
+                    if r.is_err() { return }
+                    // A peer that came back between two looks gets the summary again too.
+                    next_full = tokio::time::Instant::now();
+                }
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -446,7 +522,11 @@ mod tests {
                 .cloned()
                 .ok_or_else(|| LinkError::NoRoute(node.to_string()))?;
             match wire::decode(&wire::encode(message).unwrap()).unwrap() {
-                PeerCast::WithdrawWorkItem { origin, id } => w.withdraw(origin, id),
+                PeerCast::WithdrawWorkItem {
+                    origin,
+                    incarnation,
+                    id,
+                } => w.withdraw(origin, incarnation, id),
                 PeerCast::Workers(sum) => w.workers(sum),
                 PeerCast::Nudge { .. } => {}
             }
@@ -461,7 +541,7 @@ mod tests {
             me: "a".into(),
             ..Mesh::default()
         });
-        let b_work = linked(&b, Arc::new(Mesh::default()));
+        let (b_work, _) = linked(&b, Arc::new(Mesh::default()));
         mesh.peers.lock().unwrap().insert("b".into(), b_work);
         let _ = linked(&a, mesh);
         (a, b)
@@ -567,6 +647,52 @@ mod tests {
         until(|| b.pending() == 0).await;
         assert!(b.complete(&held, answer("late")).is_err());
         assert_eq!(a.forwarded(), (0, 0));
+    }
+
+    /// A peer's item `id` of incarnation `inc` of node "a", for `work`.
+    fn item_from_a(inc: u64, id: u64) -> WorkItemRequest {
+        WorkItemRequest {
+            origin: "a".into(),
+            incarnation: inc,
+            id,
+            kind: 1,
+            name: "Say".into(),
+            item: proto::WorkItem {
+                request: Some(say()),
+                completion_token: String::new(),
+            }
+            .encode_to_vec(),
+            wait_ms: 60_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn withdrawals_that_overtake_their_item_or_lose_their_link_still_count() {
+        let b = WorkerHub::with_nonce(2);
+        let (work, items) = linked(&b, Arc::new(Mesh::default()));
+        let mut w = b.connect(None).expect("worker on b");
+        // A withdrawal that arrives before its item: the item is refused when it comes.
+        work.withdraw("a".into(), 1, 0);
+        let reply = within(work.run(item_from_a(1, 0))).await;
+        assert!(
+            matches!(&reply, PeerReply::NoWorker(m) if m.contains("withdrawn")),
+            "{reply:?}"
+        );
+        assert_eq!(b.pending(), 0);
+        // The same number from a restarted "a" (another incarnation) is a different item.
+        let w2 = work.clone();
+        let run = tokio::spawn(async move { w2.run(item_from_a(2, 0)).await });
+        let held = within(next_token(&mut w)).await;
+        // Its origin's link closes: no withdrawal can come, so the item is dropped here.
+        lock_items(&items).cancel_origins(&BTreeSet::from(["a".to_string()]));
+        let reply = within(run).await.unwrap();
+        assert!(
+            matches!(&reply, PeerReply::NoWorker(m) if m.contains("withdrawn")),
+            "{reply:?}"
+        );
+        until(|| b.pending() == 0).await;
+        assert!(b.complete(&held, answer("late")).is_err());
+        assert!(lock_items(&items).running.is_empty());
     }
 
     #[tokio::test]
@@ -713,6 +839,7 @@ mod tests {
         .encode_to_vec();
         let ok = WorkItemRequest {
             origin: "a".into(),
+            incarnation: 3,
             id: 1,
             kind: 1,
             name: "A".into(),

@@ -46,11 +46,12 @@ pub(crate) const PEER_SUMMARY_TTL: Duration = Duration::from_secs(15);
 const REMOTE_RETRY: Duration = Duration::from_secs(1);
 const REMOTE_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// A completion that fails the work item with `message` (an item that cannot be carried
-/// between nodes): the activity fails, the orchestration fails, the batch's operations fail.
-pub(crate) fn failed_completion(kind: ItemKind, message: &str) -> Completion {
+/// A completion that fails the work item with `error_type` and `message` (an item that cannot
+/// be carried between nodes): the activity fails, the orchestration fails, the batch's
+/// operations fail.
+pub(crate) fn failed_completion(kind: ItemKind, error_type: &str, message: &str) -> Completion {
     let failure = Some(proto::TaskFailureDetails {
-        error_type: "WorkItemTooLarge".into(),
+        error_type: error_type.to_string(),
         error_message: message.to_string(),
         is_non_retriable: true,
         ..Default::default()
@@ -423,6 +424,11 @@ impl WorkerHub {
         self.changed.clone()
     }
 
+    /// What tells this hub's process from earlier ones (its tokens carry it too).
+    pub(crate) fn nonce(&self) -> u64 {
+        self.lock().nonce
+    }
+
     fn is_closed(&self) -> bool {
         self.lock().closed
     }
@@ -646,14 +652,17 @@ impl WorkerHub {
                         self.forwarded.fetch_add(1, Ordering::Relaxed);
                         return Ok(*c);
                     }
-                    RemoteOutcome::Final(why) => {
+                    RemoteOutcome::Final {
+                        error_type,
+                        message,
+                    } => {
                         tracing::warn!(
                             node,
                             name,
-                            why,
+                            message,
                             "a work item cannot be run by a peer's workers; it fails"
                         );
-                        return Ok(failed_completion(kind, &why));
+                        return Ok(failed_completion(kind, error_type, &message));
                     }
                     RemoteOutcome::NoWorker(why) => {
                         tracing::debug!(
@@ -694,7 +703,7 @@ impl WorkerHub {
             // Woken by any change of the workers here or of a peer's summary; the timer
             // only covers a peer that refused an item its summary still offers.
             tokio::select! {
-                () = &mut changed => {}
+                () = &mut changed => retry = REMOTE_RETRY,
                 () = tokio::time::sleep(retry) => retry = (retry * 2).min(REMOTE_RETRY_MAX),
             }
         }

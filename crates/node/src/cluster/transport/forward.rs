@@ -404,7 +404,7 @@ pub trait PeerWork: Send + Sync + 'static {
     /// What a peer's workers serve now.
     fn workers(&self, summary: WorkersSummary);
     /// A peer no longer waits for its work item `id`.
-    fn withdraw(&self, origin: String, id: u64);
+    fn withdraw(&self, origin: String, incarnation: u64, id: u64);
 }
 
 impl ServePeers {
@@ -469,9 +469,13 @@ impl PeerHandler for ServePeers {
                     w.workers(summary);
                 }
             }
-            PeerCast::WithdrawWorkItem { origin, id } => {
+            PeerCast::WithdrawWorkItem {
+                origin,
+                incarnation,
+                id,
+            } => {
                 if let Some(w) = &self.work {
-                    w.withdraw(origin, id);
+                    w.withdraw(origin, incarnation, id);
                 }
             }
         }

@@ -170,6 +170,7 @@ fn every_request_round_trips_and_rejects_bad_bytes() {
     all.push(PeerRequest::Ping);
     all.push(PeerRequest::WorkItem(wire::WorkItemRequest {
         origin: "n1".into(),
+        incarnation: 9,
         id: 7,
         kind: 2,
         name: "Counter".into(),
@@ -191,6 +192,7 @@ fn every_request_round_trips_and_rejects_bad_bytes() {
     });
     let withdraw = PeerCast::WithdrawWorkItem {
         origin: "n1".into(),
+        incarnation: 9,
         id: 7,
     };
     for cast in [PeerCast::Nudge { partition: 3 }, workers, withdraw] {

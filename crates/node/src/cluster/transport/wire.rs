@@ -28,8 +28,10 @@ pub enum PeerRequest {
 pub struct WorkItemRequest {
     /// The sending node (the partition's owner).
     pub origin: String,
-    /// The item's number among the sender's forwarded items (with `origin`, what
-    /// [`PeerCast::WithdrawWorkItem`] names).
+    /// The sending process (a restarted node numbers its items from 0 again).
+    pub incarnation: u64,
+    /// The item's number among the sender's forwarded items (with `origin` and
+    /// `incarnation`, what [`PeerCast::WithdrawWorkItem`] names).
     pub id: u64,
     /// 0 orchestrator, 1 activity, 2 entity batch.
     pub kind: u8,
@@ -74,6 +76,8 @@ pub enum PeerCast {
     WithdrawWorkItem {
         /// The sending node.
         origin: String,
+        /// The sending process.
+        incarnation: u64,
         /// The item's number.
         id: u64,
     },
