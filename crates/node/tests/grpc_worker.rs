@@ -279,6 +279,84 @@ fn kind_of(e: &HistoryEvent) -> &'static str {
 
 every_store! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entity_of_a_worker_starts_an_orchestration_at_its_scheduled_time(ts) {
+        let mut f = Fixture::start(ts.store.clone()).await;
+        let mut w = f.worker().await;
+        f.client
+            .signal_entity(SignalEntityRequest {
+                instance_id: "@remoteStarter@k".into(),
+                name: "go".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("signal");
+        let (batch, token) = match w.next().await {
+            (W::EntityRequest(r), t) => (r, t),
+            (other, _) => panic!("expected an entity batch, got {other:?}"),
+        };
+        assert_eq!(batch.operations.len(), 1);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 1_500;
+        let at = prost_types::Timestamp {
+            seconds: (at_ms / 1000) as i64,
+            nanos: ((at_ms % 1000) * 1_000_000) as i32,
+        };
+        use operation_action::OperationActionType as O;
+        w.client
+            .complete_entity_task(EntityBatchResult {
+                results: vec![OperationResult {
+                    result_type: Some(operation_result::ResultType::Success(
+                        OperationResultSuccess::default(),
+                    )),
+                }],
+                actions: vec![OperationAction {
+                    id: 0,
+                    operation_action_type: Some(O::StartNewOrchestration(
+                        StartNewOrchestrationAction {
+                            instance_id: "later-1".into(),
+                            name: "HelloSequence".into(),
+                            scheduled_time: Some(at),
+                            ..Default::default()
+                        },
+                    )),
+                }],
+                completion_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("complete the batch");
+        // The batch commits after its completion is taken: until then there is no instance.
+        let id = InstanceId::new("later-1").unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while f.node.get_instance(id.clone(), false).await.expect("read").is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the start was never recorded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let st = f.wait("later-1").await;
+        assert_eq!(st.orchestration_status, OrchestrationStatus::Completed as i32);
+        let history = f
+            .node
+            .get_history(InstanceId::new("later-1").unwrap())
+            .await
+            .expect("history")
+            .expect("exists");
+        // The start carries its time, and nothing ran before it.
+        let started = history.iter().find_map(|e| match &e.kind {
+            EventKind::ExecutionStarted { scheduled_start, .. } => Some(*scheduled_start),
+            _ => None,
+        });
+        assert_eq!(started.flatten().map(|t| t.as_millis()), Some(at_ms), "{history:?}");
+        let first = history.first().expect("events").timestamp.as_millis();
+        assert!(first >= at_ms, "ran at {first}, scheduled for {at_ms}");
+        f.finish().await;
+    }
+}
+
+every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_disconnected_worker_hands_its_episode_to_another_and_it_completes_once(ts) {
         let mut f = Fixture::start(ts.store.clone()).await;
         let mut a = f.worker().await;

@@ -273,6 +273,11 @@ fn entity_output(r: proto::EntityBatchResult, n: usize) -> Result<EntityBatchOut
                 name: o.name,
                 version: o.version,
                 input: payload_from_proto(o.input, "startNewOrchestration.input").map_err(bad)?,
+                scheduled_start: opt_timestamp(
+                    o.scheduled_time.as_ref(),
+                    "startNewOrchestration.scheduledTime",
+                )
+                .map_err(bad)?,
             },
             None => return Err(BadResponse("an operation action has no type".into())),
         });

@@ -182,6 +182,7 @@ async fn run_entity_batch(
                         version,
                         instance_id,
                         input,
+                        scheduled_start: None,
                     },
                 })
                 .collect(),

@@ -304,12 +304,14 @@ async fn flush(
                 version,
                 instance_id,
                 input,
+                scheduled_start,
             } => effects.extend(start_effects(
                 shared,
                 &instance_id,
                 &name,
                 version,
                 input,
+                scheduled_start,
                 now,
             )),
         }
@@ -317,13 +319,15 @@ async fn flush(
     Ok(n)
 }
 
-/// The effects that start an orchestration: its Pending record and its ExecutionStarted.
+/// The effects that start an orchestration: its Pending record and its ExecutionStarted
+/// (delivered at `scheduled_start` when that is in the future).
 pub(crate) fn start_effects(
     shared: &Shared,
     instance_id: &InstanceId,
     name: &str,
     version: Option<String>,
     input: Option<perdure_core::Payload>,
+    scheduled_start: Option<Timestamp>,
     now: Timestamp,
 ) -> Vec<Effect> {
     let execution_id = shared.new_execution_id();
@@ -335,9 +339,18 @@ pub(crate) fn start_effects(
             input: input.clone(),
             execution_id: execution_id.clone(),
             parent: None,
-            scheduled_start: None,
+            scheduled_start,
         },
     );
+    let target = Target::Instance(instance_id.clone());
+    let body = MessageBody::NewExecution {
+        started,
+        carried: Vec::new(),
+    };
+    let deliver = match scheduled_start {
+        Some(t) if t > now => Effect::SendAt(target, t, body),
+        _ => Effect::Send(target, body),
+    };
     vec![
         Effect::CreateInstance(pending_record(
             instance_id,
@@ -348,13 +361,7 @@ pub(crate) fn start_effects(
             None,
             now,
         )),
-        Effect::Send(
-            Target::Instance(instance_id.clone()),
-            MessageBody::NewExecution {
-                started,
-                carried: Vec::new(),
-            },
-        ),
+        deliver,
     ]
 }
 

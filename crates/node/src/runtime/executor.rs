@@ -97,6 +97,8 @@ pub enum EntitySend {
         instance_id: InstanceId,
         /// Input.
         input: Option<Payload>,
+        /// Start no earlier than this (a scheduled start).
+        scheduled_start: Option<Timestamp>,
     },
 }
 

@@ -41,6 +41,11 @@ pub trait PartitionOwners: Send + Sync + 'static {
     fn owner(&self, partition: u32) -> Option<String>;
     /// Whether this node holds `partition`'s lease now.
     fn is_local(&self, partition: u32) -> bool;
+    /// Resolves when the owners may have changed (a request waiting for an owner then asks
+    /// again at once instead of at its next back-off step); never, by default.
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A fixed (settable) ownership table: for tests and single-node setups.
@@ -48,6 +53,7 @@ pub trait PartitionOwners: Send + Sync + 'static {
 pub struct StaticOwners {
     local: String,
     owners: Mutex<BTreeMap<u32, String>>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl StaticOwners {
@@ -60,6 +66,7 @@ impl StaticOwners {
         Self {
             local: local.into(),
             owners: Mutex::new((0..partitions).map(|p| (p, owner_of(p))).collect()),
+            changed: Arc::default(),
         }
     }
 
@@ -70,6 +77,8 @@ impl StaticOwners {
             Some(o) => m.insert(partition, o),
             None => m.remove(&partition),
         };
+        drop(m);
+        self.changed.notify_waiters();
     }
 }
 
@@ -84,6 +93,11 @@ impl PartitionOwners for StaticOwners {
 
     fn is_local(&self, partition: u32) -> bool {
         self.owner(partition).is_some_and(|o| o == self.local)
+    }
+
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        let n = self.changed.clone();
+        Box::pin(async move { n.notified().await })
     }
 }
 
@@ -292,7 +306,10 @@ impl ClusterApi {
             tracing::debug!(partition = p, reason = %why, "waiting for the owner of a partition");
             // A bounded back-off: ownership changes are decided by the store, and the
             // membership side learns them on its own schedule.
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.owners.changed() => {}
+            }
             backoff = (backoff * 2).min(Duration::from_millis(250));
         }
         Err(ManagementError::Unavailable(format!(

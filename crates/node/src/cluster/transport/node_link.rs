@@ -15,7 +15,10 @@ use crate::node::NodeHandle;
 use crate::runtime::Shared;
 
 /// Owners from the node's lease view; local means the node runs the partition's actor.
-struct NodeOwners(Weak<Shared>);
+struct NodeOwners(
+    Weak<Shared>,
+    tokio::sync::watch::Receiver<crate::cluster::ClusterView>,
+);
 
 impl PartitionOwners for NodeOwners {
     fn owner(&self, partition: u32) -> Option<String> {
@@ -24,6 +27,17 @@ impl PartitionOwners for NodeOwners {
 
     fn is_local(&self, partition: u32) -> bool {
         self.0.upgrade().is_some_and(|s| s.holds(partition))
+    }
+
+    /// The node's next cluster round (it publishes the lease view it read).
+    fn changed(&self) -> futures::future::BoxFuture<'static, ()> {
+        let mut view = self.1.clone();
+        view.borrow_and_update();
+        Box::pin(async move {
+            if view.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -85,7 +99,8 @@ pub fn attach(
     work: Option<Arc<dyn PeerWork>>,
 ) -> ClusterApi {
     let shared = node.shared();
-    let owners: Arc<dyn PartitionOwners> = Arc::new(NodeOwners(Arc::downgrade(shared)));
+    let owners: Arc<dyn PartitionOwners> =
+        Arc::new(NodeOwners(Arc::downgrade(shared), node.cluster()));
     let nudges: Arc<dyn NudgeTarget> = Arc::new(crate::cluster::local_nudge(shared));
     let mut serve = ServePeers::new(
         Arc::new(node.clone()),

@@ -466,14 +466,23 @@ async fn a_request_during_a_handoff_reaches_the_new_owner() {
     let p = api.partition_of(id.as_str());
     owners.set(p, None);
     let o = owners.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    let moved = tokio::spawn(async move {
+        // Between two back-off steps (5 ms doubling to 250 ms: asks at 1.815 s and 2.065 s).
+        tokio::time::sleep(Duration::from_millis(1_900)).await;
         o.set(p, Some("b".into()));
+        tokio::time::Instant::now()
     });
     let mut req = StartRequest::new("HelloSequence");
     req.instance_id = Some(id.clone());
     assert_eq!(api.start(req).await.unwrap(), id);
+    let answered = tokio::time::Instant::now();
     assert!(b.get_instance(id, false).await.unwrap().is_some());
+    // The ownership change woke the request: it did not wait for its next back-off step.
+    let waited = answered - moved.await.unwrap();
+    assert!(
+        waited < Duration::from_millis(100),
+        "answered {waited:?} after the move"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
