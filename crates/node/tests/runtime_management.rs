@@ -356,3 +356,46 @@ async fn purge_removes_pending_timers_messages_and_tasks_and_nothing_else() {
     assert_eq!(out, "approved");
     node.shutdown().await;
 }
+
+every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scheduled_start_terminated_before_its_time_never_runs(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let metrics = node.metrics();
+        let id = InstanceId::new("scheduled-term").unwrap();
+        let now = perdure_core::Timestamp::from_millis(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+        );
+        let mut req = StartRequest::new("HelloSequence");
+        req.instance_id = Some(id.clone());
+        req.scheduled_start = Some(now.add(std::time::Duration::from_millis(300)));
+        node.start(req).await.unwrap();
+        node.terminate(id.clone(), Some("not wanted".into()), false)
+            .await
+            .unwrap();
+        common::until_status(&node, &id, OrchestrationStatus::Terminated).await;
+        // The start's timer fires and its message is consumed (removed from the store in the
+        // transaction of whatever it led to): then look.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while metrics.armed_timers.load(Ordering::Relaxed) > 0
+            || common::keys_in(&ts.store, "t").await > 0
+            || common::keys_in(&ts.store, "q").await > 0
+        {
+            assert!(std::time::Instant::now() < deadline, "the start's timer never fired");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let st = node.get_instance(id.clone(), true).await.unwrap().unwrap();
+        assert_eq!(st.runtime_status, OrchestrationStatus::Terminated, "{st:?}");
+        let history = node.get_history(id.clone()).await.unwrap().unwrap_or_default();
+        assert!(
+            !history
+                .iter()
+                .any(|e| matches!(e.kind, perdure_core::EventKind::TaskScheduled { .. })),
+            "the orchestration ran after its termination: {history:?}"
+        );
+        node.shutdown().await;
+    }
+}

@@ -104,8 +104,11 @@ impl Base {
         match self {
             Self::Any => true,
             Self::Record(base) => base.as_ref() == stored.map(Stamp::of).as_ref(),
+            // The execution's own record, unless it ended before it started (a terminated
+            // scheduled start), or a continue-as-new's.
             Self::Execution(e) => stored.is_none_or(|s| {
-                s.execution_id == *e || s.status == OrchestrationStatus::ContinuedAsNew
+                (s.execution_id == *e && !s.status.is_terminal())
+                    || s.status == OrchestrationStatus::ContinuedAsNew
             }),
         }
     }
@@ -645,6 +648,16 @@ async fn new_execution(
     else {
         return Ok(InstancePlan::drop_only(id.clone(), consumed));
     };
+    // Its instance ended before it started (terminated while its start waited for its
+    // scheduled time): the start is dropped.
+    if slot
+        .record
+        .as_ref()
+        .is_some_and(|r| r.execution_id == *execution_id && r.status.is_terminal())
+    {
+        tracing::debug!(instance = %id, "start of an execution that already ended dropped");
+        return Ok(InstancePlan::drop_only(id.clone(), consumed));
+    }
     let base = Base::Execution(execution_id.clone());
     let old = slot.record.clone();
     let rec = InstanceRecord {

@@ -123,16 +123,22 @@ pub async fn approve(node: &NodeHandle, id: &InstanceId, approved: bool) {
 
 /// How many keys of the staged-episode keyspace (`"s"`) are left in the store.
 pub async fn staged_keys(store: &Arc<dyn Store>) -> usize {
+    keys_in(store, "s").await
+}
+
+/// How many keys the store holds in keyspace `space` (`perdure_node::state::space`).
+#[allow(dead_code)]
+pub async fn keys_in(store: &Arc<dyn Store>, space: &'static str) -> usize {
     use perdure_node::state::keys::Key;
     use perdure_node::store::{KeyRange, RangeOptions, RetryOptions, StoreError, transact};
     transact(store.as_ref(), &RetryOptions::default(), |tx| {
         Box::pin(async move {
-            let range = KeyRange::prefix(Key::new().str("s").as_bytes());
+            let range = KeyRange::prefix(Key::new().str(space).as_bytes());
             Ok::<_, StoreError>(tx.get_range(&range, RangeOptions::default()).await?.len())
         })
     })
     .await
-    .expect("the staged keyspace reads")
+    .expect("the keyspace reads")
 }
 
 /// Checks a completed `FanOutFanIn` of `n`: its sum of squares, and each task scheduled and

@@ -41,8 +41,9 @@ pub trait PartitionOwners: Send + Sync + 'static {
     fn owner(&self, partition: u32) -> Option<String>;
     /// Whether this node holds `partition`'s lease now.
     fn is_local(&self, partition: u32) -> bool;
-    /// Resolves when the owners may have changed (a request waiting for an owner then asks
-    /// again at once instead of at its next back-off step); never, by default.
+    /// Resolves when the owners change after this call (a request waiting for an owner then
+    /// asks again at once instead of at its next back-off step); never, by default. The
+    /// subscription starts with the call, not with the first poll.
     fn changed(&self) -> BoxFuture<'static, ()> {
         Box::pin(std::future::pending())
     }
@@ -53,7 +54,7 @@ pub trait PartitionOwners: Send + Sync + 'static {
 pub struct StaticOwners {
     local: String,
     owners: Mutex<BTreeMap<u32, String>>,
-    changed: Arc<tokio::sync::Notify>,
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl StaticOwners {
@@ -66,7 +67,7 @@ impl StaticOwners {
         Self {
             local: local.into(),
             owners: Mutex::new((0..partitions).map(|p| (p, owner_of(p))).collect()),
-            changed: Arc::default(),
+            changed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -78,7 +79,7 @@ impl StaticOwners {
             None => m.remove(&partition),
         };
         drop(m);
-        self.changed.notify_waiters();
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
@@ -96,8 +97,12 @@ impl PartitionOwners for StaticOwners {
     }
 
     fn changed(&self) -> BoxFuture<'static, ()> {
-        let n = self.changed.clone();
-        Box::pin(async move { n.notified().await })
+        let mut rx = self.changed.subscribe();
+        Box::pin(async move {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -243,6 +248,8 @@ impl ClusterApi {
         let mut delivered_maybe = false;
         let last: String;
         loop {
+            // Subscribed before the owners are read, so a change in between still wakes.
+            let changed = self.owners.changed();
             let why = if self.owners.is_local(p) {
                 return Ok(run_local(self.local.as_ref(), req).await);
             } else {
@@ -308,7 +315,7 @@ impl ClusterApi {
             // membership side learns them on its own schedule.
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                () = self.owners.changed() => {}
+                () = changed => {}
             }
             backoff = (backoff * 2).min(Duration::from_millis(250));
         }
