@@ -485,6 +485,17 @@ mod tests {
         peers: Mutex<BTreeMap<String, Arc<dyn PeerWork>>>,
     }
 
+    impl Mesh {
+        fn peer(&self, node: &str) -> Result<Arc<dyn PeerWork>, LinkError> {
+            self.peers
+                .lock()
+                .unwrap()
+                .get(node)
+                .cloned()
+                .ok_or_else(|| LinkError::NoRoute(node.to_string()))
+        }
+    }
+
     impl Links for Mesh {
         fn local_node(&self) -> &str {
             &self.me
@@ -497,13 +508,7 @@ mod tests {
             _timeout: Duration,
         ) -> BoxFuture<'a, Result<PeerReply, LinkError>> {
             Box::pin(async move {
-                let w = self
-                    .peers
-                    .lock()
-                    .unwrap()
-                    .get(node)
-                    .cloned()
-                    .ok_or_else(|| LinkError::NoRoute(node.to_string()))?;
+                let w = self.peer(node)?;
                 let req: PeerRequest = wire::decode(&wire::encode(request).unwrap()).unwrap();
                 let PeerRequest::WorkItem(item) = req else {
                     panic!("only work items here: {req:?}");
@@ -514,13 +519,7 @@ mod tests {
         }
 
         fn cast(&self, node: &str, message: &PeerCast) -> Result<(), LinkError> {
-            let w = self
-                .peers
-                .lock()
-                .unwrap()
-                .get(node)
-                .cloned()
-                .ok_or_else(|| LinkError::NoRoute(node.to_string()))?;
+            let w = self.peer(node)?;
             match wire::decode(&wire::encode(message).unwrap()).unwrap() {
                 PeerCast::WithdrawWorkItem {
                     origin,

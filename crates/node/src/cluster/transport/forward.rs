@@ -247,9 +247,12 @@ impl ClusterApi {
         let mut backoff = Duration::from_millis(5);
         let mut delivered_maybe = false;
         let last: String;
+        // No subscription on the first attempt (the hot path: most requests find their owner
+        // at once); from the second on, subscribed before the owners are read, so a change in
+        // between still wakes.
+        let mut retried = false;
         loop {
-            // Subscribed before the owners are read, so a change in between still wakes.
-            let changed = self.owners.changed();
+            let changed = retried.then(|| self.owners.changed());
             let why = if self.owners.is_local(p) {
                 return Ok(run_local(self.local.as_ref(), req).await);
             } else {
@@ -313,6 +316,8 @@ impl ClusterApi {
             tracing::debug!(partition = p, reason = %why, "waiting for the owner of a partition");
             // A bounded back-off: ownership changes are decided by the store, and the
             // membership side learns them on its own schedule.
+            let changed = changed.unwrap_or_else(|| self.owners.changed());
+            retried = true;
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 () = changed => {}
