@@ -11,7 +11,9 @@
 # NODES (default "1 2 3"), QUOTA_US (CPU per node in µs per 100 ms period, default 25000 =
 # 0.25 core; 0 = no quota), CALLERS_PER_NODE (default 16), DURATION (default 10),
 # WARMUP (default 3), NODE_CPU / LOAD_CPU (taskset CPU lists, default 1 and 0),
-# FORWARD_REQUESTS (default 20000; 0 skips forward-latency), SKIP_BUILD=1.
+# FORWARD_REQUESTS (default 20000; 0 skips forward-latency), SKIP_BUILD=1, ROUTE (the load
+# generator's --route: round-robin, the default, forwards (N-1)/N of the requests; owner
+# sends each to its instance's owner, to measure what forwarding costs).
 #
 # What the host allows (a 2-core machine shared with other sessions): every node is pinned
 # to NODE_CPU with taskset and, when the cgroup v1 cpu controller is writable, capped at
@@ -37,6 +39,7 @@ WARMUP="${WARMUP:-3}"
 NODE_CPU="${NODE_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 FORWARD_REQUESTS="${FORWARD_REQUESTS:-20000}"
+ROUTE="${ROUTE:-round-robin}"
 CG=/sys/fs/cgroup/cpu
 TICK="$(getconf CLK_TCK)"
 
@@ -122,7 +125,8 @@ for n in $NODES; do
   url_list="$(IFS=,; echo "${urls[*]}")"
   pg0="$(pg_ticks)" nd0="$(pids_ticks "${PIDS[@]}")" t0="$(date +%s.%N)"
   out="$(taskset -c "$LOAD_CPU" "$BIN/perdure-bench" load --url "$url_list" \
-    --callers "$((CALLERS_PER_NODE * n))" --duration "$DURATION" --warmup "$WARMUP" 2>&1)" ||
+    --callers "$((CALLERS_PER_NODE * n))" --duration "$DURATION" --warmup "$WARMUP" \
+    --route "$ROUTE" 2>&1)" ||
     { echo "$out"; die "load against $n node(s) failed"; }
   pg1="$(pg_ticks)" nd1="$(pids_ticks "${PIDS[@]}")" t1="$(date +%s.%N)"
   echo "$out"

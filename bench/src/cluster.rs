@@ -5,7 +5,12 @@
 //! them. Each node has its own memory store, so store time is the same on both paths and
 //! the difference is the transport: encode, ractor_cluster framing, TCP, decode, reply.
 //!
-//! `perdure-bench forward-latency [--requests N]` (default 20000).
+//! Then the transport's cost under load: `--concurrency C` tasks (default 16) forward
+//! `get_instance` to `b` for `--seconds S` (default 10); it prints forwarded requests per
+//! second and the CPU both processes spent per forwarded request (user + system time from
+//! `/proc`, both sides of the link).
+//!
+//! `perdure-bench forward-latency [--requests N] [--concurrency C] [--seconds S]`.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -101,9 +106,53 @@ fn pct(v: &mut [Duration], q: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e6
 }
 
+/// CPU seconds (user + system) of a process, from `/proc/PID/stat`.
+fn cpu_secs(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces) are space-separated.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
+    // USER_HZ: 100 on every Linux this runs on (`getconf CLK_TCK`).
+    Ok(ticks / 100.0)
+}
+
+/// `concurrency` tasks forwarding `get_instance(id)` for `seconds`: requests per second and
+/// CPU µs per request of both processes.
+async fn under_load(
+    api: &ClusterApi,
+    id: &InstanceId,
+    child: u32,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let child = child.to_string();
+    let cpu0 = cpu_secs("self")? + cpu_secs(&child)?;
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(seconds);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    futures::future::try_join_all((0..concurrency).map(|_| async {
+        while Instant::now() < end {
+            api.get_instance(id.clone(), false)
+                .await?
+                .context("remote")?;
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        anyhow::Ok(())
+    }))
+    .await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs("self")? + cpu_secs(&child)? - cpu0;
+    let n = done.load(std::sync::atomic::Ordering::Relaxed).max(1) as f64;
+    Ok((n / wall, cpu / n * 1e6))
+}
+
 /// The parent: node `a`, measuring.
 pub(crate) fn latency(args: &[String]) -> anyhow::Result<()> {
     let n = usize::try_from(arg(args, "--requests", 20_000))?;
+    let concurrency = usize::try_from(arg(args, "--concurrency", 16).max(1))?;
+    let seconds = arg(args, "--seconds", 10).max(1);
     let port_a = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -116,6 +165,7 @@ pub(crate) fn latency(args: &[String]) -> anyhow::Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
+    let child_pid = child.id();
     let mut out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line)?;
@@ -168,12 +218,19 @@ pub(crate) fn latency(args: &[String]) -> anyhow::Result<()> {
         println!("get_instance forwarded to b:   p50 {f50:.0} us, p99 {f99:.0} us");
         println!("transport ping round trip:     p50 {p50:.0} us, p99 {p99:.0} us");
         println!("added p50 of forwarding:       {:.0} us", f50 - l50);
+        let (per_s, cpu_us) = under_load(&api, &remote_id, child_pid, concurrency, seconds).await?;
+        println!(
+            "forwarded under load ({concurrency} tasks, {seconds} s): {per_s:.0}/s, \
+             {cpu_us:.1} us CPU per request (both processes)"
+        );
         crate::measure::emit(serde_json::json!({
             "scenario": "forward-latency", "requests": n,
             "local_p50_us": l50, "local_p99_us": l99,
             "forwarded_p50_us": f50, "forwarded_p99_us": f99,
             "ping_p50_us": p50, "ping_p99_us": p99,
             "added_p50_us": f50 - l50,
+            "concurrency": concurrency, "forwarded_per_s": per_s,
+            "cpu_us_per_forwarded": cpu_us,
         }));
         t.stop();
         node.shutdown().await;

@@ -16,10 +16,17 @@
 //! `/metrics` (`process_cpu_seconds_total`, `process_resident_memory_bytes`), read at the
 //! start and the end of the measured window.
 //!
+//! - Routing (`--route`): `round-robin` (default) sends each caller's requests to one URL,
+//!   callers spread over the URLs, so with N nodes (N-1)/N of the requests are forwarded to
+//!   the instance's owner; `owner` reads the partition table of the cluster
+//!   (`GET /cluster/partitions` on every URL) and sends each instance's requests to the node
+//!   that owns its partition, as a client that knows the placement would (none forwarded
+//!   while the placement holds). Comparing the two measures what forwarding costs.
+//!
 //! ```text
 //! perdure-bench load --url http://127.0.0.1:8080[,http://…] [--callers 64] [--rate 0]
 //!     [--duration 10] [--warmup 3] [--orchestration HelloSequence] [--input JSON]
-//!     [--wait-secs 60]
+//!     [--wait-secs 60] [--route round-robin|owner]
 //! ```
 
 use std::sync::Arc;
@@ -44,6 +51,67 @@ struct Plan {
     name: String,
     input: Option<String>,
     wait_secs: u64,
+    route_owner: bool,
+}
+
+/// Which node's URL owns each partition (`--route owner`).
+struct OwnerTable {
+    /// Indexed by partition.
+    urls: Vec<String>,
+}
+
+impl OwnerTable {
+    /// Reads every URL's `/cluster/partitions`: the node's own name, and the owners.
+    async fn read(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<Self> {
+        let mut by_name = std::collections::BTreeMap::new();
+        let mut owners: Vec<Option<String>> = Vec::new();
+        for url in urls {
+            let v: serde_json::Value = http
+                .get(format!("{url}/cluster/partitions"))
+                .send()
+                .await
+                .with_context(|| format!("{url}/cluster/partitions"))?
+                .error_for_status()
+                .with_context(|| format!("{url}/cluster/partitions (is it a cluster node?)"))?
+                .json()
+                .await?;
+            let node = v
+                .get("node")
+                .and_then(|n| n.as_str())
+                .context("/cluster/partitions without \"node\"")?;
+            by_name.insert(node.to_string(), url.clone());
+            if owners.is_empty() {
+                let rows = v
+                    .get("partitions")
+                    .and_then(|p| p.as_array())
+                    .context("/cluster/partitions without \"partitions\"")?;
+                owners = rows
+                    .iter()
+                    .map(|r| r.get("owner").and_then(|o| o.as_str()).map(str::to_string))
+                    .collect();
+            }
+        }
+        anyhow::ensure!(!owners.is_empty(), "the partition table is empty");
+        let urls = owners
+            .iter()
+            .enumerate()
+            .map(|(p, o)| {
+                let o = o
+                    .as_ref()
+                    .with_context(|| format!("partition {p} has no owner"))?;
+                by_name.get(o).cloned().with_context(|| {
+                    format!("partition {p} is owned by {o}, whose URL was not given")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self { urls })
+    }
+
+    fn url_for(&self, id: &str) -> Option<&str> {
+        let n = u32::try_from(self.urls.len()).ok()?;
+        let p = perdure_node::state::partition_of(id, n);
+        self.urls.get(usize::try_from(p).ok()?).map(String::as_str)
+    }
 }
 
 /// Shared by every caller.
@@ -62,6 +130,8 @@ struct Shared {
     latencies: Mutex<Vec<Duration>>,
     /// Orchestrations finished (all phases).
     finished: AtomicU64,
+    /// With `--route owner`.
+    owners: Option<OwnerTable>,
 }
 
 impl Shared {
@@ -82,6 +152,11 @@ impl Shared {
     async fn one(&self, url: &str) -> Result<(), String> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("load-{}-{n}", self.run_id);
+        let url = self
+            .owners
+            .as_ref()
+            .and_then(|o| o.url_for(&id))
+            .unwrap_or(url);
         let name = &self.plan.name;
         let mut req = self
             .http
@@ -186,6 +261,11 @@ fn parse_plan(rest: &[String]) -> anyhow::Result<Plan> {
         name: arg_str(rest, "--orchestration", "HelloSequence"),
         input,
         wait_secs: arg(rest, "--wait-secs", 60).max(1),
+        route_owner: match arg_str(rest, "--route", "round-robin").as_str() {
+            "round-robin" => false,
+            "owner" => true,
+            other => anyhow::bail!("--route must be round-robin or owner, not {other:?}"),
+        },
     })
 }
 
@@ -236,7 +316,13 @@ async fn drive(plan: Plan) -> anyhow::Result<()> {
         plan.warmup.as_secs(),
         plan.duration.as_secs()
     );
+    let owners = if plan.route_owner {
+        Some(OwnerTable::read(&http, &plan.urls).await?)
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
+        owners,
         http,
         plan,
         run_id,
@@ -357,6 +443,7 @@ async fn drive(plan: Plan) -> anyhow::Result<()> {
         "orchestration": shared.plan.name,
         "urls": shared.plan.urls,
         "mode": if shared.plan.rate > 0 { "open" } else { "closed" },
+        "route": if shared.plan.route_owner { "owner" } else { "round-robin" },
         "callers": shared.plan.callers,
         "rate_target": shared.plan.rate,
         "duration_s": secs,

@@ -125,6 +125,78 @@ async fn two_processes_linked_by_the_transport() {
     scenario(true).await;
 }
 
+/// A node's `/metrics` text.
+async fn metrics(http: &Client, node: &NodeProcess) -> String {
+    http.get(format!("{}/metrics", node.origin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of the unlabelled counter `name` in a `/metrics` text.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// The forwarding attempts of both nodes so far.
+async fn forwarded(http: &Client, nodes: [&NodeProcess; 2]) -> u64 {
+    let mut total = 0;
+    for n in nodes {
+        total += counter(&metrics(http, n).await, "perdure_cluster_forwarded_total");
+    }
+    total
+}
+
+/// `perdure-client` with both nodes' URLs sends each instance's start and wait to its owner
+/// (nothing forwarded); with routing off, everything goes to the first node, which forwards
+/// what the second owns.
+async fn clients_route_to_owners(http: &Client, n1: &NodeProcess, n2: &NodeProcess) {
+    use perdure_client::{DurableClient, HttpClientOptions, InstanceId, StartOptions};
+    let urls = [n1.origin.clone(), n2.origin.clone()];
+    for (route, prefix) in [(true, "routed"), (false, "unrouted")] {
+        let client = DurableClient::http_with(
+            HttpClientOptions::new(urls.clone()).with_route_to_owner(route),
+        )
+        .expect("client");
+        let before = forwarded(http, [n1, n2]).await;
+        for i in 0..8 {
+            let id = format!("{prefix}-{i}");
+            client
+                .schedule_new_orchestration(
+                    "HelloSequence",
+                    &(),
+                    StartOptions::with_id(id.as_str()),
+                )
+                .await
+                .expect("start");
+            let done = client
+                .wait_for_instance_completion(
+                    &InstanceId::new(id.as_str()).expect("id"),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("completes");
+            assert_eq!(done.runtime_status().as_str(), "Completed", "{id}");
+        }
+        let delta = forwarded(http, [n1, n2]).await - before;
+        if route {
+            assert_eq!(delta, 0, "a routed client's requests were forwarded");
+        } else {
+            assert!(
+                delta >= 2,
+                "an unrouted client's requests were not forwarded: {delta}"
+            );
+        }
+    }
+}
+
 async fn scenario(linked: bool) {
     let Some(url) = pg_url() else { return };
     let table = format!(
@@ -192,22 +264,12 @@ async fn scenario(linked: bool) {
         // Half of the requests hit a node that does not own the instance: forwarded.
         let mut served = 0u64;
         for n in [&n1, &n2] {
-            let m = http
-                .get(format!("{}/metrics", n.origin))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
+            let m = metrics(&http, n).await;
             assert!(m.contains("perdure_cluster_linked_peers 1"), "{m}");
-            served += m
-                .lines()
-                .find_map(|l| l.strip_prefix("perdure_cluster_peer_requests_total "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .expect("peer request counter");
+            served += counter(&m, "perdure_cluster_peer_requests_total");
         }
         assert!(served >= 16, "forwarded requests served: {served}");
+        clients_route_to_owners(&http, &n1, &n2).await;
     }
 
     assert!(n1.terminate().expect("SIGTERM"), "n1 exits cleanly");

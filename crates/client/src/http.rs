@@ -4,6 +4,9 @@
 //! Failover retries a request on the next node only when it cannot have taken effect: the
 //! connection could not be made, the node answered 429 or 503 (it refused the work), or the
 //! request is a read (GET), which is safe to repeat after any transport error.
+//!
+//! With several nodes of one cluster, a request about one instance or entity goes first to
+//! the node that owns its partition (the `owners` module; [`HttpClientOptions::route_to_owner`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +23,7 @@ use crate::wire::{ErrorWire, IdWire, PurgeWire, StatusWire};
 
 mod api;
 mod entities;
+mod owners;
 
 /// Where the Durable Functions routes live on a node.
 pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
@@ -43,6 +47,10 @@ pub struct HttpClientOptions {
     /// PEM certificates trusted beside the public roots, for `https://` nodes whose
     /// certificate a private CA signed.
     pub ca_certificates: Vec<Vec<u8>>,
+    /// With several URLs: send each request about one instance or entity to the node that
+    /// owns its partition, read from the nodes' partition table (default on). A node then
+    /// need not forward it to the owner; a stale table only costs that forwarding.
+    pub route_to_owner: bool,
 }
 
 impl std::fmt::Debug for HttpClientOptions {
@@ -54,6 +62,7 @@ impl std::fmt::Debug for HttpClientOptions {
             .field("wait_chunk", &self.wait_chunk)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("ca_certificates", &self.ca_certificates.len())
+            .field("route_to_owner", &self.route_to_owner)
             .finish()
     }
 }
@@ -72,7 +81,15 @@ impl HttpClientOptions {
             wait_chunk: Duration::from_secs(30),
             api_key: None,
             ca_certificates: Vec::new(),
+            route_to_owner: true,
         }
+    }
+
+    /// These options with routing to owners on or off (see
+    /// [`HttpClientOptions::route_to_owner`]).
+    pub fn with_route_to_owner(mut self, on: bool) -> Self {
+        self.route_to_owner = on;
+        self
     }
 
     /// These options trusting the PEM certificate(s) `pem` (a private CA) for `https://`
@@ -156,6 +173,8 @@ pub struct HttpTransport {
     /// spares parsing the scheme and host (with IDNA mapping) on every request.
     urls: Vec<Url>,
     preferred: AtomicUsize,
+    /// With `route_to_owner` and several nodes.
+    owners: Option<owners::Owners>,
     opts: HttpClientOptions,
 }
 
@@ -209,11 +228,23 @@ impl HttpTransport {
         let client = builder
             .build()
             .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        let owners = (opts.route_to_owner && nodes.len() > 1).then(|| {
+            let origins = nodes
+                .iter()
+                .map(|n| n.strip_suffix(BASE_PATH).unwrap_or(n).to_string())
+                .collect();
+            owners::Owners::new(
+                client.clone(),
+                origins,
+                opts.connect_timeout + Duration::from_secs(2),
+            )
+        });
         Ok(Self {
             client,
             nodes,
             urls,
             preferred: AtomicUsize::new(0),
+            owners,
             opts,
         })
     }
@@ -239,8 +270,11 @@ impl HttpTransport {
         url
     }
 
+    /// Sends a request; `route` is the routing key (instance id or entity id) of a request
+    /// about one instance or entity, which then goes to its owner first.
     async fn send(
         &self,
+        route: Option<&str>,
         method: Method,
         path: &str,
         body: Body,
@@ -250,7 +284,11 @@ impl HttpTransport {
         let n = self.nodes.len();
         let safe = method == Method::GET;
         let attempts = n * 2;
-        let start = self.preferred.load(Ordering::Relaxed);
+        let owner = match (route, &self.owners) {
+            (Some(key), Some(o)) => o.owner_of(key).await,
+            _ => None,
+        };
+        let start = owner.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed));
         let mut last_err: Option<reqwest::Error> = None;
         for attempt in 0..attempts {
             let idx = (start + attempt) % n;
@@ -279,6 +317,9 @@ impl HttpTransport {
                             path: path.to_string(),
                             source: e,
                         });
+                    }
+                    if let Some(o) = &self.owners {
+                        o.unreachable(idx);
                     }
                     tracing::debug!(%url, error = %e, "node failed; trying the next one");
                     last_err = Some(e);
@@ -403,8 +444,9 @@ impl HttpTransport {
         let input = req.input.map(|p| Bytes::from(p.data));
         // The W3C trace context the orchestration's spans join.
         let trace = req.trace_parent.as_deref().map(|t| ("traceparent", t));
+        let route = req.instance_id.as_ref().map(InstanceId::as_str);
         let a = self
-            .send(Method::POST, &path, input, trace, Duration::ZERO)
+            .send(route, Method::POST, &path, input, trace, Duration::ZERO)
             .await?;
         let a = Self::expect(a, &[StatusCode::ACCEPTED, StatusCode::OK])?;
         let id: IdWire = Self::decode(&a)?;
@@ -433,7 +475,14 @@ impl HttpTransport {
             ])
         );
         let a = self
-            .send(Method::GET, &path, None, None, wait.unwrap_or_default())
+            .send(
+                Some(id.as_str()),
+                Method::GET,
+                &path,
+                None,
+                None,
+                wait.unwrap_or_default(),
+            )
             .await?;
         if a.status == StatusCode::NOT_FOUND {
             return match Self::error(&a) {
@@ -475,7 +524,14 @@ impl HttpTransport {
     pub async fn get_history(&self, id: &InstanceId) -> ClientResult<Option<Vec<HistoryEvent>>> {
         let path = format!("/instances/{}/history", enc(id.as_str()));
         let a = self
-            .send(Method::GET, &path, None, None, Duration::ZERO)
+            .send(
+                Some(id.as_str()),
+                Method::GET,
+                &path,
+                None,
+                None,
+                Duration::ZERO,
+            )
             .await?;
         if a.status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -527,6 +583,7 @@ impl HttpTransport {
         let path = format!("/instances{}", Self::instance_query(q));
         let a = self
             .send(
+                None,
                 Method::GET,
                 &path,
                 None,
@@ -558,7 +615,7 @@ impl HttpTransport {
     ) -> ClientResult<BTreeMap<OrchestrationStatus, u64>> {
         let path = format!("/instanceCounts{}", Self::instance_query(q));
         let a = self
-            .send(Method::GET, &path, None, None, Duration::ZERO)
+            .send(None, Method::GET, &path, None, None, Duration::ZERO)
             .await?;
         let a = Self::expect(a, &[StatusCode::OK])?;
         let raw: BTreeMap<String, u64> = Self::decode(&a)?;
@@ -568,9 +625,9 @@ impl HttpTransport {
             .collect())
     }
 
-    async fn post_op(&self, path: String, body: Body) -> ClientResult<Answer> {
+    async fn post_op(&self, route: Option<&str>, path: String, body: Body) -> ClientResult<Answer> {
         let a = self
-            .send(Method::POST, &path, body, None, Duration::ZERO)
+            .send(route, Method::POST, &path, body, None, Duration::ZERO)
             .await?;
         Self::expect(a, &[StatusCode::ACCEPTED, StatusCode::OK])
     }
@@ -583,7 +640,9 @@ impl HttpTransport {
         data: Option<&Payload>,
     ) -> ClientResult<()> {
         let path = format!("/instances/{}/raiseEvent/{}", enc(id.as_str()), enc(name));
-        self.post_op(path, self::body(data)).await.map(drop)
+        self.post_op(Some(id.as_str()), path, self::body(data))
+            .await
+            .map(drop)
     }
 
     /// Terminates an instance.
@@ -601,7 +660,7 @@ impl HttpTransport {
                 ("recursive", recursive.then(|| "true".to_string()))
             ])
         );
-        self.post_op(path, None).await.map(drop)
+        self.post_op(Some(id.as_str()), path, None).await.map(drop)
     }
 
     async fn lifecycle(
@@ -615,7 +674,7 @@ impl HttpTransport {
             enc(id.as_str()),
             query(&[("reason", reason)])
         );
-        self.post_op(path, None).await.map(drop)
+        self.post_op(Some(id.as_str()), path, None).await.map(drop)
     }
 
     /// Suspends an instance.
@@ -643,7 +702,7 @@ impl HttpTransport {
             "/instances/{}/restart?restartWithNewInstanceId={new_instance_id}",
             enc(id.as_str())
         );
-        let a = self.post_op(path, None).await?;
+        let a = self.post_op(Some(id.as_str()), path, None).await?;
         let w: IdWire = Self::decode(&a)?;
         InstanceId::new(w.id).map_err(|e| ClientError::Protocol {
             status: a.status.as_u16(),
@@ -673,7 +732,14 @@ impl HttpTransport {
     pub async fn purge_instance(&self, id: &InstanceId) -> ClientResult<PurgeResult> {
         let path = format!("/instances/{}", enc(id.as_str()));
         let a = self
-            .send(Method::DELETE, &path, None, None, Duration::ZERO)
+            .send(
+                Some(id.as_str()),
+                Method::DELETE,
+                &path,
+                None,
+                None,
+                Duration::ZERO,
+            )
             .await?;
         Self::purge_answer(a)
     }
@@ -690,7 +756,7 @@ impl HttpTransport {
             ])
         );
         let a = self
-            .send(Method::DELETE, &path, None, None, Duration::ZERO)
+            .send(None, Method::DELETE, &path, None, None, Duration::ZERO)
             .await?;
         Self::purge_answer(a)
     }
@@ -698,7 +764,7 @@ impl HttpTransport {
     /// Registered function names per kind (`orchestrations`, `activities`, `entities`).
     pub async fn registered_functions(&self) -> ClientResult<BTreeMap<String, Vec<String>>> {
         let a = self
-            .send(Method::GET, "/functions", None, None, Duration::ZERO)
+            .send(None, Method::GET, "/functions", None, None, Duration::ZERO)
             .await?;
         let a = Self::expect(a, &[StatusCode::OK])?;
         Self::decode(&a)

@@ -73,15 +73,9 @@ pub mod space {
     pub const TRACE: &str = "tr";
 }
 
-/// The stable partition of an instance id or entity id string (`@name@key`): FNV-1a 64.
-pub fn partition_of(routing_key: &str, partitions: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in routing_key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    u32::try_from(h % u64::from(partitions.max(1))).unwrap_or(0)
-}
+/// The stable partition of an instance id or entity id string (`@name@key`); defined in
+/// `perdure-core` so that clients route requests the way nodes place instances.
+pub use perdure_core::ids::partition_of;
 
 fn chunk_key(key: &[u8], i: u64) -> Vec<u8> {
     Key::new().str(space::CHUNK).raw(key).uint(i).into_bytes()

@@ -28,7 +28,9 @@ impl HttpTransport {
                 ("scheduledTime", time(scheduled_time)),
             ])
         );
-        self.post_op(path, body(input)).await.map(drop)
+        self.post_op(Some(&entity.to_string()), path, body(input))
+            .await
+            .map(drop)
     }
 
     /// An entity (with its state).
@@ -38,8 +40,9 @@ impl HttpTransport {
             enc(entity.name()),
             enc(entity.key())
         );
+        let route = entity.to_string();
         let a = self
-            .send(Method::GET, &path, None, None, Duration::ZERO)
+            .send(Some(&route), Method::GET, &path, None, None, Duration::ZERO)
             .await?;
         if a.status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -64,6 +67,7 @@ impl HttpTransport {
         ]));
         let a = self
             .send(
+                None,
                 Method::GET,
                 &path,
                 None,
@@ -92,7 +96,7 @@ impl HttpTransport {
         let path = format!(
             "/maintenance/cleanEntityStorage?removeEmptyEntities={remove_empty}&releaseOrphanedLocks={release_orphaned_locks}"
         );
-        let a = self.post_op(path, None).await?;
+        let a = self.post_op(None, path, None).await?;
         // Durable Functions' field names; the aliases read the names earlier nodes answered.
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]

@@ -469,6 +469,9 @@ impl Transport {
             "# HELP perdure_cluster_peer_requests_total Requests served for peers (forwarded operations, pings).\n\
              # TYPE perdure_cluster_peer_requests_total counter\n\
              perdure_cluster_peer_requests_total {}\n\
+             # HELP perdure_cluster_forwarded_total Attempts to send an operation to the owner of its partition.\n\
+             # TYPE perdure_cluster_forwarded_total counter\n\
+             perdure_cluster_forwarded_total {}\n\
              # HELP perdure_cluster_undecodable_total Peer messages that did not decode.\n\
              # TYPE perdure_cluster_undecodable_total counter\n\
              perdure_cluster_undecodable_total{{kind=\"call\"}} {}\n\
@@ -483,6 +486,7 @@ impl Transport {
              # TYPE perdure_cluster_linked_peers gauge\n\
              perdure_cluster_linked_peers {}\n",
             get(&s.calls_served),
+            get(&s.forwarded),
             get(&s.undecodable_calls),
             get(&s.undecodable_casts),
             get(&s.refused_sessions),
@@ -681,6 +685,9 @@ impl Links for Transport {
     ) -> BoxFuture<'a, Result<PeerReply, LinkError>> {
         Box::pin(async move {
             let bytes = wire::encode(request).map_err(LinkError::Encode)?;
+            if matches!(request, PeerRequest::Forward(_)) {
+                self.inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            }
             let answer = self.call_raw(node, bytes, timeout).await?;
             wire::decode(&answer).map_err(|e| LinkError::Decode(node.to_string(), e))
         })

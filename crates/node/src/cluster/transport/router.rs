@@ -72,6 +72,9 @@ pub struct TransportStats {
     pub undecodable_casts: AtomicU64,
     /// Requests served for peers.
     pub calls_served: AtomicU64,
+    /// Attempts to send an operation to the owner of its partition (requests that reached
+    /// a node which does not own their instance or entity; a retry counts again).
+    pub forwarded: AtomicU64,
     /// Peer sessions closed before they authenticated (wrong cookie, or not a Perdure node).
     pub refused_sessions: AtomicU64,
     /// Peer sessions closed because the peer stopped answering pings (a dead link).
