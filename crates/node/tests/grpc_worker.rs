@@ -295,15 +295,7 @@ every_store! {
             (other, _) => panic!("expected an entity batch, got {other:?}"),
         };
         assert_eq!(batch.operations.len(), 1);
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-            + 1_500;
-        let at = prost_types::Timestamp {
-            seconds: (at_ms / 1000) as i64,
-            nanos: ((at_ms % 1000) * 1_000_000) as i32,
-        };
+        let (at_ms, at) = from_now_ms(1_500);
         use operation_action::OperationActionType as O;
         w.client
             .complete_entity_task(EntityBatchResult {
@@ -351,6 +343,108 @@ every_store! {
         assert_eq!(started.flatten().map(|t| t.as_millis()), Some(at_ms), "{history:?}");
         let first = history.first().expect("events").timestamp.as_millis();
         assert!(first >= at_ms, "ran at {first}, scheduled for {at_ms}");
+        f.finish().await;
+    }
+}
+
+/// The wall-clock time `ms` from now, in milliseconds and as a protobuf timestamp.
+fn from_now_ms(ms: u64) -> (u64, prost_types::Timestamp) {
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + ms;
+    let at = prost_types::Timestamp {
+        seconds: (at_ms / 1000) as i64,
+        nanos: ((at_ms % 1000) * 1_000_000) as i32,
+    };
+    (at_ms, at)
+}
+
+/// Completes an entity batch of one operation with success and `actions`.
+async fn complete_batch(w: &mut Worker, token: String, actions: Vec<OperationAction>) {
+    w.client
+        .complete_entity_task(EntityBatchResult {
+            results: vec![OperationResult {
+                result_type: Some(operation_result::ResultType::Success(
+                    OperationResultSuccess::default(),
+                )),
+            }],
+            actions,
+            completion_token: token,
+            ..Default::default()
+        })
+        .await
+        .expect("complete the batch");
+}
+
+every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entity_start_of_a_live_instance_is_ignored_and_leaves_no_timer(ts) {
+        let f = Fixture::start(ts.store.clone()).await;
+        // A live instance: Approval waits for its event (and has its own timer).
+        let id = InstanceId::new("live-1").unwrap();
+        let mut req = perdure_core::management::StartRequest::new("Approval");
+        req.instance_id = Some(id.clone());
+        req.input = Some(perdure_core::Payload::json(&serde_json::json!({"timeoutSeconds": 100000})).unwrap());
+        f.node.start(req).await.expect("start");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while common::keys_in(&ts.store, "t").await == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "Approval never armed its timer");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = f.node.get_instance(id.clone(), false).await.expect("read").expect("exists");
+        let timers = common::keys_in(&ts.store, "t").await;
+
+        // An entity of the worker starts "live-1" an hour from now.
+        let mut w = f.worker().await;
+        let signal = |op: &'static str| {
+            let mut client = f.client.clone();
+            async move {
+                client
+                    .signal_entity(SignalEntityRequest {
+                        instance_id: "@remoteStarter@k".into(),
+                        name: op.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("signal");
+            }
+        };
+        signal("go").await;
+        let token = match w.next().await {
+            (W::EntityRequest(_), t) => t,
+            (other, _) => panic!("expected an entity batch, got {other:?}"),
+        };
+        let (_, at) = from_now_ms(3_600_000);
+        use operation_action::OperationActionType as O;
+        complete_batch(
+            &mut w,
+            token,
+            vec![OperationAction {
+                id: 0,
+                operation_action_type: Some(O::StartNewOrchestration(StartNewOrchestrationAction {
+                    instance_id: "live-1".into(),
+                    name: "HelloSequence".into(),
+                    scheduled_time: Some(at),
+                    ..Default::default()
+                })),
+            }],
+        )
+        .await;
+        // The entity's next batch comes once the first one has committed.
+        signal("again").await;
+        let token = match w.next().await {
+            (W::EntityRequest(_), t) => t,
+            (other, _) => panic!("expected the second entity batch, got {other:?}"),
+        };
+        // The start was ignored whole: no timer for it, and the live instance is untouched.
+        assert_eq!(common::keys_in(&ts.store, "t").await, timers, "a stray start timer");
+        let after = f.node.get_instance(id.clone(), false).await.expect("read").expect("exists");
+        assert_eq!(after.name, "Approval");
+        assert_eq!(after.runtime_status, before.runtime_status);
+        assert_eq!(after.created_at, before.created_at);
+        complete_batch(&mut w, token, Vec::new()).await;
         f.finish().await;
     }
 }

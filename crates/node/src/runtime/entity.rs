@@ -305,7 +305,7 @@ async fn flush(
                 instance_id,
                 input,
                 scheduled_start,
-            } => effects.extend(start_effects(
+            } => effects.push(start_effect(
                 shared,
                 &instance_id,
                 &name,
@@ -319,9 +319,10 @@ async fn flush(
     Ok(n)
 }
 
-/// The effects that start an orchestration: its Pending record and its ExecutionStarted
-/// (delivered at `scheduled_start` when that is in the future).
-pub(crate) fn start_effects(
+/// The effect that starts an orchestration: its Pending record and its ExecutionStarted
+/// (delivered at `scheduled_start` when that is in the future), both only when no live
+/// instance has the id.
+pub(crate) fn start_effect(
     shared: &Shared,
     instance_id: &InstanceId,
     name: &str,
@@ -329,7 +330,7 @@ pub(crate) fn start_effects(
     input: Option<perdure_core::Payload>,
     scheduled_start: Option<Timestamp>,
     now: Timestamp,
-) -> Vec<Effect> {
+) -> Effect {
     let execution_id = shared.new_execution_id();
     let started = HistoryEvent::new(
         now,
@@ -342,17 +343,12 @@ pub(crate) fn start_effects(
             scheduled_start,
         },
     );
-    let target = Target::Instance(instance_id.clone());
     let body = MessageBody::NewExecution {
         started,
         carried: Vec::new(),
     };
-    let deliver = match scheduled_start {
-        Some(t) if t > now => Effect::SendAt(target, t, body),
-        _ => Effect::Send(target, body),
-    };
-    vec![
-        Effect::CreateInstance(pending_record(
+    Effect::StartIfAbsent(
+        Box::new(pending_record(
             instance_id,
             name,
             version,
@@ -361,8 +357,9 @@ pub(crate) fn start_effects(
             None,
             now,
         )),
-        deliver,
-    ]
+        scheduled_start.filter(|t| *t > now),
+        body,
+    )
 }
 
 /// Writes a prepared batch into the transaction.

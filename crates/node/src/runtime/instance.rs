@@ -54,6 +54,12 @@ pub(crate) enum Effect {
     Task(ActivityTask),
     /// A new instance's record (a sub-orchestration); written unless a live one exists.
     CreateInstance(InstanceRecord),
+    /// A start (an entity's): the new instance's Pending record and its start message
+    /// (delivered at the time, if any), both written only when no live instance has the id:
+    /// a start of a live instance is ignored whole, and leaves no message behind that could
+    /// start an execution later (over a continue-as-new, say). Appended last: staged effect
+    /// chunks on disk keep their encoding.
+    StartIfAbsent(Box<InstanceRecord>, Option<Timestamp>, MessageBody),
 }
 
 /// What an episode expects the stored instance record to be when it commits. Starts with
@@ -917,18 +923,39 @@ pub(crate) async fn write_effects(
             }
             Effect::Task(task) => out.task(tx, partition, task.clone())?,
             Effect::CreateInstance(rec) => {
-                let old = instances::load(tx, &rec.instance_id).await?;
-                if old.as_ref().is_none_or(|o| o.status.is_terminal()) {
-                    instances::save(tx, old.as_ref(), rec)?;
-                    // A finished instance replaced: its trace is not the new one's.
-                    if old.is_some() {
-                        traces::clear(tx, &rec.instance_id);
-                    }
+                create_instance(tx, rec).await?;
+            }
+            Effect::StartIfAbsent(rec, at, body) => {
+                if !create_instance(tx, rec).await? {
+                    tracing::debug!(instance = %rec.instance_id, "start of a live instance ignored");
+                    continue;
+                }
+                let t = Target::Instance(rec.instance_id.clone());
+                match at {
+                    Some(due) => out.send_at(tx, shared, t, *due, body.clone())?,
+                    None => out.send(tx, shared, t, body.clone())?,
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Writes a new instance's record unless a live instance has its id; whether it wrote it.
+async fn create_instance(
+    tx: &mut dyn Transaction,
+    rec: &InstanceRecord,
+) -> Result<bool, StoreError> {
+    let old = instances::load(tx, &rec.instance_id).await?;
+    if old.as_ref().is_some_and(|o| !o.status.is_terminal()) {
+        return Ok(false);
+    }
+    instances::save(tx, old.as_ref(), rec)?;
+    // A finished instance replaced: its trace is not the new one's.
+    if old.is_some() {
+        traces::clear(tx, &rec.instance_id);
+    }
+    Ok(true)
 }
 
 /// Applies a committed plan to the in-memory state.
