@@ -435,7 +435,12 @@ every_store! {
         // The entity's next batch comes once the first one has committed.
         signal("again").await;
         let token = match w.next().await {
-            (W::EntityRequest(_), t) => t,
+            (W::EntityRequest(b), t) => {
+                // Only "again": "go" is not run a second time (its batch committed).
+                let ops: Vec<&str> = b.operations.iter().map(|o| o.operation.as_str()).collect();
+                assert_eq!(ops, ["again"], "the first batch did not commit");
+                t
+            }
             (other, _) => panic!("expected the second entity batch, got {other:?}"),
         };
         // The start was ignored whole: no timer for it, and the live instance is untouched.
