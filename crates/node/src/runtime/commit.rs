@@ -108,7 +108,7 @@ pub(crate) async fn commit_with(
                 Plan::Instance(p) => match instance::check_base(tx, p).await? {
                     Some(old) => old,
                     // No reload can revive a replaced execution: its start is dropped.
-                    None if matches!(p.base, instance::Base::Execution(_)) => {
+                    None if matches!(p.base, instance::Base::Execution(..)) => {
                         for ((k, m), raw) in consumed.iter().zip(&raws) {
                             queues::remove_read(tx, k, m, raw);
                         }

@@ -72,9 +72,10 @@ pub(crate) enum Base {
     Any,
     /// The record the episode was prepared from, by its [`Stamp`] (None: no record).
     Record(Option<Stamp>),
-    /// A new execution: the record its start wrote (this execution) or the record of the
-    /// execution that continued as new; no record at all is accepted too.
-    Execution(ExecutionId),
+    /// A new execution, by its id and the time of its `ExecutionStarted`: the record its
+    /// start wrote (this execution), or the record of the execution that continued as new
+    /// into this one; no record at all is accepted too.
+    Execution(ExecutionId, Timestamp),
 }
 
 /// The fields of an instance record that every change moves: the record's version. The
@@ -111,10 +112,16 @@ impl Base {
             Self::Any => true,
             Self::Record(base) => base.as_ref() == stored.map(Stamp::of).as_ref(),
             // The execution's own record, unless it ended before it started (a terminated
-            // scheduled start), or a continue-as-new's.
-            Self::Execution(e) => stored.is_none_or(|s| {
+            // scheduled start), or the continue-as-new this execution continues. The
+            // continue-as-new episode writes its record and its continuation's start with
+            // the same time, and nothing changes a continued-as-new record but its
+            // continuation, a termination or a replacing start: any other start arriving
+            // then (the timer of a scheduled start whose instance was replaced since) is
+            // not the continuation and must not replace the chain.
+            Self::Execution(e, started_at) => stored.is_none_or(|s| {
                 (s.execution_id == *e && !s.status.is_terminal())
-                    || s.status == OrchestrationStatus::ContinuedAsNew
+                    || (s.status == OrchestrationStatus::ContinuedAsNew
+                        && s.updated_at == *started_at)
             }),
         }
     }
@@ -664,7 +671,7 @@ async fn new_execution(
         tracing::debug!(instance = %id, "start of an execution that already ended dropped");
         return Ok(InstancePlan::drop_only(id.clone(), consumed));
     }
-    let base = Base::Execution(execution_id.clone());
+    let base = Base::Execution(execution_id.clone(), started.timestamp);
     let old = slot.record.clone();
     let rec = InstanceRecord {
         instance_id: id.clone(),
@@ -862,7 +869,7 @@ pub(crate) async fn write(
         // stored suspended (the actor's copy then differs, so its next commit reloads).
         let suspended;
         let rec = match (&plan.base, old.as_ref()) {
-            (Base::Execution(e), Some(o))
+            (Base::Execution(e, _), Some(o))
                 if o.execution_id == *e
                     && o.status == OrchestrationStatus::Suspended
                     && rec.status == OrchestrationStatus::Running =>
@@ -1028,4 +1035,45 @@ pub(crate) fn too_large_plan(
     // Prepared from the same record as the plan it replaces.
     failed.base = plan.base;
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(execution: &str, status: OrchestrationStatus, at: u64) -> InstanceRecord {
+        let mut r = pending_record(
+            &InstanceId::new("i").unwrap(),
+            "O",
+            None,
+            ExecutionId(execution.into()),
+            None,
+            None,
+            Timestamp::from_millis(at),
+        );
+        r.status = status;
+        r
+    }
+
+    #[test]
+    fn a_new_execution_commits_over_its_own_record_or_the_continue_as_new_it_continues() {
+        use OrchestrationStatus as S;
+        let start =
+            |e: &str, at: u64| Base::Execution(ExecutionId(e.into()), Timestamp::from_millis(at));
+        // No record (purged meanwhile): accepted.
+        assert!(start("e1", 5).holds(None));
+        // Its own record while it has not ended.
+        assert!(start("e1", 5).holds(Some(&record("e1", S::Pending, 3))));
+        assert!(start("e1", 5).holds(Some(&record("e1", S::Suspended, 3))));
+        // Its own record, ended before it started (terminated while scheduled): not.
+        assert!(!start("e1", 5).holds(Some(&record("e1", S::Terminated, 4))));
+        // Another execution's live record: not (the start was replaced).
+        assert!(!start("e1", 5).holds(Some(&record("e0", S::Running, 4))));
+        // The continue-as-new this execution continues: written with its start's time.
+        assert!(start("e2", 9).holds(Some(&record("e1", S::ContinuedAsNew, 9))));
+        // Any other start over a continued-as-new record (a stale scheduled start's timer):
+        // not, so it cannot replace the chain.
+        assert!(!start("e0", 5).holds(Some(&record("e1", S::ContinuedAsNew, 9))));
+        assert!(!start("e1", 9).holds(Some(&record("e1", S::Terminated, 9))));
+    }
 }

@@ -114,7 +114,7 @@ pub(crate) async fn commit(
     // Pending one its start wrote, whose history was cut, or a ContinuedAsNew one). A
     // rewind rewrites the history it rewinds, which a rerun must still find: its events
     // go into the publishing transaction, which fails over the transaction limit.
-    let events_inline = p.cut_history && !matches!(p.base, Base::Execution(_));
+    let events_inline = p.cut_history && !matches!(p.base, Base::Execution(..));
     let max = shared.opts.staged_commit_items.get();
     let attempt = shared.ids.unique();
     let abandon = |outcome: Committed| async move {
@@ -253,7 +253,7 @@ where
             }
             // As the one-transaction commit: no reload revives a replaced execution, so its
             // start is dropped (if it is still there).
-            if !matches!(p.base, Base::Execution(_)) {
+            if !matches!(p.base, Base::Execution(..)) {
                 return Ok(Staged::Stale);
             }
             for (k, _) in &p.consumed {
