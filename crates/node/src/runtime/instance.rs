@@ -117,7 +117,8 @@ impl Base {
             // the same time, and nothing changes a continued-as-new record but its
             // continuation, a termination or a replacing start: any other start arriving
             // then (the timer of a scheduled start whose instance was replaced since) is
-            // not the continuation and must not replace the chain.
+            // not the continuation and must not replace the chain. This rests on every
+            // continue-as-new record being written by `episode_plan`.
             Self::Execution(e, started_at) => stored.is_none_or(|s| {
                 (s.execution_id == *e && !s.status.is_terminal())
                     || (s.status == OrchestrationStatus::ContinuedAsNew
