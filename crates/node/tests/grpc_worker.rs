@@ -349,11 +349,7 @@ every_store! {
 
 /// The wall-clock time `ms` from now, in milliseconds and as a protobuf timestamp.
 fn from_now_ms(ms: u64) -> (u64, prost_types::Timestamp) {
-    let at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        + ms;
+    let at_ms = common::wall_clock_now().as_millis() + ms;
     let at = prost_types::Timestamp {
         seconds: (at_ms / 1000) as i64,
         nanos: ((at_ms % 1000) * 1_000_000) as i32,

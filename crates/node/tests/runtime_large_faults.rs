@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use perdure_core::management::{IdReusePolicy, ManagementApi, StartRequest};
-use perdure_core::{InstanceId, OrchestrationStatus, Payload, Timestamp};
+use perdure_core::{InstanceId, OrchestrationStatus, Payload};
 use perdure_node::state::keys::{Elem, Key};
 use perdure_node::store::memory::MemoryStore;
 use perdure_node::store::{KeyRange, KeyValue, RangeOptions, Store, StoreError, Transaction};
@@ -239,12 +239,7 @@ async fn a_staged_start_that_another_start_replaced_is_dropped() {
     let metrics = node.metrics();
     let id = InstanceId::new("replaced").unwrap();
     // e1: a fan-out of 200 (staged), due in 300 ms; e2 replaces it at once.
-    let now = Timestamp::from_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    );
+    let now = common::wall_clock_now();
     let mut req = StartRequest::new("FanOutFanIn");
     req.instance_id = Some(id.clone());
     req.input = Some(Payload::json(&200u64).unwrap());

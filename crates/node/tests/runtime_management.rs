@@ -363,12 +363,7 @@ every_store! {
         let node = common::start_with(ts.store.clone(), registry()).await;
         let metrics = node.metrics();
         let id = InstanceId::new("scheduled-term").unwrap();
-        let now = perdure_core::Timestamp::from_millis(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64,
-        );
+        let now = common::wall_clock_now();
         let mut req = StartRequest::new("HelloSequence");
         req.instance_id = Some(id.clone());
         req.scheduled_start = Some(now.add(std::time::Duration::from_millis(300)));

@@ -126,6 +126,17 @@ pub async fn staged_keys(store: &Arc<dyn Store>) -> usize {
     keys_in(store, "s").await
 }
 
+/// The wall-clock time now: what the node's clock reads, for scheduled starts in tests.
+#[allow(dead_code)]
+pub fn wall_clock_now() -> perdure_core::Timestamp {
+    perdure_core::Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
+}
+
 /// How many keys the store holds in keyspace `space` (`perdure_node::state::space`).
 #[allow(dead_code)]
 pub async fn keys_in(store: &Arc<dyn Store>, space: &'static str) -> usize {
