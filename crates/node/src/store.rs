@@ -272,6 +272,15 @@ pub fn check_prefixed_write(
 pub trait Transaction: Send {
     /// Reads one key.
     async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads several keys: their values in the order of `keys`. A backend may read them in
+    /// one round trip (PostgreSQL does); the default reads them one by one.
+    async fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
     /// Reads a range of keys in key order (or reversed), up to a limit.
     async fn get_range(
         &mut self,

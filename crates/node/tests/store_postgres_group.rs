@@ -88,6 +88,96 @@ async fn one_group_decides_conflicts_in_the_node_and_commits_the_rest() -> anyho
     Ok(())
 }
 
+/// A group whose reads hold commits in one round trip; a group with a read another node
+/// changed fails the one-round-trip check, writes nothing of it, and is run again in two
+/// round trips: the stale member conflicts, the others commit.
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_changed_by_another_node_fails_the_one_round_trip_check() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_key_changed_by_another_node_fails_the_one_round_trip_check")
+    else {
+        return Ok(());
+    };
+    let table = format!("kv_group_check_{}", std::process::id());
+    let store = store(&url, &table).await?;
+    let other = PostgresStore::connect_with(&url, 4, &table, CommitMode::Group).await?;
+    let mut setup = store.begin().await?;
+    setup.set(b"k", b"0")?;
+    setup.set(b"j", b"0")?;
+    setup.commit().await?;
+
+    // Reads that hold: one round trip.
+    let before = store.group_stats();
+    let mut a = store.begin().await?;
+    let mut b = store.begin().await?;
+    assert_eq!(a.get(b"k").await?.as_deref(), Some(&b"0"[..]));
+    assert_eq!(b.get(b"absent").await?, None);
+    a.set(b"k", b"1")?;
+    b.set(b"out-b", b"b")?;
+    let (ra, rb) = tokio::join!(a.commit(), b.commit());
+    assert!(ra.is_ok() && rb.is_ok(), "{ra:?} {rb:?}");
+    let after = store.group_stats();
+    assert_eq!(after.groups - before.groups, 1);
+    assert_eq!(after.one_round_trip - before.one_round_trip, 1);
+    assert_eq!(after.checks_failed, before.checks_failed);
+
+    // `stale` read j; another node changes j; `fresh` read k (unchanged) and `blind` reads
+    // nothing: in one group, only `stale` conflicts.
+    let before = store.group_stats();
+    let mut stale = store.begin().await?;
+    let mut fresh = store.begin().await?;
+    let mut blind = store.begin().await?;
+    assert_eq!(stale.get(b"j").await?.as_deref(), Some(&b"0"[..]));
+    assert_eq!(fresh.get(b"k").await?.as_deref(), Some(&b"1"[..]));
+    let mut w = other.begin().await?;
+    w.set(b"j", b"other")?;
+    w.commit().await?;
+    stale.set(b"out-stale", b"s")?;
+    fresh.set(b"out-fresh", b"f")?;
+    blind.set(b"out-blind", b"x")?;
+    let (rs, rf, rx) = tokio::join!(stale.commit(), fresh.commit(), blind.commit());
+    assert!(matches!(rs, Err(StoreError::Conflict)), "{rs:?}");
+    assert!(rf.is_ok() && rx.is_ok(), "{rf:?} {rx:?}");
+    let after = store.group_stats();
+    assert_eq!(after.groups - before.groups, 1, "one PostgreSQL commit");
+    assert_eq!(after.checks_failed - before.checks_failed, 1);
+    assert_eq!(after.one_round_trip, before.one_round_trip);
+    assert_eq!(
+        read(&store, b"out-stale").await?,
+        None,
+        "nothing of it was written"
+    );
+    assert_eq!(
+        read(&store, b"out-fresh").await?.as_deref(),
+        Some(&b"f"[..])
+    );
+    assert_eq!(
+        read(&store, b"out-blind").await?.as_deref(),
+        Some(&b"x"[..])
+    );
+    assert_eq!(read(&store, b"j").await?.as_deref(), Some(&b"other"[..]));
+
+    // Two members that saw different values of one key: the group runs in two round trips
+    // at once (no check to fail), and the one that saw the old value conflicts.
+    let before = store.group_stats();
+    let mut old_view = store.begin().await?;
+    assert_eq!(old_view.get(b"k").await?.as_deref(), Some(&b"1"[..]));
+    let mut w = other.begin().await?;
+    w.set(b"k", b"2")?;
+    w.commit().await?;
+    let mut new_view = store.begin().await?;
+    assert_eq!(new_view.get(b"k").await?.as_deref(), Some(&b"2"[..]));
+    old_view.set(b"out-old", b"o")?;
+    new_view.set(b"out-new", b"n")?;
+    let (ro, rn) = tokio::join!(old_view.commit(), new_view.commit());
+    assert!(matches!(ro, Err(StoreError::Conflict)), "{ro:?}");
+    assert!(rn.is_ok(), "{rn:?}");
+    let after = store.group_stats();
+    assert_eq!(after.checks_failed, before.checks_failed);
+    assert_eq!(after.one_round_trip, before.one_round_trip);
+    store.drop_table(&table).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_range_read_conflicts_with_an_earlier_members_write_in_the_group() -> anyhow::Result<()> {
     let Some(url) = postgres_url("a_range_read_conflicts_with_an_earlier_member") else {
@@ -408,5 +498,134 @@ async fn a_table_named_r_clears_ranges() -> anyhow::Result<()> {
     assert_eq!(read(&store, b"a2").await?, None);
     assert_eq!(read(&store, b"b1").await?.as_deref(), Some(&b"v"[..]));
     store.drop_table("r").await?;
+    Ok(())
+}
+
+/// A transaction's first read runs alone (no snapshot transaction); its second opens the
+/// snapshot and re-reads the first. A change in between is a `Conflict` at the second read,
+/// never a view mixing two snapshots, and `transact`'s rerun reads the new values.
+#[tokio::test]
+async fn a_second_read_after_a_change_to_the_first_conflicts() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_second_read_after_a_change_to_the_first_conflicts") else {
+        return Ok(());
+    };
+    let table = format!("kv_group_second_read_{}", std::process::id());
+    let store = store(&url, &table).await?;
+    let mut setup = store.begin().await?;
+    setup.set(b"a", b"1")?;
+    setup.set(b"r/1", b"x")?;
+    setup.commit().await?;
+
+    // A key read, then changed, then another key read: conflict.
+    let mut t = store.begin().await?;
+    assert_eq!(t.get(b"a").await?.as_deref(), Some(&b"1"[..]));
+    let mut w = store.begin().await?;
+    w.set(b"a", b"2")?;
+    w.set(b"b", b"2")?;
+    w.commit().await?;
+    assert!(matches!(t.get(b"b").await, Err(StoreError::Conflict)));
+    drop(t);
+
+    // A range read first opens the snapshot with it: a later change is not seen, and no
+    // read conflicts.
+    let range = perdure_node::store::KeyRange::prefix(b"r/");
+    let opts = perdure_node::store::RangeOptions::default();
+    let mut t = store.begin().await?;
+    assert_eq!(t.get_range(&range, opts).await?.len(), 1);
+    let mut w = store.begin().await?;
+    w.set(b"r/2", b"y")?;
+    w.set(b"c", b"2")?;
+    w.commit().await?;
+    assert_eq!(
+        t.get_many(&[b"a", b"c"]).await?,
+        [Some(b"2".to_vec()), None]
+    );
+    assert_eq!(
+        t.get_range(&range, opts).await?.len(),
+        1,
+        "r/2 is after the snapshot"
+    );
+    t.commit().await?;
+
+    // Two point reads open the snapshot; every later read comes from it.
+    let mut t = store.begin().await?;
+    assert_eq!(t.get(b"a").await?.as_deref(), Some(&b"2"[..]));
+    assert_eq!(t.get(b"b").await?.as_deref(), Some(&b"2"[..]));
+    let mut w = store.begin().await?;
+    w.set(b"d", b"3")?;
+    w.set(b"r/3", b"z")?;
+    w.commit().await?;
+    assert_eq!(t.get(b"d").await?, None, "d is after the snapshot");
+    assert_eq!(
+        t.get_range(&range, opts).await?.len(),
+        2,
+        "r/3 is after the snapshot"
+    );
+    t.commit().await?;
+
+    // Under `transact`, the conflict is retried and the rerun sees one snapshot.
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (counter, writer) = (runs.clone(), store.clone());
+    let seen = transact(&store, &RetryOptions::default(), move |tx| {
+        let (counter, writer) = (counter.clone(), writer.clone());
+        Box::pin(async move {
+            let a = tx.get(b"a").await?;
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut w = writer.begin().await?;
+                w.set(b"a", b"4")?;
+                w.set(b"b", b"4")?;
+                w.commit().await?;
+            }
+            let b = tx.get(b"b").await?;
+            Ok((a, b))
+        })
+    })
+    .await?;
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one conflict, one rerun");
+    assert_eq!(seen, (Some(b"4".to_vec()), Some(b"4".to_vec())));
+    store.drop_table(&table).await?;
+    Ok(())
+}
+
+/// A wrong guess from the cache found at a transaction's second server read is a `Conflict`
+/// that also drops the guess: the rerun reads the key from the server (without the drop every
+/// rerun would read the same guess and conflict again).
+#[tokio::test]
+async fn a_wrong_cached_guess_found_at_a_second_read_is_dropped() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_wrong_cached_guess_found_at_a_second_read_is_dropped") else {
+        return Ok(());
+    };
+    let table = format!("kv_group_guess_{}", std::process::id());
+    let store = store(&url, &table).await?;
+    let other = PostgresStore::connect_with(&url, 4, &table, CommitMode::Group).await?;
+    // This node commits k: its cache now knows k = 1.
+    let mut setup = store.begin().await?;
+    setup.set(b"k", b"1")?;
+    setup.commit().await?;
+    // Another node changes it.
+    let mut w = other.begin().await?;
+    w.set(b"k", b"2")?;
+    w.commit().await?;
+
+    let mut t = store.begin().await?;
+    t.cached_reads();
+    assert_eq!(
+        t.get(b"k").await?.as_deref(),
+        Some(&b"1"[..]),
+        "the cache's guess"
+    );
+    assert_eq!(t.get(b"x").await?, None, "a first read from the server");
+    assert!(matches!(t.get(b"y").await, Err(StoreError::Conflict)));
+    drop(t);
+
+    let mut t = store.begin().await?;
+    t.cached_reads();
+    assert_eq!(
+        t.get(b"k").await?.as_deref(),
+        Some(&b"2"[..]),
+        "read from the server"
+    );
+    drop(t);
+    store.drop_table(&table).await?;
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! 413); a transaction the store still finds over its limits is split in halves and written
 //! again, so only a request that is too large alone fails, and nothing else is affected.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -338,8 +339,18 @@ async fn run_starts_chunk(shared: Arc<Shared>, batch: Vec<StartRequestMsg>) {
                 let mut out = Outbox::default();
                 let mut results = Vec::with_capacity(reqs.len());
                 let now = sh.clock.now();
-                for (id, req) in reqs.iter() {
-                    let old = instances::load(tx, id).await?;
+                // Every record in one read (one round trip on PostgreSQL).
+                let ids: Vec<&InstanceId> = reqs.iter().map(|(id, _)| id).collect();
+                let olds = instances::load_many(tx, &ids).await?;
+                let mut seen = BTreeSet::new();
+                for ((id, req), old) in reqs.iter().zip(olds) {
+                    // An id started earlier in this batch: read it again (its start is a
+                    // write of this transaction, which the read sees).
+                    let old = if seen.insert(id) {
+                        old
+                    } else {
+                        instances::load(tx, id).await?
+                    };
                     if let Some(refusal) = refuse_existing(id, req.reuse_policy, old.as_ref()) {
                         results.push(Err(refusal));
                         continue;

@@ -8,7 +8,7 @@ use perdure_core::{InstanceId, OrchestrationStatus};
 
 use super::keys::{Elem, Key};
 use super::records::InstanceRecord;
-use super::{clear, get, put, space};
+use super::{clear, decode_value, get, put, space};
 use crate::store::{KeyRange, RangeOptions, StoreError, Transaction};
 
 /// The key of an instance record.
@@ -46,6 +46,24 @@ pub async fn load(
     id: &InstanceId,
 ) -> Result<Option<InstanceRecord>, StoreError> {
     get(tx, &record_key(id)).await
+}
+
+/// Loads the records of `ids` (in that order), reading them together.
+pub async fn load_many(
+    tx: &mut dyn Transaction,
+    ids: &[&InstanceId],
+) -> Result<Vec<Option<InstanceRecord>>, StoreError> {
+    let keys: Vec<Vec<u8>> = ids.iter().map(|id| record_key(id)).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let raws = tx.get_many(&refs).await?;
+    let mut out = Vec::with_capacity(raws.len());
+    for (key, raw) in keys.iter().zip(raws) {
+        out.push(match raw {
+            Some(raw) => Some(decode_value(tx, key, &raw).await?),
+            None => None,
+        });
+    }
+    Ok(out)
 }
 
 /// Writes an instance record and moves its index entries; `old` is the record it replaces.

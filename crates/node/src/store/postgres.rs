@@ -106,6 +106,12 @@ pub enum PostgresError {
     Commit(#[source] tokio_postgres::Error),
 }
 
+/// The condition every write statement carries: it writes only inside a SERIALIZABLE
+/// transaction, which only Perdure's `BEGIN ISOLATION LEVEL SERIALIZABLE` opens (each
+/// connection's default is READ COMMITTED). Group commit pipelines `BEGIN` with the writes:
+/// if `BEGIN` failed, the writes would otherwise run alone, each committed on its own.
+const SERIALIZABLE: &str = "current_setting('transaction_isolation') = 'serializable'";
+
 /// SQL text for one table. Rows are ordered by `(shard, key)`: every statement names the
 /// shard of each key (`state::shards`), and a range read whose keys may lie in several shards
 /// merges one ordered scan per shard (`span_*`).
@@ -119,6 +125,7 @@ struct Sql {
     upsert: String,
     delete_keys: String,
     delete_ranges: String,
+    check_values: String,
 }
 
 impl Sql {
@@ -157,19 +164,29 @@ impl Sql {
             span_reverse: span("DESC"),
             upsert: format!(
                 "INSERT INTO {t} (shard, key, value) \
-                 SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[]) \
+                 SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[]) WHERE {SERIALIZABLE} \
                  ON CONFLICT (shard, key) DO UPDATE SET value = EXCLUDED.value"
             ),
             // The target is aliased: a table named like the other side's alias would
             // otherwise be "specified more than once".
             delete_keys: format!(
                 "DELETE FROM {t} AS target USING unnest($1::int4[], $2::bytea[]) AS d(s, k) \
-                 WHERE target.shard = d.s AND target.key = d.k"
+                 WHERE target.shard = d.s AND target.key = d.k AND {SERIALIZABLE}"
+            ),
+            // Fails the transaction (division by zero, SQLSTATE 22012) unless every key
+            // holds the value given for it (NULL: absent). Group commit's one-round-trip
+            // validation (see `group`).
+            check_values: format!(
+                "SELECT 1 / (CASE WHEN count(*) = 0 THEN 1 ELSE 0 END) \
+                 FROM unnest($1::int4[], $2::bytea[], $3::bytea[]) AS e(s, k, v) \
+                 LEFT JOIN {t} AS t ON t.shard = e.s AND t.key = e.k \
+                 WHERE t.value IS DISTINCT FROM e.v"
             ),
             delete_ranges: format!(
                 "DELETE FROM {t} AS target \
                  USING unnest($1::int4[], $2::bytea[], $3::bytea[]) AS r(s, b, e) \
-                 WHERE target.shard = r.s AND target.key >= r.b AND target.key < r.e"
+                 WHERE target.shard = r.s AND target.key >= r.b AND target.key < r.e \
+                 AND {SERIALIZABLE}"
             ),
         }
     }
@@ -360,9 +377,22 @@ impl PostgresStore {
         // generic plan's estimated cost grows with the table (a range clear is estimated
         // at a ninth of a shard), and past JIT's threshold every execution compiled code
         // for a lookup that takes microseconds.
-        let index_scans = !config
-            .get_options()
-            .is_some_and(|o| o.contains("enable_seqscan"));
+        let options = config.get_options().unwrap_or_default();
+        let mut session = Vec::new();
+        if !options.contains("enable_seqscan") {
+            session.push(
+                "SET enable_seqscan = off; SET enable_hashjoin = off; \
+                 SET enable_mergejoin = off; \
+                 SET plan_cache_mode = force_generic_plan; SET jit = off",
+            );
+        }
+        // Statements outside a transaction block run READ COMMITTED, whatever the server's
+        // or the URL's default: a group-commit transaction's first read runs alone (see
+        // `optimistic`) and must not become a SERIALIZABLE transaction taking predicate
+        // locks, and the write statements refuse to write outside a SERIALIZABLE
+        // transaction (see `Sql`). Every transaction Perdure opens names its isolation.
+        session.push("SET default_transaction_isolation = 'read committed'");
+        let session = session.join("; ");
         let target = describe_target(&config);
         let manager = Manager::from_config(
             config,
@@ -372,15 +402,12 @@ impl PostgresStore {
             },
         );
         let mut builder = Pool::builder(manager);
-        if index_scans {
-            builder = builder.post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+        if !session.is_empty() {
+            builder = builder.post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let session = session.clone();
                 Box::pin(async move {
                     client
-                        .batch_execute(
-                            "SET enable_seqscan = off; SET enable_hashjoin = off; \
-                             SET enable_mergejoin = off; \
-                             SET plan_cache_mode = force_generic_plan; SET jit = off",
-                        )
+                        .batch_execute(&session)
                         .await
                         .map_err(deadpool_postgres::HookError::Backend)
                 })
@@ -816,5 +843,74 @@ impl Transaction for PostgresTransaction {
                 Err(pg_error(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The write statements write only inside a SERIALIZABLE transaction: pipelined after a
+    /// `BEGIN` that failed, they would otherwise commit one by one. Needs
+    /// `PERDURE_TEST_POSTGRES_URL` (skipped loudly without it).
+    #[tokio::test]
+    async fn writes_outside_a_serializable_transaction_write_nothing() {
+        let url = match std::env::var("PERDURE_TEST_POSTGRES_URL") {
+            Ok(u) if !u.is_empty() => u,
+            _ => {
+                eprintln!("\n*** SKIPPED: PERDURE_TEST_POSTGRES_URL is not set ***\n");
+                return;
+            }
+        };
+        let table = format!("kv_guard_{}", std::process::id());
+        let store = PostgresStore::connect_with_table(&url, 2, &table)
+            .await
+            .expect("connect");
+        let client = store.pool.get().await.expect("connection");
+        let sql = Sql::new(&table);
+        async fn count(client: &Object, table: &str) -> i64 {
+            let q = format!("SELECT count(*) FROM {table}");
+            let row = client.query_one(&q, &[]).await.expect("count");
+            row.get::<_, i64>(0)
+        }
+        let (shards, keys, values) = (vec![0i32], vec![&b"k"[..]], vec![&b"v"[..]]);
+        let upsert = client.prepare(&sql.upsert).await.expect("prepare");
+        // Outside a transaction block, and in a READ COMMITTED one: nothing is written.
+        let n = client
+            .execute(&upsert, &[&shards, &keys, &values])
+            .await
+            .expect("upsert");
+        assert_eq!(n, 0);
+        client.batch_execute("BEGIN").await.expect("begin");
+        client
+            .execute(&upsert, &[&shards, &keys, &values])
+            .await
+            .expect("upsert");
+        client.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(count(&client, &table).await, 0);
+        // Inside a SERIALIZABLE one: written; and the deletes follow the same rule.
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .await
+            .expect("begin");
+        client
+            .execute(&upsert, &[&shards, &keys, &values])
+            .await
+            .expect("upsert");
+        client.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(count(&client, &table).await, 1);
+        let deleted = client
+            .execute(&sql.delete_keys, &[&shards, &keys])
+            .await
+            .expect("delete");
+        let (ends, begins) = (vec![&b"l"[..]], vec![&b"a"[..]]);
+        let cleared = client
+            .execute(&sql.delete_ranges, &[&shards, &begins, &ends])
+            .await
+            .expect("delete range");
+        assert_eq!((deleted, cleared), (0, 0));
+        assert_eq!(count(&client, &table).await, 1);
+        drop(client);
+        store.drop_table(&table).await.expect("drop");
     }
 }

@@ -156,6 +156,15 @@ impl ReadCache {
         drop(retired);
     }
 
+    /// Forgets `key` (a read found that its cached value was wrong).
+    pub(super) fn forget(&self, key: &[u8]) {
+        let mut inner = self.lock();
+        if let Some(prev) = inner.young.remove(key) {
+            inner.young_bytes = inner.young_bytes.saturating_sub(size(key, &prev));
+        }
+        inner.old.remove(key);
+    }
+
     /// Forgets everything (a group's outcome is unknown).
     pub(super) fn clear(&self) {
         let mut inner = self.lock();

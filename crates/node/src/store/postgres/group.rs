@@ -15,6 +15,15 @@
 //!    clear removes earlier writes in it), are sent as one multi-range delete, one multi-row
 //!    delete and one multi-row upsert, pipelined with `COMMIT`.
 //!
+//! When no member read a range (the usual case: episodes read their lease, messages and
+//! record as keys), the group takes **one round trip** instead: step 2 runs first, in the
+//! node, as if every read held; then `BEGIN`, one statement that checks every key an accepted
+//! member read against the value it saw (and aborts the transaction with a division by zero
+//! if one differs), the writes and `COMMIT` are sent together. A failed check wrote nothing
+//! (the pipelined `COMMIT` rolled back), and the group runs again as above, which tells which
+//! members conflict. Two members that saw different values of one key go to the steps above
+//! at once.
+//!
 //! Why this is serializable: every accepted member's reads equal the database's state inside
 //! the group's SERIALIZABLE transaction (checked in step 1, adjusted for the earlier members
 //! in step 2), so each member behaves as if it ran at the group's position in PostgreSQL's
@@ -38,11 +47,13 @@ use deadpool_postgres::{Object, Pool};
 use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
+use tokio_postgres::error::SqlState;
 
 use super::cache::ReadCache;
 use super::{
     KeyWrites, Pending, PostgresError, RangeQuery, Sql, in_index_order, pg_error, range_clears,
 };
+use crate::state::shards;
 use crate::store::{KeyRange, KeyValue, StoreError};
 
 /// Most members in one group.
@@ -99,6 +110,11 @@ pub struct GroupStats {
     pub conflicts: u64,
     /// Groups re-run after PostgreSQL aborted them (serialization failure).
     pub group_retries: u64,
+    /// Groups committed in one round trip (no member read a range, and every key read
+    /// held the value seen).
+    pub one_round_trip: u64,
+    /// Groups whose one-round-trip check failed (a key read had changed): run again in two.
+    pub checks_failed: u64,
 }
 
 #[derive(Default)]
@@ -107,6 +123,8 @@ struct Counters {
     committed: AtomicU64,
     conflicts: AtomicU64,
     group_retries: AtomicU64,
+    one_round_trip: AtomicU64,
+    checks_failed: AtomicU64,
 }
 
 struct Request {
@@ -185,6 +203,8 @@ impl GroupCommitter {
             committed: self.counters.committed.load(Ordering::Relaxed),
             conflicts: self.counters.conflicts.load(Ordering::Relaxed),
             group_retries: self.counters.group_retries.load(Ordering::Relaxed),
+            one_round_trip: self.counters.one_round_trip.load(Ordering::Relaxed),
+            checks_failed: self.counters.checks_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -315,7 +335,7 @@ async fn attempt_with_retries(
 ) -> Attempt {
     let mut tries = 0;
     loop {
-        let attempt = attempt(pool, sql, conn, members, cache).await;
+        let attempt = attempt(pool, sql, conn, members, counters, cache).await;
         match attempt {
             Attempt::Aborted if tries < GROUP_RETRIES => {
                 tries += 1;
@@ -363,6 +383,7 @@ struct Statements {
     delete_ranges: Statement,
     delete_keys: Statement,
     upsert: Statement,
+    check_values: Statement,
 }
 
 impl Statements {
@@ -378,6 +399,7 @@ impl Statements {
             delete_ranges: client.prepare_cached(&sql.delete_ranges).await?,
             delete_keys: client.prepare_cached(&sql.delete_keys).await?,
             upsert: client.prepare_cached(&sql.upsert).await?,
+            check_values: client.prepare_cached(&sql.check_values).await?,
         })
     }
 }
@@ -388,8 +410,17 @@ async fn attempt(
     sql: &Sql,
     conn: &mut Option<Object>,
     members: &[&Request],
+    counters: &Counters,
     cache: &ReadCache,
 ) -> Attempt {
+    // A connection that closed while no group ran (server restart, idle timeout) is
+    // replaced before anything is sent: a statement failing on it could not tell whether a
+    // pipelined COMMIT went out.
+    if conn.as_ref().is_some_and(|c| c.is_closed())
+        && let Some(c) = conn.take()
+    {
+        drop(Object::take(c));
+    }
     if conn.is_none() {
         match pool.get().await {
             Ok(c) => *conn = Some(c),
@@ -403,6 +434,26 @@ async fn attempt(
         Ok(s) => s,
         Err(e) => return classify(e, conn),
     };
+
+    if let Some(done) = attempt_in_one_round_trip(client, &stmts, members, counters, cache).await {
+        return match done {
+            Ok(a) => {
+                counters.one_round_trip.fetch_add(1, Ordering::Relaxed);
+                a
+            }
+            // The server answered with an error: it aborted the transaction (and rolled back
+            // at the pipelined COMMIT).
+            Err(e) if e.code().is_some() => classify(e, conn),
+            // The connection was lost with COMMIT sent or about to be.
+            Err(e) => {
+                if let Some(c) = conn.take() {
+                    drop(Object::take(c));
+                }
+                cache.clear();
+                Attempt::Unknown(Arc::new(PostgresError::Commit(e)))
+            }
+        };
+    }
 
     // Step 1: BEGIN and the re-reads, pipelined.
     let point_keys: Vec<Vec<u8>> = members
@@ -456,14 +507,7 @@ async fn attempt(
         });
         let ok = !stale_key && !stale_range;
         if ok {
-            for c in &m.pending.cleared {
-                cleared.push(c.clone());
-                merged.clear_range(c);
-            }
-            for (k, v) in &m.pending.writes {
-                written.insert(k.clone());
-                merged.writes.insert(k.clone(), v.clone());
-            }
+            accept_writes(&m.pending, &mut written, &mut cleared, &mut merged);
         }
         accepted.push(ok);
     }
@@ -505,6 +549,117 @@ async fn attempt(
             cache.clear();
             Attempt::Unknown(Arc::new(PostgresError::Commit(e)))
         }
+    }
+}
+
+/// The group in one round trip, when no member read a range: every member is decided in the
+/// node as if its reads held (step 2 alone), then `BEGIN`, one statement checking that every
+/// key an accepted member read holds the value it saw (`check_values`, which aborts the
+/// transaction otherwise), the writes and `COMMIT` are sent together. The check runs inside
+/// the SERIALIZABLE transaction before the writes, so an accepted member's reads are the
+/// database's state there, as in step 1. `None`: this path does not apply, or the check
+/// failed (nothing was written); the caller then runs the group in two round trips, which
+/// finds out which members conflict. `Some(Err)`: the connection was lost with `COMMIT` sent.
+async fn attempt_in_one_round_trip(
+    client: &Object,
+    stmts: &Statements,
+    members: &[&Request],
+    counters: &Counters,
+    cache: &ReadCache,
+) -> Option<Result<Attempt, tokio_postgres::Error>> {
+    if members.iter().any(|m| !m.reads.ranges.is_empty()) {
+        return None;
+    }
+    let mut accepted = Vec::with_capacity(members.len());
+    let mut written: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut cleared: Vec<KeyRange> = Vec::new();
+    let mut merged = Pending::default();
+    let mut expected: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+    for m in members {
+        let stale = m
+            .reads
+            .keys
+            .keys()
+            .any(|k| written.contains(k) || cleared.iter().any(|c| c.contains(k)));
+        if !stale {
+            for (k, seen) in &m.reads.keys {
+                let seen = seen.as_deref();
+                if *expected.entry(k.as_slice()).or_insert(seen) != seen {
+                    // Two members saw different values: one of them conflicts, and only
+                    // the re-read tells which.
+                    return None;
+                }
+            }
+            accept_writes(&m.pending, &mut written, &mut cleared, &mut merged);
+        }
+        accepted.push(!stale);
+    }
+    // In index order (by shard; `expected` is in key order).
+    let mut by_index: Vec<(i32, &[u8])> =
+        expected.keys().map(|k| (shards::shard_of(k), *k)).collect();
+    by_index.sort_by_key(|(s, _)| *s);
+    let shard_params: Vec<i32> = by_index.iter().map(|(s, _)| *s).collect();
+    let key_params: Vec<&[u8]> = by_index.iter().map(|(_, k)| *k).collect();
+    let value_params: Vec<Option<&[u8]>> = key_params
+        .iter()
+        .map(|k| expected.get(k).copied().flatten())
+        .collect();
+
+    // Sent in the order polled: BEGIN, the check, the writes, COMMIT.
+    let begin = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE");
+    let check = async {
+        if key_params.is_empty() {
+            return Ok(());
+        }
+        client
+            .query(
+                &stmts.check_values,
+                &[&shard_params, &key_params, &value_params],
+            )
+            .await
+            .map(|_| ())
+    };
+    let writes = send_writes(client, stmts, &merged);
+    let commit = client.batch_execute("COMMIT");
+    let (begun, checked, wrote, committed) = futures::join!(begin, check, writes, commit);
+    let first_error = [begun, checked, wrote, committed]
+        .into_iter()
+        .find_map(Result::err);
+    match first_error {
+        None => {
+            cache.committed(expected.iter().map(|(k, v)| (*k, *v)), &merged);
+            Some(Ok(Attempt::Done(accepted)))
+        }
+        // The check failed: the server aborted the transaction and answered COMMIT with a
+        // rollback. Nothing was written.
+        Some(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
+            counters.checks_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                members = members.len(),
+                keys = key_params.len(),
+                "postgres group check failed: two round trips"
+            );
+            None
+        }
+        Some(e) => Some(Err(e)),
+    }
+}
+
+/// Adds an accepted member's writes to the group's: the keys it writes, the ranges it
+/// clears, and the merged writes (a later write of a key wins; a clear drops earlier writes).
+fn accept_writes(
+    pending: &Pending,
+    written: &mut BTreeSet<Vec<u8>>,
+    cleared: &mut Vec<KeyRange>,
+    merged: &mut Pending,
+) {
+    for c in &pending.cleared {
+        cleared.push(c.clone());
+        merged.clear_range(c);
+    }
+    for (k, v) in &pending.writes {
+        written.insert(k.clone());
+        merged.writes.insert(k.clone(), v.clone());
     }
 }
 
