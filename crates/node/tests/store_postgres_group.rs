@@ -156,6 +156,35 @@ async fn a_key_changed_by_another_node_fails_the_one_round_trip_check() -> anyho
     );
     assert_eq!(read(&store, b"j").await?.as_deref(), Some(&b"other"[..]));
 
+    // A key seen absent that another node then wrote, and a key seen present that another
+    // node then removed: both fail the check.
+    for (seen, change) in [(None, Some(&b"new"[..])), (Some(&b"0"[..]), None)] {
+        let key: &[u8] = if seen.is_none() { b"was-absent" } else { b"j2" };
+        if let Some(v) = seen {
+            let mut w = store.begin().await?;
+            w.set(key, v)?;
+            w.commit().await?;
+        }
+        let before = store.group_stats();
+        let mut reader = store.begin().await?;
+        assert_eq!(reader.get(key).await?.as_deref(), seen);
+        let mut w = other.begin().await?;
+        match change {
+            Some(v) => w.set(key, v)?,
+            None => w.clear(key),
+        }
+        w.commit().await?;
+        reader.set(b"out-reader", b"r")?;
+        let mut blind = store.begin().await?;
+        blind.set(b"out-blind-2", b"x")?;
+        let (rr, rb) = tokio::join!(reader.commit(), blind.commit());
+        assert!(matches!(rr, Err(StoreError::Conflict)), "{rr:?}");
+        assert!(rb.is_ok(), "{rb:?}");
+        let after = store.group_stats();
+        assert_eq!(after.checks_failed - before.checks_failed, 1);
+        assert_eq!(read(&store, b"out-reader").await?, None);
+    }
+
     // Two members that saw different values of one key: the group runs in two round trips
     // at once (no check to fail), and the one that saw the old value conflicts.
     let before = store.group_stats();

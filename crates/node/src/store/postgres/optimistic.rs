@@ -98,13 +98,16 @@ impl OptimisticTransaction {
             }
             // Before BEGIN: the snapshot sees every commit of this generation.
             self.snapshot_generation = self.committer.cache().generation();
+            // Broken until the snapshot holds: if this future is dropped before, no later
+            // read may be answered (BEGIN or the re-reads may not have run).
+            self.broken = true;
             let result = match &self.reader {
                 Reader::Snapshot(client) => self.open_snapshot(client, sql, params).await,
                 _ => Err(StoreError::Fatal(Box::new(super::NoConnection))),
             };
-            if result.is_err() {
-                self.broken = true;
-                self.release_reader();
+            match result {
+                Ok(_) => self.broken = false,
+                Err(_) => self.release_reader(),
             }
             return result;
         }
