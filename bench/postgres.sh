@@ -11,7 +11,8 @@
 #
 # Environment: PG_URL (default postgres://perdure:perdure@127.0.0.1:5432/perdure_test; the
 # database must exist), CALLERS (default "1 64"), RUNS (default 3), DURATION (default 10),
-# WARMUP (default 3), NODE_ENV (extra VAR=value words for the node), SKIP_BUILD=1.
+# WARMUP (default 3), NODE_ENV (extra VAR=value words for the node), SKIP_BUILD=1,
+# NODE_BIN (the node binary, default the release build's; bench/ab-postgres.sh sets it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,7 +53,7 @@ for c in $CALLERS; do
     port="$(free_port)"
     env PERDURE_STORE=postgres PERDURE_STORE_URL="$PG_URL" PERDURE_STORE_TABLE="$table" \
       PERDURE_HTTP="127.0.0.1:$port" PERDURE_LOG=warn "${EXTRA[@]}" \
-      "$BIN/perdure-node" run >"/tmp/perdure-pgbench-$$.log" 2>&1 &
+      "${NODE_BIN:-$BIN/perdure-node}" run >"/tmp/perdure-pgbench-$$.log" 2>&1 &
     NODE=$!
     for _ in $(seq 1 100); do
       curl -sf -m 1 "http://127.0.0.1:$port/readyz" >/dev/null && break
