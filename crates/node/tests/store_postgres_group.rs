@@ -658,3 +658,35 @@ async fn a_wrong_cached_guess_found_at_a_second_read_is_dropped() -> anyhow::Res
     store.drop_table(&table).await?;
     Ok(())
 }
+
+/// A second read dropped while it opens the snapshot (a timeout around it, say) leaves the
+/// transaction unable to answer any later read or to commit: its reads are not known to be
+/// one snapshot's. (The second read marks the transaction before its first await, so a
+/// timeout of zero always cuts it there.)
+#[tokio::test]
+async fn a_read_dropped_while_opening_the_snapshot_breaks_the_transaction() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("a_read_dropped_while_opening_the_snapshot") else {
+        return Ok(());
+    };
+    let table = format!("kv_group_dropped_{}", std::process::id());
+    let store = store(&url, &table).await?;
+    // A read is cut only if its first poll does not finish it (it never has; the loop keeps
+    // the test meaningful if a run ever does).
+    let mut cut_reads = 0;
+    for _ in 0..5 {
+        let mut t = store.begin().await?;
+        assert_eq!(t.get(b"a").await?, None);
+        match tokio::time::timeout(Duration::ZERO, t.get(b"b")).await {
+            Err(_elapsed) => cut_reads += 1,
+            Ok(finished) => {
+                eprintln!("the read finished on its first poll: {finished:?}");
+                continue;
+            }
+        }
+        assert!(matches!(t.get(b"c").await, Err(StoreError::Conflict)));
+        assert!(matches!(t.commit().await, Err(StoreError::Conflict)));
+    }
+    assert!(cut_reads > 0, "no read was cut short");
+    store.drop_table(&table).await?;
+    Ok(())
+}

@@ -435,24 +435,25 @@ async fn attempt(
         Err(e) => return classify(e, conn),
     };
 
-    if let Some(done) = attempt_in_one_round_trip(client, &stmts, members, counters, cache).await {
-        return match done {
-            Ok(a) => {
-                counters.one_round_trip.fetch_add(1, Ordering::Relaxed);
-                a
+    match attempt_in_one_round_trip(client, &stmts, members, counters, cache).await {
+        OneTrip::Done(a) => {
+            counters.one_round_trip.fetch_add(1, Ordering::Relaxed);
+            return a;
+        }
+        OneTrip::NotApplicable => {}
+        // Nothing was committed: a server error, or a lost connection (Unavailable).
+        OneTrip::BeginFailed(e) => return classify(e, conn),
+        // The server answered with an error: it aborted the transaction (and rolled back at
+        // the COMMIT).
+        OneTrip::Failed(e) if e.code().is_some() => return classify(e, conn),
+        // The connection was lost with COMMIT sent or about to be.
+        OneTrip::Failed(e) => {
+            if let Some(c) = conn.take() {
+                drop(Object::take(c));
             }
-            // The server answered with an error: it aborted the transaction (and rolled back
-            // at the pipelined COMMIT).
-            Err(e) if e.code().is_some() => classify(e, conn),
-            // The connection was lost with COMMIT sent or about to be.
-            Err(e) => {
-                if let Some(c) = conn.take() {
-                    drop(Object::take(c));
-                }
-                cache.clear();
-                Attempt::Unknown(Arc::new(PostgresError::Commit(e)))
-            }
-        };
+            cache.clear();
+            return Attempt::Unknown(Arc::new(PostgresError::Commit(e)));
+        }
     }
 
     // Step 1: BEGIN and the re-reads, pipelined.
@@ -566,9 +567,9 @@ async fn attempt_in_one_round_trip(
     members: &[&Request],
     counters: &Counters,
     cache: &ReadCache,
-) -> Option<Result<Attempt, tokio_postgres::Error>> {
+) -> OneTrip {
     if members.iter().any(|m| !m.reads.ranges.is_empty()) {
-        return None;
+        return OneTrip::NotApplicable;
     }
     let mut accepted = Vec::with_capacity(members.len());
     let mut written: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -587,7 +588,7 @@ async fn attempt_in_one_round_trip(
                 if *expected.entry(k.as_slice()).or_insert(seen) != seen {
                     // Two members saw different values: one of them conflicts, and only
                     // the re-read tells which.
-                    return None;
+                    return OneTrip::NotApplicable;
                 }
             }
             accept_writes(&m.pending, &mut written, &mut cleared, &mut merged);
@@ -605,8 +606,20 @@ async fn attempt_in_one_round_trip(
         .map(|k| expected.get(k).copied().flatten())
         .collect();
 
-    // Sent in the order polled: BEGIN, the check, the writes, COMMIT.
-    let begin = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE");
+    // Sent in the order polled: BEGIN, the check, the writes; COMMIT once BEGIN is
+    // answered (by then the server is usually still running the check and the writes, so
+    // this costs no time): a failed BEGIN (a connection that died before the group) then
+    // means nothing was committed, as in the two-round-trip path.
+    let begin_then_commit = async {
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .await
+            .map_err(OneTrip::BeginFailed)?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(OneTrip::Failed)
+    };
     let check = async {
         if key_params.is_empty() {
             return Ok(());
@@ -620,29 +633,47 @@ async fn attempt_in_one_round_trip(
             .map(|_| ())
     };
     let writes = send_writes(client, stmts, &merged);
-    let commit = client.batch_execute("COMMIT");
-    let (begun, checked, wrote, committed) = futures::join!(begin, check, writes, commit);
-    let first_error = [begun, checked, wrote, committed]
+    let (committed, checked, wrote) = futures::join!(begin_then_commit, check, writes);
+    if let Err(begin_failed @ OneTrip::BeginFailed(_)) = committed {
+        return begin_failed;
+    }
+    let first_error = [checked, wrote]
         .into_iter()
-        .find_map(Result::err);
+        .find_map(Result::err)
+        .map(OneTrip::Failed)
+        .or(committed.err());
     match first_error {
         None => {
             cache.committed(expected.iter().map(|(k, v)| (*k, *v)), &merged);
-            Some(Ok(Attempt::Done(accepted)))
+            OneTrip::Done(Attempt::Done(accepted))
         }
         // The check failed: the server aborted the transaction and answered COMMIT with a
         // rollback. Nothing was written.
-        Some(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
+        Some(OneTrip::Failed(e)) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
             counters.checks_failed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 members = members.len(),
                 keys = key_params.len(),
                 "postgres group check failed: two round trips"
             );
-            None
+            OneTrip::NotApplicable
         }
-        Some(e) => Some(Err(e)),
+        Some(other) => other,
     }
+}
+
+/// How a one-round-trip attempt ended.
+enum OneTrip {
+    /// Committed (or decided: see the attempt).
+    Done(Attempt),
+    /// Not for this group, or its check failed (nothing written): run it in two round trips.
+    NotApplicable,
+    /// `BEGIN` failed: `COMMIT` was not sent, nothing was committed.
+    BeginFailed(tokio_postgres::Error),
+    /// A statement failed after `BEGIN` succeeded: with an SQLSTATE, the server aborted the
+    /// transaction (and the COMMIT rolled back); without, the connection was lost, perhaps
+    /// with `COMMIT` sent.
+    Failed(tokio_postgres::Error),
 }
 
 /// Adds an accepted member's writes to the group's: the keys it writes, the ranges it

@@ -82,15 +82,16 @@ impl OptimisticTransaction {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         first: First,
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        if self.broken {
+            // An earlier read could not open the snapshot (it failed, or was dropped while
+            // opening it): the reads so far are not one snapshot's, so no further read may be
+            // answered.
+            return Err(StoreError::Conflict);
+        }
         // The client stays in `self.reader` while a statement runs in a snapshot: if this
         // future is dropped meanwhile, the transaction's release still rolls it back.
         if let Reader::Snapshot(client) = &self.reader {
             return run(client, sql, params).await;
-        }
-        if self.broken {
-            // An earlier read could not open the snapshot: the reads so far are not one
-            // snapshot's, so no further read may be answered.
-            return Err(StoreError::Conflict);
         }
         if matches!(self.reader, Reader::Single(_)) {
             if let Reader::Single(client) = std::mem::replace(&mut self.reader, Reader::None) {
@@ -125,6 +126,9 @@ impl OptimisticTransaction {
             return rows.map_err(pg_error);
         }
         self.reader = Reader::Snapshot(client);
+        // Broken until BEGIN and the read are answered (a dropped future may have sent
+        // neither: later reads would then each run alone).
+        self.broken = true;
         let Reader::Snapshot(client) = &self.reader else {
             return Err(StoreError::Fatal(Box::new(super::NoConnection)));
         };
@@ -134,8 +138,9 @@ impl OptimisticTransaction {
             client.query(&stmt, params)
         );
         let result = begun.and(rows).map_err(pg_error);
-        if result.is_err() {
-            self.release_reader();
+        match result {
+            Ok(_) => self.broken = false,
+            Err(_) => self.release_reader(),
         }
         result
     }
