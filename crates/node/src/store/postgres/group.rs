@@ -19,9 +19,10 @@
 //! record as keys), the group takes **one round trip** instead: step 2 runs first, in the
 //! node, as if every read held; then `BEGIN`, one statement that checks every key an accepted
 //! member read against the value it saw (and aborts the transaction with a division by zero
-//! if one differs), the writes and `COMMIT` are sent together. A failed check wrote nothing
-//! (the pipelined `COMMIT` rolled back), and the group runs again as above, which tells which
-//! members conflict. Two members that saw different values of one key go to the steps above
+//! if one differs) and the writes are sent together, and `COMMIT` once `BEGIN` is answered
+//! (a failed `BEGIN` then means nothing was committed). A failed check wrote nothing (the
+//! `COMMIT` rolled back), and the group runs again as above, which tells which members
+//! conflict. Two members that saw different values of one key go to the steps above
 //! at once.
 //!
 //! Why this is serializable: every accepted member's reads equal the database's state inside
