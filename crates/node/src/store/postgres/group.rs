@@ -557,11 +557,11 @@ async fn attempt(
 /// The group in one round trip, when no member read a range: every member is decided in the
 /// node as if its reads held (step 2 alone), then `BEGIN`, one statement checking that every
 /// key an accepted member read holds the value it saw (`check_values`, which aborts the
-/// transaction otherwise), the writes and `COMMIT` are sent together. The check runs inside
-/// the SERIALIZABLE transaction before the writes, so an accepted member's reads are the
-/// database's state there, as in step 1. `None`: this path does not apply, or the check
-/// failed (nothing was written); the caller then runs the group in two round trips, which
-/// finds out which members conflict. `Some(Err)`: the connection was lost with `COMMIT` sent.
+/// transaction otherwise) and the writes are sent together, and `COMMIT` once `BEGIN` is
+/// answered. The check runs inside the SERIALIZABLE transaction before the writes, so an
+/// accepted member's reads are the database's state there, as in step 1. See [`OneTrip`] for
+/// the outcomes; on [`OneTrip::NotApplicable`] the caller runs the group in two round trips,
+/// which finds out which members conflict.
 async fn attempt_in_one_round_trip(
     client: &Object,
     stmts: &Statements,
