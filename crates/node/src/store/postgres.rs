@@ -626,9 +626,12 @@ impl<'a> KeyWrites<'a> {
 }
 
 /// `(key, value)` pairs in key order, with their shards, in index order: by shard, then key.
-fn in_index_order<'a, V>(pairs: impl Iterator<Item = (&'a Vec<u8>, V)>) -> Vec<(i32, &'a [u8], V)> {
+fn in_index_order<'a, K, V>(pairs: impl Iterator<Item = (&'a K, V)>) -> Vec<(i32, &'a [u8], V)>
+where
+    K: AsRef<[u8]> + ?Sized + 'a,
+{
     let mut out: Vec<(i32, &[u8], V)> = pairs
-        .map(|(k, v)| (shards::shard_of(k), k.as_slice(), v))
+        .map(|(k, v)| (shards::shard_of(k.as_ref()), k.as_ref(), v))
         .collect();
     // Stable: keys stay in key order within a shard.
     out.sort_by_key(|(s, _, _)| *s);

@@ -54,7 +54,6 @@ use super::cache::ReadCache;
 use super::{
     KeyWrites, Pending, PostgresError, RangeQuery, Sql, in_index_order, pg_error, range_clears,
 };
-use crate::state::shards;
 use crate::store::{KeyRange, KeyValue, StoreError};
 
 /// Most members in one group.
@@ -596,16 +595,10 @@ async fn attempt_in_one_round_trip(
         }
         accepted.push(!stale);
     }
-    // In index order (by shard; `expected` is in key order).
-    let mut by_index: Vec<(i32, &[u8])> =
-        expected.keys().map(|k| (shards::shard_of(k), *k)).collect();
-    by_index.sort_by_key(|(s, _)| *s);
-    let shard_params: Vec<i32> = by_index.iter().map(|(s, _)| *s).collect();
-    let key_params: Vec<&[u8]> = by_index.iter().map(|(_, k)| *k).collect();
-    let value_params: Vec<Option<&[u8]>> = key_params
-        .iter()
-        .map(|k| expected.get(k).copied().flatten())
-        .collect();
+    let checked_keys = in_index_order(expected.iter().map(|(k, v)| (*k, *v)));
+    let shard_params: Vec<i32> = checked_keys.iter().map(|(s, _, _)| *s).collect();
+    let key_params: Vec<&[u8]> = checked_keys.iter().map(|(_, k, _)| *k).collect();
+    let value_params: Vec<Option<&[u8]>> = checked_keys.iter().map(|(_, _, v)| *v).collect();
 
     // Sent in the order polled: BEGIN, the check, the writes; COMMIT once BEGIN is
     // answered (by then the server is usually still running the check and the writes, so

@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
-use futures::future::join_all;
 
 use super::group::{GroupCommitter, RangeRead, ReadSet};
 use super::{Pending, PostgresError, Sql, checkout_error, in_index_order, pg_error, rows_to_pairs};
@@ -145,33 +144,26 @@ impl OptimisticTransaction {
         result
     }
 
-    /// `BEGIN … READ ONLY`, the re-reads of everything read so far and the statement,
-    /// pipelined (one round trip). The reads so far must be what the snapshot holds: else
-    /// `Conflict`.
+    /// `BEGIN … READ ONLY`, the re-reads of every key read so far and the statement,
+    /// pipelined (one round trip). The keys read so far must hold what the snapshot holds:
+    /// else `Conflict`. No range was read yet: a first range read opens the snapshot itself,
+    /// and a transaction is `Single` only after a point read.
     async fn open_snapshot(
         &self,
         client: &Object,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let keys = in_index_order(self.reads.keys.iter());
-        let (shards, key_params): (Vec<i32>, Vec<&[u8]>) =
-            keys.iter().map(|(s, k, _)| (*s, *k)).unzip();
+        let (shards, key_params): (Vec<i32>, Vec<&[u8]>) = in_index_order(self.reads.keys.iter())
+            .into_iter()
+            .map(|(s, k, _)| (s, k))
+            .unzip();
         let get_many = client
             .prepare_cached(&self.sql.get_many)
             .await
             .map_err(pg_error)?;
         let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
-        let mut range_stmts = Vec::with_capacity(self.reads.ranges.len());
-        for (read, _) in &self.reads.ranges {
-            let q = read.query();
-            let s = client
-                .prepare_cached(q.sql(&self.sql))
-                .await
-                .map_err(pg_error)?;
-            range_stmts.push((s, q));
-        }
-        // Sent in the order polled: BEGIN, the point re-reads, the range re-reads, the read.
+        // Sent in the order polled: BEGIN, the re-reads, the read.
         let begin = client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         let points = async {
             if key_params.is_empty() {
@@ -179,31 +171,21 @@ impl OptimisticTransaction {
             }
             client.query(&get_many, &[&shards, &key_params]).await
         };
-        let ranges = join_all(
-            range_stmts
-                .iter()
-                .map(|(s, q)| async move { client.query(s, &q.params()).await }),
-        );
-        let (begun, points, ranges, rows) =
-            futures::join!(begin, points, ranges, client.query(&stmt, params));
+        let (begun, points, rows) = futures::join!(begin, points, client.query(&stmt, params));
         begun.map_err(pg_error)?;
         let now: BTreeMap<Vec<u8>, Vec<u8>> = rows_to_pairs(&points.map_err(pg_error)?)?
             .into_iter()
             .collect();
-        let mut keys_same = true;
+        let mut same = true;
         for (k, seen) in &self.reads.keys {
             if now.get(k) != seen.as_ref() {
-                keys_same = false;
+                same = false;
                 // Perhaps a wrong guess from the cache: the retry must not read it again.
                 self.committer.cache().forget(k);
             }
         }
-        let mut ranges_same = true;
-        for ((_, seen), now) in self.reads.ranges.iter().zip(ranges) {
-            ranges_same &= rows_to_pairs(&now.map_err(pg_error)?)? == *seen;
-        }
         let rows = rows.map_err(pg_error)?;
-        if keys_same && ranges_same {
+        if same {
             Ok(rows)
         } else {
             Err(StoreError::Conflict)
@@ -358,10 +340,11 @@ impl Transaction for OptimisticTransaction {
         }
         if !wanted.is_empty() {
             let sql = self.sql.clone();
-            let mut by_index: Vec<(i32, &[u8])> =
-                wanted.iter().map(|k| (shards::shard_of(k), *k)).collect();
-            by_index.sort();
-            let (shard_params, key_params): (Vec<i32>, Vec<&[u8]>) = by_index.into_iter().unzip();
+            let (shard_params, key_params): (Vec<i32>, Vec<&[u8]>) =
+                in_index_order(wanted.iter().map(|k| (*k, ())))
+                    .into_iter()
+                    .map(|(s, k, ())| (s, k))
+                    .unzip();
             let rows = self
                 .query(&sql.get_many, &[&shard_params, &key_params], First::Alone)
                 .await?;
