@@ -19,8 +19,9 @@
 //! record as keys), the group takes **one round trip** instead: step 2 runs first, in the
 //! node, as if every read held; then `BEGIN`, one statement that checks every key an accepted
 //! member read against the value it saw (and aborts the transaction with a division by zero
-//! if one differs) and the writes are sent together, and `COMMIT` once `BEGIN` is answered
-//! (a failed `BEGIN` then means nothing was committed). A failed check wrote nothing (the
+//! if one differs) are sent together, and the writes with `COMMIT` once `BEGIN` is answered
+//! (a failed `BEGIN` then means nothing was committed, and a node stopped in between holds
+//! no row locks). A failed check wrote nothing (the
 //! `COMMIT` rolled back), and the group runs again as above, which tells which members
 //! conflict. Two members that saw different values of one key go to the steps above
 //! at once.
@@ -556,7 +557,7 @@ async fn attempt(
 /// The group in one round trip, when no member read a range: every member is decided in the
 /// node as if its reads held (step 2 alone), then `BEGIN`, one statement checking that every
 /// key an accepted member read holds the value it saw (`check_values`, which aborts the
-/// transaction otherwise) and the writes are sent together, and `COMMIT` once `BEGIN` is
+/// transaction otherwise) are sent together, and the writes with `COMMIT` once `BEGIN` is
 /// answered. The check runs inside the SERIALIZABLE transaction before the writes, so an
 /// accepted member's reads are the database's state there, as in step 1. See [`OneTrip`] for
 /// the outcomes; on [`OneTrip::NotApplicable`] the caller runs the group in two round trips,
@@ -600,19 +601,22 @@ async fn attempt_in_one_round_trip(
     let key_params: Vec<&[u8]> = checked_keys.iter().map(|(_, k, _)| *k).collect();
     let value_params: Vec<Option<&[u8]>> = checked_keys.iter().map(|(_, _, v)| *v).collect();
 
-    // Sent in the order polled: BEGIN, the check, the writes; COMMIT once BEGIN is
-    // answered (by then the server is usually still running the check and the writes, so
-    // this costs no time): a failed BEGIN (a connection that died before the group) then
-    // means nothing was committed, as in the two-round-trip path.
+    // BEGIN and the check are sent together; the writes and COMMIT once BEGIN is answered
+    // (the server is then still running the check, so this costs little). So a failed BEGIN
+    // (a connection that died between groups) means nothing was committed, as in the
+    // two-round-trip path; and a node that stops between the two sends (frozen, cut off)
+    // leaves an open transaction that holds no row locks, which other nodes' writes would
+    // otherwise wait on until its connection is closed.
     let begin_then_commit = async {
         client
             .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
             .await
             .map_err(OneTrip::BeginFailed)?;
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(OneTrip::Failed)
+        let (wrote, committed) = futures::join!(
+            send_writes(client, stmts, &merged),
+            client.batch_execute("COMMIT")
+        );
+        Ok((wrote, committed))
     };
     let check = async {
         if key_params.is_empty() {
@@ -626,16 +630,15 @@ async fn attempt_in_one_round_trip(
             .await
             .map(|_| ())
     };
-    let writes = send_writes(client, stmts, &merged);
-    let (committed, checked, wrote) = futures::join!(begin_then_commit, check, writes);
-    if let Err(begin_failed @ OneTrip::BeginFailed(_)) = committed {
-        return begin_failed;
-    }
-    let first_error = [checked, wrote]
+    let (sent, checked) = futures::join!(begin_then_commit, check);
+    let (wrote, committed) = match sent {
+        Ok(both) => both,
+        Err(begin_failed) => return begin_failed,
+    };
+    let first_error = [checked, wrote, committed]
         .into_iter()
         .find_map(Result::err)
-        .map(OneTrip::Failed)
-        .or(committed.err());
+        .map(OneTrip::Failed);
     match first_error {
         None => {
             cache.committed(expected.iter().map(|(k, v)| (*k, *v)), &merged);
