@@ -44,6 +44,7 @@ mod cache;
 mod group;
 mod layout;
 mod optimistic;
+mod pipeline;
 
 pub use group::GroupStats;
 
@@ -108,9 +109,10 @@ pub enum PostgresError {
 
 /// The condition every write statement carries: outside a SERIALIZABLE transaction, which
 /// only Perdure's `BEGIN ISOLATION LEVEL SERIALIZABLE` opens (each connection's default is
-/// READ COMMITTED), it fails (division by zero) and writes nothing. Group commit pipelines
-/// `BEGIN` with the writes: if `BEGIN` failed, the writes would otherwise run alone, each
-/// committed on its own.
+/// READ COMMITTED), it fails (division by zero) and writes nothing. A second line of defence:
+/// group commit sends the writes only after `BEGIN` is answered, and after its check
+/// (`pipeline`); writes that reached the server outside the transaction all the same would
+/// otherwise run alone, each committed on its own.
 const SERIALIZABLE: &str = "1 / (CASE WHEN current_setting('transaction_isolation') = 'serializable' THEN 1 ELSE 0 END) = 1";
 
 /// SQL text for one table. Rows are ordered by `(shard, key)`: every statement names the

@@ -21,7 +21,7 @@
 //! member read against the value it saw (and aborts the transaction with a division by zero
 //! if one differs) are sent together, and the writes with `COMMIT` once `BEGIN` is answered
 //! (a failed `BEGIN` then means nothing was committed, and a node stopped in between holds
-//! no row locks). A failed check wrote nothing (the
+//! no row locks), always after the check ([`pipeline`]). A failed check wrote nothing (the
 //! `COMMIT` rolled back), and the group runs again as above, which tells which members
 //! conflict. Two members that saw different values of one key go to the steps above
 //! at once.
@@ -53,12 +53,17 @@ use tokio_postgres::error::SqlState;
 
 use super::cache::ReadCache;
 use super::{
-    KeyWrites, Pending, PostgresError, RangeQuery, Sql, in_index_order, pg_error, range_clears,
+    KeyWrites, Pending, PostgresError, RangeQuery, Sql, in_index_order, pg_error, pipeline,
+    range_clears,
 };
 use crate::store::{KeyRange, KeyValue, StoreError};
 
 /// Most members in one group.
 pub(super) const MAX_GROUP: usize = 256;
+/// Most bytes of keys and values (written, and read by the check) in one group, past its
+/// first member: a statement's parameters must stay far below the protocol's limit (1 GiB
+/// per message), and 256 members of up to 10 MB each would not.
+pub(super) const MAX_GROUP_BYTES: usize = 64 << 20;
 /// Groups committing at once, each on its own connection. One: measured with 4 (issue 17,
 /// docs/benchmarks.md), concurrent groups of one node abort each other in PostgreSQL's SSI
 /// (they read and write the same partitions' keys) and throughput fell.
@@ -132,6 +137,32 @@ struct Request {
     reads: ReadSet,
     pending: Pending,
     reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Request {
+    /// Bytes of the keys and values it sends: its writes, and the keys it read with the
+    /// values it saw (the one-round-trip check sends them).
+    fn bytes(&self) -> usize {
+        let writes = self
+            .pending
+            .writes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len));
+        let reads = self
+            .reads
+            .keys
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len));
+        let cleared = self
+            .pending
+            .cleared
+            .iter()
+            .map(|r| r.begin.len() + r.end.len());
+        writes
+            .chain(reads)
+            .chain(cleared)
+            .fold(0, usize::saturating_add)
+    }
 }
 
 /// The committer's queue. Dropping the last handle stops the task.
@@ -225,10 +256,14 @@ async fn run(
             let Some(first) = receiver.recv().await else {
                 return;
             };
+            let mut bytes = first.bytes();
             let mut batch = vec![first];
-            while batch.len() < MAX_GROUP {
+            while batch.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 match receiver.try_recv() {
-                    Ok(r) => batch.push(r),
+                    Ok(r) => {
+                        bytes = bytes.saturating_add(r.bytes());
+                        batch.push(r);
+                    }
                     Err(_) => break,
                 }
             }
@@ -442,8 +477,27 @@ async fn attempt(
             return a;
         }
         OneTrip::NotApplicable => {}
-        // Nothing was committed: a server error, or a lost connection (Unavailable).
-        OneTrip::BeginFailed(e) => return classify(e, conn),
+        // Nothing was committed: a server error, or a lost connection (Unavailable). The
+        // connection is not used again: a BEGIN that failed with an answer means it is in a
+        // state no group expects (inside an aborted transaction, say).
+        OneTrip::BeginFailed(e) => {
+            let a = classify(e, conn);
+            if let Some(c) = conn.take() {
+                drop(Object::take(c));
+            }
+            return a;
+        }
+        // The check failed without an answer (not sent: its parameters could not be encoded;
+        // or the connection lost), so the writes were held back: nothing was committed, and
+        // the transaction BEGIN opened is rolled back (or the connection dropped).
+        OneTrip::Unsent(e) => {
+            let a = match e {
+                Some(e) => classify(e, conn),
+                None => failed(StoreError::Unavailable(Box::new(CommitterStopped))),
+            };
+            rollback(conn).await;
+            return a;
+        }
         // The server answered with an error: it aborted the transaction (and rolled back at
         // the COMMIT).
         OneTrip::Failed(e) if e.code().is_some() => return classify(e, conn),
@@ -602,22 +656,11 @@ async fn attempt_in_one_round_trip(
     let value_params: Vec<Option<&[u8]>> = checked_keys.iter().map(|(_, _, v)| *v).collect();
 
     // BEGIN and the check are sent together; the writes and COMMIT once BEGIN is answered
-    // (the server is then still running the check, so this costs little). So a failed BEGIN
-    // (a connection that died between groups) means nothing was committed, as in the
-    // two-round-trip path; and a node that stops between the two sends (frozen, cut off)
-    // leaves an open transaction that holds no row locks, which other nodes' writes would
-    // otherwise wait on until its connection is closed.
-    let begin_then_commit = async {
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-            .await
-            .map_err(OneTrip::BeginFailed)?;
-        let (wrote, committed) = futures::join!(
-            send_writes(client, stmts, &merged),
-            client.batch_execute("COMMIT")
-        );
-        Ok((wrote, committed))
-    };
+    // (the server is then still running the check, so this costs little), and always after
+    // the check (see `pipeline`). So a failed BEGIN (a connection that died between groups)
+    // means nothing was committed, as in the two-round-trip path; and a node that stops
+    // between the two sends (frozen, cut off) leaves an open transaction that holds no row
+    // locks, which other nodes' writes would otherwise wait on until its connection closes.
     let check = async {
         if key_params.is_empty() {
             return Ok(());
@@ -630,32 +673,67 @@ async fn attempt_in_one_round_trip(
             .await
             .map(|_| ())
     };
-    let (sent, checked) = futures::join!(begin_then_commit, check);
-    let (wrote, committed) = match sent {
-        Ok(both) => both,
-        Err(begin_failed) => return begin_failed,
+    // A check that failed without an answer from the server before the writes go (it was
+    // not sent: its parameters could not be encoded; or the connection is lost) holds the
+    // writes back: they would commit unchecked. A check the server failed aborted the
+    // transaction: the writes and COMMIT go as usual, and the COMMIT rolls back.
+    let check_failed = std::sync::atomic::AtomicBool::new(false);
+    let check = async {
+        let r = check.await;
+        let unanswered = matches!(&r, Err(e) if e.code().is_none());
+        check_failed.store(unanswered, Ordering::Relaxed);
+        r
     };
-    let first_error = [checked, wrote, committed]
-        .into_iter()
-        .find_map(Result::err)
-        .map(OneTrip::Failed);
-    match first_error {
-        None => {
+    let writes_and_commit = async {
+        if check_failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(futures::join!(
+            send_writes(client, stmts, &merged),
+            client.batch_execute("COMMIT")
+        ))
+    };
+    let (begun, checked, sent) = pipeline::then(
+        client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE"),
+        Result::is_ok,
+        check,
+        writes_and_commit,
+    )
+    .await;
+    if let Err(e) = begun {
+        return OneTrip::BeginFailed(e);
+    }
+    let (wrote, committed) = match (sent.flatten(), checked) {
+        (Some(both), checked) => {
+            if let Err(e) = checked {
+                // The check failed: the server aborted the transaction and answered COMMIT
+                // with a rollback. Nothing was written.
+                if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
+                    counters.checks_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        members = members.len(),
+                        keys = key_params.len(),
+                        "postgres group check failed: two round trips"
+                    );
+                    return OneTrip::NotApplicable;
+                }
+                return OneTrip::Failed(e);
+            }
+            both
+        }
+        (None, Err(e)) => return OneTrip::Unsent(Some(e)),
+        // Not reached: the writes are held back only after a failed check.
+        (None, Ok(())) => return OneTrip::Unsent(None),
+    };
+    // The check passed. A write that failed with an answer aborted the transaction (a
+    // division by zero here is the SERIALIZABLE guard: not a failed check, a transaction that
+    // is not the one BEGIN opened, reported as it is); one without, a lost connection.
+    match wrote.and(committed) {
+        Ok(()) => {
             cache.committed(expected.iter().map(|(k, v)| (*k, *v)), &merged);
             OneTrip::Done(Attempt::Done(accepted))
         }
-        // The check failed: the server aborted the transaction and answered COMMIT with a
-        // rollback. Nothing was written.
-        Some(OneTrip::Failed(e)) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
-            counters.checks_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                members = members.len(),
-                keys = key_params.len(),
-                "postgres group check failed: two round trips"
-            );
-            OneTrip::NotApplicable
-        }
-        Some(other) => other,
+        Err(e) => OneTrip::Failed(e),
     }
 }
 
@@ -667,6 +745,10 @@ enum OneTrip {
     NotApplicable,
     /// `BEGIN` failed: `COMMIT` was not sent, nothing was committed.
     BeginFailed(tokio_postgres::Error),
+    /// The check failed without an answer from the server (not sent, or the connection
+    /// lost): the writes and `COMMIT` were held back; the transaction `BEGIN` opened may be
+    /// open.
+    Unsent(Option<tokio_postgres::Error>),
     /// A statement failed after `BEGIN` succeeded: with an SQLSTATE, the server aborted the
     /// transaction (and the COMMIT rolled back); without, the connection was lost, perhaps
     /// with `COMMIT` sent.
