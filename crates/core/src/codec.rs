@@ -43,6 +43,9 @@ pub enum CodecError {
     /// The bytes are not a valid record of the expected type.
     #[error("corrupt record: {0}")]
     Decode(#[source] bincode::error::DecodeError),
+    /// The record decoded, but does not fit with what surrounds it (the reason).
+    #[error("corrupt record: {0}")]
+    Invalid(&'static str),
     /// Bytes were left over after the record.
     #[error("corrupt record: {0} trailing bytes")]
     TrailingBytes(usize),

@@ -5,6 +5,8 @@
 //! Every function takes the caller's transaction: the runtime composes one episode's writes
 //! into one commit. The key layout is documented in `docs/storage.md`.
 
+use std::borrow::Cow;
+
 use perdure_core::codec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -128,10 +130,21 @@ pub async fn decode_value<T: DeserializeOwned>(
     key: &[u8],
     raw: &[u8],
 ) -> Result<T, StoreError> {
+    let bytes = value_bytes(tx, key, raw).await?;
+    codec::decode(&bytes).map_err(|e| StoreError::corrupt(key, e))
+}
+
+/// Reassembles the bytes [`put_bytes`] wrote at `key`, given what was read there (its
+/// chunks are read if needed).
+pub async fn value_bytes<'a>(
+    tx: &mut dyn Transaction,
+    key: &[u8],
+    raw: &'a [u8],
+) -> Result<Cow<'a, [u8]>, StoreError> {
     let corrupt = |k: &[u8]| StoreError::corrupt(k, codec::CodecError::Empty);
     let (&kind, rest) = raw.split_first().ok_or_else(|| corrupt(key))?;
     match kind {
-        INLINE => codec::decode(rest).map_err(|e| StoreError::corrupt(key, e)),
+        INLINE => Ok(Cow::Borrowed(rest)),
         CHUNKED => {
             let n: [u8; 8] = rest.try_into().map_err(|_| corrupt(key))?;
             let n = u64::from_be_bytes(n);
@@ -141,7 +154,7 @@ pub async fn decode_value<T: DeserializeOwned>(
                 let part = tx.get(&ck).await?.ok_or_else(|| corrupt(&ck))?;
                 bytes.extend_from_slice(&part);
             }
-            codec::decode(&bytes).map_err(|e| StoreError::corrupt(key, e))
+            Ok(Cow::Owned(bytes))
         }
         _ => Err(corrupt(key)),
     }

@@ -394,3 +394,34 @@ every_store! {
         node.shutdown().await;
     }
 }
+
+every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_keeps_the_creation_time_of_its_start(ts) {
+        let node = common::start_with(ts.store.clone(), registry()).await;
+        let id = InstanceId::new("created-at").unwrap();
+        let now = common::wall_clock_now();
+        let mut req = StartRequest::new("HelloSequence");
+        req.instance_id = Some(id.clone());
+        req.scheduled_start = Some(now.add(std::time::Duration::from_millis(300)));
+        node.start(req).await.unwrap();
+        let pending = node.get_instance(id.clone(), false).await.unwrap().unwrap();
+        assert_eq!(pending.runtime_status, OrchestrationStatus::Pending);
+        let done = common::wait(&node, &id).await;
+        assert_eq!(done.runtime_status, OrchestrationStatus::Completed, "{done:?}");
+        assert_eq!(
+            done.created_at, pending.created_at,
+            "the creation time is the start's, not the first episode's"
+        );
+        assert!(done.last_updated_at >= now.add(std::time::Duration::from_millis(300)));
+        // Queried by creation time, it is found where its start put it.
+        let q = perdure_core::management::InstanceQuery {
+            created_from: Some(pending.created_at),
+            created_to: Some(pending.created_at),
+            ..Default::default()
+        };
+        let page = node.query_instances(q).await.unwrap();
+        assert_eq!(page.instances.len(), 1, "{page:?}");
+        node.shutdown().await;
+    }
+}

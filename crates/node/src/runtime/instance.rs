@@ -172,33 +172,28 @@ async fn load_record(
     .await
 }
 
-/// Events read per transaction when a history is loaded.
-const HISTORY_PAGE: u64 = 10_000;
+/// Events read per transaction when a history is loaded (whole batches: a page may hold
+/// more).
+const HISTORY_PAGE: usize = 10_000;
 
 /// Loads the first `len` events of an instance's history (the record's `history_len`), in
-/// transactions of [`HISTORY_PAGE`] events. Only the instance's actor changes its history,
-/// and it is the one loading, so the pages form one history.
+/// transactions of about [`HISTORY_PAGE`] events. Only the instance's actor changes its
+/// history, and it is the one loading, so the pages form one history.
 pub(super) async fn load_history(
     shared: &Shared,
     id: &InstanceId,
     len: u64,
 ) -> Result<Vec<HistoryEvent>, StoreError> {
-    let mut out = Vec::with_capacity(usize::try_from(len.min(HISTORY_PAGE * 10)).unwrap_or(0));
+    let cap = usize::try_from(len)
+        .unwrap_or(usize::MAX)
+        .min(HISTORY_PAGE * 10);
+    let mut out = Vec::with_capacity(cap);
     while (out.len() as u64) < len {
         let from = out.len() as u64;
-        let n = (len - from).min(HISTORY_PAGE);
         let id = id.clone();
         let page = transact(shared.store.as_ref(), &shared.retry, move |tx| {
             let id = id.clone();
-            Box::pin(async move {
-                history::load_page(
-                    tx,
-                    &id,
-                    from,
-                    Some(usize::try_from(n).unwrap_or(usize::MAX)),
-                )
-                .await
-            })
+            Box::pin(async move { history::load_page(tx, &id, from, len, HISTORY_PAGE).await })
         })
         .await?;
         if page.is_empty() {
@@ -684,11 +679,14 @@ async fn new_execution(
         output: None,
         custom_status: None,
         failure: None,
-        // A continue-as-new keeps the instance's creation time; any other start is new.
+        // A continue-as-new keeps the instance's creation time; any other start is new,
+        // created when the start was accepted (the time of its ExecutionStarted event, as
+        // DTFx's CreatedTime): the creation time its Pending record shows, whose index entry
+        // then stays.
         created_at: old
             .as_ref()
             .filter(|r| r.status == OrchestrationStatus::ContinuedAsNew)
-            .map_or(now, |r| r.created_at),
+            .map_or(started.timestamp, |r| r.created_at),
         updated_at: now,
         parent: parent.clone(),
         history_len: 0,

@@ -1,6 +1,6 @@
 //! The state layer's conformance cases, run on every backend like the store contract's
 //! suite (`crate::store::conformance`): fencing, the inbox under concurrent consumers,
-//! timers, activity leases and incremental purge. They live beside `state/` because they
+//! timers, activity leases, history batches and incremental purge. They live beside `state/` because they
 //! exercise its keyspaces; the store contract's suite knows nothing of them.
 //!
 //! Test support only: compiled for this crate's tests and with the `test-support` feature.
@@ -16,6 +16,7 @@
 
 mod fencing;
 mod fixtures;
+mod history;
 mod purge;
 mod queues;
 
@@ -23,6 +24,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use self::fencing::{fencing_race_fails_the_deposed_commit, fencing_rejects_a_deposed_epoch};
+pub use self::history::{
+    history_batches_read_back_in_order, history_leftovers_are_skipped,
+    history_single_event_keys_still_read,
+};
 pub use self::purge::{purge_removes_the_instance_and_nothing_else, purge_resumes_after_a_stop};
 pub use self::queues::{
     activity_lease_expiry_and_redelivery, inbox_consumers_race_for_one_message,
@@ -32,7 +37,7 @@ use crate::store::Store;
 use crate::store::conformance::{Case, case, read_all, ro, run_cases};
 
 /// The cases of the state layer above the contract: fencing, the inbox under concurrent
-/// consumers, timers, activity leases and incremental purge.
+/// consumers, timers, activity leases, history batches and incremental purge.
 pub fn state_cases() -> Vec<Case> {
     vec![
         case("fencing_rejects_a_deposed_epoch", false, |s| {
@@ -50,6 +55,15 @@ pub fn state_cases() -> Vec<Case> {
         case("timer_order", false, |s| Box::pin(timer_order(s))),
         case("activity_lease_expiry_and_redelivery", false, |s| {
             Box::pin(activity_lease_expiry_and_redelivery(s))
+        }),
+        case("history_batches_read_back_in_order", false, |s| {
+            Box::pin(history_batches_read_back_in_order(s))
+        }),
+        case("history_single_event_keys_still_read", false, |s| {
+            Box::pin(history_single_event_keys_still_read(s))
+        }),
+        case("history_leftovers_are_skipped", false, |s| {
+            Box::pin(history_leftovers_are_skipped(s))
         }),
         case("purge_removes_the_instance_and_nothing_else", false, |s| {
             Box::pin(purge_removes_the_instance_and_nothing_else(s))

@@ -1,67 +1,136 @@
-//! History: the events of an instance's current execution, one key per event.
+//! History: the events of an instance's current execution, one key per batch of events.
+//!
+//! A batch is the events one transaction appended (an episode's, or one stage of a staged
+//! episode's), stored at `("h", instance, first_seq)`: its value is [`BATCH`] followed by the
+//! encoded events. Stores written before batches hold one event per key (the same key shape,
+//! the value the encoded event alone, which begins with the codec's version byte); both are
+//! read. The batches of the current execution tile `0..history_len`: each starts where the
+//! previous one ended. Other keys in that span are left over from an older execution or an
+//! unpublished staged attempt (a new batch written at the same start replaces one; a
+//! publish cuts what follows its events), always starting inside a batch read before them,
+//! and are skipped.
 
+use perdure_core::codec::{self, CodecError};
 use perdure_core::{HistoryEvent, InstanceId};
 
 use super::keys::Key;
-use super::{chunk_span, clear_prefix, decode_value, put, space};
+use super::{chunk_span, clear_prefix, put_bytes, space, value_bytes};
 use crate::store::{KeyRange, RangeOptions, StoreError, Transaction, prefix_end};
+
+/// The first byte of a batch's value (never the codec's version byte, which begins the
+/// value of a single event written before batches).
+const BATCH: u8 = 0xB0;
+
+/// Rows read per range read while loading.
+const ROWS_PER_READ: usize = 128;
 
 fn prefix(id: &InstanceId) -> Key {
     Key::new().str(space::HISTORY).str(id.as_str())
 }
 
-/// Appends events at sequence numbers `first_seq..`.
+/// Appends events at sequence numbers `first_seq..`, as one batch. `first_seq` is the
+/// history's length before them (or the start of a stage of it).
 pub fn append(
     tx: &mut dyn Transaction,
     id: &InstanceId,
     first_seq: u64,
     events: &[HistoryEvent],
 ) -> Result<(), StoreError> {
-    for (i, e) in events.iter().enumerate() {
-        let k = prefix(id).uint(first_seq + i as u64);
-        put(tx, k.as_bytes(), e)?;
+    if events.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let key = prefix(id).uint(first_seq);
+    let encoded = codec::encode(events).map_err(|e| StoreError::corrupt(key.as_bytes(), e))?;
+    let mut value = Vec::with_capacity(encoded.len() + 1);
+    value.push(BATCH);
+    value.extend_from_slice(&encoded);
+    put_bytes(tx, key.as_bytes(), &value)
 }
 
-/// Loads `limit` events (all when `None`) from sequence number `from`.
+async fn decode_row(
+    tx: &mut dyn Transaction,
+    key: &[u8],
+    raw: &[u8],
+) -> Result<Vec<HistoryEvent>, StoreError> {
+    let bytes = value_bytes(tx, key, raw).await?;
+    let corrupt = |e| StoreError::corrupt(key, e);
+    match bytes.split_first() {
+        Some((&BATCH, events)) => codec::decode(events).map_err(corrupt),
+        Some(_) => Ok(vec![codec::decode(&bytes).map_err(corrupt)?]),
+        None => Err(corrupt(CodecError::Empty)),
+    }
+}
+
+/// Loads the events from sequence number `from` (0 or a length the history had) up to
+/// `len` (exclusive): at least `min_events` of them (whole batches) unless the history ends
+/// first. Events stored at `len` and beyond belong to an episode being staged (or to one
+/// that never published) and are not part of the history yet.
 pub async fn load_page(
     tx: &mut dyn Transaction,
     id: &InstanceId,
     from: u64,
-    limit: Option<usize>,
+    len: u64,
+    min_events: usize,
 ) -> Result<Vec<HistoryEvent>, StoreError> {
-    let begin = prefix(id).uint(from).into_bytes();
-    let end = prefix_end(prefix(id).as_bytes());
-    let rows = tx
-        .get_range(
-            &KeyRange::new(begin, end),
-            RangeOptions {
-                limit,
-                reverse: false,
-            },
-        )
-        .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (k, v) in rows {
-        out.push(decode_value(tx, &k, &v).await?);
+    let pre = prefix(id);
+    let end = prefix_end(pre.as_bytes());
+    let mut begin = pre.clone().uint(from).into_bytes();
+    let mut next = from;
+    let mut out = Vec::new();
+    while next < len && out.len() < min_events {
+        let rows = tx
+            .get_range(
+                &KeyRange::new(begin.clone(), end.clone()),
+                RangeOptions::limit(ROWS_PER_READ),
+            )
+            .await?;
+        let more = rows.len() == ROWS_PER_READ;
+        for (k, v) in rows {
+            if next >= len || out.len() >= min_events {
+                return Ok(out);
+            }
+            let want = pre.clone().uint(next);
+            match k.as_slice().cmp(want.as_bytes()) {
+                // Left over inside a batch already read: not part of this history.
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Greater => {
+                    return Err(StoreError::corrupt(
+                        want.as_bytes(),
+                        CodecError::Invalid(
+                            "a history event below the history's length is missing",
+                        ),
+                    ));
+                }
+                std::cmp::Ordering::Equal => {
+                    let batch = decode_row(tx, &k, &v).await?;
+                    next += batch.len() as u64;
+                    if batch.is_empty() || next > len {
+                        return Err(StoreError::corrupt(
+                            &k,
+                            CodecError::Invalid("a history batch crosses the history's length"),
+                        ));
+                    }
+                    out.extend(batch);
+                }
+            }
+            begin = k;
+            begin.push(0);
+        }
+        if !more {
+            break;
+        }
     }
     Ok(out)
 }
 
 /// Loads the history of the current execution: its first `len` events (the record's
-/// `history_len`). Events stored beyond it belong to an episode being staged (or to one that
-/// never published) and are not part of the history yet.
+/// `history_len`).
 pub async fn load(
     tx: &mut dyn Transaction,
     id: &InstanceId,
     len: u64,
 ) -> Result<Vec<HistoryEvent>, StoreError> {
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    let limit = usize::try_from(len).unwrap_or(usize::MAX);
-    load_page(tx, id, 0, Some(limit)).await
+    load_page(tx, id, 0, len, usize::MAX).await
 }
 
 /// Removes the whole history in one range clear (continue-as-new and restart cut it; purge
@@ -79,8 +148,9 @@ pub fn cut_from(tx: &mut dyn Transaction, id: &InstanceId, from: u64) {
     tx.clear_range(&KeyRange::new(begin, end));
 }
 
-/// Removes the first `limit` sequence numbers of the history (with their chunks), reading
-/// only the first remaining event and the one after the cleared span: bounded work whatever
+/// Removes the keys of the first `limit` sequence numbers of the history (with their
+/// chunks; a batch goes whole with its first sequence number), reading only the first
+/// remaining key and the one after the cleared span: bounded work whatever
 /// the history's length. Returns whether events remain (call again in a new transaction).
 pub async fn purge_batch(
     tx: &mut dyn Transaction,

@@ -121,7 +121,8 @@ async fn records_indexes_history_and_removal() {
             instances::save(t, Some(&old), &record("r0", OrchestrationStatus::Failed, 0))?;
             let id = InstanceId::new("r1").unwrap();
             let ev = HistoryEvent::new(Timestamp(1), EventKind::OrchestratorStarted);
-            history::append(t, &id, 0, &[ev.clone(), ev.clone(), ev])?;
+            history::append(t, &id, 0, &[ev.clone(), ev.clone(), ev.clone()])?;
+            history::append(t, &id, 3, &[ev.clone(), ev])?;
             Ok(())
         })
     })
@@ -151,7 +152,7 @@ async fn records_indexes_history_and_removal() {
     let page2 = tx(&store, |t| {
         Box::pin(async move {
             let id = InstanceId::new("r1").unwrap();
-            history::load_page(t, &id, 1, Some(5)).await
+            history::load_page(t, &id, 3, 5, 1).await
         })
     })
     .await
