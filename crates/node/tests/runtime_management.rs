@@ -403,7 +403,8 @@ every_store! {
         let now = common::wall_clock_now();
         let mut req = StartRequest::new("HelloSequence");
         req.instance_id = Some(id.clone());
-        req.scheduled_start = Some(now.add(std::time::Duration::from_millis(300)));
+        // Far enough ahead that the instance is still Pending when read on a loaded machine.
+        req.scheduled_start = Some(now.add(std::time::Duration::from_secs(2)));
         node.start(req).await.unwrap();
         let pending = node.get_instance(id.clone(), false).await.unwrap().unwrap();
         assert_eq!(pending.runtime_status, OrchestrationStatus::Pending);
@@ -413,7 +414,7 @@ every_store! {
             done.created_at, pending.created_at,
             "the creation time is the start's, not the first episode's"
         );
-        assert!(done.last_updated_at >= now.add(std::time::Duration::from_millis(300)));
+        assert!(done.last_updated_at >= now.add(std::time::Duration::from_secs(2)));
         // Queried by creation time, it is found where its start put it.
         let q = perdure_core::management::InstanceQuery {
             created_from: Some(pending.created_at),

@@ -837,6 +837,46 @@ pub(crate) async fn check_base(
     Ok(plan.base.holds(old.as_ref()).then_some(old))
 }
 
+/// The record a new execution's episode stores instead of the one it prepared, if any, with
+/// whether the actor must take it as its copy (`false`: the copy differs and its next
+/// commit reloads).
+/// - A suspend accepted while the execution was Pending holds: the execution is stored
+///   suspended.
+/// - A continuation prepared without the record it continues (its actor had not loaded it: a
+///   cold slot after a restart, a move or a rerun) keeps the chain's creation time and
+///   original input, as one prepared with it does.
+fn as_stored(
+    base: &Base,
+    old: Option<&InstanceRecord>,
+    rec: &InstanceRecord,
+) -> Option<(InstanceRecord, bool)> {
+    let (Base::Execution(e, _), Some(o)) = (base, old) else {
+        return None;
+    };
+    if o.execution_id == *e
+        && o.status == OrchestrationStatus::Suspended
+        && rec.status == OrchestrationStatus::Running
+    {
+        let r = InstanceRecord {
+            status: OrchestrationStatus::Suspended,
+            ..rec.clone()
+        };
+        return Some((r, false));
+    }
+    if o.status == OrchestrationStatus::ContinuedAsNew
+        && o.execution_id != *e
+        && (o.created_at != rec.created_at || o.original_input != rec.original_input)
+    {
+        let r = InstanceRecord {
+            created_at: o.created_at,
+            original_input: o.original_input.clone(),
+            ..rec.clone()
+        };
+        return Some((r, true));
+    }
+    None
+}
+
 /// How an episode's transaction writes its history events and effects.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Writes {
@@ -864,22 +904,17 @@ pub(crate) async fn write(
 ) -> Result<Outbox, StoreError> {
     let mut out = Outbox::default();
     if let Some(rec) = &plan.record {
-        // A suspend accepted while the execution was Pending holds: the new execution is
-        // stored suspended (the actor's copy then differs, so its next commit reloads).
-        let suspended;
-        let rec = match (&plan.base, old.as_ref()) {
-            (Base::Execution(e, _), Some(o))
-                if o.execution_id == *e
-                    && o.status == OrchestrationStatus::Suspended
-                    && rec.status == OrchestrationStatus::Running =>
-            {
-                suspended = InstanceRecord {
-                    status: OrchestrationStatus::Suspended,
-                    ..rec.clone()
-                };
-                &suspended
+        let adjusted_record;
+        let adjusted = as_stored(&plan.base, old.as_ref(), rec);
+        let rec = match adjusted {
+            Some((r, take)) => {
+                if take {
+                    out.record = Some(Box::new(r.clone()));
+                }
+                adjusted_record = r;
+                &adjusted_record
             }
-            _ => rec,
+            None => rec,
         };
         instances::save(tx, old.as_ref(), rec)?;
         if matches!(writes, Writes::Whole | Writes::Publish { events: true, .. }) {
@@ -1052,6 +1087,45 @@ mod tests {
         );
         r.status = status;
         r
+    }
+
+    #[test]
+    fn a_continuation_prepared_without_its_record_keeps_the_chains_creation_and_input() {
+        use OrchestrationStatus as S;
+        let base = Base::Execution(ExecutionId("e2".into()), Timestamp::from_millis(9));
+        let mut can = record("e1", S::ContinuedAsNew, 3);
+        can.original_input = Some(perdure_core::Payload::json(&1).unwrap());
+        can.updated_at = Timestamp::from_millis(9);
+        // Prepared cold: created now, with its own input as the original.
+        let mut next = record("e2", S::Running, 9);
+        next.original_input = Some(perdure_core::Payload::json(&2).unwrap());
+        let (stored, take) = as_stored(&base, Some(&can), &next).expect("adjusted");
+        assert!(take, "the actor takes the record as written");
+        assert_eq!(stored.created_at, can.created_at);
+        assert_eq!(stored.original_input, can.original_input);
+        assert_eq!(
+            InstanceRecord {
+                created_at: next.created_at,
+                original_input: next.original_input.clone(),
+                ..stored
+            },
+            next
+        );
+        // Prepared with the record: nothing to change.
+        let warm = InstanceRecord {
+            created_at: can.created_at,
+            original_input: can.original_input.clone(),
+            ..next.clone()
+        };
+        assert!(as_stored(&base, Some(&can), &warm).is_none());
+        // Over its own Pending record, or none: nothing either.
+        assert!(as_stored(&base, Some(&record("e2", S::Pending, 9)), &next).is_none());
+        assert!(as_stored(&base, None, &next).is_none());
+        // Suspended while Pending: stored suspended; the actor's copy differs, and reloads.
+        let (suspended, take) =
+            as_stored(&base, Some(&record("e2", S::Suspended, 9)), &next).expect("suspended");
+        assert_eq!(suspended.status, S::Suspended);
+        assert!(!take);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use perdure_core::Timestamp;
 
 use crate::state::queues;
-use crate::state::records::{ActivityTask, InboxMessage, MessageBody, Target};
+use crate::state::records::{ActivityTask, InboxMessage, InstanceRecord, MessageBody, Target};
 use crate::store::{StoreError, Transaction};
 
 use super::Shared;
@@ -17,6 +17,9 @@ pub(crate) struct Outbox {
     pub(crate) timers: Vec<(u32, Vec<u8>, Timestamp, InboxMessage)>,
     /// Activity tasks: (partition, key, task).
     pub(crate) tasks: Vec<(u32, Vec<u8>, ActivityTask)>,
+    /// The instance record as written, when the actor must take it instead of its plan's
+    /// (see `instance::write`).
+    pub(crate) record: Option<Box<InstanceRecord>>,
 }
 
 impl Outbox {

@@ -164,8 +164,9 @@ pub(crate) async fn commit(
         chunks: n,
         events: events_inline,
     };
-    match commit_with(shared, partition, epoch, plan.clone(), writes).await {
-        Ok(Committed::Done(_)) => {}
+    // The record as written, when the actor must take it (see `instance::write`).
+    let record = match commit_with(shared, partition, epoch, plan.clone(), writes).await {
+        Ok(Committed::Done(out)) => out.record,
         // Perhaps published: the partition restarts, and its recovery finishes the
         // write-out if it was (or reruns the episode if not).
         Err(e @ StoreError::MaybeCommitted(_)) => return Ok(Committed::Unfinished(e)),
@@ -174,13 +175,16 @@ pub(crate) async fn commit(
             discard(shared, partition, epoch, &p.id, attempt).await;
             return Err(e);
         }
-    }
+    };
     shared
         .metrics
         .staged_episodes
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match write_out(shared, partition, epoch, &p.id, attempt, 0..n, true).await {
-        Ok(()) => Ok(Committed::Done(Outbox::default())),
+        Ok(()) => Ok(Committed::Done(Outbox {
+            record,
+            ..Outbox::default()
+        })),
         Err(e) => Ok(Committed::Unfinished(e)),
     }
 }

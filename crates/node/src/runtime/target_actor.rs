@@ -310,11 +310,16 @@ async fn rerun(st: &mut TargetState, consumed: Vec<Keyed>, stale: bool, mut ran:
 }
 
 /// Applies a committed plan to the in-memory state and delivers its outbox.
-fn applied(st: &mut TargetState, plan: Plan, out: super::outbox::Outbox) {
+fn applied(st: &mut TargetState, plan: Plan, mut out: super::outbox::Outbox) {
     let shared = &st.shared;
     shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
     match (plan, &mut st.resident) {
-        (Plan::Instance(p), Resident::Instance(_, slot)) => instance::applied(shared, slot, *p),
+        (Plan::Instance(mut p), Resident::Instance(_, slot)) => {
+            if let Some(stored) = out.record.take() {
+                p.record = Some(*stored);
+            }
+            instance::applied(shared, slot, *p)
+        }
         (Plan::Entity(p), Resident::Entity(_, slot)) => entity::applied(shared, slot, p),
         _ => {}
     }

@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 pub use self::fencing::{fencing_race_fails_the_deposed_commit, fencing_rejects_a_deposed_epoch};
 pub use self::history::{
-    history_batches_read_back_in_order, history_leftovers_are_skipped,
-    history_single_event_keys_still_read,
+    history_batches_read_back_in_order, history_large_appends_split_into_batches,
+    history_leftovers_are_skipped, history_single_event_keys_still_read,
 };
 pub use self::purge::{purge_removes_the_instance_and_nothing_else, purge_resumes_after_a_stop};
 pub use self::queues::{
@@ -64,6 +64,9 @@ pub fn state_cases() -> Vec<Case> {
         }),
         case("history_leftovers_are_skipped", false, |s| {
             Box::pin(history_leftovers_are_skipped(s))
+        }),
+        case("history_large_appends_split_into_batches", false, |s| {
+            Box::pin(history_large_appends_split_into_batches(s))
         }),
         case("purge_removes_the_instance_and_nothing_else", false, |s| {
             Box::pin(purge_removes_the_instance_and_nothing_else(s))

@@ -21,15 +21,27 @@ use crate::store::{KeyRange, RangeOptions, StoreError, Transaction, prefix_end};
 /// value of a single event written before batches).
 const BATCH: u8 = 0xB0;
 
-/// Rows read per range read while loading.
-const ROWS_PER_READ: usize = 128;
+/// The most encoded bytes of one batch: an append of more is stored as several batches. The
+/// codec's decode limit counts the decoded size of each field (about twice the encoded size
+/// of small events), so a batch near the store's transaction limit could commit and never
+/// decode; batches of this size stay far below it, and loading reads them whole.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Rows of the first range read while loading; each further read takes twice as many, up to
+/// [`MAX_ROWS_PER_READ`] (a history of many small batches, or of one event per key as
+/// written before batches, in few round trips; one of large batches without reading far
+/// past the page).
+const FIRST_ROWS_PER_READ: usize = 32;
+/// See [`FIRST_ROWS_PER_READ`].
+const MAX_ROWS_PER_READ: usize = 1024;
 
 fn prefix(id: &InstanceId) -> Key {
     Key::new().str(space::HISTORY).str(id.as_str())
 }
 
-/// Appends events at sequence numbers `first_seq..`, as one batch. `first_seq` is the
-/// history's length before them (or the start of a stage of it).
+/// Appends events at sequence numbers `first_seq..`, as one batch (several if they encode to
+/// more than [`BATCH_BYTES`]). `first_seq` is the history's length before them (or the start
+/// of a stage of it).
 pub fn append(
     tx: &mut dyn Transaction,
     id: &InstanceId,
@@ -40,11 +52,27 @@ pub fn append(
         return Ok(());
     }
     let key = prefix(id).uint(first_seq);
-    let encoded = codec::encode(events).map_err(|e| StoreError::corrupt(key.as_bytes(), e))?;
-    let mut value = Vec::with_capacity(encoded.len() + 1);
-    value.push(BATCH);
-    value.extend_from_slice(&encoded);
-    put_bytes(tx, key.as_bytes(), &value)
+    let corrupt = |e| StoreError::corrupt(key.as_bytes(), e);
+    let encoded = codec::encode(events).map_err(corrupt)?;
+    if encoded.len() <= BATCH_BYTES || events.len() == 1 {
+        let mut value = Vec::with_capacity(encoded.len() + 1);
+        value.push(BATCH);
+        value.extend_from_slice(&encoded);
+        return put_bytes(tx, key.as_bytes(), &value);
+    }
+    // Runs of events that encode to at most BATCH_BYTES each (an event alone may be more).
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, e) in events.iter().enumerate() {
+        let n = codec::encode(e).map_err(corrupt)?.len();
+        if i > start && bytes + n > BATCH_BYTES {
+            append(tx, id, first_seq + start as u64, &events[start..i])?;
+            start = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    append(tx, id, first_seq + start as u64, &events[start..])
 }
 
 async fn decode_row(
@@ -62,9 +90,10 @@ async fn decode_row(
 }
 
 /// Loads the events from sequence number `from` (0 or a length the history had) up to
-/// `len` (exclusive): at least `min_events` of them (whole batches) unless the history ends
-/// first. Events stored at `len` and beyond belong to an episode being staged (or to one
-/// that never published) and are not part of the history yet.
+/// `len` (exclusive): at least `min_events` of them (whole batches), or all up to `len`.
+/// Events stored at `len` and beyond belong to an episode being staged (or to one that never
+/// published) and are not part of the history yet. Fewer events stored below `len` is
+/// `Corrupt`.
 pub async fn load_page(
     tx: &mut dyn Transaction,
     id: &InstanceId,
@@ -77,14 +106,20 @@ pub async fn load_page(
     let mut begin = pre.clone().uint(from).into_bytes();
     let mut next = from;
     let mut out = Vec::new();
+    let mut rows_per_read = FIRST_ROWS_PER_READ;
     while next < len && out.len() < min_events {
+        // No more rows than events still wanted: each real key holds at least one.
+        let wanted =
+            (min_events - out.len()).min(usize::try_from(len - next).unwrap_or(usize::MAX));
+        let limit = rows_per_read.min(wanted).max(1);
+        rows_per_read = (rows_per_read * 2).min(MAX_ROWS_PER_READ);
         let rows = tx
             .get_range(
                 &KeyRange::new(begin.clone(), end.clone()),
-                RangeOptions::limit(ROWS_PER_READ),
+                RangeOptions::limit(limit),
             )
             .await?;
-        let more = rows.len() == ROWS_PER_READ;
+        let more = rows.len() == limit;
         for (k, v) in rows {
             if next >= len || out.len() >= min_events {
                 return Ok(out);
@@ -116,8 +151,12 @@ pub async fn load_page(
             begin = k;
             begin.push(0);
         }
-        if !more {
-            break;
+        if !more && next < len && out.len() < min_events {
+            // The keys ended below the length the record holds.
+            return Err(StoreError::corrupt(
+                pre.clone().uint(next).as_bytes(),
+                CodecError::Invalid("the history ends below the history's length"),
+            ));
         }
     }
     Ok(out)

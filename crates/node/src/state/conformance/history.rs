@@ -9,7 +9,7 @@ use super::fixtures::{LARGE, event, instance};
 use super::ro;
 use crate::state::keys::Key;
 use crate::state::{history, put, space};
-use crate::store::{Store, StoreError, Transaction, transact};
+use crate::store::{KeyRange, RangeOptions, Store, StoreError, Transaction, transact};
 
 /// Runs `f` in one transaction of its own.
 async fn run<T: Send + 'static>(
@@ -162,20 +162,80 @@ pub async fn history_leftovers_are_skipped(store: Arc<dyn Store>) -> Result<(), 
     // The old 2..9 is still stored; the next episode appends at 8 and reads past it.
     append(store, "x", &[(8, 10)]).await?;
     assert_eq!(load(store, "x", 10).await?, (0..10).collect::<Vec<_>>());
-    // A gap below the length is corrupt data, not a shorter history.
+    // A gap below the length, or keys that end below it, is corrupt data, not a shorter
+    // history.
     append(store, "gap", &[(0, 3), (5, 6)]).await?;
     assert!(matches!(
         load(store, "gap", 6).await,
         Err(StoreError::Corrupt { .. })
     ));
-    // Purge clears the leftovers with the rest.
+    assert!(matches!(
+        load(store, "gap", 7).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(page(store, "gap", 0, 4, 1).await, Ok(v) if v == [0, 1, 2]));
+    assert!(matches!(
+        page(store, "x", 8, 11, 100).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    // Purge clears the leftovers with the rest, a few sequence numbers per transaction.
+    let mut steps = 0;
+    while run(store, |tx| {
+        Box::pin(async move { history::purge_batch(tx, &instance("x"), 2).await })
+    })
+    .await?
+    {
+        steps += 1;
+        assert!(steps < 20, "purge does not end");
+    }
+    assert_eq!(history_keys(store, "x").await?, 0);
+    assert!(
+        history_keys(store, "gap").await? > 0,
+        "another instance's history stays"
+    );
+    Ok(())
+}
+
+/// The history keys of `id` (batches and single events; not their chunks).
+async fn history_keys(store: &dyn Store, id: &'static str) -> Result<usize, StoreError> {
+    run(store, move |tx| {
+        Box::pin(async move {
+            let prefix = Key::new().str(space::HISTORY).str(id);
+            let rows = tx
+                .get_range(
+                    &KeyRange::prefix(prefix.as_bytes()),
+                    RangeOptions::default(),
+                )
+                .await?;
+            Ok(rows.len())
+        })
+    })
+    .await
+}
+
+/// An append that encodes to more than a batch's bytes is stored as several batches, each
+/// of which decodes (one value of the whole could commit and never decode again), and reads
+/// back as one history.
+pub async fn history_large_appends_split_into_batches(
+    store: Arc<dyn Store>,
+) -> Result<(), StoreError> {
+    let store = &*store;
+    // Twelve events of about 200 kB: 2.4 MB in one transaction.
     run(store, |tx| {
         Box::pin(async move {
-            history::cut(tx, &instance("x"));
-            Ok(())
+            let big: Vec<HistoryEvent> = (0..12).map(|n| event(n, LARGE)).collect();
+            history::append(tx, &instance("big"), 0, &big)
         })
     })
     .await?;
-    assert_eq!(load(store, "x", u64::MAX).await?, Vec::<u64>::new());
+    assert_eq!(load(store, "big", 12).await?, (0..12).collect::<Vec<_>>());
+    let keys = history_keys(store, "big").await?;
+    assert!(
+        (3..12).contains(&keys),
+        "12 events of 200 kB in {keys} keys"
+    );
+    // Small events stay one batch.
+    append(store, "small", &[(0, 7)]).await?;
+    assert_eq!(history_keys(store, "small").await?, 1);
     Ok(())
 }
