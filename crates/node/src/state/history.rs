@@ -93,7 +93,8 @@ async fn decode_row(
 /// `len` (exclusive): at least `min_events` of them (whole batches), or all up to `len`.
 /// Events stored at `len` and beyond belong to an episode being staged (or to one that never
 /// published) and are not part of the history yet. Fewer events stored below `len` is
-/// `Corrupt`.
+/// `Corrupt`, except that none at all from 0 is an empty history (removed whole, as a purge
+/// does before it removes the record).
 pub async fn load_page(
     tx: &mut dyn Transaction,
     id: &InstanceId,
@@ -107,11 +108,18 @@ pub async fn load_page(
     let mut next = from;
     let mut out = Vec::new();
     let mut rows_per_read = FIRST_ROWS_PER_READ;
+    // Whether a left-over key was skipped, and whether any key was read.
+    let (mut skipped, mut read_any) = (false, false);
     while next < len && out.len() < min_events {
-        // No more rows than events still wanted: each real key holds at least one.
+        // No more rows than events still wanted, as each real key holds at least one; but
+        // left-over keys hold none, so once one is seen the reads only grow.
         let wanted =
             (min_events - out.len()).min(usize::try_from(len - next).unwrap_or(usize::MAX));
-        let limit = rows_per_read.min(wanted).max(1);
+        let limit = if skipped {
+            rows_per_read
+        } else {
+            rows_per_read.min(wanted).max(1)
+        };
         rows_per_read = (rows_per_read * 2).min(MAX_ROWS_PER_READ);
         let rows = tx
             .get_range(
@@ -120,6 +128,7 @@ pub async fn load_page(
             )
             .await?;
         let more = rows.len() == limit;
+        read_any |= !rows.is_empty();
         for (k, v) in rows {
             if next >= len || out.len() >= min_events {
                 return Ok(out);
@@ -127,7 +136,7 @@ pub async fn load_page(
             let want = pre.clone().uint(next);
             match k.as_slice().cmp(want.as_bytes()) {
                 // Left over inside a batch already read: not part of this history.
-                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Less => skipped = true,
                 std::cmp::Ordering::Greater => {
                     return Err(StoreError::corrupt(
                         want.as_bytes(),
@@ -150,6 +159,11 @@ pub async fn load_page(
             }
             begin = k;
             begin.push(0);
+        }
+        if !more && from == 0 && !read_any {
+            // No history at all: removed whole (a purge in progress removes it before the
+            // record), read as empty, as before batches.
+            return Ok(out);
         }
         if !more && next < len && out.len() < min_events {
             // The keys ended below the length the record holds.

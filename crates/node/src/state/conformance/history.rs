@@ -178,6 +178,8 @@ pub async fn history_leftovers_are_skipped(store: Arc<dyn Store>) -> Result<(), 
         page(store, "x", 8, 11, 100).await,
         Err(StoreError::Corrupt { .. })
     ));
+    // No history at all (removed whole, the record still there): empty, as before batches.
+    assert_eq!(load(store, "none", 5).await?, Vec::<u64>::new());
     // Purge clears the leftovers with the rest, a few sequence numbers per transaction.
     let mut steps = 0;
     while run(store, |tx| {
