@@ -747,5 +747,13 @@ async fn every_committed_increment_counts_once() -> anyhow::Result<()> {
         stats.one_round_trip > before.one_round_trip,
         "groups took the one-round-trip path: {stats:?}"
     );
+    assert!(
+        stats.pipelined > before.pipelined,
+        "groups formed while another was in flight: {stats:?}"
+    );
+    assert!(
+        stats.checks_failed > before.checks_failed,
+        "a group's check failed (it read the counter an earlier group wrote): {stats:?}"
+    );
     Ok(())
 }

@@ -436,7 +436,7 @@ impl PostgresStore {
             Arc::new(group::GroupCommitter::start(
                 pool.clone(),
                 sql.clone(),
-                group::COMMITTERS,
+                group::DEPTH,
                 cache::DEFAULT_BUDGET,
             ))
         });

@@ -19,12 +19,18 @@
 //! record as keys), the group takes **one round trip** instead: step 2 runs first, in the
 //! node, as if every read held; then `BEGIN`, one statement that checks every key an accepted
 //! member read against the value it saw (and aborts the transaction with a division by zero
-//! if one differs) are sent together, and the writes with `COMMIT` once `BEGIN` is answered
-//! (a failed `BEGIN` then means nothing was committed, and a node stopped in between holds
-//! no row locks), always after the check ([`pipeline`]). A failed check wrote nothing (the
+//! if one differs), the writes and `COMMIT` are sent at once, in that order ([`pipeline`]).
+//! A failed `BEGIN` writes nothing: the statements after it run outside a transaction, where
+//! every write statement's SERIALIZABLE guard fails it. A failed check wrote nothing (the
 //! `COMMIT` rolled back), and the group runs again as above, which tells which members
-//! conflict. Two members that saw different values of one key go to the steps above
-//! at once.
+//! conflict. Two members that saw different values of one key go to the steps above at once.
+//!
+//! **Groups in flight** ([`DEPTH`]): a group holds the connection's gate from its `BEGIN`
+//! until its `COMMIT` (or `ROLLBACK`) is on the connection, then passes it on; the next group
+//! forms then (or as soon as the group before it is done) and is sent behind it. So
+//! PostgreSQL runs the groups back to back, one transaction after another on one connection,
+//! never interleaved, while the node answers the earlier group. Groups are answered, and the
+//! cache learns what they committed, in the order they formed.
 //!
 //! Why this is serializable: every accepted member's reads equal the database's state inside
 //! the group's SERIALIZABLE transaction (checked in step 1, adjusted for the earlier members
@@ -46,8 +52,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool};
+use futures::StreamExt;
 use futures::future::join_all;
-use tokio::sync::{mpsc, oneshot};
+use futures::stream::FuturesOrdered;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot};
 use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
 
@@ -64,10 +72,18 @@ pub(super) const MAX_GROUP: usize = 256;
 /// first member: a statement's parameters must stay far below the protocol's limit (1 GiB
 /// per message), and 256 members of up to 10 MB each would not.
 pub(super) const MAX_GROUP_BYTES: usize = 64 << 20;
-/// Groups committing at once, each on its own connection. One: measured with 4 (issue 17,
-/// docs/benchmarks.md), concurrent groups of one node abort each other in PostgreSQL's SSI
-/// (they read and write the same partitions' keys) and throughput fell.
-pub(super) const COMMITTERS: usize = 1;
+/// Groups in flight at once, on the committer's one connection: a group sends its `BEGIN`
+/// once the group before it has sent its `COMMIT`, so PostgreSQL runs them back to back
+/// while the node answers the earlier group. One connection, not one per group: groups
+/// committing concurrently on several connections abort each other in PostgreSQL's SSI
+/// (they read and write the same partitions' keys), measured twice (issue 17,
+/// docs/benchmarks.md).
+pub(super) const DEPTH: usize = 2;
+/// How long the server lets a group's transaction wait for the rest of its statements
+/// before it ends the session (`idle_in_transaction_session_timeout` of the committer's
+/// connections). A group never waits on the node for long: its statements go out at once,
+/// and the two-round-trip path waits only for the server's answers.
+const IDLE_IN_GROUP: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a group that PostgreSQL aborted as a serialization failure is re-run.
 pub(super) const GROUP_RETRIES: u32 = 3;
 
@@ -121,6 +137,8 @@ pub struct GroupStats {
     pub one_round_trip: u64,
     /// Groups whose one-round-trip check failed (a key read had changed): run again in two.
     pub checks_failed: u64,
+    /// Groups that formed while an earlier group was still in flight (see [`DEPTH`]).
+    pub pipelined: u64,
 }
 
 #[derive(Default)]
@@ -131,6 +149,7 @@ struct Counters {
     group_retries: AtomicU64,
     one_round_trip: AtomicU64,
     checks_failed: AtomicU64,
+    pipelined: AtomicU64,
 }
 
 struct Request {
@@ -186,22 +205,20 @@ struct GroupFailed(#[source] Source);
 type Source = Arc<dyn std::error::Error + Send + Sync>;
 
 impl GroupCommitter {
-    /// Starts `committers` committer tasks (at least 1) on the current runtime, with a
-    /// cache of recent values of `cache_budget` bytes.
-    pub(super) fn start(pool: Pool, sql: Arc<Sql>, committers: usize, cache_budget: usize) -> Self {
+    /// Starts the committer task on the current runtime, with up to `depth` groups in flight
+    /// (at least 1) and a cache of recent values of `cache_budget` bytes.
+    pub(super) fn start(pool: Pool, sql: Arc<Sql>, depth: usize, cache_budget: usize) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let counters = Arc::new(Counters::default());
         let cache = Arc::new(ReadCache::new(cache_budget));
-        for _ in 0..committers.max(1) {
-            tokio::spawn(run(
-                pool.clone(),
-                sql.clone(),
-                receiver.clone(),
-                counters.clone(),
-                cache.clone(),
-            ));
-        }
+        tokio::spawn(run(
+            pool,
+            sql,
+            receiver,
+            counters.clone(),
+            cache.clone(),
+            depth.max(1),
+        ));
         Self {
             sender,
             counters,
@@ -237,56 +254,325 @@ impl GroupCommitter {
             group_retries: self.counters.group_retries.load(Ordering::Relaxed),
             one_round_trip: self.counters.one_round_trip.load(Ordering::Relaxed),
             checks_failed: self.counters.checks_failed.load(Ordering::Relaxed),
+            pipelined: self.counters.pipelined.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The committer's connection, shared by the groups in flight. Only a group holding the
+/// gate takes or replaces it; a connection found broken is retired, and leaves the pool
+/// (detached, so that it is closed rather than reused) once no group holds it any more.
+struct Link {
+    pool: Pool,
+    current: std::sync::Mutex<Option<Arc<Object>>>,
+    retired: std::sync::Mutex<Vec<Arc<Object>>>,
+}
+
+impl Link {
+    fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            current: std::sync::Mutex::new(None),
+            retired: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The connection to send on (call it holding the gate). One that closed while no group
+    /// used it (server restart, idle timeout) is replaced before anything is sent: a
+    /// statement failing on it could not tell whether a pipelined `COMMIT` went out.
+    async fn connection(&self) -> Result<Arc<Object>, StoreError> {
+        {
+            let mut current = lock(&self.current);
+            match current.as_ref() {
+                Some(c) if !c.is_closed() => return Ok(c.clone()),
+                Some(_) => {
+                    if let Some(c) = current.take() {
+                        lock(&self.retired).push(c);
+                    }
+                }
+                None => {}
+            }
+        }
+        let c = self.pool.get().await.map_err(super::checkout_error)?;
+        // A group's statements go out at once, but a node frozen or cut off in the middle
+        // of a large group's would leave its transaction open with row locks (a lease row,
+        // say) that other nodes' writes wait on: the server ends such a session.
+        if let Err(e) = c
+            .batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = '{}ms'",
+                IDLE_IN_GROUP.as_millis()
+            ))
+            .await
+        {
+            drop(Object::take(c));
+            return Err(pg_error(e));
+        }
+        let c = Arc::new(c);
+        *lock(&self.current) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Stops using `conn`: the next group takes a fresh connection.
+    fn discard(&self, conn: &Arc<Object>) {
+        let mut current = lock(&self.current);
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn))
+            && let Some(c) = current.take()
+        {
+            lock(&self.retired).push(c);
+        }
+    }
+
+    /// Closes the retired connections no group holds any more.
+    fn sweep(&self) {
+        let retired = std::mem::take(&mut *lock(&self.retired));
+        let mut kept = Vec::new();
+        for c in retired {
+            match Arc::try_unwrap(c) {
+                Ok(c) => drop(Object::take(c)),
+                Err(c) => kept.push(c),
+            }
+        }
+        lock(&self.retired).extend(kept);
+    }
+}
+
+impl Drop for Link {
+    /// Its connections carry a setting of their own: they do not go back to the pool.
+    fn drop(&mut self) {
+        let current = lock(&self.current).take();
+        let retired = std::mem::take(&mut *lock(&self.retired));
+        for c in current.into_iter().chain(retired) {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                drop(Object::take(c));
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The right to send on the committer's connection: held by a group from its `BEGIN` until
+/// its `COMMIT` (or `ROLLBACK`) has been handed to the connection, so that the groups in
+/// flight reach PostgreSQL one transaction after another, never interleaved.
+struct Turn<'g> {
+    gate: &'g Semaphore,
+    permit: std::sync::Mutex<Option<SemaphorePermit<'g>>>,
+}
+
+impl<'g> Turn<'g> {
+    fn new(gate: &'g Semaphore, permit: Option<SemaphorePermit<'g>>) -> Self {
+        Self {
+            gate,
+            permit: std::sync::Mutex::new(permit),
+        }
+    }
+
+    /// Waits for the gate, unless this group holds it already.
+    async fn take(&self) -> Result<(), StoreError> {
+        if lock(&self.permit).is_some() {
+            return Ok(());
+        }
+        let permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable(Box::new(CommitterStopped)))?;
+        *lock(&self.permit) = Some(permit);
+        Ok(())
+    }
+
+    /// Lets the next group send (its `COMMIT` is on the connection).
+    fn pass(&self) {
+        drop(lock(&self.permit).take());
+    }
+}
+
+/// A group in flight: its members, and when it was formed.
+struct InFlight {
+    batch: Vec<Request>,
+    started: std::time::Instant,
+    outcomes: Vec<Result<(), StoreError>>,
+    fills: Vec<CacheUpdate>,
 }
 
 async fn run(
     pool: Pool,
     sql: Arc<Sql>,
-    receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
+    mut receiver: mpsc::UnboundedReceiver<Request>,
     counters: Arc<Counters>,
     cache: Arc<ReadCache>,
+    depth: usize,
 ) {
-    let mut conn: Option<Object> = None;
+    let link = Link::new(pool);
+    let gate = Semaphore::new(1);
+    let (link, gate, sql, counters, cache) = (&link, &gate, &*sql, &*counters, &*cache);
+    let mut in_flight = FuturesOrdered::new();
+    // The first member of the next group, taken from the queue while the groups before it
+    // are being sent.
+    let mut next: Option<Request> = None;
+    let mut open = true;
     loop {
-        // One committer at a time takes what is waiting; the others are committing theirs.
-        let batch = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut bytes = first.bytes();
-            let mut batch = vec![first];
-            while batch.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
-                match receiver.try_recv() {
-                    Ok(r) => {
-                        bytes = bytes.saturating_add(r.bytes());
-                        batch.push(r);
+        if !open && next.is_none() && in_flight.is_empty() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                // PostgreSQL has just finished this group: the next one goes out before this
+                // one's members are answered, so that it waits on the node as little as
+                // possible.
+                if in_flight.len() < depth
+                    && let Some(first) = next.take().or_else(|| receiver.try_recv().ok())
+                {
+                    match gate.try_acquire() {
+                        Ok(permit) => {
+                            let batch = gather(first, &mut receiver);
+                            if !in_flight.is_empty() {
+                                counters.pipelined.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let sent = pipeline::start(group(link, sql, gate, permit, batch, counters));
+                            in_flight.push_back(sent.await.finish());
+                        }
+                        Err(_) => next = Some(first),
                     }
-                    Err(_) => break,
                 }
+                finish(done, cache);
+                link.sweep();
             }
-            batch
-        };
-        let started = std::time::Instant::now();
-        let outcomes = commit_group(&pool, &sql, &mut conn, &batch, &counters, &cache).await;
-        tracing::debug!(
-            members = batch.len(),
-            conflicts = outcomes.iter().filter(|o| o.is_err()).count(),
-            micros = started.elapsed().as_micros() as u64,
-            "postgres group commit"
-        );
-        for (req, outcome) in batch.into_iter().zip(outcomes) {
-            let _ = req.reply.send(outcome);
+            r = receiver.recv(), if open && next.is_none() => match r {
+                Some(r) => next = Some(r),
+                None => open = false,
+            },
+            // The next group forms once the connection is free for it (the group before has
+            // sent its COMMIT): everything that waits by then goes in.
+            permit = gate.acquire(), if next.is_some() && in_flight.len() < depth => {
+                let (Ok(permit), Some(first)) = (permit, next.take()) else {
+                    return;
+                };
+                let batch = gather(first, &mut receiver);
+                if !in_flight.is_empty() {
+                    counters.pipelined.fetch_add(1, Ordering::Relaxed);
+                }
+                let sent = pipeline::start(group(link, sql, gate, permit, batch, counters));
+                in_flight.push_back(sent.await.finish());
+            }
         }
     }
 }
 
+/// Commits `batch` (its first poll sends it, when nothing has to be waited for).
+async fn group<'g>(
+    link: &'g Link,
+    sql: &'g Sql,
+    gate: &'g Semaphore,
+    permit: SemaphorePermit<'g>,
+    batch: Vec<Request>,
+    counters: &'g Counters,
+) -> InFlight {
+    let started = std::time::Instant::now();
+    let (outcomes, fills) = commit_group(link, sql, gate, permit, &batch, counters).await;
+    InFlight {
+        batch,
+        started,
+        outcomes,
+        fills,
+    }
+}
+
+/// `first` and what waits behind it, up to [`MAX_GROUP`] members and [`MAX_GROUP_BYTES`].
+fn gather(first: Request, receiver: &mut mpsc::UnboundedReceiver<Request>) -> Vec<Request> {
+    let mut bytes = first.bytes();
+    let mut batch = vec![first];
+    while batch.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+        match receiver.try_recv() {
+            Ok(r) => {
+                bytes = bytes.saturating_add(r.bytes());
+                batch.push(r);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// A group is done: the cache learns what it committed (groups in the order they formed),
+/// then its members are answered.
+fn finish(done: InFlight, cache: &ReadCache) {
+    let InFlight {
+        batch,
+        started,
+        outcomes,
+        fills,
+    } = done;
+    for update in &fills {
+        let fill = match update {
+            CacheUpdate::Committed(fill) => fill,
+            CacheUpdate::Forget => {
+                cache.clear();
+                continue;
+            }
+        };
+        match &fill.checked {
+            Some(checked) => cache.committed(
+                checked.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+                &fill.writes,
+            ),
+            None => cache.committed(
+                fill.members
+                    .iter()
+                    .filter_map(|i| batch.get(*i))
+                    .flat_map(|m| m.reads.keys.iter())
+                    .map(|(k, v)| (k.as_slice(), v.as_deref())),
+                &fill.writes,
+            ),
+        }
+    }
+    tracing::debug!(
+        members = batch.len(),
+        conflicts = outcomes.iter().filter(|o| o.is_err()).count(),
+        micros = started.elapsed().as_micros() as u64,
+        "postgres group commit"
+    );
+    for (req, outcome) in batch.into_iter().zip(outcomes) {
+        let _ = req.reply.send(outcome);
+    }
+}
+
+/// A key a group re-read, with its value then (`None`: absent).
+type Seen = (Vec<u8>, Option<Vec<u8>>);
+
+/// What the cache learns from a group, in order.
+enum CacheUpdate {
+    /// A transaction committed.
+    Committed(Fill),
+    /// A transaction's outcome is unknown (the connection was lost during its `COMMIT`):
+    /// the cache forgets everything.
+    Forget,
+}
+
+/// What a committed transaction of a group tells the cache.
+struct Fill {
+    /// The group's members (indices in its batch) whose reads were checked and held.
+    members: Vec<usize>,
+    /// The keys the transaction re-read, with their values then (`None`: the members'
+    /// reads, which the check found to hold).
+    checked: Option<Vec<Seen>>,
+    /// The merged writes of its accepted members.
+    writes: Pending,
+}
+
+/// What a committed transaction saw and wrote.
+struct Committed {
+    checked: Option<Vec<Seen>>,
+    writes: Pending,
+}
+
 /// How one attempt at a group ended.
 enum Attempt {
-    /// Committed: per member, accepted (`true`) or conflicting.
-    Done(Vec<bool>),
+    /// Committed: per member, accepted (`true`) or conflicting; and what the cache learns.
+    Done(Vec<bool>, Committed),
     /// PostgreSQL aborted the group transaction (serialization failure, deadlock).
     Aborted,
     /// Nothing committed; the error is for every member.
@@ -301,34 +587,58 @@ enum FailKind {
     Fatal,
 }
 
-async fn commit_group(
-    pool: &Pool,
+/// Commits a group; `permit` is its turn at the gate, taken when it formed.
+async fn commit_group<'g>(
+    link: &Link,
     sql: &Sql,
-    conn: &mut Option<Object>,
+    gate: &'g Semaphore,
+    permit: SemaphorePermit<'g>,
     batch: &[Request],
     counters: &Counters,
-    cache: &ReadCache,
-) -> Vec<Result<(), StoreError>> {
+) -> (Vec<Result<(), StoreError>>, Vec<CacheUpdate>) {
     let members: Vec<&Request> = batch.iter().collect();
-    let outcome = attempt_with_retries(pool, sql, conn, &members, counters, cache).await;
+    let turn = Turn::new(gate, Some(permit));
+    let outcome = attempt_with_retries(link, sql, &turn, &members, counters).await;
+    drop(turn);
+    let mut fills = Vec::new();
     match outcome {
         Attempt::Failed(_, FailKind::Fatal) if members.len() > 1 => {
             // One member's write may be the cause: commit each on its own.
             let mut out = Vec::with_capacity(members.len());
-            for m in &members {
-                let single = attempt_with_retries(pool, sql, conn, &[m], counters, cache).await;
-                out.extend(outcomes(single, 1, counters));
+            for (i, m) in members.iter().enumerate() {
+                let turn = Turn::new(gate, None);
+                let single = attempt_with_retries(link, sql, &turn, &[m], counters).await;
+                out.extend(outcomes(single, 1, counters, |_| i, &mut fills));
             }
-            out
+            (out, fills)
         }
-        other => outcomes(other, members.len(), counters),
+        other => {
+            let out = outcomes(other, members.len(), counters, |i| i, &mut fills);
+            (out, fills)
+        }
     }
 }
 
-fn outcomes(attempt: Attempt, n: usize, counters: &Counters) -> Vec<Result<(), StoreError>> {
+/// Each member's result; a committed attempt's fill goes to `fills`, its members numbered
+/// in the batch by `index`.
+fn outcomes(
+    attempt: Attempt,
+    n: usize,
+    counters: &Counters,
+    index: impl Fn(usize) -> usize,
+    fills: &mut Vec<CacheUpdate>,
+) -> Vec<Result<(), StoreError>> {
     match attempt {
-        Attempt::Done(accepted) => {
+        Attempt::Done(accepted, committed) => {
             counters.groups.fetch_add(1, Ordering::Relaxed);
+            fills.push(CacheUpdate::Committed(Fill {
+                members: (0..accepted.len())
+                    .filter(|i| accepted[*i])
+                    .map(&index)
+                    .collect(),
+                checked: committed.checked,
+                writes: committed.writes,
+            }));
             accepted
                 .into_iter()
                 .map(|ok| {
@@ -355,23 +665,25 @@ fn outcomes(attempt: Attempt, n: usize, counters: &Counters) -> Vec<Result<(), S
                 })
             })
             .collect(),
-        Attempt::Unknown(e) => (0..n)
-            .map(|_| Err(StoreError::MaybeCommitted(Box::new(GroupFailed(e.clone())))))
-            .collect(),
+        Attempt::Unknown(e) => {
+            fills.push(CacheUpdate::Forget);
+            (0..n)
+                .map(|_| Err(StoreError::MaybeCommitted(Box::new(GroupFailed(e.clone())))))
+                .collect()
+        }
     }
 }
 
 async fn attempt_with_retries(
-    pool: &Pool,
+    link: &Link,
     sql: &Sql,
-    conn: &mut Option<Object>,
+    turn: &Turn<'_>,
     members: &[&Request],
     counters: &Counters,
-    cache: &ReadCache,
 ) -> Attempt {
     let mut tries = 0;
     loop {
-        let attempt = attempt(pool, sql, conn, members, counters, cache).await;
+        let attempt = attempt(link, sql, turn, members, counters).await;
         match attempt {
             Attempt::Aborted if tries < GROUP_RETRIES => {
                 tries += 1;
@@ -383,14 +695,12 @@ async fn attempt_with_retries(
 }
 
 /// Classifies a statement failure of the group transaction (sent before `COMMIT`).
-fn classify(e: tokio_postgres::Error, conn: &mut Option<Object>) -> Attempt {
+fn classify(e: tokio_postgres::Error, link: &Link, conn: &Arc<Object>) -> Attempt {
     match pg_error(e) {
         StoreError::Conflict => Attempt::Aborted,
         StoreError::Unavailable(source) => {
             // The connection is suspect: take a fresh one next time.
-            if let Some(c) = conn.take() {
-                drop(Object::take(c));
-            }
+            link.discard(conn);
             Attempt::Failed(Arc::from(source), FailKind::Unavailable)
         }
         StoreError::Fatal(source) => Attempt::Failed(Arc::from(source), FailKind::Fatal),
@@ -440,38 +750,35 @@ impl Statements {
     }
 }
 
-/// One attempt at committing `members` as one PostgreSQL transaction.
-async fn attempt(
-    pool: &Pool,
+/// Takes the gate (unless `turn` holds it), the connection and its statements.
+async fn connect(
+    link: &Link,
     sql: &Sql,
-    conn: &mut Option<Object>,
+    turn: &Turn<'_>,
+) -> Result<(Arc<Object>, Statements), Attempt> {
+    turn.take().await.map_err(failed)?;
+    let conn = link.connection().await.map_err(failed)?;
+    match Statements::prepare(&conn, sql).await {
+        Ok(stmts) => Ok((conn, stmts)),
+        Err(e) => Err(classify(e, link, &conn)),
+    }
+}
+
+/// One attempt at committing `members` as one PostgreSQL transaction. It sends holding the
+/// gate (`turn`), and passes it on as soon as its `COMMIT` is on the connection.
+async fn attempt(
+    link: &Link,
+    sql: &Sql,
+    turn: &Turn<'_>,
     members: &[&Request],
     counters: &Counters,
-    cache: &ReadCache,
 ) -> Attempt {
-    // A connection that closed while no group ran (server restart, idle timeout) is
-    // replaced before anything is sent: a statement failing on it could not tell whether a
-    // pipelined COMMIT went out.
-    if conn.as_ref().is_some_and(|c| c.is_closed())
-        && let Some(c) = conn.take()
-    {
-        drop(Object::take(c));
-    }
-    if conn.is_none() {
-        match pool.get().await {
-            Ok(c) => *conn = Some(c),
-            Err(e) => return failed(super::checkout_error(e)),
-        }
-    }
-    let Some(client) = conn.as_ref() else {
-        return failed(StoreError::Unavailable(Box::new(CommitterStopped)));
-    };
-    let stmts = match Statements::prepare(client, sql).await {
-        Ok(s) => s,
-        Err(e) => return classify(e, conn),
+    let (conn, stmts) = match connect(link, sql, turn).await {
+        Ok(c) => c,
+        Err(a) => return a,
     };
 
-    match attempt_in_one_round_trip(client, &stmts, members, counters, cache).await {
+    match attempt_in_one_round_trip(&conn, &stmts, turn, members, counters).await {
         OneTrip::Done(a) => {
             counters.one_round_trip.fetch_add(1, Ordering::Relaxed);
             return a;
@@ -481,10 +788,8 @@ async fn attempt(
         // connection is not used again: a BEGIN that failed with an answer means it is in a
         // state no group expects (inside an aborted transaction, say).
         OneTrip::BeginFailed(e) => {
-            let a = classify(e, conn);
-            if let Some(c) = conn.take() {
-                drop(Object::take(c));
-            }
+            let a = classify(e, link, &conn);
+            link.discard(&conn);
             return a;
         }
         // The check failed without an answer (not sent: its parameters could not be encoded;
@@ -492,24 +797,28 @@ async fn attempt(
         // the transaction BEGIN opened is rolled back (or the connection dropped).
         OneTrip::Unsent(e) => {
             let a = match e {
-                Some(e) => classify(e, conn),
+                Some(e) => classify(e, link, &conn),
                 None => failed(StoreError::Unavailable(Box::new(CommitterStopped))),
             };
-            rollback(conn).await;
+            rollback(link, &conn).await;
             return a;
         }
         // The server answered with an error: it aborted the transaction (and rolled back at
         // the COMMIT).
-        OneTrip::Failed(e) if e.code().is_some() => return classify(e, conn),
+        OneTrip::Failed(e) if e.code().is_some() => return classify(e, link, &conn),
         // The connection was lost with COMMIT sent or about to be.
         OneTrip::Failed(e) => {
-            if let Some(c) = conn.take() {
-                drop(Object::take(c));
-            }
-            cache.clear();
+            link.discard(&conn);
             return Attempt::Unknown(Arc::new(PostgresError::Commit(e)));
         }
     }
+
+    // The one-round-trip attempt may have passed the gate on (its check failed after its
+    // COMMIT went out): take it again, and the connection as it is now.
+    let (conn, stmts) = match connect(link, sql, turn).await {
+        Ok(c) => c,
+        Err(a) => return a,
+    };
 
     // Step 1: BEGIN and the re-reads, pipelined.
     let point_keys: Vec<Vec<u8>> = members
@@ -527,18 +836,18 @@ async fn attempt(
         }
     }
     let t = std::time::Instant::now();
-    let validated = validate(client, &stmts, &point_keys, &ranges).await;
+    let validated = validate(&conn, &stmts, &point_keys, &ranges).await;
     tracing::trace!(
         keys = point_keys.len(),
         ranges = ranges.len(),
         micros = t.elapsed().as_micros() as u64,
         "postgres group validated"
     );
-    let (current_keys, current_ranges) = match validated {
+    let (mut current_keys, current_ranges) = match validated {
         Ok(v) => v,
         Err(e) => {
-            let a = classify(e, conn);
-            rollback(conn).await;
+            let a = classify(e, link, &conn);
+            rollback(link, &conn).await;
             return a;
         }
     };
@@ -568,41 +877,43 @@ async fn attempt(
         accepted.push(ok);
     }
 
-    // Step 3: the writes and COMMIT, pipelined.
-    let Some(client) = conn.as_ref() else {
-        return failed(StoreError::Unavailable(Box::new(CommitterStopped)));
-    };
-    let writes = send_writes(client, &stmts, &merged);
-    let commit = client.batch_execute("COMMIT");
+    // Step 3: the writes and COMMIT, pipelined; the next group may send once they are out.
+    let writes = send_writes(&conn, &stmts, &merged);
+    let commit = conn.batch_execute("COMMIT");
     let t = std::time::Instant::now();
-    let (written, committed) = futures::join!(writes, commit);
+    let (written, committed) =
+        pipeline::sent_then(futures::future::join(writes, commit), || turn.pass()).await;
     tracing::trace!(
         micros = t.elapsed().as_micros() as u64,
         "postgres group written"
     );
     match (written, committed) {
         (Ok(()), Ok(())) => {
-            // Before any member is answered: what the group saw and wrote is the newest
-            // this node knows.
-            cache.committed(
-                point_keys
-                    .iter()
-                    .map(|k| (k.as_slice(), current_keys.get(k).map(Vec::as_slice))),
-                &merged,
-            );
-            Attempt::Done(accepted)
+            // What the group saw and wrote is the newest this node knows; the cache learns
+            // it before any member is answered.
+            let checked = point_keys
+                .into_iter()
+                .map(|k| {
+                    let v = current_keys.remove(&k);
+                    (k, v)
+                })
+                .collect();
+            Attempt::Done(
+                accepted,
+                Committed {
+                    checked: Some(checked),
+                    writes: merged,
+                },
+            )
         }
         // A statement failed with an answer from the server: it aborted the transaction,
         // and answered the pipelined COMMIT with a rollback.
-        (Err(e), _) if e.code().is_some() => classify(e, conn),
-        (Ok(()), Err(e)) if e.code().is_some() => classify(e, conn),
+        (Err(e), _) if e.code().is_some() => classify(e, link, &conn),
+        (Ok(()), Err(e)) if e.code().is_some() => classify(e, link, &conn),
         // The connection was lost with COMMIT sent or about to be: the server may have
         // committed before the answer was lost.
         (Err(e), _) | (Ok(()), Err(e)) => {
-            if let Some(c) = conn.take() {
-                drop(Object::take(c));
-            }
-            cache.clear();
+            link.discard(&conn);
             Attempt::Unknown(Arc::new(PostgresError::Commit(e)))
         }
     }
@@ -619,9 +930,9 @@ async fn attempt(
 async fn attempt_in_one_round_trip(
     client: &Object,
     stmts: &Statements,
+    turn: &Turn<'_>,
     members: &[&Request],
     counters: &Counters,
-    cache: &ReadCache,
 ) -> OneTrip {
     if members.iter().any(|m| !m.reads.ranges.is_empty()) {
         return OneTrip::NotApplicable;
@@ -655,12 +966,12 @@ async fn attempt_in_one_round_trip(
     let key_params: Vec<&[u8]> = checked_keys.iter().map(|(_, k, _)| *k).collect();
     let value_params: Vec<Option<&[u8]>> = checked_keys.iter().map(|(_, _, v)| *v).collect();
 
-    // BEGIN and the check are sent together; the writes and COMMIT once BEGIN is answered
-    // (the server is then still running the check, so this costs little), and always after
-    // the check (see `pipeline`). So a failed BEGIN (a connection that died between groups)
-    // means nothing was committed, as in the two-round-trip path; and a node that stops
-    // between the two sends (frozen, cut off) leaves an open transaction that holds no row
-    // locks, which other nodes' writes would otherwise wait on until its connection closes.
+    // BEGIN, the check, the writes and COMMIT are sent at once, in that order (a request goes
+    // out when its future is first polled: `pipeline::start`), and the next group may send
+    // right behind them: PostgreSQL runs the groups back to back, never waiting for the node.
+    // A failed BEGIN writes nothing: the statements after it run outside a transaction, where
+    // every write statement's SERIALIZABLE guard fails it (see `Sql`); the check runs before
+    // the writes, and a failed check aborts the transaction, which COMMIT then rolls back.
     let check = async {
         if key_params.is_empty() {
             return Ok(());
@@ -673,65 +984,61 @@ async fn attempt_in_one_round_trip(
             .await
             .map(|_| ())
     };
-    // A check that failed without an answer from the server before the writes go (it was
-    // not sent: its parameters could not be encoded; or the connection is lost) holds the
-    // writes back: they would commit unchecked. A check the server failed aborted the
-    // transaction: the writes and COMMIT go as usual, and the COMMIT rolls back.
-    let check_failed = std::sync::atomic::AtomicBool::new(false);
-    let check = async {
-        let r = check.await;
-        let unanswered = matches!(&r, Err(e) if e.code().is_none());
-        check_failed.store(unanswered, Ordering::Relaxed);
-        r
-    };
-    let writes_and_commit = async {
-        if check_failed.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(futures::join!(
-            send_writes(client, stmts, &merged),
-            client.batch_execute("COMMIT")
-        ))
-    };
-    let (begun, checked, sent) = pipeline::then(
-        client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE"),
-        Result::is_ok,
-        check,
-        writes_and_commit,
-    )
-    .await;
-    if let Err(e) = begun {
-        return OneTrip::BeginFailed(e);
+    let begin = pipeline::start(client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")).await;
+    let check = pipeline::start(check).await;
+    // A check that failed without an answer on its first poll (not sent: its parameters
+    // could not be encoded; or the connection is lost) holds the writes back: they would
+    // commit unchecked.
+    if matches!(check.done(), Some(Err(e)) if e.code().is_none()) {
+        let begun = begin.finish().await;
+        let checked = check.finish().await;
+        return match (begun, checked) {
+            (Err(e), _) if e.code().is_some() => OneTrip::BeginFailed(e),
+            (_, checked) => OneTrip::Unsent(checked.err()),
+        };
     }
-    let (wrote, committed) = match (sent.flatten(), checked) {
-        (Some(both), checked) => {
-            if let Err(e) = checked {
-                // The check failed: the server aborted the transaction and answered COMMIT
-                // with a rollback. Nothing was written.
-                if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
-                    counters.checks_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
-                        members = members.len(),
-                        keys = key_params.len(),
-                        "postgres group check failed: two round trips"
-                    );
-                    return OneTrip::NotApplicable;
-                }
-                return OneTrip::Failed(e);
-            }
-            both
+    let sent = pipeline::start(futures::future::join(
+        send_writes(client, stmts, &merged),
+        client.batch_execute("COMMIT"),
+    ))
+    .await;
+    turn.pass();
+    let (begun, checked, (wrote, committed)) =
+        futures::join!(begin.finish(), check.finish(), sent.finish());
+    match begun {
+        Ok(()) => {}
+        // The server failed BEGIN: nothing was written (see above).
+        Err(e) if e.code().is_some() => return OneTrip::BeginFailed(e),
+        // The connection was lost, with COMMIT sent.
+        Err(e) => return OneTrip::Failed(e),
+    }
+    if let Err(e) = checked {
+        // The check failed: the server aborted the transaction and answered COMMIT with a
+        // rollback. Nothing was written.
+        if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
+            counters.checks_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                members = members.len(),
+                keys = key_params.len(),
+                "postgres group check failed: two round trips"
+            );
+            return OneTrip::NotApplicable;
         }
-        (None, Err(e)) => return OneTrip::Unsent(Some(e)),
-        // Not reached: the writes are held back only after a failed check.
-        (None, Ok(())) => return OneTrip::Unsent(None),
-    };
+        return OneTrip::Failed(e);
+    }
     // The check passed. A write that failed with an answer aborted the transaction (a
     // division by zero here is the SERIALIZABLE guard: not a failed check, a transaction that
     // is not the one BEGIN opened, reported as it is); one without, a lost connection.
     match wrote.and(committed) {
         Ok(()) => {
-            cache.committed(expected.iter().map(|(k, v)| (*k, *v)), &merged);
-            OneTrip::Done(Attempt::Done(accepted))
+            // The cache learns the accepted members' reads (the check found they hold).
+            OneTrip::Done(Attempt::Done(
+                accepted,
+                Committed {
+                    checked: None,
+                    writes: merged,
+                },
+            ))
         }
         Err(e) => OneTrip::Failed(e),
     }
@@ -863,12 +1170,9 @@ async fn send_writes(
     Ok(())
 }
 
-/// Ends a failed group transaction; a connection that cannot is dropped.
-async fn rollback(conn: &mut Option<Object>) {
-    if let Some(c) = conn.as_ref()
-        && c.batch_execute("ROLLBACK").await.is_err()
-        && let Some(c) = conn.take()
-    {
-        drop(Object::take(c));
+/// Ends a failed group transaction; a connection that cannot is discarded.
+async fn rollback(link: &Link, conn: &Arc<Object>) {
+    if conn.batch_execute("ROLLBACK").await.is_err() {
+        link.discard(conn);
     }
 }

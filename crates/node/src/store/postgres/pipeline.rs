@@ -8,47 +8,67 @@
 //! and then send its continuation before the futures after it were polled at all. That
 //! happened: a group's writes and `COMMIT` reached the server before the check that should
 //! have guarded them, which then ran after the commit and failed; the group was reported as
-//! conflicting although its writes had committed. [`then`] keeps the order.
+//! conflicting although its writes had committed. So each request gets its own future,
+//! polled once in the order the server must see them ([`start`]), and nothing is sent from
+//! a continuation.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
-/// Runs `first` and `second` together, then `after` once `first` is done and `go_on` accepts
-/// its output (else `after` is dropped unpolled: nothing of it is sent). `second` is first
-/// polled before `after`, even when `first` is done on its first poll, so the server gets
-/// `first`'s request, then `second`'s, then `after`'s.
-pub(super) async fn then<A, B, C>(
-    first: A,
-    go_on: impl FnOnce(&A::Output) -> bool,
-    second: B,
-    after: C,
-) -> (A::Output, B::Output, Option<C::Output>)
-where
-    A: Future,
-    B: Future,
-    C: Future,
-{
-    let (done, first_done) = tokio::sync::oneshot::channel();
-    let first = async move {
-        let out = first.await;
-        let _ = done.send(go_on(&out));
-        out
-    };
-    // Polled after `second` in every pass of `join!`: the first pass sends `second`'s
-    // request, whatever `first` did.
-    let after = async move {
-        match first_done.await {
-            Ok(true) => Some(after.await),
-            _ => None,
+/// A request's future polled once: its request is on the connection (behind those started
+/// before it), or it already failed.
+pub(super) struct Started<F: Future> {
+    future: Pin<Box<F>>,
+    output: Option<F::Output>,
+}
+
+/// Polls `future` once, which sends its request; [`Started::finish`] awaits the answer.
+pub(super) async fn start<F: Future>(future: F) -> Started<F> {
+    let mut future = Box::pin(future);
+    let output = std::future::poll_fn(|cx| {
+        Poll::Ready(match future.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    Started { future, output }
+}
+
+impl<F: Future> Started<F> {
+    /// Its output, if it was ready on its first poll.
+    pub(super) fn done(&self) -> Option<&F::Output> {
+        self.output.as_ref()
+    }
+
+    /// Its output.
+    pub(super) async fn finish(self) -> F::Output {
+        match self.output {
+            Some(out) => out,
+            None => self.future.await,
         }
-    };
-    futures::join!(first, second, after)
+    }
+}
+
+/// Runs `requests`, calling `sent` right after its first poll, when its requests have been
+/// handed to the connection (in order, before anything sent later), and before any of their
+/// answers is awaited.
+pub(super) async fn sent_then<F: Future>(requests: F, sent: impl FnOnce()) -> F::Output {
+    let mut requests = std::pin::pin!(requests);
+    let first = std::future::poll_fn(|cx| Poll::Ready(requests.as_mut().poll(cx))).await;
+    sent();
+    match first {
+        Poll::Ready(out) => out,
+        Poll::Pending => requests.await,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use super::then;
+    use super::{sent_then, start};
 
     type Log = Arc<Mutex<Vec<&'static str>>>;
 
@@ -68,63 +88,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_second_request_goes_before_the_continuation_when_the_first_is_answered_at_once() {
+    async fn started_requests_are_sent_in_order_whenever_they_are_answered() {
         let log = Log::default();
-        let (a, b, c) = then(
-            sent(log.clone(), "begin"),
-            |_| true,
-            answered_later(log.clone(), "check"),
-            sent(log.clone(), "commit"),
-        )
-        .await;
-        assert_eq!((a, b, c), ("begin", "check", Some("commit")));
+        let begin = start(sent(log.clone(), "begin")).await;
+        let check = start(answered_later(log.clone(), "check")).await;
+        let commit = start(sent(log.clone(), "commit")).await;
         assert_eq!(*log.lock().unwrap(), ["begin", "check", "commit"]);
+        assert_eq!(begin.done(), Some(&"begin"), "answered on its first poll");
+        assert_eq!(check.done(), None, "not answered yet");
+        let (b, c, k) = futures::join!(commit.finish(), check.finish(), begin.finish());
+        assert_eq!((b, c, k), ("commit", "check", "begin"));
+        assert_eq!(
+            log.lock().unwrap().len(),
+            3,
+            "finishing sends nothing again"
+        );
     }
 
     #[tokio::test]
-    async fn the_same_order_when_the_first_is_answered_later() {
+    async fn sent_is_called_after_the_first_poll_and_before_the_answers() {
         let log = Log::default();
-        let (_, _, c) = then(
-            answered_later(log.clone(), "begin"),
-            |_| true,
-            sent(log.clone(), "check"),
-            sent(log.clone(), "commit"),
-        )
+        let l = log.clone();
+        let out = sent_then(answered_later(log.clone(), "commit"), move || {
+            l.lock().unwrap().push("passed")
+        })
         .await;
-        assert_eq!(c, Some("commit"));
-        assert_eq!(*log.lock().unwrap(), ["begin", "check", "commit"]);
+        assert_eq!(out, "commit");
+        assert_eq!(*log.lock().unwrap(), ["commit", "passed"]);
+        let l = log.clone();
+        let out = sent_then(sent(log.clone(), "at once"), move || {
+            l.lock().unwrap().push("passed again")
+        })
+        .await;
+        assert_eq!(out, "at once");
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["commit", "passed", "at once", "passed again"]
+        );
     }
 
-    #[tokio::test]
-    async fn nothing_of_the_continuation_is_sent_when_the_first_fails() {
-        let log = Log::default();
-        let (_, _, c) = then(
-            sent(log.clone(), "begin"),
-            |_| false,
-            sent(log.clone(), "check"),
-            sent(log.clone(), "commit"),
-        )
-        .await;
-        assert_eq!(c, None);
-        assert_eq!(*log.lock().unwrap(), ["begin", "check"]);
-    }
-
-    #[tokio::test]
-    async fn nothing_of_the_continuation_is_sent_when_the_first_fails_later() {
-        let log = Log::default();
-        let (_, _, c) = then(
-            answered_later(log.clone(), "begin"),
-            |_| false,
-            answered_later(log.clone(), "check"),
-            sent(log.clone(), "commit"),
-        )
-        .await;
-        assert_eq!(c, None);
-        assert_eq!(*log.lock().unwrap(), ["begin", "check"]);
-    }
-
-    /// What went wrong without [`then`]: the continuation of a future answered at once is
-    /// sent before the futures joined after it.
+    /// What went wrong once: the continuation of a future answered at once is sent before
+    /// the futures joined after it, so requests go out one per future's first poll only.
     #[tokio::test]
     async fn a_plain_join_sends_the_continuation_first() {
         let log = Log::default();
