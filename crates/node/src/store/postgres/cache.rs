@@ -23,9 +23,12 @@
 //! lock), and a value read from the old map moves back to the young one. Entries are counted
 //! with an estimate of 96 bytes of overhead each.
 //!
-//! "Never older than what this node acknowledged" relies on groups committing one at a time
-//! (`group::COMMITTERS` is 1); with several committers their updates could land out of order,
-//! which would only make guesses wrong more often (each is checked), never an outcome wrong.
+//! "Never older than what this node acknowledged" relies on the committer filling the cache
+//! in the order PostgreSQL committed its groups: groups are sent one after another on one
+//! connection and filled in the order they formed (`group::DEPTH`). A group that is re-run
+//! (its check failed, or PostgreSQL aborted it) can commit after a group formed later: each
+//! `COMMIT` is numbered as it goes out, and the later-formed group's fill then only forgets
+//! the keys it saw and wrote (`forget_all`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -165,6 +168,22 @@ impl ReadCache {
         inner.old.remove(key);
     }
 
+    /// Forgets `keys` and what `writes` wrote or cleared.
+    pub(super) fn forget_all<'a>(&self, keys: impl Iterator<Item = &'a [u8]>, writes: &'a Pending) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        let written = writes.writes.keys().map(Vec::as_slice);
+        for key in keys.chain(written) {
+            if let Some(prev) = inner.young.remove(key) {
+                inner.young_bytes = inner.young_bytes.saturating_sub(size(key, &prev));
+            }
+            inner.old.remove(key);
+        }
+        for range in &writes.cleared {
+            inner.forget_range(range);
+        }
+    }
+
     /// Forgets everything (a group's outcome is unknown).
     pub(super) fn clear(&self) {
         let mut inner = self.lock();
@@ -214,6 +233,35 @@ mod tests {
         assert_eq!(cache.get(b"r5"), Some(Some(b"kept".to_vec())));
         cache.clear();
         assert_eq!(cache.get(b"b"), None);
+    }
+
+    #[test]
+    fn forget_all_drops_the_keys_seen_written_and_cleared() {
+        let cache = ReadCache::new(1 << 20);
+        let mut writes = Pending::default();
+        for k in [&b"seen"[..], b"written", b"r1", b"other"] {
+            writes.writes.insert(k.to_vec(), Some(b"v".to_vec()));
+        }
+        cache.committed(std::iter::empty(), &writes);
+        let g = cache.generation();
+        let mut stale = Pending::default();
+        stale
+            .writes
+            .insert(b"written".to_vec(), Some(b"old".to_vec()));
+        stale.clear_range(&KeyRange {
+            begin: b"r0".to_vec(),
+            end: b"r9".to_vec(),
+        });
+        cache.forget_all([&b"seen"[..]].into_iter(), &stale);
+        assert_eq!(cache.get(b"seen"), None);
+        assert_eq!(cache.get(b"written"), None);
+        assert_eq!(cache.get(b"r1"), None);
+        assert_eq!(cache.get(b"other"), Some(Some(b"v".to_vec())));
+        assert_ne!(
+            cache.generation(),
+            g,
+            "a snapshot begun before cannot fill it"
+        );
     }
 
     #[test]

@@ -83,7 +83,9 @@ pub(super) const DEPTH: usize = 2;
 /// before it ends the session (`idle_in_transaction_session_timeout` of the committer's
 /// connections). A group never waits on the node for long: its statements go out at once,
 /// and the two-round-trip path waits only for the server's answers.
-const IDLE_IN_GROUP: std::time::Duration = std::time::Duration::from_secs(10);
+/// Generous: it also bounds how long one message of the group may take to arrive, and a
+/// group may send tens of MiB ([`MAX_GROUP_BYTES`]).
+const IDLE_IN_GROUP: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often a group that PostgreSQL aborted as a serialization failure is re-run.
 pub(super) const GROUP_RETRIES: u32 = 3;
 
@@ -357,12 +359,18 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// its `COMMIT` (or `ROLLBACK`) has been handed to the connection, so that the groups in
 /// flight reach PostgreSQL one transaction after another, never interleaved.
 struct Turn<'g> {
-    gate: &'g Semaphore,
+    gate: &'g Gate,
     permit: std::sync::Mutex<Option<SemaphorePermit<'g>>>,
 }
 
+/// The committer's gate (see [`Turn`]), and how many `COMMIT`s have gone through it.
+struct Gate {
+    permits: Semaphore,
+    commits: AtomicU64,
+}
+
 impl<'g> Turn<'g> {
-    fn new(gate: &'g Semaphore, permit: Option<SemaphorePermit<'g>>) -> Self {
+    fn new(gate: &'g Gate, permit: Option<SemaphorePermit<'g>>) -> Self {
         Self {
             gate,
             permit: std::sync::Mutex::new(permit),
@@ -376,6 +384,7 @@ impl<'g> Turn<'g> {
         }
         let permit = self
             .gate
+            .permits
             .acquire()
             .await
             .map_err(|_| StoreError::Unavailable(Box::new(CommitterStopped)))?;
@@ -383,9 +392,12 @@ impl<'g> Turn<'g> {
         Ok(())
     }
 
-    /// Lets the next group send (its `COMMIT` is on the connection).
-    fn pass(&self) {
+    /// Lets the next group send (its `COMMIT` is on the connection); returns that
+    /// `COMMIT`'s place in the order PostgreSQL runs them.
+    fn pass(&self) -> u64 {
+        let place = self.gate.commits.fetch_add(1, Ordering::Relaxed) + 1;
         drop(lock(&self.permit).take());
+        place
     }
 }
 
@@ -406,13 +418,18 @@ async fn run(
     depth: usize,
 ) {
     let link = Link::new(pool);
-    let gate = Semaphore::new(1);
+    let gate = Gate {
+        permits: Semaphore::new(1),
+        commits: AtomicU64::new(0),
+    };
     let (link, gate, sql, counters, cache) = (&link, &gate, &*sql, &*counters, &*cache);
     let mut in_flight = FuturesOrdered::new();
     // The first member of the next group, taken from the queue while the groups before it
     // are being sent.
     let mut next: Option<Request> = None;
     let mut open = true;
+    // The place of the newest `COMMIT` the cache has learned.
+    let mut filled = 0;
     loop {
         if !open && next.is_none() && in_flight.is_empty() {
             return;
@@ -426,7 +443,7 @@ async fn run(
                 if in_flight.len() < depth
                     && let Some(first) = next.take().or_else(|| receiver.try_recv().ok())
                 {
-                    match gate.try_acquire() {
+                    match gate.permits.try_acquire() {
                         Ok(permit) => {
                             let batch = gather(first, &mut receiver);
                             if !in_flight.is_empty() {
@@ -438,7 +455,7 @@ async fn run(
                         Err(_) => next = Some(first),
                     }
                 }
-                finish(done, cache);
+                finish(done, cache, &mut filled);
                 link.sweep();
             }
             r = receiver.recv(), if open && next.is_none() => match r {
@@ -447,7 +464,7 @@ async fn run(
             },
             // The next group forms once the connection is free for it (the group before has
             // sent its COMMIT): everything that waits by then goes in.
-            permit = gate.acquire(), if next.is_some() && in_flight.len() < depth => {
+            permit = gate.permits.acquire(), if next.is_some() && in_flight.len() < depth => {
                 let (Ok(permit), Some(first)) = (permit, next.take()) else {
                     return;
                 };
@@ -458,6 +475,9 @@ async fn run(
                 let sent = pipeline::start(group(link, sql, gate, permit, batch, counters));
                 in_flight.push_back(sent.await.finish());
             }
+            // Not reached (some branch is always enabled); stopping drops the queue, and a
+            // waiting commit gets `MaybeCommitted`, not a hang.
+            else => return,
         }
     }
 }
@@ -466,7 +486,7 @@ async fn run(
 async fn group<'g>(
     link: &'g Link,
     sql: &'g Sql,
-    gate: &'g Semaphore,
+    gate: &'g Gate,
     permit: SemaphorePermit<'g>,
     batch: Vec<Request>,
     counters: &'g Counters,
@@ -499,7 +519,7 @@ fn gather(first: Request, receiver: &mut mpsc::UnboundedReceiver<Request>) -> Ve
 
 /// A group is done: the cache learns what it committed (groups in the order they formed),
 /// then its members are answered.
-fn finish(done: InFlight, cache: &ReadCache) {
+fn finish(done: InFlight, cache: &ReadCache, filled: &mut u64) {
     let InFlight {
         batch,
         started,
@@ -514,19 +534,23 @@ fn finish(done: InFlight, cache: &ReadCache) {
                 continue;
             }
         };
-        match &fill.checked {
-            Some(checked) => cache.committed(
-                checked.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
-                &fill.writes,
-            ),
-            None => cache.committed(
+        let seen: Box<dyn Iterator<Item = SeenRef<'_>> + '_> = match &fill.checked {
+            Some(checked) => Box::new(checked.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))),
+            None => Box::new(
                 fill.members
                     .iter()
                     .filter_map(|i| batch.get(*i))
                     .flat_map(|m| m.reads.keys.iter())
                     .map(|(k, v)| (k.as_slice(), v.as_deref())),
-                &fill.writes,
             ),
+        };
+        if fill.place > *filled {
+            *filled = fill.place;
+            cache.committed(seen, &fill.writes);
+        } else {
+            // A group re-run after a later one committed: what it saw may be older than
+            // what the cache holds, and what the later group saw older than what it wrote.
+            cache.forget_all(seen.map(|(k, _)| k), &fill.writes);
         }
     }
     tracing::debug!(
@@ -542,6 +566,8 @@ fn finish(done: InFlight, cache: &ReadCache) {
 
 /// A key a group re-read, with its value then (`None`: absent).
 type Seen = (Vec<u8>, Option<Vec<u8>>);
+/// The same, borrowed.
+type SeenRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// What the cache learns from a group, in order.
 enum CacheUpdate {
@@ -554,6 +580,8 @@ enum CacheUpdate {
 
 /// What a committed transaction of a group tells the cache.
 struct Fill {
+    /// Its `COMMIT`'s place in the order PostgreSQL ran them ([`Turn::pass`]).
+    place: u64,
     /// The group's members (indices in its batch) whose reads were checked and held.
     members: Vec<usize>,
     /// The keys the transaction re-read, with their values then (`None`: the members'
@@ -565,6 +593,7 @@ struct Fill {
 
 /// What a committed transaction saw and wrote.
 struct Committed {
+    place: u64,
     checked: Option<Vec<Seen>>,
     writes: Pending,
 }
@@ -591,7 +620,7 @@ enum FailKind {
 async fn commit_group<'g>(
     link: &Link,
     sql: &Sql,
-    gate: &'g Semaphore,
+    gate: &'g Gate,
     permit: SemaphorePermit<'g>,
     batch: &[Request],
     counters: &Counters,
@@ -632,6 +661,7 @@ fn outcomes(
         Attempt::Done(accepted, committed) => {
             counters.groups.fetch_add(1, Ordering::Relaxed);
             fills.push(CacheUpdate::Committed(Fill {
+                place: committed.place,
                 members: (0..accepted.len())
                     .filter(|i| accepted[*i])
                     .map(&index)
@@ -814,7 +844,9 @@ async fn attempt(
     }
 
     // The one-round-trip attempt may have passed the gate on (its check failed after its
-    // COMMIT went out): take it again, and the connection as it is now.
+    // COMMIT went out): take it again, and the connection as it is now (letting go of the
+    // old one, which may have been retired).
+    drop((conn, stmts));
     let (conn, stmts) = match connect(link, sql, turn).await {
         Ok(c) => c,
         Err(a) => return a,
@@ -878,11 +910,21 @@ async fn attempt(
     }
 
     // Step 3: the writes and COMMIT, pipelined; the next group may send once they are out.
-    let writes = send_writes(&conn, &stmts, &merged);
-    let commit = conn.batch_execute("COMMIT");
     let t = std::time::Instant::now();
-    let (written, committed) =
-        pipeline::sent_then(futures::future::join(writes, commit), || turn.pass()).await;
+    let writes = pipeline::start(send_writes(&conn, &stmts, &merged)).await;
+    let commit = pipeline::start(conn.batch_execute("COMMIT")).await;
+    if matches!(commit.done(), Some(Err(e)) if e.code().is_none()) {
+        // COMMIT was not sent (the connection is closed): nothing commits.
+        let e = commit.finish().await.err();
+        let a = match e {
+            Some(e) => classify(e, link, &conn),
+            None => failed(StoreError::Unavailable(Box::new(CommitterStopped))),
+        };
+        rollback(link, &conn).await;
+        return a;
+    }
+    let place = turn.pass();
+    let (written, committed) = futures::join!(writes.finish(), commit.finish());
     tracing::trace!(
         micros = t.elapsed().as_micros() as u64,
         "postgres group written"
@@ -901,6 +943,7 @@ async fn attempt(
             Attempt::Done(
                 accepted,
                 Committed {
+                    place,
                     checked: Some(checked),
                     writes: merged,
                 },
@@ -985,6 +1028,13 @@ async fn attempt_in_one_round_trip(
             .map(|_| ())
     };
     let begin = pipeline::start(client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")).await;
+    if matches!(begin.done(), Some(Err(e)) if e.code().is_none()) {
+        // BEGIN was not sent (the connection is closed), nor is anything after it.
+        return match begin.finish().await {
+            Err(e) => OneTrip::BeginFailed(e),
+            Ok(()) => OneTrip::Unsent(None),
+        };
+    }
     let check = pipeline::start(check).await;
     // A check that failed without an answer on its first poll (not sent: its parameters
     // could not be encoded; or the connection is lost) holds the writes back: they would
@@ -997,14 +1047,19 @@ async fn attempt_in_one_round_trip(
             (_, checked) => OneTrip::Unsent(checked.err()),
         };
     }
-    let sent = pipeline::start(futures::future::join(
-        send_writes(client, stmts, &merged),
-        client.batch_execute("COMMIT"),
-    ))
-    .await;
-    turn.pass();
-    let (begun, checked, (wrote, committed)) =
-        futures::join!(begin.finish(), check.finish(), sent.finish());
+    let writes = pipeline::start(send_writes(client, stmts, &merged)).await;
+    let commit = pipeline::start(client.batch_execute("COMMIT")).await;
+    if matches!(commit.done(), Some(Err(e)) if e.code().is_none()) {
+        // COMMIT was not sent (the connection is closed): nothing commits.
+        return OneTrip::Unsent(commit.finish().await.err());
+    }
+    let place = turn.pass();
+    let (begun, checked, wrote, committed) = futures::join!(
+        begin.finish(),
+        check.finish(),
+        writes.finish(),
+        commit.finish()
+    );
     match begun {
         Ok(()) => {}
         // The server failed BEGIN: nothing was written (see above).
@@ -1035,6 +1090,7 @@ async fn attempt_in_one_round_trip(
             OneTrip::Done(Attempt::Done(
                 accepted,
                 Committed {
+                    place,
                     checked: None,
                     writes: merged,
                 },

@@ -51,24 +51,11 @@ impl<F: Future> Started<F> {
     }
 }
 
-/// Runs `requests`, calling `sent` right after its first poll, when its requests have been
-/// handed to the connection (in order, before anything sent later), and before any of their
-/// answers is awaited.
-pub(super) async fn sent_then<F: Future>(requests: F, sent: impl FnOnce()) -> F::Output {
-    let mut requests = std::pin::pin!(requests);
-    let first = std::future::poll_fn(|cx| Poll::Ready(requests.as_mut().poll(cx))).await;
-    sent();
-    match first {
-        Poll::Ready(out) => out,
-        Poll::Pending => requests.await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use super::{sent_then, start};
+    use super::start;
 
     type Log = Arc<Mutex<Vec<&'static str>>>;
 
@@ -102,28 +89,6 @@ mod tests {
             log.lock().unwrap().len(),
             3,
             "finishing sends nothing again"
-        );
-    }
-
-    #[tokio::test]
-    async fn sent_is_called_after_the_first_poll_and_before_the_answers() {
-        let log = Log::default();
-        let l = log.clone();
-        let out = sent_then(answered_later(log.clone(), "commit"), move || {
-            l.lock().unwrap().push("passed")
-        })
-        .await;
-        assert_eq!(out, "commit");
-        assert_eq!(*log.lock().unwrap(), ["commit", "passed"]);
-        let l = log.clone();
-        let out = sent_then(sent(log.clone(), "at once"), move || {
-            l.lock().unwrap().push("passed again")
-        })
-        .await;
-        assert_eq!(out, "at once");
-        assert_eq!(
-            *log.lock().unwrap(),
-            ["commit", "passed", "at once", "passed again"]
         );
     }
 
