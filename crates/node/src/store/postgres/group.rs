@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use futures::StreamExt;
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 use futures::stream::FuturesOrdered;
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot};
 use tokio_postgres::Statement;
@@ -84,8 +84,8 @@ pub(super) const DEPTH: usize = 2;
 /// connections). A group never waits on the node for long: its statements go out at once,
 /// and the two-round-trip path waits only for the server's answers.
 /// Generous: it also bounds how long one message of the group may take to arrive, and a
-/// group may send tens of MiB ([`MAX_GROUP_BYTES`]).
-const IDLE_IN_GROUP: std::time::Duration = std::time::Duration::from_secs(60);
+/// group may send tens of MiB ([`MAX_GROUP_BYTES`]: 64 MiB in 20 s is 3.2 MB/s).
+const IDLE_IN_GROUP: std::time::Duration = std::time::Duration::from_secs(20);
 /// How often a group that PostgreSQL aborted as a serialization failure is re-run.
 pub(super) const GROUP_RETRIES: u32 = 3;
 
@@ -455,7 +455,7 @@ async fn run(
                         Err(_) => next = Some(first),
                     }
                 }
-                finish(done, cache, &mut filled);
+                finish(done, cache, &mut filled, &gate.commits);
                 link.sweep();
             }
             r = receiver.recv(), if open && next.is_none() => match r {
@@ -519,7 +519,7 @@ fn gather(first: Request, receiver: &mut mpsc::UnboundedReceiver<Request>) -> Ve
 
 /// A group is done: the cache learns what it committed (groups in the order they formed),
 /// then its members are answered.
-fn finish(done: InFlight, cache: &ReadCache, filled: &mut u64) {
+fn finish(done: InFlight, cache: &ReadCache, filled: &mut u64, commits: &AtomicU64) {
     let InFlight {
         batch,
         started,
@@ -530,7 +530,10 @@ fn finish(done: InFlight, cache: &ReadCache, filled: &mut u64) {
         let fill = match update {
             CacheUpdate::Committed(fill) => fill,
             CacheUpdate::Forget => {
+                // Its COMMIT may have been the newest to go out: what a group whose COMMIT
+                // went out before now saw may be older than what it wrote.
                 cache.clear();
+                *filled = (*filled).max(commits.load(Ordering::Relaxed));
                 continue;
             }
         };
@@ -911,18 +914,17 @@ async fn attempt(
 
     // Step 3: the writes and COMMIT, pipelined; the next group may send once they are out.
     let t = std::time::Instant::now();
-    let writes = pipeline::start(send_writes(&conn, &stmts, &merged)).await;
-    let commit = pipeline::start(conn.batch_execute("COMMIT")).await;
-    if matches!(commit.done(), Some(Err(e)) if e.code().is_none()) {
-        // COMMIT was not sent (the connection is closed): nothing commits.
-        let e = commit.finish().await.err();
-        let a = match e {
-            Some(e) => classify(e, link, &conn),
-            None => failed(StoreError::Unavailable(Box::new(CommitterStopped))),
-        };
+    let params = WriteParams::of(&merged);
+    let writes = Writes::start(&conn, &stmts, &params).await;
+    // COMMIT is held back when a write could not be sent, or the connection is closed (then
+    // it could not be sent either): nothing commits. Once COMMIT is handed to the
+    // connection, a failure without an answer may follow a commit.
+    if writes.unsent().is_some() || conn.is_closed() {
+        let a = failed(StoreError::Unavailable(Box::new(CommitterStopped)));
         rollback(link, &conn).await;
         return a;
     }
+    let commit = pipeline::start(conn.batch_execute("COMMIT")).await;
     let place = turn.pass();
     let (written, committed) = futures::join!(writes.finish(), commit.finish());
     tracing::trace!(
@@ -1047,12 +1049,15 @@ async fn attempt_in_one_round_trip(
             (_, checked) => OneTrip::Unsent(checked.err()),
         };
     }
-    let writes = pipeline::start(send_writes(client, stmts, &merged)).await;
-    let commit = pipeline::start(client.batch_execute("COMMIT")).await;
-    if matches!(commit.done(), Some(Err(e)) if e.code().is_none()) {
-        // COMMIT was not sent (the connection is closed): nothing commits.
-        return OneTrip::Unsent(commit.finish().await.err());
+    let params = WriteParams::of(&merged);
+    let writes = Writes::start(client, stmts, &params).await;
+    // As in the two round trips: COMMIT is held back when a write could not be sent, or the
+    // connection is closed; once it is handed over, a failure without an answer may follow
+    // a commit.
+    if writes.unsent().is_some() || client.is_closed() {
+        return OneTrip::Unsent(None);
     }
+    let commit = pipeline::start(client.batch_execute("COMMIT")).await;
     let place = turn.pass();
     let (begun, checked, wrote, committed) = futures::join!(
         begin.finish(),
@@ -1181,54 +1186,159 @@ async fn validate(
     Ok((p, r))
 }
 
-/// The merged writes, in order (range clears, key clears, sets), each one statement,
-/// pipelined: every statement is sent before the first answer is awaited.
-async fn send_writes(
-    client: &Object,
-    stmts: &Statements,
-    pending: &Pending,
-) -> Result<(), tokio_postgres::Error> {
-    let w = KeyWrites::of(pending);
-    // Every range clear in one statement (a group clears many: each removed value clears
-    // the range of its chunks).
-    let (shards, begins, ends) = range_clears(pending.cleared.iter());
-    let ranges = async {
-        if begins.is_empty() {
-            Ok(0)
-        } else {
-            client
-                .execute(&stmts.delete_ranges, &[&shards, &begins, &ends])
-                .await
+/// The parameters of the merged writes' statements.
+struct WriteParams<'a> {
+    keys: KeyWrites<'a>,
+    /// Every range clear, for one statement (a group clears many: each removed value clears
+    /// the range of its chunks).
+    ranges: (Vec<i32>, Vec<&'a [u8]>, Vec<&'a [u8]>),
+}
+
+impl<'a> WriteParams<'a> {
+    fn of(pending: &'a Pending) -> Self {
+        Self {
+            keys: KeyWrites::of(pending),
+            ranges: range_clears(pending.cleared.iter()),
         }
-    };
-    let dels = async {
-        if w.deleted.is_empty() {
-            Ok(0)
-        } else {
-            client
-                .execute(&stmts.delete_keys, &[&w.deleted_shards, &w.deleted])
-                .await
+    }
+}
+
+type Execution<'a> = BoxFuture<'a, Result<u64, tokio_postgres::Error>>;
+
+/// The merged writes' statements (range clears, key clears, sets), each started: sent, in
+/// that order, on the connection.
+struct Writes<'a>(Vec<pipeline::Started<Execution<'a>>>);
+
+impl<'a> Writes<'a> {
+    async fn start(client: &'a Object, stmts: &'a Statements, p: &'a WriteParams<'a>) -> Self {
+        let (shards, begins, ends) = &p.ranges;
+        let w = &p.keys;
+        let mut statements: Vec<Execution<'a>> = Vec::new();
+        if !begins.is_empty() {
+            statements.push(Box::pin(async move {
+                client
+                    .execute(&stmts.delete_ranges, &[shards, begins, ends])
+                    .await
+            }));
         }
-    };
-    let sets = async {
-        if w.set.is_empty() {
-            Ok(0)
-        } else {
-            client
-                .execute(&stmts.upsert, &[&w.set_shards, &w.set, &w.values])
-                .await
+        if !w.deleted.is_empty() {
+            statements.push(Box::pin(async move {
+                client
+                    .execute(&stmts.delete_keys, &[&w.deleted_shards, &w.deleted])
+                    .await
+            }));
         }
-    };
-    let (r, d, s) = futures::join!(ranges, dels, sets);
-    r?;
-    d?;
-    s?;
-    Ok(())
+        if !w.set.is_empty() {
+            statements.push(Box::pin(async move {
+                client
+                    .execute(&stmts.upsert, &[&w.set_shards, &w.set, &w.values])
+                    .await
+            }));
+        }
+        let mut started = Vec::with_capacity(statements.len());
+        for statement in statements {
+            started.push(pipeline::start(statement).await);
+        }
+        Self(started)
+    }
+
+    /// A statement that failed on its first poll without an answer from the server (its
+    /// parameters could not be encoded, or the connection is closed): `COMMIT` must not
+    /// follow, or the group would commit without it.
+    fn unsent(&self) -> Option<&tokio_postgres::Error> {
+        self.0.iter().find_map(|s| match s.done() {
+            Some(Err(e)) if e.code().is_none() => Some(e),
+            _ => None,
+        })
+    }
+
+    async fn finish(self) -> Result<(), tokio_postgres::Error> {
+        for outcome in join_all(self.0.into_iter().map(pipeline::Started::finish)).await {
+            outcome?;
+        }
+        Ok(())
+    }
 }
 
 /// Ends a failed group transaction; a connection that cannot is discarded.
 async fn rollback(link: &Link, conn: &Arc<Object>) {
     if conn.batch_execute("ROLLBACK").await.is_err() {
         link.discard(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group of one member whose reply is kept, and what its transaction committed.
+    fn done(
+        place: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> (InFlight, oneshot::Receiver<Result<(), StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let mut writes = Pending::default();
+        writes.writes.insert(key.to_vec(), Some(value.to_vec()));
+        let group = InFlight {
+            batch: vec![Request {
+                reads: ReadSet::default(),
+                pending: Pending::default(),
+                reply,
+            }],
+            started: std::time::Instant::now(),
+            outcomes: vec![Ok(())],
+            fills: vec![CacheUpdate::Committed(Fill {
+                place,
+                members: vec![0],
+                checked: None,
+                writes,
+            })],
+        };
+        (group, answer)
+    }
+
+    #[test]
+    fn a_group_formed_later_but_committed_earlier_does_not_overwrite_the_cache() {
+        let cache = ReadCache::new(1 << 20);
+        let commits = AtomicU64::new(3);
+        let mut filled = 0;
+        // The first group formed was re-run and committed third; the second committed second.
+        let (first, mut first_answer) = done(3, b"k", b"newest");
+        let (second, _) = done(2, b"k", b"older");
+        finish(first, &cache, &mut filled, &commits);
+        assert_eq!(cache.get(b"k"), Some(Some(b"newest".to_vec())));
+        assert!(matches!(first_answer.try_recv(), Ok(Ok(()))), "answered");
+        finish(second, &cache, &mut filled, &commits);
+        assert_eq!(cache.get(b"k"), None, "forgotten, not set to the older value");
+        let (third, _) = done(4, b"k", b"latest");
+        finish(third, &cache, &mut filled, &commits);
+        assert_eq!(cache.get(b"k"), Some(Some(b"latest".to_vec())));
+    }
+
+    #[test]
+    fn an_unknown_outcome_makes_the_groups_sent_before_it_forget() {
+        let cache = ReadCache::new(1 << 20);
+        let commits = AtomicU64::new(5);
+        let mut filled = 0;
+        let (reply, _answer) = oneshot::channel();
+        let unknown = InFlight {
+            batch: vec![Request {
+                reads: ReadSet::default(),
+                pending: Pending::default(),
+                reply,
+            }],
+            started: std::time::Instant::now(),
+            outcomes: vec![Err(StoreError::Conflict)],
+            fills: vec![CacheUpdate::Forget],
+        };
+        finish(unknown, &cache, &mut filled, &commits);
+        // A group formed after it, whose COMMIT went out before the lost one's.
+        let (earlier, _) = done(4, b"k", b"maybe older");
+        finish(earlier, &cache, &mut filled, &commits);
+        assert_eq!(cache.get(b"k"), None);
+        let (later, _) = done(6, b"k", b"after");
+        finish(later, &cache, &mut filled, &commits);
+        assert_eq!(cache.get(b"k"), Some(Some(b"after".to_vec())));
     }
 }
