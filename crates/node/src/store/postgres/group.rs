@@ -1310,7 +1310,11 @@ mod tests {
         assert_eq!(cache.get(b"k"), Some(Some(b"newest".to_vec())));
         assert!(matches!(first_answer.try_recv(), Ok(Ok(()))), "answered");
         finish(second, &cache, &mut filled, &commits);
-        assert_eq!(cache.get(b"k"), None, "forgotten, not set to the older value");
+        assert_eq!(
+            cache.get(b"k"),
+            None,
+            "forgotten, not set to the older value"
+        );
         let (third, _) = done(4, b"k", b"latest");
         finish(third, &cache, &mut filled, &commits);
         assert_eq!(cache.get(b"k"), Some(Some(b"latest".to_vec())));
