@@ -217,6 +217,18 @@ async fn a_table_of_another_layout_is_refused() -> anyhow::Result<()> {
         .get(0);
     let stamp = stamp.ok_or_else(|| anyhow::anyhow!("a new table has no layout comment"))?;
     assert!(stamp.starts_with("perdure kv layout 2"), "{stamp}");
+    let options: Option<Vec<String>> = raw
+        .query_one(
+            "SELECT reloptions FROM pg_class WHERE oid = $1::text::regclass",
+            &[&table],
+        )
+        .await?
+        .get(0);
+    assert_eq!(
+        options,
+        Some(vec!["fillfactor=80".to_owned()]),
+        "a new table leaves room on its pages for HOT updates"
+    );
     // Connecting again to a table of this layout works.
     drop(PostgresStore::connect_with_table(&url, 2, table).await?);
 
