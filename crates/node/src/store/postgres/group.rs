@@ -445,10 +445,7 @@ async fn run(
                 {
                     match gate.permits.try_acquire() {
                         Ok(permit) => {
-                            let batch = gather(first, &mut receiver);
-                            if !in_flight.is_empty() {
-                                counters.pipelined.fetch_add(1, Ordering::Relaxed);
-                            }
+                            let batch = gather(first, &mut receiver, !in_flight.is_empty(), counters);
                             let sent = pipeline::start(group(link, sql, gate, permit, batch, counters));
                             in_flight.push_back(sent.await.finish());
                         }
@@ -468,10 +465,7 @@ async fn run(
                 let (Ok(permit), Some(first)) = (permit, next.take()) else {
                     return;
                 };
-                let batch = gather(first, &mut receiver);
-                if !in_flight.is_empty() {
-                    counters.pipelined.fetch_add(1, Ordering::Relaxed);
-                }
+                let batch = gather(first, &mut receiver, !in_flight.is_empty(), counters);
                 let sent = pipeline::start(group(link, sql, gate, permit, batch, counters));
                 in_flight.push_back(sent.await.finish());
             }
@@ -501,8 +495,17 @@ async fn group<'g>(
     }
 }
 
-/// `first` and what waits behind it, up to [`MAX_GROUP`] members and [`MAX_GROUP_BYTES`].
-fn gather(first: Request, receiver: &mut mpsc::UnboundedReceiver<Request>) -> Vec<Request> {
+/// `first` and what waits behind it, up to [`MAX_GROUP`] members and [`MAX_GROUP_BYTES`];
+/// counted as `pipelined` when an earlier group is still in flight.
+fn gather(
+    first: Request,
+    receiver: &mut mpsc::UnboundedReceiver<Request>,
+    pipelined: bool,
+    counters: &Counters,
+) -> Vec<Request> {
+    if pipelined {
+        counters.pipelined.fetch_add(1, Ordering::Relaxed);
+    }
     let mut bytes = first.bytes();
     let mut batch = vec![first];
     while batch.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
@@ -537,23 +540,24 @@ fn finish(done: InFlight, cache: &ReadCache, filled: &mut u64, commits: &AtomicU
                 continue;
             }
         };
-        let seen: Box<dyn Iterator<Item = SeenRef<'_>> + '_> = match &fill.checked {
+        let Fill { members, committed } = fill;
+        let seen: Box<dyn Iterator<Item = SeenRef<'_>> + '_> = match &committed.checked {
             Some(checked) => Box::new(checked.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))),
             None => Box::new(
-                fill.members
+                members
                     .iter()
                     .filter_map(|i| batch.get(*i))
                     .flat_map(|m| m.reads.keys.iter())
                     .map(|(k, v)| (k.as_slice(), v.as_deref())),
             ),
         };
-        if fill.place > *filled {
-            *filled = fill.place;
-            cache.committed(seen, &fill.writes);
+        if committed.place > *filled {
+            *filled = committed.place;
+            cache.committed(seen, &committed.writes);
         } else {
             // A group re-run after a later one committed: what it saw may be older than
             // what the cache holds, and what the later group saw older than what it wrote.
-            cache.forget_all(seen.map(|(k, _)| k), &fill.writes);
+            cache.forget_all(seen.map(|(k, _)| k), &committed.writes);
         }
     }
     tracing::debug!(
@@ -583,21 +587,19 @@ enum CacheUpdate {
 
 /// What a committed transaction of a group tells the cache.
 struct Fill {
-    /// Its `COMMIT`'s place in the order PostgreSQL ran them ([`Turn::pass`]).
-    place: u64,
     /// The group's members (indices in its batch) whose reads were checked and held.
     members: Vec<usize>,
-    /// The keys the transaction re-read, with their values then (`None`: the members'
-    /// reads, which the check found to hold).
-    checked: Option<Vec<Seen>>,
-    /// The merged writes of its accepted members.
-    writes: Pending,
+    committed: Committed,
 }
 
 /// What a committed transaction saw and wrote.
 struct Committed {
+    /// Its `COMMIT`'s place in the order PostgreSQL ran them ([`Turn::pass`]).
     place: u64,
+    /// The keys the transaction re-read, with their values then (`None`: the members'
+    /// reads, which the check found to hold).
     checked: Option<Vec<Seen>>,
+    /// The merged writes of its accepted members.
     writes: Pending,
 }
 
@@ -664,13 +666,11 @@ fn outcomes(
         Attempt::Done(accepted, committed) => {
             counters.groups.fetch_add(1, Ordering::Relaxed);
             fills.push(CacheUpdate::Committed(Fill {
-                place: committed.place,
                 members: (0..accepted.len())
                     .filter(|i| accepted[*i])
                     .map(&index)
                     .collect(),
-                checked: committed.checked,
-                writes: committed.writes,
+                committed,
             }));
             accepted
                 .into_iter()
@@ -1289,10 +1289,12 @@ mod tests {
             started: std::time::Instant::now(),
             outcomes: vec![Ok(())],
             fills: vec![CacheUpdate::Committed(Fill {
-                place,
                 members: vec![0],
-                checked: None,
-                writes,
+                committed: Committed {
+                    place,
+                    checked: None,
+                    writes,
+                },
             })],
         };
         (group, answer)
